@@ -1,0 +1,116 @@
+//! Configuration: parsed once, fully, when the plugin starts. Unknown fields are refused and
+//! every value is validated; errors name the field.
+
+mod compile;
+mod raw;
+
+use std::fmt;
+
+use crate::alg::Alg;
+use crate::jwks::KeySet;
+use crate::policy::Rule;
+
+pub use compile::BUILT_IN_HEADER_SUFFIXES;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub realm: String,
+    pub max_token_bytes: usize,
+    pub providers: Vec<Provider>,
+    pub rules: Vec<Rule>,
+    pub identity: IdentityConfig,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        compile::compile(bytes)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub issuer: String,
+    /// `None` when the provider explicitly waives the audience check.
+    pub audiences: Option<Vec<String>>,
+    pub jwks: JwksSource,
+    pub algorithms: Vec<Alg>,
+    pub clock_skew_s: u64,
+    pub max_lifetime_s: u64,
+    pub require_typ: bool,
+    pub idp: IdpKind,
+    pub token_sources: Vec<TokenSource>,
+    pub scope_claims: Vec<String>,
+    pub subject_claim: String,
+    pub groups_claim: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    Inline(KeySet),
+    Remote(RemoteJwks),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteJwks {
+    pub cluster: String,
+    pub uri: String,
+    pub authority: String,
+    pub path: String,
+    pub refresh_interval_s: u64,
+    pub timeout_ms: u64,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A request header (lower-case name), with an optional case-insensitive prefix.
+    Header { name: String, prefix: Option<String> },
+    /// A query parameter: opt-in only, since URLs end up in access logs.
+    Query { param: String },
+}
+
+/// How the principal kind (human user or service principal) is read from the claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpKind {
+    Generic,
+    Okta,
+    Entra,
+    Auth0,
+    Databricks,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    pub header_prefix: String,
+    pub forward_authorization: bool,
+    /// (claim path, full header name).
+    pub claim_headers: Vec<(String, String)>,
+}
+
+/// A configuration problem, naming the field (`providers.okta.jwks.remote.uri`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The configuration as written by hand: serde DTOs that refuse unknown fields.
+//! `compile.rs` turns them into validated domain types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub providers: BTreeMap<String, RawProvider>,
+    pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    pub realm: Option<String>,
+    pub max_token_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: String,
+    pub audiences: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_any_audience: bool,
+    pub jwks: RawJwks,
+    pub algorithms: Option<Vec<String>>,
+    pub clock_skew_s: Option<u64>,
+    pub max_lifetime_s: Option<u64>,
+    #[serde(default)]
+    pub require_typ: bool,
+    pub idp: Option<String>,
+    pub token_sources: Option<Vec<RawTokenSource>>,
+    #[serde(default)]
+    pub claims: RawClaims,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwks {
+    pub inline: Option<serde_json::Value>,
+    pub remote: Option<RawRemoteJwks>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteJwks {
+    pub cluster: String,
+    pub uri: String,
+    pub refresh_interval_s: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenSource {
+    pub header: Option<String>,
+    pub prefix: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClaims {
+    pub scopes: Option<Vec<String>>,
+    pub subject: Option<String>,
+    pub groups: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    pub providers: Option<Vec<String>>,
+    pub require: Option<RawRequire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    pub template: Option<String>,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequire {
+    #[serde(default)]
+    pub scopes_all: Vec<String>,
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
+    #[serde(default)]
+    pub groups_any: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub header_prefix: Option<String>,
+    pub forward_authorization: Option<bool>,
+    #[serde(default)]
+    pub claim_headers: BTreeMap<String, String>,
+}

@@ -1,0 +1,253 @@
+//! The decision pipeline: path → rule → credential → token → provider → verification →
+//! requirement → identity. Pure: the adapter supplies the request, the key store and `now`.
+
+use crate::UnixTime;
+use crate::config::{Config, Provider, TokenSource};
+use crate::error::{AuthError, DenyResponse, Reason};
+use crate::identity::{
+    AuditRecord, client_id, headers_to_strip, identity_headers, principal_kind, token_fingerprint,
+};
+use crate::jwks::JwksStore;
+use crate::policy::{Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path};
+use crate::token::{Credential, UnverifiedJwt, extract_credential};
+use crate::verify::claims::{string_claim, string_list};
+use crate::verify::{SignatureVerifier, verify_for_provider};
+
+/// What the adapter knows about a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The raw `:path`, query included.
+    pub path: &'a str,
+    /// Request headers, names lower-case as the host delivers them.
+    pub headers: &'a [(String, String)],
+}
+
+/// Changes to make to an allowed request before it goes upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mutations {
+    pub remove_headers: Vec<String>,
+    pub set_headers: Vec<(String, String)>,
+    pub set_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow { mutations: Mutations, audit: AuditRecord },
+    Deny { response: DenyResponse, audit: AuditRecord },
+}
+
+impl Decision {
+    pub fn audit(&self) -> &AuditRecord {
+        match self {
+            Decision::Allow { audit, .. } | Decision::Deny { audit, .. } => audit,
+        }
+    }
+}
+
+pub struct Engine {
+    pub config: Config,
+    verifier: Box<dyn SignatureVerifier>,
+}
+
+impl Engine {
+    pub fn new(config: Config, verifier: Box<dyn SignatureVerifier>) -> Self {
+        Engine { config, verifier }
+    }
+
+    pub fn decide(&self, request: &Request<'_>, keys: &JwksStore, now: UnixTime) -> Decision {
+        let mut audit = AuditRecord {
+            method: request.method.to_string(),
+            path: request.path.split('?').next().unwrap_or_default().to_string(),
+            request_id: header(request.headers, "x-request-id").map(str::to_string),
+            ..AuditRecord::default()
+        };
+        match self.evaluate(request, keys, now, &mut audit) {
+            Ok(mutations) => {
+                audit.decision = "allow";
+                audit.status = 200;
+                Decision::Allow { mutations, audit }
+            }
+            Err(error) => {
+                let response = error.to_response(&self.config.realm);
+                audit.decision = "deny";
+                audit.reason = Some(error.reason.as_str());
+                audit.status = response.status;
+                audit.detail = Some(error.detail);
+                Decision::Deny { response, audit }
+            }
+        }
+    }
+
+    fn evaluate(
+        &self,
+        request: &Request<'_>,
+        keys: &JwksStore,
+        now: UnixTime,
+        audit: &mut AuditRecord,
+    ) -> Result<Mutations, AuthError> {
+        let config = &self.config;
+        let path = normalize_path(request.path)
+            .map_err(|problem| AuthError::new(Reason::BadPath, format!("bad request path: {problem}")))?;
+        audit.path = path.path.clone();
+        let (rule, bindings) = match_rule(&config.rules, request.method, &path.path).ok_or_else(|| {
+            AuthError::new(
+                Reason::NoMatchingRule,
+                format!("no rule matches {} {}; requests are denied by default", request.method, path.path),
+            )
+        })?;
+        audit.rule = Some(rule.name.clone());
+        let mut mutations = Mutations {
+            remove_headers: headers_to_strip(request.headers, &config.identity.header_prefix),
+            ..Mutations::default()
+        };
+        let (providers, requirement) = match &rule.access {
+            Access::Anonymous => {
+                mutations.set_path = path.rewritten.clone();
+                return Ok(mutations);
+            }
+            Access::Token { providers, require } => (providers, require),
+        };
+        let sources = self.token_sources(providers);
+        let credential = extract_credential(request.headers, path.query.as_deref(), &sources, config.max_token_bytes)?
+            .ok_or_else(|| {
+                AuthError::new(
+                    Reason::MissingToken,
+                    format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
+                )
+            })?;
+        audit.token_fingerprint = Some(token_fingerprint(&credential.token));
+        let jwt = UnverifiedJwt::parse(&credential.token)?;
+        audit.kid = jwt.header.kid.clone();
+        audit.alg = Some(jwt.header.alg.clone());
+        let (index, provider) = self.provider_for(rule, providers, &jwt)?;
+        audit.provider = Some(provider.name.clone());
+        audit.issuer = Some(provider.issuer.clone());
+        audit.subject = string_claim(&jwt.claims, &provider.subject_claim);
+        audit.client_id = client_id(&jwt.claims);
+        audit.token_id = string_claim(&jwt.claims, "jti");
+        verify_for_provider(provider, &jwt, keys.keys(index).map(|k| k.as_ref()), now, self.verifier.as_ref())?;
+        let kind = principal_kind(provider.idp, &jwt.claims, audit.subject.as_deref());
+        audit.principal_kind = Some(kind.as_str());
+        let scopes = scopes_of(provider, &jwt);
+        let groups = string_list(&jwt.claims, &provider.groups_claim);
+        check_requirement(requirement, rule, &bindings, &scopes, &groups)?;
+
+        let identity = &config.identity;
+        let built_in = [
+            ("subject", audit.subject.clone()),
+            ("issuer", Some(provider.issuer.clone())),
+            ("provider", Some(provider.name.clone())),
+            ("client-id", audit.client_id.clone()),
+            ("scopes", Some(scopes.join(" "))),
+            ("groups", Some(groups.join(","))),
+            ("principal-kind", Some(kind.as_str().to_string())),
+            ("token-id", audit.token_id.clone()),
+            ("rule", Some(rule.name.clone())),
+        ];
+        mutations.set_headers =
+            identity_headers(&identity.header_prefix, &built_in, &jwt.claims, &identity.claim_headers);
+        if identity.forward_authorization {
+            mutations.set_path = path.rewritten.clone();
+        } else {
+            remove_credential(&credential, &path, &mut mutations);
+        }
+        Ok(mutations)
+    }
+
+    /// The union of the token sources of the rule's providers, in order, without repeats.
+    fn token_sources(&self, providers: &[usize]) -> Vec<&TokenSource> {
+        let mut sources: Vec<&TokenSource> = Vec::new();
+        for provider in providers.iter().filter_map(|i| self.config.providers.get(*i)) {
+            for source in &provider.token_sources {
+                if !sources.contains(&source) {
+                    sources.push(source);
+                }
+            }
+        }
+        sources
+    }
+
+    /// The provider whose issuer is the token's `iss`, among those the rule accepts.
+    fn provider_for(&self, rule: &Rule, providers: &[usize], jwt: &UnverifiedJwt<'_>) -> Result<(usize, &Provider), AuthError> {
+        let accepted: Vec<(usize, &Provider)> = providers
+            .iter()
+            .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
+            .collect();
+        let issuers: Vec<&str> = accepted.iter().map(|(_, p)| p.issuer.as_str()).collect();
+        let iss = string_claim(&jwt.claims, "iss").ok_or_else(|| {
+            AuthError::new(Reason::IssuerNotAccepted, "token has no iss claim (or it is not a string)")
+        })?;
+        accepted.into_iter().find(|(_, p)| p.issuer == iss).ok_or_else(|| {
+            AuthError::new(
+                Reason::IssuerNotAccepted,
+                format!(
+                    "issuer {:?} is not accepted by rule {} (accepted: [{}])",
+                    truncate(&iss, 200),
+                    rule.name,
+                    issuers.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+fn check_requirement(
+    requirement: &Requirement,
+    rule: &Rule,
+    bindings: &Bindings,
+    scopes: &[String],
+    groups: &[String],
+) -> Result<(), AuthError> {
+    requirement.check(&rule.name, bindings, scopes, groups)
+}
+
+fn scopes_of(provider: &Provider, jwt: &UnverifiedJwt<'_>) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    for claim in &provider.scope_claims {
+        for scope in string_list(&jwt.claims, claim) {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+    }
+    scopes
+}
+
+/// With `forward_authorization: false`, the credential never reaches the upstream.
+fn remove_credential(credential: &Credential, path: &NormalizedPath, mutations: &mut Mutations) {
+    let mut query_params: Vec<&str> = Vec::new();
+    for source in &credential.found_in {
+        match source {
+            TokenSource::Header { name, .. } => mutations.remove_headers.push(name.clone()),
+            TokenSource::Query { param } => query_params.push(param),
+        }
+    }
+    if query_params.is_empty() {
+        mutations.set_path = path.rewritten.clone();
+        return;
+    }
+    let base = path.encoded.clone();
+    let kept: Vec<&str> = path
+        .query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            !pair.is_empty() && !query_params.contains(&name)
+        })
+        .collect();
+    mutations.set_path = Some(if kept.is_empty() { base } else { format!("{base}?{}", kept.join("&")) });
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests;

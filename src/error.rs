@@ -1,0 +1,303 @@
+//! The one error type: every refusal maps to its HTTP status, its RFC 6750 challenge,
+//! its Databricks-style body, its metric and its log reason, all here.
+
+use serde_json::json;
+
+/// Why a request was refused. A closed set, so metric names stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    MalformedCredential,
+    MultipleTokens,
+    TokenTooLarge,
+    MalformedToken,
+    UnsupportedHeader,
+    TypMismatch,
+    IssuerNotAccepted,
+    AlgNotAllowed,
+    UnknownKid,
+    KeyMismatch,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    IssuedInFuture,
+    LifetimeTooLong,
+    AudienceMismatch,
+    InsufficientScope,
+    GroupNotAllowed,
+    NoMatchingRule,
+    BadPath,
+    KeysUnavailable,
+}
+
+/// The RFC 6750 §3.1 error code carried by the challenge, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChallengeError {
+    /// A challenge without an `error` attribute: the client sent no credential.
+    Bare,
+    InvalidRequest,
+    InvalidToken,
+    InsufficientScope,
+    /// No `WWW-Authenticate` at all: the refusal is not about the credential.
+    NoChallenge,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 22] = [
+        Reason::MissingToken,
+        Reason::MalformedCredential,
+        Reason::MultipleTokens,
+        Reason::TokenTooLarge,
+        Reason::MalformedToken,
+        Reason::UnsupportedHeader,
+        Reason::TypMismatch,
+        Reason::IssuerNotAccepted,
+        Reason::AlgNotAllowed,
+        Reason::UnknownKid,
+        Reason::KeyMismatch,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::IssuedInFuture,
+        Reason::LifetimeTooLong,
+        Reason::AudienceMismatch,
+        Reason::InsufficientScope,
+        Reason::GroupNotAllowed,
+        Reason::NoMatchingRule,
+        Reason::BadPath,
+        Reason::KeysUnavailable,
+    ];
+
+    /// The stable, snake_case name used in metrics, logs, the response header and the body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::MalformedCredential => "malformed_credential",
+            Reason::MultipleTokens => "multiple_tokens",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::MalformedToken => "malformed_token",
+            Reason::UnsupportedHeader => "unsupported_header",
+            Reason::TypMismatch => "typ_mismatch",
+            Reason::IssuerNotAccepted => "issuer_not_accepted",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::KeyMismatch => "key_mismatch",
+            Reason::BadSignature => "bad_signature",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::IssuedInFuture => "issued_in_future",
+            Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::AudienceMismatch => "audience_mismatch",
+            Reason::InsufficientScope => "insufficient_scope",
+            Reason::GroupNotAllowed => "group_not_allowed",
+            Reason::NoMatchingRule => "no_matching_rule",
+            Reason::BadPath => "bad_path",
+            Reason::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    pub fn status(self) -> u32 {
+        match self.challenge() {
+            ChallengeError::Bare | ChallengeError::InvalidToken => 401,
+            ChallengeError::InvalidRequest => 400,
+            ChallengeError::InsufficientScope => 403,
+            ChallengeError::NoChallenge => match self {
+                Reason::BadPath => 400,
+                Reason::KeysUnavailable => 503,
+                _ => 403,
+            },
+        }
+    }
+
+    fn challenge(self) -> ChallengeError {
+        match self {
+            Reason::MissingToken => ChallengeError::Bare,
+            Reason::MalformedCredential | Reason::MultipleTokens | Reason::TokenTooLarge => {
+                ChallengeError::InvalidRequest
+            }
+            Reason::InsufficientScope | Reason::GroupNotAllowed => {
+                ChallengeError::InsufficientScope
+            }
+            Reason::NoMatchingRule | Reason::BadPath | Reason::KeysUnavailable => {
+                ChallengeError::NoChallenge
+            }
+            _ => ChallengeError::InvalidToken,
+        }
+    }
+
+    /// Databricks' `error_code` for this status, so the Databricks SDKs show the message.
+    fn error_code(self) -> &'static str {
+        match self.status() {
+            400 => "BAD_REQUEST",
+            401 => "UNAUTHENTICATED",
+            503 => "TEMPORARILY_UNAVAILABLE",
+            _ => "PERMISSION_DENIED",
+        }
+    }
+}
+
+/// A refusal: the reason plus a precise, token-free explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    pub reason: Reason,
+    pub detail: String,
+    /// For `insufficient_scope`: the scope expression the route needs (RFC 6750 `scope=`).
+    pub required_scope: Option<String>,
+}
+
+impl AuthError {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        AuthError {
+            reason,
+            detail: detail.into(),
+            required_scope: None,
+        }
+    }
+
+    pub fn insufficient_scope(detail: impl Into<String>, required: String) -> Self {
+        AuthError {
+            reason: Reason::InsufficientScope,
+            detail: detail.into(),
+            required_scope: Some(required),
+        }
+    }
+
+    /// The HTTP response this refusal becomes.
+    pub fn to_response(&self, realm: &str) -> DenyResponse {
+        let reason = self.reason;
+        let mut headers = vec![
+            ("content-type".to_string(), "application/json".to_string()),
+            ("x-brickgate-reason".to_string(), reason.as_str().to_string()),
+        ];
+        if let Some(challenge) = self.challenge(realm) {
+            headers.push(("www-authenticate".to_string(), challenge));
+        }
+        if reason == Reason::KeysUnavailable {
+            headers.push(("retry-after".to_string(), "5".to_string()));
+        }
+        let body = json!({
+            "error_code": reason.error_code(),
+            "message": self.detail,
+            "details": [{
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason.as_str(),
+                "domain": "brickgate",
+            }],
+        });
+        DenyResponse {
+            status: reason.status(),
+            headers,
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn challenge(&self, realm: &str) -> Option<String> {
+        let error = match self.reason.challenge() {
+            ChallengeError::NoChallenge => return None,
+            ChallengeError::Bare => return Some(format!("Bearer realm=\"{realm}\"")),
+            ChallengeError::InvalidRequest => "invalid_request",
+            ChallengeError::InvalidToken => "invalid_token",
+            ChallengeError::InsufficientScope => "insufficient_scope",
+        };
+        let mut value = format!(
+            "Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
+            quoted_string_safe(&self.detail)
+        );
+        if let Some(scope) = &self.required_scope {
+            value.push_str(&format!(", scope=\"{}\"", quoted_string_safe(scope)));
+        }
+        Some(value)
+    }
+}
+
+/// RFC 6750 restricts attribute values to %x20-21 / %x23-5B / %x5D-7E: drop the rest.
+fn quoted_string_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if (' '..='~').contains(&c) => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// A local reply, ready for the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenyResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl DenyResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_maps_to_status_code_and_challenge() {
+        let cases: &[(Reason, u32, &str, Option<&str>)] = &[
+            (Reason::MissingToken, 401, "UNAUTHENTICATED", Some("Bearer realm=\"r\"")),
+            (Reason::MultipleTokens, 400, "BAD_REQUEST", Some("invalid_request")),
+            (Reason::Expired, 401, "UNAUTHENTICATED", Some("invalid_token")),
+            (Reason::InsufficientScope, 403, "PERMISSION_DENIED", Some("insufficient_scope")),
+            (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
+            (Reason::BadPath, 400, "BAD_REQUEST", None),
+            (Reason::KeysUnavailable, 503, "TEMPORARILY_UNAVAILABLE", None),
+        ];
+        for (reason, status, code, challenge) in cases {
+            let response = AuthError::new(*reason, "why").to_response("r");
+            assert_eq!(response.status, *status, "{reason:?}");
+            let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+            assert_eq!(body["error_code"], *code, "{reason:?}");
+            assert_eq!(body["details"][0]["reason"], reason.as_str());
+            match challenge {
+                None => assert_eq!(response.header("www-authenticate"), None),
+                Some(part) => assert!(
+                    response.header("www-authenticate").unwrap().contains(part),
+                    "{reason:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_attribute() {
+        let response = AuthError::new(Reason::MissingToken, "none").to_response("gw");
+        assert_eq!(response.header("www-authenticate"), Some("Bearer realm=\"gw\""));
+    }
+
+    #[test]
+    fn insufficient_scope_names_the_required_scope_and_escapes_quotes() {
+        let error = AuthError::insufficient_scope("needs \"jobs\"\n", "jobs".to_string());
+        let challenge = error.to_response("gw").header("www-authenticate").unwrap().to_string();
+        assert_eq!(
+            challenge,
+            "Bearer realm=\"gw\", error=\"insufficient_scope\", \
+             error_description=\"needs 'jobs'?\", scope=\"jobs\""
+        );
+    }
+
+    #[test]
+    fn keys_unavailable_asks_to_retry() {
+        let response = AuthError::new(Reason::KeysUnavailable, "x").to_response("gw");
+        assert_eq!(response.header("retry-after"), Some("5"));
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        let mut names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
+}

@@ -1,0 +1,9 @@
+//! Who the verified caller is, as headers for the upstream and as an audit record.
+
+mod audit;
+mod headers;
+mod principal;
+
+pub use audit::{AuditRecord, token_fingerprint};
+pub use headers::{header_value_safe, headers_to_strip, identity_headers};
+pub use principal::{PrincipalKind, client_id, principal_kind};

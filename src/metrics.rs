@@ -1,0 +1,40 @@
+//! Counter names: a closed set defined once at start-up, so cardinality is bounded.
+//! Envoy shows them under `wasmcustom.` in its stats.
+
+use crate::error::Reason;
+
+pub const ALLOWED: &str = "brickgate.allowed";
+pub const ALLOWED_ANONYMOUS: &str = "brickgate.allowed_anonymous";
+pub const DENIED: &str = "brickgate.denied";
+pub const JWKS_FETCH_SUCCESS: &str = "brickgate.jwks.fetch_success";
+pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
+pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
+
+pub fn denied_for(reason: Reason) -> String {
+    format!("{DENIED}.{}", reason.as_str())
+}
+
+/// Every counter the filter defines.
+pub fn all_counters() -> Vec<String> {
+    let mut names: Vec<String> = [ALLOWED, ALLOWED_ANONYMOUS, DENIED, JWKS_FETCH_SUCCESS, JWKS_FETCH_FAILED, JWKS_KEYS_SKIPPED]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    names.extend(Reason::ALL.iter().map(|reason| denied_for(*reason)));
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_unique_and_cover_every_reason() {
+        let mut names = all_counters();
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+        assert!(names.contains(&"brickgate.denied.audience_mismatch".to_string()));
+    }
+}

@@ -1,0 +1,212 @@
+//! Extraction of the one credential a request may carry (RFC 6750 §2): strict syntax, a size
+//! limit before any decoding, and two different tokens refused (token smuggling).
+
+use crate::config::TokenSource;
+use crate::error::{AuthError, Reason};
+
+/// The credential found, and every place it was found (removed upstream when not forwarded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub token: String,
+    pub found_in: Vec<TokenSource>,
+}
+
+/// Looks in `sources` (the union of the route's providers' sources). `headers` are the
+/// request headers with lower-case names; `query` is the raw query string.
+pub fn extract_credential(
+    headers: &[(String, String)],
+    query: Option<&str>,
+    sources: &[&TokenSource],
+    max_bytes: usize,
+) -> Result<Option<Credential>, AuthError> {
+    let mut found: Option<Credential> = None;
+    let mut foreign_scheme: Option<String> = None;
+    for source in sources {
+        let candidates: Vec<String> = match source {
+            TokenSource::Header { name, prefix } => {
+                let mut tokens = Vec::new();
+                for (_, value) in headers.iter().filter(|(n, _)| n == name) {
+                    match prefix {
+                        None => tokens.push(value.trim().to_string()),
+                        Some(prefix) => match strip_prefix_ignore_case(value, prefix) {
+                            Some(rest) => tokens.push(rest.trim_start().to_string()),
+                            None if prefix.trim().eq_ignore_ascii_case(value.trim()) => {
+                                return Err(AuthError::new(
+                                    Reason::MalformedCredential,
+                                    format!("{name} header has the {} scheme but no token", prefix.trim()),
+                                ));
+                            }
+                            None => {
+                                let scheme = value.split(' ').next().unwrap_or_default();
+                                foreign_scheme = Some(format!("{name} header uses scheme {scheme:?}"));
+                            }
+                        },
+                    }
+                }
+                tokens
+            }
+            TokenSource::Query { param } => query_values(query, param),
+        };
+        for token in candidates {
+            check_syntax(&token, source, max_bytes)?;
+            match &mut found {
+                None => {
+                    found = Some(Credential {
+                        token,
+                        found_in: vec![(*source).clone()],
+                    })
+                }
+                Some(existing) if existing.token == token => {
+                    if !existing.found_in.contains(source) {
+                        existing.found_in.push((*source).clone());
+                    }
+                }
+                Some(existing) => {
+                    return Err(AuthError::new(
+                        Reason::MultipleTokens,
+                        format!(
+                            "request carries two different tokens (in {} and {}); send exactly one",
+                            describe(&existing.found_in[..1]),
+                            describe(std::slice::from_ref(*source))
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if found.is_none() {
+        if let Some(scheme) = foreign_scheme {
+            return Err(AuthError::new(
+                Reason::MissingToken,
+                format!("no bearer token: {scheme}; this route needs a Bearer access token"),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| value.get(prefix.len()..)).flatten()
+}
+
+fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(|(name, _)| *name == param)
+        .map(|(_, value)| value.replace("%2B", "+").replace("%2F", "/").replace("%3D", "="))
+        .collect()
+}
+
+/// RFC 6750 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(), AuthError> {
+    let place = describe(std::slice::from_ref(source));
+    if token.len() > max_bytes {
+        return Err(AuthError::new(
+            Reason::TokenTooLarge,
+            format!("token in {place} is {} bytes; the limit is {max_bytes}", token.len()),
+        ));
+    }
+    let body = token.trim_end_matches('=');
+    let valid = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !valid {
+        let problem = if token.is_empty() {
+            "is empty"
+        } else if token.contains(' ') {
+            "has extra words after the token"
+        } else {
+            "contains characters a bearer token cannot have"
+        };
+        return Err(AuthError::new(
+            Reason::MalformedCredential,
+            format!("credential in {place} {problem}"),
+        ));
+    }
+    Ok(())
+}
+
+fn describe(sources: &[TokenSource]) -> String {
+    match sources.first() {
+        Some(TokenSource::Header { name, .. }) => format!("header {name}"),
+        Some(TokenSource::Query { param }) => format!("query parameter {param}"),
+        None => "request".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer() -> TokenSource {
+        TokenSource::Header {
+            name: "authorization".into(),
+            prefix: Some("Bearer ".into()),
+        }
+    }
+
+    fn query() -> TokenSource {
+        TokenSource::Query {
+            param: "access_token".into(),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn extraction_table() {
+        let (b, q) = (bearer(), query());
+        let both = [&b, &q];
+        let cases: Vec<(&str, Vec<(String, String)>, Option<&str>, Result<Option<&str>, Reason>)> = vec![
+            ("none", headers(&[]), None, Ok(None)),
+            ("bearer", headers(&[("authorization", "Bearer abc.def.ghi")]), None, Ok(Some("abc.def.ghi"))),
+            ("case-insensitive scheme", headers(&[("authorization", "bearer abc")]), None, Ok(Some("abc"))),
+            ("padding allowed", headers(&[("authorization", "Bearer abc==")]), None, Ok(Some("abc=="))),
+            ("query", headers(&[]), Some("a=1&access_token=abc"), Ok(Some("abc"))),
+            ("same token twice", headers(&[("authorization", "Bearer abc")]), Some("access_token=abc"), Ok(Some("abc"))),
+            ("two tokens", headers(&[("authorization", "Bearer abc")]), Some("access_token=xyz"), Err(Reason::MultipleTokens)),
+            ("two headers", headers(&[("authorization", "Bearer abc"), ("authorization", "Bearer xyz")]), None, Err(Reason::MultipleTokens)),
+            ("extra words", headers(&[("authorization", "Bearer abc def")]), None, Err(Reason::MalformedCredential)),
+            ("scheme only", headers(&[("authorization", "Bearer")]), None, Err(Reason::MalformedCredential)),
+            ("bad characters", headers(&[("authorization", "Bearer abc\"def")]), None, Err(Reason::MalformedCredential)),
+            ("empty query token", headers(&[]), Some("access_token="), Err(Reason::MalformedCredential)),
+            ("basic", headers(&[("authorization", "Basic dXNlcjpwdw==")]), None, Err(Reason::MissingToken)),
+            ("too large", headers(&[("authorization", &format!("Bearer {}", "a".repeat(65)))]), None, Err(Reason::TokenTooLarge)),
+            ("other header ignored", headers(&[("x-token", "Bearer abc")]), None, Ok(None)),
+        ];
+        for (name, headers, query, expected) in cases {
+            let got = extract_credential(&headers, query, &both, 64);
+            match expected {
+                Ok(token) => assert_eq!(got.unwrap().map(|c| c.token), token.map(String::from), "{name}"),
+                Err(reason) => assert_eq!(got.unwrap_err().reason, reason, "{name}"),
+            }
+        }
+    }
+
+    #[test]
+    fn query_sources_are_ignored_unless_configured() {
+        let got = extract_credential(&[], Some("access_token=abc"), &[&bearer()], 64).unwrap();
+        assert_eq!(got, None);
+    }
+
+    #[test]
+    fn messages_never_echo_the_token() {
+        let hs = headers(&[("authorization", "Bearer secret.token.value"), ("authorization", "Bearer other.token.value")]);
+        let error = extract_credential(&hs, None, &[&bearer()], 64).unwrap_err();
+        assert!(!error.detail.contains("secret") && !error.detail.contains("other"));
+    }
+
+    #[test]
+    fn found_in_lists_every_place() {
+        let got = extract_credential(&headers(&[("authorization", "Bearer abc")]), Some("access_token=abc"), &[&bearer(), &query()], 64)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.found_in, vec![bearer(), query()]);
+    }
+}

@@ -1,0 +1,93 @@
+//! Verification of a parsed token for one provider, cheapest checks first: header, `alg`,
+//! time, audience, key lookup, and only then the signature.
+
+pub mod claims;
+mod signature;
+
+pub use signature::{InWasmVerifier, SignatureVerifier};
+
+use crate::UnixTime;
+use crate::alg::Alg;
+use crate::config::Provider;
+use crate::error::{AuthError, Reason};
+use crate::jwks::KeySet;
+use crate::token::UnverifiedJwt;
+
+/// Checks everything about `jwt` that depends on `provider`. `keys` is `None` while the
+/// provider's keys have never been fetched.
+pub fn verify_for_provider(
+    provider: &Provider,
+    jwt: &UnverifiedJwt<'_>,
+    keys: Option<&KeySet>,
+    now: UnixTime,
+    verifier: &dyn SignatureVerifier,
+) -> Result<Alg, AuthError> {
+    if provider.require_typ {
+        let typ = jwt.header.typ.as_deref().unwrap_or("");
+        let ok = typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
+        if !ok {
+            return Err(AuthError::new(
+                Reason::TypMismatch,
+                format!("token typ is {typ:?}; provider {} accepts only at+jwt access tokens (RFC 9068)", provider.name),
+            ));
+        }
+    }
+    let alg = Alg::parse(&jwt.header.alg)
+        .filter(|alg| provider.algorithms.contains(alg))
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
+            AuthError::new(
+                Reason::AlgNotAllowed,
+                format!(
+                    "alg {:?} is not accepted for provider {} (accepted: [{}])",
+                    jwt.header.alg,
+                    provider.name,
+                    allowed.join(", ")
+                ),
+            )
+        })?;
+    claims::check_lifetime(&jwt.claims, now, provider.clock_skew_s, provider.max_lifetime_s)?;
+    if let Some(audiences) = &provider.audiences {
+        claims::check_audience(&jwt.claims, audiences)?;
+    }
+    let keys = keys.ok_or_else(|| {
+        AuthError::new(
+            Reason::KeysUnavailable,
+            format!("signing keys for provider {} are not available yet; retry shortly", provider.name),
+        )
+    })?;
+    let kid = jwt.header.kid.as_deref();
+    let candidates = keys.candidates(kid, alg);
+    if candidates.is_empty() {
+        return Err(AuthError::new(
+            Reason::UnknownKid,
+            match kid {
+                Some(kid) => format!(
+                    "no key with kid {kid:?} in provider {}'s key set (known: [{}])",
+                    provider.name,
+                    keys.kids().join(", ")
+                ),
+                None => format!("token has no kid and provider {} has no {alg} key", provider.name),
+            },
+        ));
+    }
+    let fitting: Vec<_> = candidates.iter().filter(|key| key.mismatch(alg).is_none()).collect();
+    if fitting.is_empty() {
+        let why = candidates.first().and_then(|key| key.mismatch(alg)).unwrap_or_default();
+        return Err(AuthError::new(
+            Reason::KeyMismatch,
+            format!("key {:?} cannot verify {alg}: {why}", kid.unwrap_or("")),
+        ));
+    }
+    let signing_input = jwt.signing_input.as_bytes();
+    if fitting.iter().any(|key| verifier.verify(alg, key, signing_input, jwt.signature_b64)) {
+        return Ok(alg);
+    }
+    Err(AuthError::new(
+        Reason::BadSignature,
+        match kid {
+            Some(kid) => format!("signature does not verify with key {kid:?} of provider {}", provider.name),
+            None => format!("signature does not verify with any {alg} key of provider {}", provider.name),
+        },
+    ))
+}
