@@ -8,7 +8,9 @@ use crate::identity::{
     AuditRecord, client_id, headers_to_strip, identity_headers, principal_kind, token_fingerprint,
 };
 use crate::jwks::JwksStore;
-use crate::policy::{Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path};
+use crate::policy::{
+    Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path,
+};
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
 use crate::verify::claims::{string_claim, string_list};
 use crate::verify::{SignatureVerifier, verify_for_provider};
@@ -33,8 +35,14 @@ pub struct Mutations {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Allow { mutations: Mutations, audit: AuditRecord },
-    Deny { response: DenyResponse, audit: AuditRecord },
+    Allow {
+        mutations: Mutations,
+        audit: AuditRecord,
+    },
+    Deny {
+        response: DenyResponse,
+        audit: AuditRecord,
+    },
 }
 
 impl Decision {
@@ -58,7 +66,12 @@ impl Engine {
     pub fn decide(&self, request: &Request<'_>, keys: &JwksStore, now: UnixTime) -> Decision {
         let mut audit = AuditRecord {
             method: request.method.to_string(),
-            path: request.path.split('?').next().unwrap_or_default().to_string(),
+            path: request
+                .path
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
             request_id: header(request.headers, "x-request-id").map(str::to_string),
             ..AuditRecord::default()
         };
@@ -87,15 +100,20 @@ impl Engine {
         audit: &mut AuditRecord,
     ) -> Result<Mutations, AuthError> {
         let config = &self.config;
-        let path = normalize_path(request.path)
-            .map_err(|problem| AuthError::new(Reason::BadPath, format!("bad request path: {problem}")))?;
-        audit.path = path.path.clone();
-        let (rule, bindings) = match_rule(&config.rules, request.method, &path.path).ok_or_else(|| {
-            AuthError::new(
-                Reason::NoMatchingRule,
-                format!("no rule matches {} {}; requests are denied by default", request.method, path.path),
-            )
+        let path = normalize_path(request.path).map_err(|problem| {
+            AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
+        audit.path = path.path.clone();
+        let (rule, bindings) =
+            match_rule(&config.rules, request.method, &path.path).ok_or_else(|| {
+                AuthError::new(
+                    Reason::NoMatchingRule,
+                    format!(
+                        "no rule matches {} {}; requests are denied by default",
+                        request.method, path.path
+                    ),
+                )
+            })?;
         audit.rule = Some(rule.name.clone());
         let mut mutations = Mutations {
             remove_headers: headers_to_strip(request.headers, &config.identity.header_prefix),
@@ -126,7 +144,13 @@ impl Engine {
         audit.subject = string_claim(&jwt.claims, &provider.subject_claim);
         audit.client_id = client_id(&jwt.claims);
         audit.token_id = string_claim(&jwt.claims, "jti");
-        verify_for_provider(provider, &jwt, keys.keys(index).map(|k| k.as_ref()), now, self.verifier.as_ref())?;
+        verify_for_provider(
+            provider,
+            &jwt,
+            keys.keys(index).map(|k| k.as_ref()),
+            now,
+            self.verifier.as_ref(),
+        )?;
         let kind = principal_kind(provider.idp, &jwt.claims, audit.subject.as_deref());
         audit.principal_kind = Some(kind.as_str());
         let scopes = scopes_of(provider, &jwt);
@@ -145,8 +169,12 @@ impl Engine {
             ("token-id", audit.token_id.clone()),
             ("rule", Some(rule.name.clone())),
         ];
-        mutations.set_headers =
-            identity_headers(&identity.header_prefix, &built_in, &jwt.claims, &identity.claim_headers);
+        mutations.set_headers = identity_headers(
+            &identity.header_prefix,
+            &built_in,
+            &jwt.claims,
+            &identity.claim_headers,
+        );
         if identity.forward_authorization {
             mutations.set_path = path.rewritten.clone();
         } else {
@@ -158,7 +186,10 @@ impl Engine {
     /// The union of the token sources of the rule's providers, in order, without repeats.
     fn token_sources(&self, providers: &[usize]) -> Vec<&TokenSource> {
         let mut sources: Vec<&TokenSource> = Vec::new();
-        for provider in providers.iter().filter_map(|i| self.config.providers.get(*i)) {
+        for provider in providers
+            .iter()
+            .filter_map(|i| self.config.providers.get(*i))
+        {
             for source in &provider.token_sources {
                 if !sources.contains(&source) {
                     sources.push(source);
@@ -169,26 +200,37 @@ impl Engine {
     }
 
     /// The provider whose issuer is the token's `iss`, among those the rule accepts.
-    fn provider_for(&self, rule: &Rule, providers: &[usize], jwt: &UnverifiedJwt<'_>) -> Result<(usize, &Provider), AuthError> {
+    fn provider_for(
+        &self,
+        rule: &Rule,
+        providers: &[usize],
+        jwt: &UnverifiedJwt<'_>,
+    ) -> Result<(usize, &Provider), AuthError> {
         let accepted: Vec<(usize, &Provider)> = providers
             .iter()
             .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
             .collect();
         let issuers: Vec<&str> = accepted.iter().map(|(_, p)| p.issuer.as_str()).collect();
         let iss = string_claim(&jwt.claims, "iss").ok_or_else(|| {
-            AuthError::new(Reason::IssuerNotAccepted, "token has no iss claim (or it is not a string)")
-        })?;
-        accepted.into_iter().find(|(_, p)| p.issuer == iss).ok_or_else(|| {
             AuthError::new(
                 Reason::IssuerNotAccepted,
-                format!(
-                    "issuer {:?} is not accepted by rule {} (accepted: [{}])",
-                    truncate(&iss, 200),
-                    rule.name,
-                    issuers.join(", ")
-                ),
+                "token has no iss claim (or it is not a string)",
             )
-        })
+        })?;
+        accepted
+            .into_iter()
+            .find(|(_, p)| p.issuer == iss)
+            .ok_or_else(|| {
+                AuthError::new(
+                    Reason::IssuerNotAccepted,
+                    format!(
+                        "issuer {:?} is not accepted by rule {} (accepted: [{}])",
+                        truncate(&iss, 200),
+                        rule.name,
+                        issuers.join(", ")
+                    ),
+                )
+            })
     }
 }
 
@@ -238,11 +280,18 @@ fn remove_credential(credential: &Credential, path: &NormalizedPath, mutations: 
             !pair.is_empty() && !query_params.contains(&name)
         })
         .collect();
-    mutations.set_path = Some(if kept.is_empty() { base } else { format!("{base}?{}", kept.join("&")) });
+    mutations.set_path = Some(if kept.is_empty() {
+        base
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    });
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -1,7 +1,23 @@
 //! The one error type: every refusal maps to its HTTP status, its RFC 6750 challenge,
 //! its Databricks-style body, its metric and its log reason, all here.
 
-use serde_json::json;
+use serde::Serialize;
+
+/// Databricks' error shape, so the Databricks SDKs surface `message` to the user.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error_code: &'static str,
+    message: &'a str,
+    details: [ErrorInfo; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorInfo {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    reason: &'static str,
+    domain: &'static str,
+}
 
 /// Why a request was refused. A closed set, so metric names stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -167,7 +183,10 @@ impl AuthError {
         let reason = self.reason;
         let mut headers = vec![
             ("content-type".to_string(), "application/json".to_string()),
-            ("x-brickgate-reason".to_string(), reason.as_str().to_string()),
+            (
+                "x-brickgate-reason".to_string(),
+                reason.as_str().to_string(),
+            ),
         ];
         if let Some(challenge) = self.challenge(realm) {
             headers.push(("www-authenticate".to_string(), challenge));
@@ -175,19 +194,19 @@ impl AuthError {
         if reason == Reason::KeysUnavailable {
             headers.push(("retry-after".to_string(), "5".to_string()));
         }
-        let body = json!({
-            "error_code": reason.error_code(),
-            "message": self.detail,
-            "details": [{
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason.as_str(),
-                "domain": "brickgate",
+        let body = ErrorBody {
+            error_code: reason.error_code(),
+            message: &self.detail,
+            details: [ErrorInfo {
+                kind: "type.googleapis.com/google.rpc.ErrorInfo",
+                reason: reason.as_str(),
+                domain: "brickgate",
             }],
-        });
+        };
         DenyResponse {
             status: reason.status(),
             headers,
-            body: body.to_string().into_bytes(),
+            body: serde_json::to_vec(&body).unwrap_or_default(),
         }
     }
 
@@ -246,13 +265,38 @@ mod tests {
     #[test]
     fn every_reason_maps_to_status_code_and_challenge() {
         let cases: &[(Reason, u32, &str, Option<&str>)] = &[
-            (Reason::MissingToken, 401, "UNAUTHENTICATED", Some("Bearer realm=\"r\"")),
-            (Reason::MultipleTokens, 400, "BAD_REQUEST", Some("invalid_request")),
-            (Reason::Expired, 401, "UNAUTHENTICATED", Some("invalid_token")),
-            (Reason::InsufficientScope, 403, "PERMISSION_DENIED", Some("insufficient_scope")),
+            (
+                Reason::MissingToken,
+                401,
+                "UNAUTHENTICATED",
+                Some("Bearer realm=\"r\""),
+            ),
+            (
+                Reason::MultipleTokens,
+                400,
+                "BAD_REQUEST",
+                Some("invalid_request"),
+            ),
+            (
+                Reason::Expired,
+                401,
+                "UNAUTHENTICATED",
+                Some("invalid_token"),
+            ),
+            (
+                Reason::InsufficientScope,
+                403,
+                "PERMISSION_DENIED",
+                Some("insufficient_scope"),
+            ),
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
-            (Reason::KeysUnavailable, 503, "TEMPORARILY_UNAVAILABLE", None),
+            (
+                Reason::KeysUnavailable,
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                None,
+            ),
         ];
         for (reason, status, code, challenge) in cases {
             let response = AuthError::new(*reason, "why").to_response("r");
@@ -273,17 +317,33 @@ mod tests {
     #[test]
     fn missing_token_challenge_has_no_error_attribute() {
         let response = AuthError::new(Reason::MissingToken, "none").to_response("gw");
-        assert_eq!(response.header("www-authenticate"), Some("Bearer realm=\"gw\""));
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Bearer realm=\"gw\"")
+        );
     }
 
     #[test]
     fn insufficient_scope_names_the_required_scope_and_escapes_quotes() {
         let error = AuthError::insufficient_scope("needs \"jobs\"\n", "jobs".to_string());
-        let challenge = error.to_response("gw").header("www-authenticate").unwrap().to_string();
+        let challenge = error
+            .to_response("gw")
+            .header("www-authenticate")
+            .unwrap()
+            .to_string();
         assert_eq!(
             challenge,
             "Bearer realm=\"gw\", error=\"insufficient_scope\", \
              error_description=\"needs 'jobs'?\", scope=\"jobs\""
+        );
+    }
+
+    #[test]
+    fn body_uses_the_databricks_error_shape() {
+        let response = AuthError::new(Reason::Expired, "token expired").to_response("gw");
+        assert_eq!(
+            String::from_utf8(response.body).unwrap(),
+            r#"{"error_code":"UNAUTHENTICATED","message":"token expired","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"expired","domain":"brickgate"}]}"#
         );
     }
 

@@ -16,10 +16,17 @@ pub fn denied_for(reason: Reason) -> String {
 
 /// Every counter the filter defines.
 pub fn all_counters() -> Vec<String> {
-    let mut names: Vec<String> = [ALLOWED, ALLOWED_ANONYMOUS, DENIED, JWKS_FETCH_SUCCESS, JWKS_FETCH_FAILED, JWKS_KEYS_SKIPPED]
-        .iter()
-        .map(|name| name.to_string())
-        .collect();
+    let mut names: Vec<String> = [
+        ALLOWED,
+        ALLOWED_ANONYMOUS,
+        DENIED,
+        JWKS_FETCH_SUCCESS,
+        JWKS_FETCH_FAILED,
+        JWKS_KEYS_SKIPPED,
+    ]
+    .iter()
+    .map(|name| name.to_string())
+    .collect();
     names.extend(Reason::ALL.iter().map(|reason| denied_for(*reason)));
     names
 }

@@ -2,8 +2,12 @@
 
 use serde_json::Value;
 
-use super::raw::{RawConfig, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule, RawTokenSource};
-use super::{Config, ConfigError, IdentityConfig, IdpKind, JwksSource, Provider, RemoteJwks, TokenSource};
+use super::raw::{
+    RawConfig, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule, RawTokenSource,
+};
+use super::{
+    Config, ConfigError, IdentityConfig, IdpKind, JwksSource, Provider, RemoteJwks, TokenSource,
+};
 use crate::alg::{Alg, KeyFamily};
 use crate::jwks::{KeyOrigin, parse_jwks};
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
@@ -27,22 +31,34 @@ type Result<T> = std::result::Result<T, ConfigError>;
 
 pub fn compile(bytes: &[u8]) -> Result<Config> {
     if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(ConfigError::new("", format!("configuration exceeds {MAX_CONFIG_BYTES} bytes")));
+        return Err(ConfigError::new(
+            "",
+            format!("configuration exceeds {MAX_CONFIG_BYTES} bytes"),
+        ));
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let field = e.path().to_string();
-        ConfigError::new(if field == "." { String::new() } else { field }, e.inner().to_string())
+        ConfigError::new(
+            if field == "." { String::new() } else { field },
+            e.inner().to_string(),
+        )
     })?;
 
     if raw.providers.is_empty() {
-        return Err(ConfigError::new("providers", "at least one provider is required"));
+        return Err(ConfigError::new(
+            "providers",
+            "at least one provider is required",
+        ));
     }
     let mut providers = Vec::new();
     for (name, provider) in &raw.providers {
         let field = format!("providers.{name}");
         let compiled = compile_provider(&field, name, provider)?;
-        if let Some(other) = providers.iter().find(|p: &&Provider| p.issuer == compiled.issuer) {
+        if let Some(other) = providers
+            .iter()
+            .find(|p: &&Provider| p.issuer == compiled.issuer)
+        {
             return Err(ConfigError::new(
                 format!("{field}.issuer"),
                 format!("same issuer as provider {}", other.name),
@@ -62,7 +78,9 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
     let realm = raw.realm.clone().unwrap_or_else(|| "brickgate".to_string());
     let realm_ok = !realm.is_empty()
         && realm.len() <= 128
-        && realm.chars().all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\');
+        && realm
+            .chars()
+            .all(|c| (' '..='~').contains(&c) && c != '"' && c != '\\');
     if !realm_ok {
         return Err(ConfigError::new(
             "realm",
@@ -71,7 +89,8 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
     }
     Ok(Config {
         realm,
-        max_token_bytes: in_range("max_token_bytes", raw.max_token_bytes, 8192, 256, 65536)? as usize,
+        max_token_bytes: in_range("max_token_bytes", raw.max_token_bytes, 8192, 256, 65536)?
+            as usize,
         providers,
         rules,
         identity: compile_identity(&raw.identity)?,
@@ -83,19 +102,30 @@ fn in_range(field: &str, value: Option<u64>, default: u64, min: u64, max: u64) -
     if (min..=max).contains(&value) {
         Ok(value)
     } else {
-        Err(ConfigError::new(field, format!("{value} is outside {min}..={max}")))
+        Err(ConfigError::new(
+            field,
+            format!("{value} is outside {min}..={max}"),
+        ))
     }
 }
 
 fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provider> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if !name_ok {
-        return Err(ConfigError::new(field, "provider names are 1 to 64 of [a-z0-9_-]"));
+        return Err(ConfigError::new(
+            field,
+            "provider names are 1 to 64 of [a-z0-9_-]",
+        ));
     }
     if raw.issuer.is_empty() || raw.issuer.len() > 1024 {
-        return Err(ConfigError::new(format!("{field}.issuer"), "must be 1 to 1024 bytes"));
+        return Err(ConfigError::new(
+            format!("{field}.issuer"),
+            "must be 1 to 1024 bytes",
+        ));
     }
     let audiences = match (&raw.audiences, raw.allow_any_audience) {
         (Some(_), true) => {
@@ -122,7 +152,11 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
         }
     };
     let jwks = compile_jwks(&format!("{field}.jwks"), &raw.jwks)?;
-    let algorithms = compile_algorithms(&format!("{field}.algorithms"), raw.algorithms.as_deref(), &jwks)?;
+    let algorithms = compile_algorithms(
+        &format!("{field}.algorithms"),
+        raw.algorithms.as_deref(),
+        &jwks,
+    )?;
     let idp = match raw.idp.as_deref().unwrap_or("generic") {
         "generic" => IdpKind::Generic,
         "okta" => IdpKind::Okta,
@@ -142,7 +176,10 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
             prefix: Some("Bearer ".to_string()),
         }],
         Some(list) if list.is_empty() => {
-            return Err(ConfigError::new(format!("{field}.token_sources"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{field}.token_sources"),
+                "must not be empty",
+            ));
         }
         Some(list) => list
             .iter()
@@ -153,7 +190,10 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
     let claim_name = |sub: &str, value: Option<&String>, default: &str| -> Result<String> {
         let value = value.cloned().unwrap_or_else(|| default.to_string());
         if value.is_empty() {
-            return Err(ConfigError::new(format!("{field}.claims.{sub}"), "must not be empty"));
+            return Err(ConfigError::new(
+                format!("{field}.claims.{sub}"),
+                "must not be empty",
+            ));
         }
         Ok(value)
     };
@@ -174,7 +214,13 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
         audiences,
         jwks,
         algorithms,
-        clock_skew_s: in_range(&format!("{field}.clock_skew_s"), raw.clock_skew_s, 60, 0, 600)?,
+        clock_skew_s: in_range(
+            &format!("{field}.clock_skew_s"),
+            raw.clock_skew_s,
+            60,
+            0,
+            600,
+        )?,
         max_lifetime_s: in_range(
             &format!("{field}.max_lifetime_s"),
             raw.max_lifetime_s,
@@ -214,14 +260,23 @@ fn compile_jwks(field: &str, raw: &RawJwks) -> Result<JwksSource> {
             }
             Ok(JwksSource::Inline(keys))
         }
-        (None, Some(remote)) => Ok(JwksSource::Remote(compile_remote(&format!("{field}.remote"), remote)?)),
-        _ => Err(ConfigError::new(field, "exactly one of \"inline\" or \"remote\" is required")),
+        (None, Some(remote)) => Ok(JwksSource::Remote(compile_remote(
+            &format!("{field}.remote"),
+            remote,
+        )?)),
+        _ => Err(ConfigError::new(
+            field,
+            "exactly one of \"inline\" or \"remote\" is required",
+        )),
     }
 }
 
 fn compile_remote(field: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
     if raw.cluster.is_empty() {
-        return Err(ConfigError::new(format!("{field}.cluster"), "must name an Envoy cluster"));
+        return Err(ConfigError::new(
+            format!("{field}.cluster"),
+            "must name an Envoy cluster",
+        ));
     }
     let uri_field = format!("{field}.uri");
     let (scheme, rest) = raw
@@ -233,7 +288,10 @@ fn compile_remote(field: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
         None => (rest, "/"),
     };
     if authority.is_empty() || authority.contains(['@', ' ']) || path.contains([' ', '#']) {
-        return Err(ConfigError::new(&uri_field, "must be an absolute https URL"));
+        return Err(ConfigError::new(
+            &uri_field,
+            "must be an absolute https URL",
+        ));
     }
     match scheme {
         "https" => {}
@@ -244,7 +302,12 @@ fn compile_remote(field: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
                 "http is only accepted for loopback addresses; use https",
             ));
         }
-        other => return Err(ConfigError::new(&uri_field, format!("scheme {other:?} is not https"))),
+        other => {
+            return Err(ConfigError::new(
+                &uri_field,
+                format!("scheme {other:?} is not https"),
+            ));
+        }
     }
     Ok(RemoteJwks {
         cluster: raw.cluster.clone(),
@@ -258,8 +321,20 @@ fn compile_remote(field: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
             1,
             86_400,
         )?,
-        timeout_ms: in_range(&format!("{field}.timeout_ms"), raw.timeout_ms, 5000, 100, 60_000)?,
-        max_bytes: in_range(&format!("{field}.max_bytes"), raw.max_bytes, 262_144, 1024, 4_194_304)?,
+        timeout_ms: in_range(
+            &format!("{field}.timeout_ms"),
+            raw.timeout_ms,
+            5000,
+            100,
+            60_000,
+        )?,
+        max_bytes: in_range(
+            &format!("{field}.max_bytes"),
+            raw.max_bytes,
+            262_144,
+            1024,
+            4_194_304,
+        )?,
     })
 }
 
@@ -267,7 +342,9 @@ fn is_loopback(authority: &str) -> bool {
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or_default()
     } else {
-        authority.rsplit_once(':').map_or(authority, |(host, _)| host)
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host)
     };
     host == "localhost" || host == "::1" || host.starts_with("127.")
 }
@@ -285,9 +362,8 @@ fn compile_algorithms(field: &str, raw: Option<&[String]>, jwks: &JwksSource) ->
         if name.eq_ignore_ascii_case("none") {
             return Err(ConfigError::new(field, "\"none\" is never accepted"));
         }
-        let alg = Alg::parse(name).ok_or_else(|| {
-            ConfigError::new(field, format!("unknown algorithm {name:?}"))
-        })?;
+        let alg = Alg::parse(name)
+            .ok_or_else(|| ConfigError::new(field, format!("unknown algorithm {name:?}")))?;
         if !algorithms.contains(&alg) {
             algorithms.push(alg);
         }
@@ -309,10 +385,16 @@ fn compile_token_source(field: &str, raw: &RawTokenSource) -> Result<TokenSource
     match (&raw.header, &raw.query) {
         (Some(header), None) => {
             if !is_header_name(header) {
-                return Err(ConfigError::new(format!("{field}.header"), "must be a lower-case header name"));
+                return Err(ConfigError::new(
+                    format!("{field}.header"),
+                    "must be a lower-case header name",
+                ));
             }
             if raw.prefix.as_deref() == Some("") {
-                return Err(ConfigError::new(format!("{field}.prefix"), "must not be empty"));
+                return Err(ConfigError::new(
+                    format!("{field}.prefix"),
+                    "must not be empty",
+                ));
             }
             Ok(TokenSource::Header {
                 name: header.clone(),
@@ -320,13 +402,28 @@ fn compile_token_source(field: &str, raw: &RawTokenSource) -> Result<TokenSource
             })
         }
         (None, Some(param)) if raw.prefix.is_none() => {
-            if param.is_empty() || !param.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(ConfigError::new(format!("{field}.query"), "must be a plain parameter name"));
+            if param.is_empty()
+                || !param
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ConfigError::new(
+                    format!("{field}.query"),
+                    "must be a plain parameter name",
+                ));
             }
-            Ok(TokenSource::Query { param: param.clone() })
+            Ok(TokenSource::Query {
+                param: param.clone(),
+            })
         }
-        (None, Some(_)) => Err(ConfigError::new(format!("{field}.prefix"), "only applies to headers")),
-        _ => Err(ConfigError::new(field, "exactly one of \"header\" or \"query\" is required")),
+        (None, Some(_)) => Err(ConfigError::new(
+            format!("{field}.prefix"),
+            "only applies to headers",
+        )),
+        _ => Err(ConfigError::new(
+            field,
+            "exactly one of \"header\" or \"query\" is required",
+        )),
     }
 }
 
@@ -341,12 +438,17 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
     let field = format!("rules[{index}]");
     let name = raw.name.clone().unwrap_or_else(|| format!("rule-{index}"));
     if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ConfigError::new(format!("{field}.name"), "1 to 128 printable ASCII characters, no spaces"));
+        return Err(ConfigError::new(
+            format!("{field}.name"),
+            "1 to 128 printable ASCII characters, no spaces",
+        ));
     }
     let matcher = &raw.matcher;
     let pattern = match (&matcher.path, &matcher.prefix, &matcher.template) {
         (Some(path), None, None) if path.starts_with('/') => PathPattern::Exact(path.clone()),
-        (None, Some(prefix), None) if prefix.starts_with('/') => PathPattern::Prefix(prefix.clone()),
+        (None, Some(prefix), None) if prefix.starts_with('/') => {
+            PathPattern::Prefix(prefix.clone())
+        }
         (None, None, Some(template)) => PathPattern::template(template)
             .map_err(|problem| ConfigError::new(format!("{field}.match.template"), problem))?,
         (None, None, None) => {
@@ -356,7 +458,10 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
             ));
         }
         (Some(_), None, None) | (None, Some(_), None) => {
-            return Err(ConfigError::new(format!("{field}.match"), "paths and prefixes start with /"));
+            return Err(ConfigError::new(
+                format!("{field}.match"),
+                "paths and prefixes start with /",
+            ));
         }
         _ => {
             return Err(ConfigError::new(
@@ -369,7 +474,9 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
         None => None,
         Some(list) => {
             let valid = !list.is_empty()
-                && list.iter().all(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()));
+                && list
+                    .iter()
+                    .all(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()));
             if !valid {
                 return Err(ConfigError::new(
                     format!("{field}.match.methods"),
@@ -388,20 +495,34 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
         }
         Access::Anonymous
     } else {
-        let names = raw.providers.as_ref().filter(|list| !list.is_empty()).ok_or_else(|| {
-            ConfigError::new(
-                format!("{field}.providers"),
-                "required (or set \"allow_anonymous\": true)",
-            )
-        })?;
+        let names = raw
+            .providers
+            .as_ref()
+            .filter(|list| !list.is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.providers"),
+                    "required (or set \"allow_anonymous\": true)",
+                )
+            })?;
         let mut indices = Vec::new();
         for name in names {
-            let index = providers.iter().position(|p| &p.name == name).ok_or_else(|| {
-                ConfigError::new(format!("{field}.providers"), format!("unknown provider {name:?}"))
-            })?;
+            let index = providers
+                .iter()
+                .position(|p| &p.name == name)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        format!("{field}.providers"),
+                        format!("unknown provider {name:?}"),
+                    )
+                })?;
             indices.push(index);
         }
-        let require = raw.require.as_ref().map(|r| compile_require(&field, r, &pattern)).transpose()?;
+        let require = raw
+            .require
+            .as_ref()
+            .map(|r| compile_require(&field, r, &pattern))
+            .transpose()?;
         Access::Token {
             providers: indices,
             require: require.unwrap_or_default(),
@@ -415,20 +536,33 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
     })
 }
 
-fn compile_require(field: &str, raw: &super::raw::RawRequire, pattern: &PathPattern) -> Result<Requirement> {
+fn compile_require(
+    field: &str,
+    raw: &super::raw::RawRequire,
+    pattern: &PathPattern,
+) -> Result<Requirement> {
     let variables = pattern.variables();
     let scopes = |sub: &str, list: &[String]| -> Result<Vec<ScopeTemplate>> {
         list.iter()
             .map(|scope| {
                 let field = format!("{field}.require.{sub}");
                 if scope.is_empty() || scope.contains(' ') {
-                    return Err(ConfigError::new(field, "scopes are non-empty and contain no spaces"));
-                }
-                let template = ScopeTemplate(scope.clone());
-                if let Some(unbound) = template.variables().into_iter().find(|v| !variables.contains(v)) {
                     return Err(ConfigError::new(
                         field,
-                        format!("{scope:?} uses {{{unbound}}}, which the rule's template does not bind"),
+                        "scopes are non-empty and contain no spaces",
+                    ));
+                }
+                let template = ScopeTemplate(scope.clone());
+                if let Some(unbound) = template
+                    .variables()
+                    .into_iter()
+                    .find(|v| !variables.contains(v))
+                {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "{scope:?} uses {{{unbound}}}, which the rule's template does not bind"
+                        ),
                     ));
                 }
                 Ok(template)
@@ -436,7 +570,10 @@ fn compile_require(field: &str, raw: &super::raw::RawRequire, pattern: &PathPatt
             .collect()
     };
     if raw.groups_any.iter().any(String::is_empty) {
-        return Err(ConfigError::new(format!("{field}.require.groups_any"), "group names are non-empty"));
+        return Err(ConfigError::new(
+            format!("{field}.require.groups_any"),
+            "group names are non-empty",
+        ));
     }
     Ok(Requirement {
         scopes_all: scopes("scopes_all", &raw.scopes_all)?,
@@ -446,10 +583,15 @@ fn compile_require(field: &str, raw: &super::raw::RawRequire, pattern: &PathPatt
 }
 
 fn compile_identity(raw: &RawIdentity) -> Result<IdentityConfig> {
-    let prefix = raw.header_prefix.clone().unwrap_or_else(|| "x-brickgate-".to_string());
+    let prefix = raw
+        .header_prefix
+        .clone()
+        .unwrap_or_else(|| "x-brickgate-".to_string());
     let prefix_ok = prefix.len() >= 3
         && prefix.ends_with('-')
-        && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !prefix_ok {
         return Err(ConfigError::new(
             "identity.header_prefix",
@@ -460,13 +602,22 @@ fn compile_identity(raw: &RawIdentity) -> Result<IdentityConfig> {
     for (claim, suffix) in &raw.claim_headers {
         let field = format!("identity.claim_headers.{claim}");
         if claim.is_empty() || claim.split('.').any(str::is_empty) {
-            return Err(ConfigError::new(field, "claim names are non-empty, dot-separated"));
+            return Err(ConfigError::new(
+                field,
+                "claim names are non-empty, dot-separated",
+            ));
         }
         if suffix.is_empty() || !is_header_name(suffix) || suffix.contains('_') {
-            return Err(ConfigError::new(field, "header suffixes are lower-case [a-z0-9-]"));
+            return Err(ConfigError::new(
+                field,
+                "header suffixes are lower-case [a-z0-9-]",
+            ));
         }
         if BUILT_IN_HEADER_SUFFIXES.contains(&suffix.as_str()) {
-            return Err(ConfigError::new(field, format!("{suffix:?} is a built-in identity header")));
+            return Err(ConfigError::new(
+                field,
+                format!("{suffix:?} is a built-in identity header"),
+            ));
         }
         claim_headers.push((claim.clone(), format!("{prefix}{suffix}")));
     }

@@ -66,7 +66,10 @@ pub struct RemoteJwks {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// A request header (lower-case name), with an optional case-insensitive prefix.
-    Header { name: String, prefix: Option<String> },
+    Header {
+        name: String,
+        prefix: Option<String>,
+    },
     /// A query parameter: opt-in only, since URLs end up in access logs.
     Query { param: String },
 }

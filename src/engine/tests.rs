@@ -15,7 +15,8 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn config(identity: Value) -> Config {
     let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
-    let secret_b64 = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, SECRET);
+    let secret_b64 =
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, SECRET);
     let config = json!({
         "realm": "test",
         "providers": {
@@ -72,7 +73,13 @@ fn mint(alg: Algorithm, kid: Option<&str>, typ: Option<&str>, overrides: Value) 
         _ => EncodingKey::from_rsa_pem(RSA_1.as_bytes()).unwrap(),
     };
     let mut header = Header::new(alg);
-    header.kid = kid.map(|k| if k == "attacker" { "test-rsa-1".to_string() } else { k.to_string() });
+    header.kid = kid.map(|k| {
+        if k == "attacker" {
+            "test-rsa-1".to_string()
+        } else {
+            k.to_string()
+        }
+    });
     header.typ = typ.map(str::to_string);
     encode(&header, &claims(overrides), &key).unwrap()
 }
@@ -81,9 +88,26 @@ fn rs(overrides: Value) -> String {
     mint(Algorithm::RS256, Some("test-rsa-1"), Some("JWT"), overrides)
 }
 
-fn decide_with(engine: &Engine, store: &JwksStore, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
-    let headers: Vec<(String, String)> = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    engine.decide(&Request { method, path, headers: &headers }, store, NOW)
+fn decide_with(
+    engine: &Engine,
+    store: &JwksStore,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Decision {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    engine.decide(
+        &Request {
+            method,
+            path,
+            headers: &headers,
+        },
+        store,
+        NOW,
+    )
 }
 
 fn reason(decision: &Decision) -> Option<&'static str> {
@@ -105,59 +129,303 @@ fn decision_table() {
     };
     let hs_with_rsa_public = {
         // Key confusion: an HS256 token whose "secret" is the RSA public key.
-        let header = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, r#"{"alg":"HS256","kid":"test-rsa-1"}"#);
-        let payload = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims(json!({})).to_string());
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"alg":"HS256","kid":"test-rsa-1"}"#,
+        );
+        let payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims(json!({})).to_string(),
+        );
         format!("{header}.{payload}.c2lnbmF0dXJl")
     };
     let none_alg = {
-        let header = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, r#"{"alg":"none"}"#);
-        let payload = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims(json!({})).to_string());
+        let header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"alg":"none"}"#,
+        );
+        let payload = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            claims(json!({})).to_string(),
+        );
         format!("{header}.{payload}.c2ln")
     };
-    let cases: Vec<(&str, &str, String, Option<String>, Option<&str>)> = vec![
-        // (name, method, path, token, expected reason)
-        ("valid RS256", "GET", "/api/2.0/clusters/list".into(), Some(good.clone()), None),
-        ("valid ES256", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::ES256, Some("test-ec-1"), None, json!({})).to_string()), None),
-        ("valid ES256 without kid", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::ES256, None, None, json!({}))), None),
-        ("valid HS256", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::HS256, Some("s1"), None, json!({"iss": "https://hmac.test"}))), None),
-        ("typ at+jwt", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::RS256, Some("test-rsa-1"), Some("at+jwt"), json!({"iss": "https://typed.test"}))), None),
-        ("typ missing", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"iss": "https://typed.test"}))), Some("typ_mismatch")),
+    // (name, method, path, token, expected reason)
+    type Case<'a> = (&'a str, &'a str, String, Option<String>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "valid RS256",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(good.clone()),
+            None,
+        ),
+        (
+            "valid ES256",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::ES256, Some("test-ec-1"), None, json!({})).to_string()),
+            None,
+        ),
+        (
+            "valid ES256 without kid",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::ES256, None, None, json!({}))),
+            None,
+        ),
+        (
+            "valid HS256",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(
+                Algorithm::HS256,
+                Some("s1"),
+                None,
+                json!({"iss": "https://hmac.test"}),
+            )),
+            None,
+        ),
+        (
+            "typ at+jwt",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(
+                Algorithm::RS256,
+                Some("test-rsa-1"),
+                Some("at+jwt"),
+                json!({"iss": "https://typed.test"}),
+            )),
+            None,
+        ),
+        (
+            "typ missing",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"iss": "https://typed.test"}))),
+            Some("typ_mismatch"),
+        ),
         ("anonymous", "GET", "/healthz".into(), None, None),
-        ("no token", "GET", "/api/2.0/clusters/list".into(), None, Some("missing_token")),
-        ("no rule", "GET", "/elsewhere".into(), Some(good.clone()), Some("no_matching_rule")),
-        ("bad path", "GET", "/api/2.0/clusters%2Flist".into(), Some(good.clone()), Some("bad_path")),
-        ("dot segments escape the prefix", "GET", "/api/2.0/clusters/../secrets/get".into(), Some(good.clone()), Some("insufficient_scope")),
-        ("expired", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"exp": NOW - 61}))), Some("expired")),
-        ("not yet valid", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"nbf": NOW + 120}))), Some("not_yet_valid")),
-        ("issued in future", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"iat": NOW + 120}))), Some("issued_in_future")),
-        ("too long-lived", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"exp": NOW + 90_000}))), Some("lifetime_too_long")),
-        ("wrong audience", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"aud": "other"}))), Some("audience_mismatch")),
-        ("unknown issuer", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"iss": "https://evil.test"}))), Some("issuer_not_accepted")),
-        ("no issuer", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"iss": null}))), Some("issuer_not_accepted")),
-        ("issuer not on this rule", "POST", "/api/2.0/clusters/create".into(), Some(mint(Algorithm::HS256, Some("s1"), None, json!({"iss": "https://hmac.test", "scope": "clusters"}))), Some("issuer_not_accepted")),
-        ("unknown kid", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::RS256, Some("nope"), None, json!({}))), Some("unknown_kid")),
-        ("kid of another key type", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::RS256, Some("test-ec-1"), None, json!({}))), Some("key_mismatch")),
-        ("attacker key", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::RS256, Some("attacker"), None, json!({}))), Some("bad_signature")),
-        ("tampered payload", "GET", "/api/2.0/clusters/list".into(), Some(tampered), Some("bad_signature")),
-        ("HS256 against RSA provider", "GET", "/api/2.0/clusters/list".into(), Some(hs_with_rsa_public), Some("alg_not_allowed")),
-        ("alg none", "GET", "/api/2.0/clusters/list".into(), Some(none_alg), Some("alg_not_allowed")),
-        ("RS384 not allowed", "GET", "/api/2.0/clusters/list".into(), Some(mint(Algorithm::RS384, Some("test-rsa-1"), None, json!({}))), Some("alg_not_allowed")),
-        ("keys not fetched yet", "GET", "/api/2.0/clusters/list".into(), Some(rs(json!({"iss": "https://remote.test"}))), Some("keys_unavailable")),
-        ("malformed", "GET", "/api/2.0/clusters/list".into(), Some("abc.def".into()), Some("malformed_token")),
-        ("missing write scope", "POST", "/api/2.0/clusters/create".into(), Some(good.clone()), Some("insufficient_scope")),
-        ("write scope", "POST", "/api/2.0/clusters/create".into(), Some(rs(json!({"scope": "clusters"}))), None),
-        ("scp array", "POST", "/api/2.0/clusters/create".into(), Some(rs(json!({"scope": null, "scp": ["clusters"]}))), None),
-        ("serving own model", "POST", "/serving-endpoints/fraud/invocations".into(), Some(good.clone()), None),
-        ("serving other model", "POST", "/serving-endpoints/churn/invocations".into(), Some(good.clone()), Some("insufficient_scope")),
-        ("group member", "GET", "/team/x".into(), Some(good.clone()), None),
-        ("not a group member", "GET", "/team/x".into(), Some(rs(json!({"groups": ["web"]}))), Some("group_not_allowed")),
-        ("query token", "GET", format!("/api/2.0/clusters/list?access_token={good}"), None, None),
+        (
+            "no token",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            None,
+            Some("missing_token"),
+        ),
+        (
+            "no rule",
+            "GET",
+            "/elsewhere".into(),
+            Some(good.clone()),
+            Some("no_matching_rule"),
+        ),
+        (
+            "bad path",
+            "GET",
+            "/api/2.0/clusters%2Flist".into(),
+            Some(good.clone()),
+            Some("bad_path"),
+        ),
+        (
+            "dot segments escape the prefix",
+            "GET",
+            "/api/2.0/clusters/../secrets/get".into(),
+            Some(good.clone()),
+            Some("insufficient_scope"),
+        ),
+        (
+            "expired",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"exp": NOW - 61}))),
+            Some("expired"),
+        ),
+        (
+            "not yet valid",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"nbf": NOW + 120}))),
+            Some("not_yet_valid"),
+        ),
+        (
+            "issued in future",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"iat": NOW + 120}))),
+            Some("issued_in_future"),
+        ),
+        (
+            "too long-lived",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"exp": NOW + 90_000}))),
+            Some("lifetime_too_long"),
+        ),
+        (
+            "wrong audience",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"aud": "other"}))),
+            Some("audience_mismatch"),
+        ),
+        (
+            "unknown issuer",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"iss": "https://evil.test"}))),
+            Some("issuer_not_accepted"),
+        ),
+        (
+            "no issuer",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"iss": null}))),
+            Some("issuer_not_accepted"),
+        ),
+        (
+            "issuer not on this rule",
+            "POST",
+            "/api/2.0/clusters/create".into(),
+            Some(mint(
+                Algorithm::HS256,
+                Some("s1"),
+                None,
+                json!({"iss": "https://hmac.test", "scope": "clusters"}),
+            )),
+            Some("issuer_not_accepted"),
+        ),
+        (
+            "unknown kid",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::RS256, Some("nope"), None, json!({}))),
+            Some("unknown_kid"),
+        ),
+        (
+            "kid of another key type",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::RS256, Some("test-ec-1"), None, json!({}))),
+            Some("key_mismatch"),
+        ),
+        (
+            "attacker key",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::RS256, Some("attacker"), None, json!({}))),
+            Some("bad_signature"),
+        ),
+        (
+            "tampered payload",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(tampered),
+            Some("bad_signature"),
+        ),
+        (
+            "HS256 against RSA provider",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(hs_with_rsa_public),
+            Some("alg_not_allowed"),
+        ),
+        (
+            "alg none",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(none_alg),
+            Some("alg_not_allowed"),
+        ),
+        (
+            "RS384 not allowed",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(mint(Algorithm::RS384, Some("test-rsa-1"), None, json!({}))),
+            Some("alg_not_allowed"),
+        ),
+        (
+            "keys not fetched yet",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some(rs(json!({"iss": "https://remote.test"}))),
+            Some("keys_unavailable"),
+        ),
+        (
+            "malformed",
+            "GET",
+            "/api/2.0/clusters/list".into(),
+            Some("abc.def".into()),
+            Some("malformed_token"),
+        ),
+        (
+            "missing write scope",
+            "POST",
+            "/api/2.0/clusters/create".into(),
+            Some(good.clone()),
+            Some("insufficient_scope"),
+        ),
+        (
+            "write scope",
+            "POST",
+            "/api/2.0/clusters/create".into(),
+            Some(rs(json!({"scope": "clusters"}))),
+            None,
+        ),
+        (
+            "scp array",
+            "POST",
+            "/api/2.0/clusters/create".into(),
+            Some(rs(json!({"scope": null, "scp": ["clusters"]}))),
+            None,
+        ),
+        (
+            "serving own model",
+            "POST",
+            "/serving-endpoints/fraud/invocations".into(),
+            Some(good.clone()),
+            None,
+        ),
+        (
+            "serving other model",
+            "POST",
+            "/serving-endpoints/churn/invocations".into(),
+            Some(good.clone()),
+            Some("insufficient_scope"),
+        ),
+        (
+            "group member",
+            "GET",
+            "/team/x".into(),
+            Some(good.clone()),
+            None,
+        ),
+        (
+            "not a group member",
+            "GET",
+            "/team/x".into(),
+            Some(rs(json!({"groups": ["web"]}))),
+            Some("group_not_allowed"),
+        ),
+        (
+            "query token",
+            "GET",
+            format!("/api/2.0/clusters/list?access_token={good}"),
+            None,
+            None,
+        ),
     ];
     for (name, method, path, token, expected) in cases {
         let auth = token.as_deref().map(bearer);
-        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
         let decision = decide_with(&engine, &store, method, &path, &headers);
-        assert_eq!(reason(&decision), expected, "{name}: {:?}", decision.audit());
+        assert_eq!(
+            reason(&decision),
+            expected,
+            "{name}: {:?}",
+            decision.audit()
+        );
     }
 }
 
@@ -171,10 +439,20 @@ fn allowed_requests_get_verified_identity_and_spoofed_headers_removed() {
         &store,
         "GET",
         "/api/2.0/clusters/list",
-        &[("authorization", &auth), ("X-Brickgate-Subject", "admin"), ("x-brickgate-evil", "1"), ("x-request-id", "r-1")],
+        &[
+            ("authorization", &auth),
+            ("X-Brickgate-Subject", "admin"),
+            ("x-brickgate-evil", "1"),
+            ("x-request-id", "r-1"),
+        ],
     );
-    let Decision::Allow { mutations, audit } = decision else { panic!("denied: {decision:?}") };
-    assert_eq!(mutations.remove_headers, ["X-Brickgate-Subject", "x-brickgate-evil"]);
+    let Decision::Allow { mutations, audit } = decision else {
+        panic!("denied: {decision:?}")
+    };
+    assert_eq!(
+        mutations.remove_headers,
+        ["X-Brickgate-Subject", "x-brickgate-evil"]
+    );
     let set: std::collections::BTreeMap<_, _> = mutations.set_headers.iter().cloned().collect();
     let expected = [
         ("x-brickgate-subject", "alice@example.com"),
@@ -202,14 +480,31 @@ fn credentials_are_removed_when_not_forwarded() {
     let (engine, store) = engine_with(json!({"forward_authorization": false}));
     let token = rs(json!({}));
     let auth = format!("Bearer {token}");
-    let header = decide_with(&engine, &store, "GET", "/api/2.0/clusters/list", &[("authorization", &auth)]);
-    let Decision::Allow { mutations, .. } = header else { panic!("{header:?}") };
-    assert!(mutations.remove_headers.contains(&"authorization".to_string()));
+    let header = decide_with(
+        &engine,
+        &store,
+        "GET",
+        "/api/2.0/clusters/list",
+        &[("authorization", &auth)],
+    );
+    let Decision::Allow { mutations, .. } = header else {
+        panic!("{header:?}")
+    };
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"authorization".to_string())
+    );
 
     let path = format!("/api//2.0/clusters/list?a=1&access_token={token}&b=2");
     let query = decide_with(&engine, &store, "GET", &path, &[]);
-    let Decision::Allow { mutations, .. } = query else { panic!("{query:?}") };
-    assert_eq!(mutations.set_path.as_deref(), Some("/api/2.0/clusters/list?a=1&b=2"));
+    let Decision::Allow { mutations, .. } = query else {
+        panic!("{query:?}")
+    };
+    assert_eq!(
+        mutations.set_path.as_deref(),
+        Some("/api/2.0/clusters/list?a=1&b=2")
+    );
 }
 
 #[test]
@@ -217,15 +512,30 @@ fn refusals_are_precise_and_never_echo_the_token() {
     let (engine, store) = engine_with(json!({}));
     let token = rs(json!({"aud": ["web"]}));
     let auth = format!("Bearer {token}");
-    let decision = decide_with(&engine, &store, "GET", "/api/2.0/clusters/list", &[("authorization", &auth)]);
-    let Decision::Deny { response, audit } = decision else { panic!("allowed") };
+    let decision = decide_with(
+        &engine,
+        &store,
+        "GET",
+        "/api/2.0/clusters/list",
+        &[("authorization", &auth)],
+    );
+    let Decision::Deny { response, audit } = decision else {
+        panic!("allowed")
+    };
     assert_eq!(response.status, 401);
     let body: Value = serde_json::from_slice(&response.body).unwrap();
-    assert_eq!(body["message"], "audience mismatch: token has [web], this route accepts [api]");
+    assert_eq!(
+        body["message"],
+        "audience mismatch: token has [web], this route accepts [api]"
+    );
     let challenge = response.header("www-authenticate").unwrap();
     assert!(challenge.starts_with("Bearer realm=\"test\", error=\"invalid_token\""));
     let signature = token.rsplit('.').next().unwrap();
-    for text in [String::from_utf8(response.body.clone()).unwrap(), challenge.to_string(), audit.to_json()] {
+    for text in [
+        String::from_utf8(response.body.clone()).unwrap(),
+        challenge.to_string(),
+        audit.to_json(),
+    ] {
         assert!(!text.contains(&token) && !text.contains(signature));
     }
 }
@@ -234,17 +544,38 @@ fn refusals_are_precise_and_never_echo_the_token() {
 fn insufficient_scope_challenge_names_the_scope() {
     let (engine, store) = engine_with(json!({}));
     let auth = format!("Bearer {}", rs(json!({})));
-    let decision = decide_with(&engine, &store, "POST", "/api/2.0/clusters/create", &[("authorization", &auth)]);
-    let Decision::Deny { response, .. } = decision else { panic!("allowed") };
+    let decision = decide_with(
+        &engine,
+        &store,
+        "POST",
+        "/api/2.0/clusters/create",
+        &[("authorization", &auth)],
+    );
+    let Decision::Deny { response, .. } = decision else {
+        panic!("allowed")
+    };
     assert_eq!(response.status, 403);
-    assert!(response.header("www-authenticate").unwrap().ends_with("scope=\"clusters\""));
+    assert!(
+        response
+            .header("www-authenticate")
+            .unwrap()
+            .ends_with("scope=\"clusters\"")
+    );
 }
 
 #[test]
 fn anonymous_routes_still_strip_identity_headers() {
     let (engine, store) = engine_with(json!({}));
-    let decision = decide_with(&engine, &store, "GET", "/healthz", &[("x-brickgate-subject", "admin")]);
-    let Decision::Allow { mutations, .. } = decision else { panic!("{decision:?}") };
+    let decision = decide_with(
+        &engine,
+        &store,
+        "GET",
+        "/healthz",
+        &[("x-brickgate-subject", "admin")],
+    );
+    let Decision::Allow { mutations, .. } = decision else {
+        panic!("{decision:?}")
+    };
     assert_eq!(mutations.remove_headers, ["x-brickgate-subject"]);
     assert!(mutations.set_headers.is_empty());
 }

@@ -64,7 +64,16 @@ mod tests {
 
     #[test]
     fn record_omits_empty_fields() {
-        let record = AuditRecord { decision: "deny", status: 401, method: "GET".into(), path: "/x".into(), ..Default::default() };
-        assert_eq!(record.to_json(), r#"{"decision":"deny","status":401,"method":"GET","path":"/x"}"#);
+        let record = AuditRecord {
+            decision: "deny",
+            status: 401,
+            method: "GET".into(),
+            path: "/x".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            record.to_json(),
+            r#"{"decision":"deny","status":401,"method":"GET","path":"/x"}"#
+        );
     }
 }

@@ -70,11 +70,19 @@ mod tests {
 
     #[test]
     fn strips_owned_headers_in_any_case() {
-        let headers: Vec<(String, String)> = [("X-Brickgate-Subject", "admin"), ("x-brickgate-evil", "1"), ("x-other", "k"), ("x-brickgatex", "no")]
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(headers_to_strip(&headers, "x-brickgate-"), ["X-Brickgate-Subject", "x-brickgate-evil"]);
+        let headers: Vec<(String, String)> = [
+            ("X-Brickgate-Subject", "admin"),
+            ("x-brickgate-evil", "1"),
+            ("x-other", "k"),
+            ("x-brickgatex", "no"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            headers_to_strip(&headers, "x-brickgate-"),
+            ["X-Brickgate-Subject", "x-brickgate-evil"]
+        );
     }
 
     #[test]
@@ -82,11 +90,26 @@ mod tests {
         let claims = json!({"email": "a@b.c", "n": 5, "ok": true, "roles": ["x", "y"], "obj": {"k": 1},
                             "nested": {"team": "ml"}, "evil": "a\r\nx-injected: 1", "mixed": ["a", {"b": 1}]});
         let claims = claims.as_object().unwrap();
-        let mappings: Vec<(String, String)> = ["email", "n", "ok", "roles", "obj", "nested.team", "evil", "mixed", "absent"]
-            .iter()
-            .map(|c| (c.to_string(), format!("x-gw-{}", c.replace('.', "-"))))
-            .collect();
-        let got = identity_headers("x-gw-", &[("subject", Some("alice".into())), ("token-id", None)], claims, &mappings);
+        let mappings: Vec<(String, String)> = [
+            "email",
+            "n",
+            "ok",
+            "roles",
+            "obj",
+            "nested.team",
+            "evil",
+            "mixed",
+            "absent",
+        ]
+        .iter()
+        .map(|c| (c.to_string(), format!("x-gw-{}", c.replace('.', "-"))))
+        .collect();
+        let got = identity_headers(
+            "x-gw-",
+            &[("subject", Some("alice".into())), ("token-id", None)],
+            claims,
+            &mappings,
+        );
         let expected: Vec<(String, String)> = [
             ("x-gw-subject", "alice"),
             ("x-gw-email", "a@b.c"),

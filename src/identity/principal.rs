@@ -27,12 +27,19 @@ pub fn client_id(claims: &Map<String, Value>) -> Option<String> {
         .find_map(|name| string_claim(claims, name))
 }
 
-pub fn principal_kind(idp: IdpKind, claims: &Map<String, Value>, subject: Option<&str>) -> PrincipalKind {
+pub fn principal_kind(
+    idp: IdpKind,
+    claims: &Map<String, Value>,
+    subject: Option<&str>,
+) -> PrincipalKind {
     let client = client_id(claims);
     let subject_is_client = subject.is_some() && subject == client.as_deref();
     let service = match idp {
         IdpKind::Generic => subject_is_client,
-        IdpKind::Okta => subject_is_client || (subject.is_some() && subject == string_claim(claims, "cid").as_deref()),
+        IdpKind::Okta => {
+            subject_is_client
+                || (subject.is_some() && subject == string_claim(claims, "cid").as_deref())
+        }
         IdpKind::Entra => match string_claim(claims, "idtyp") {
             Some(idtyp) => idtyp == "app",
             None => !claims.contains_key("scp"),
@@ -43,7 +50,11 @@ pub fn principal_kind(idp: IdpKind, claims: &Map<String, Value>, subject: Option
         }
         IdpKind::Databricks => subject.is_some_and(|s| !s.contains('@')),
     };
-    if service { PrincipalKind::ServicePrincipal } else { PrincipalKind::User }
+    if service {
+        PrincipalKind::ServicePrincipal
+    } else {
+        PrincipalKind::User
+    }
 }
 
 #[cfg(test)]
@@ -55,29 +66,68 @@ mod tests {
     fn principal_kind_per_idp() {
         use PrincipalKind::{ServicePrincipal as Sp, User};
         let cases = [
-            (IdpKind::Generic, json!({"sub": "app1", "client_id": "app1"}), Sp),
-            (IdpKind::Generic, json!({"sub": "alice", "client_id": "app1"}), User),
+            (
+                IdpKind::Generic,
+                json!({"sub": "app1", "client_id": "app1"}),
+                Sp,
+            ),
+            (
+                IdpKind::Generic,
+                json!({"sub": "alice", "client_id": "app1"}),
+                User,
+            ),
             (IdpKind::Okta, json!({"sub": "0oa1", "cid": "0oa1"}), Sp),
-            (IdpKind::Okta, json!({"sub": "alice@x.com", "cid": "0oa1", "uid": "00u1"}), User),
-            (IdpKind::Entra, json!({"sub": "s", "idtyp": "app", "roles": ["r"]}), Sp),
-            (IdpKind::Entra, json!({"sub": "s", "idtyp": "user", "scp": "x"}), User),
+            (
+                IdpKind::Okta,
+                json!({"sub": "alice@x.com", "cid": "0oa1", "uid": "00u1"}),
+                User,
+            ),
+            (
+                IdpKind::Entra,
+                json!({"sub": "s", "idtyp": "app", "roles": ["r"]}),
+                Sp,
+            ),
+            (
+                IdpKind::Entra,
+                json!({"sub": "s", "idtyp": "user", "scp": "x"}),
+                User,
+            ),
             (IdpKind::Entra, json!({"sub": "s", "roles": ["r"]}), Sp),
             (IdpKind::Entra, json!({"sub": "s", "scp": "x"}), User),
-            (IdpKind::Auth0, json!({"sub": "abc@clients", "gty": "client-credentials"}), Sp),
+            (
+                IdpKind::Auth0,
+                json!({"sub": "abc@clients", "gty": "client-credentials"}),
+                Sp,
+            ),
             (IdpKind::Auth0, json!({"sub": "auth0|123"}), User),
-            (IdpKind::Databricks, json!({"sub": "7f0c2a8e-1111-2222-3333-444455556666"}), Sp),
-            (IdpKind::Databricks, json!({"sub": "alice@example.com"}), User),
+            (
+                IdpKind::Databricks,
+                json!({"sub": "7f0c2a8e-1111-2222-3333-444455556666"}),
+                Sp,
+            ),
+            (
+                IdpKind::Databricks,
+                json!({"sub": "alice@example.com"}),
+                User,
+            ),
         ];
         for (idp, claims, expected) in cases {
             let claims = claims.as_object().unwrap().clone();
             let subject = string_claim(&claims, "sub");
-            assert_eq!(principal_kind(idp, &claims, subject.as_deref()), expected, "{idp:?} {claims:?}");
+            assert_eq!(
+                principal_kind(idp, &claims, subject.as_deref()),
+                expected,
+                "{idp:?} {claims:?}"
+            );
         }
     }
 
     #[test]
     fn client_id_precedence() {
-        let claims = json!({"azp": "b", "appid": "c"}).as_object().unwrap().clone();
+        let claims = json!({"azp": "b", "appid": "c"})
+            .as_object()
+            .unwrap()
+            .clone();
         assert_eq!(client_id(&claims).as_deref(), Some("b"));
     }
 }

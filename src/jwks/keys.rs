@@ -47,7 +47,11 @@ impl VerificationKey {
     /// Why this key cannot verify `alg`, or `None` when it can.
     pub fn mismatch(&self, alg: Alg) -> Option<String> {
         if self.family != alg.key_family() {
-            return Some(format!("key is {:?}, {alg} needs {:?}", self.family, alg.key_family()));
+            return Some(format!(
+                "key is {:?}, {alg} needs {:?}",
+                self.family,
+                alg.key_family()
+            ));
         }
         if let Some(own) = self.alg.filter(|own| *own != alg) {
             return Some(format!("key is declared for {own}, token uses {alg}"));
@@ -108,14 +112,14 @@ pub fn parse_jwks(document: &Value, origin: KeyOrigin) -> Result<KeySet, String>
         .and_then(Value::as_array)
         .ok_or_else(|| "not a JWKS: expected an object with a \"keys\" array".to_string())?;
     if keys.len() > MAX_KEYS {
-        return Err(format!("{} keys, at most {MAX_KEYS} are accepted", keys.len()));
+        return Err(format!(
+            "{} keys, at most {MAX_KEYS} are accepted",
+            keys.len()
+        ));
     }
     let mut set = KeySet::default();
     for jwk in keys {
-        let kid = jwk
-            .get("kid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_string);
         match parse_key(jwk, origin) {
             Ok(key) => set.keys.push(key),
             Err(why) => set.skipped.push(SkippedKey { kid, why }),
@@ -129,12 +133,14 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
     let kid = match jwk.get("kid") {
         None => None,
         Some(Value::String(kid)) if kid.len() <= MAX_KID_BYTES => Some(kid.clone()),
-        Some(_) => return Err(format!("kid is not a string of at most {MAX_KID_BYTES} bytes")),
-    };
-    if let Some(usage) = jwk.get("use") {
-        if usage != "sig" {
-            return Err(format!("use is {usage}, not \"sig\""));
+        Some(_) => {
+            return Err(format!(
+                "kid is not a string of at most {MAX_KID_BYTES} bytes"
+            ));
         }
+    };
+    if let Some(usage) = jwk.get("use").filter(|usage| *usage != "sig") {
+        return Err(format!("use is {usage}, not \"sig\""));
     }
     if let Some(ops) = jwk.get("key_ops") {
         let verifies = ops
@@ -169,7 +175,11 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
             if e.is_empty() || e.len() > 8 {
                 return Err("RSA exponent out of range".to_string());
             }
-            (KeyFamily::Rsa, 0, DecodingKey::from_rsa_raw_components(&n, &e))
+            (
+                KeyFamily::Rsa,
+                0,
+                DecodingKey::from_rsa_raw_components(&n, &e),
+            )
         }
         "EC" => {
             let (family, size) = match field("crv") {
@@ -275,7 +285,10 @@ mod tests {
     #[test]
     fn documents_without_a_keys_array_are_refused() {
         for document in [json!([]), json!({"keys": {}}), json!({}), json!("x")] {
-            assert!(parse_jwks(&document, KeyOrigin::Remote).is_err(), "{document}");
+            assert!(
+                parse_jwks(&document, KeyOrigin::Remote).is_err(),
+                "{document}"
+            );
         }
     }
 
@@ -294,7 +307,11 @@ mod tests {
         .unwrap();
         let key = &set.keys[0];
         assert_eq!(key.secret_len, 6);
-        assert!(key.mismatch(Alg::HS256).unwrap().contains("at least 32 bytes"));
+        assert!(
+            key.mismatch(Alg::HS256)
+                .unwrap()
+                .contains("at least 32 bytes")
+        );
         assert!(key.mismatch(Alg::RS256).is_some());
     }
 
@@ -307,7 +324,10 @@ mod tests {
         let set = parse_jwks(&document, KeyOrigin::Remote).unwrap();
         assert_eq!(set.candidates(Some("b"), Alg::RS256).len(), 1);
         assert_eq!(set.candidates(Some("zzz"), Alg::RS256).len(), 0);
-        assert_eq!(set.candidates(None, Alg::ES256)[0].kid.as_deref(), Some("b"));
+        assert_eq!(
+            set.candidates(None, Alg::ES256)[0].kid.as_deref(),
+            Some("b")
+        );
     }
 
     #[test]

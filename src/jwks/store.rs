@@ -23,7 +23,10 @@ pub struct FetchRequest {
 /// What came back from a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchOutcome {
-    Response { status: u32, body: Vec<u8> },
+    Response {
+        status: u32,
+        body: Vec<u8>,
+    },
     /// Connection refused, reset, timeout, or the call could not be dispatched.
     TransportFailure(String),
 }
@@ -81,11 +84,22 @@ impl JwksStore {
         self.providers.get(provider)?.keys.as_ref()
     }
 
+    /// The largest JWKS body worth reading for `provider` (one byte more than the cap, so
+    /// an oversized body is still recognised as such).
+    pub fn body_read_limit(&self, provider: usize) -> usize {
+        self.providers
+            .get(provider)
+            .and_then(|state| state.remote.as_ref())
+            .map_or(0, |remote| remote.max_bytes as usize + 1)
+    }
+
     /// The fetches due at `now`; each is marked in flight until its outcome arrives.
     pub fn due_fetches(&mut self, now: UnixTime) -> Vec<FetchRequest> {
         let mut due = Vec::new();
         for (index, state) in self.providers.iter_mut().enumerate() {
-            let Some(remote) = &state.remote else { continue };
+            let Some(remote) = &state.remote else {
+                continue;
+            };
             if state.in_flight || now < state.next_fetch_at {
                 continue;
             }
@@ -120,17 +134,20 @@ impl JwksStore {
             FetchOutcome::Response { status, .. } if status != 200 => {
                 Err(format!("JWKS endpoint answered HTTP {status}"))
             }
-            FetchOutcome::Response { body, .. } if body.len() as u64 > remote.max_bytes => Err(
-                format!("JWKS body of {} bytes exceeds max_bytes {}", body.len(), remote.max_bytes),
-            ),
+            FetchOutcome::Response { body, .. } if body.len() as u64 > remote.max_bytes => {
+                Err(format!(
+                    "JWKS body of {} bytes exceeds max_bytes {}",
+                    body.len(),
+                    remote.max_bytes
+                ))
+            }
             FetchOutcome::Response { body, .. } => serde_json::from_slice(&body)
                 .map_err(|e| format!("JWKS is not JSON: {e}"))
                 .and_then(|document| parse_jwks(&document, KeyOrigin::Remote)),
         };
         match parsed {
             Err(why) => {
-                state.next_fetch_at =
-                    now + RETRY_AFTER_FAILURE_S.min(remote.refresh_interval_s);
+                state.next_fetch_at = now + RETRY_AFTER_FAILURE_S.min(remote.refresh_interval_s);
                 FetchReport::Failed(why)
             }
             Ok(fresh) => {
@@ -146,8 +163,16 @@ impl JwksStore {
 fn diff(old: Option<&KeySet>, new: &KeySet) -> FetchReport {
     let old_kids = old.map(KeySet::kids).unwrap_or_default();
     let new_kids = new.kids();
-    let added: Vec<String> = new_kids.iter().filter(|k| !old_kids.contains(k)).cloned().collect();
-    let removed: Vec<String> = old_kids.iter().filter(|k| !new_kids.contains(k)).cloned().collect();
+    let added: Vec<String> = new_kids
+        .iter()
+        .filter(|k| !old_kids.contains(k))
+        .cloned()
+        .collect();
+    let removed: Vec<String> = old_kids
+        .iter()
+        .filter(|k| !new_kids.contains(k))
+        .cloned()
+        .collect();
     if old.is_some() && added.is_empty() && removed.is_empty() {
         return FetchReport::Unchanged;
     }
@@ -185,7 +210,11 @@ mod tests {
     }
 
     fn idp_index(config: &Config) -> usize {
-        config.providers.iter().position(|p| p.name == "idp").unwrap()
+        config
+            .providers
+            .iter()
+            .position(|p| p.name == "idp")
+            .unwrap()
     }
 
     const JWKS: &[u8] = br#"{"keys": [{"kty": "EC", "kid": "k1", "crv": "P-256",
@@ -205,18 +234,30 @@ mod tests {
         let idp = idp_index(&config);
         let mut store = JwksStore::new(&config);
         assert!(store.keys(idp).is_none());
-        assert!(store.keys(1 - idp).is_some(), "inline keys are ready at once");
+        assert!(
+            store.keys(1 - idp).is_some(),
+            "inline keys are ready at once"
+        );
 
         let due = store.due_fetches(1000);
         assert_eq!(due.len(), 1);
-        assert_eq!((due[0].authority.as_str(), due[0].path.as_str()), ("idp.example", "/keys"));
-        assert!(store.due_fetches(1000).is_empty(), "one fetch in flight at a time");
+        assert_eq!(
+            (due[0].authority.as_str(), due[0].path.as_str()),
+            ("idp.example", "/keys")
+        );
+        assert!(
+            store.due_fetches(1000).is_empty(),
+            "one fetch in flight at a time"
+        );
 
         let report = store.on_fetch_outcome(idp, ok(JWKS), 1000);
         assert!(matches!(report, FetchReport::Updated { ref added, .. } if added == &["k1"]));
         assert!(store.due_fetches(1299).is_empty());
         assert_eq!(store.due_fetches(1300).len(), 1);
-        assert_eq!(store.on_fetch_outcome(idp, ok(JWKS), 1300), FetchReport::Unchanged);
+        assert_eq!(
+            store.on_fetch_outcome(idp, ok(JWKS), 1300),
+            FetchReport::Unchanged
+        );
     }
 
     #[test]
@@ -228,7 +269,10 @@ mod tests {
         store.on_fetch_outcome(idp, ok(JWKS), 0);
         let failures = [
             FetchOutcome::TransportFailure("reset".into()),
-            FetchOutcome::Response { status: 500, body: JWKS.to_vec() },
+            FetchOutcome::Response {
+                status: 500,
+                body: JWKS.to_vec(),
+            },
             ok(b"<html>"),
             ok(br#"{"nokeys": 1}"#),
             ok(&vec![b' '; 4096]),

@@ -15,7 +15,10 @@ pub enum Segment {
 pub enum PathPattern {
     Exact(String),
     Prefix(String),
-    Template { segments: Vec<Segment>, any_tail: bool },
+    Template {
+        segments: Vec<Segment>,
+        any_tail: bool,
+    },
 }
 
 impl PathPattern {
@@ -32,8 +35,8 @@ impl PathPattern {
         let mut segments = Vec::new();
         for part in parts {
             if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     return Err(format!("bad variable segment {part:?}"));
                 }
@@ -137,15 +140,39 @@ mod tests {
     fn templates_bind_variables_and_tails() {
         let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
         let cases = [
-            ("/serving-endpoints/{name}/invocations", "/serving-endpoints/m1/invocations", Some(vec![pair("name", "m1")])),
-            ("/serving-endpoints/{name}/invocations", "/serving-endpoints/m1/invocations/", Some(vec![pair("name", "m1")])),
-            ("/serving-endpoints/{name}/invocations", "/serving-endpoints//invocations", None),
-            ("/serving-endpoints/{name}/invocations", "/serving-endpoints/m1/invocations/x", None),
-            ("/serving-endpoints/{name}/invocations", "/serving-endpoints/m1", None),
+            (
+                "/serving-endpoints/{name}/invocations",
+                "/serving-endpoints/m1/invocations",
+                Some(vec![pair("name", "m1")]),
+            ),
+            (
+                "/serving-endpoints/{name}/invocations",
+                "/serving-endpoints/m1/invocations/",
+                Some(vec![pair("name", "m1")]),
+            ),
+            (
+                "/serving-endpoints/{name}/invocations",
+                "/serving-endpoints//invocations",
+                None,
+            ),
+            (
+                "/serving-endpoints/{name}/invocations",
+                "/serving-endpoints/m1/invocations/x",
+                None,
+            ),
+            (
+                "/serving-endpoints/{name}/invocations",
+                "/serving-endpoints/m1",
+                None,
+            ),
             ("/api/**", "/api", Some(vec![])),
             ("/api/**", "/api/2.0/clusters/list", Some(vec![])),
             ("/api/**", "/apix", None),
-            ("/api/{v}/jobs/**", "/api/2.1/jobs/runs/list", Some(vec![pair("v", "2.1")])),
+            (
+                "/api/{v}/jobs/**",
+                "/api/2.1/jobs/runs/list",
+                Some(vec![pair("v", "2.1")]),
+            ),
             ("/**", "/anything/at/all", Some(vec![])),
         ];
         for (pattern, path, expected) in cases {
@@ -155,7 +182,16 @@ mod tests {
 
     #[test]
     fn bad_templates_are_refused() {
-        for bad in ["api/x", "/a/{}/b", "/a/{x}/{x}", "/a/**/b", "/a/*", "/a//b", "/a/{x-y}", "/a/b{c}"] {
+        for bad in [
+            "api/x",
+            "/a/{}/b",
+            "/a/{x}/{x}",
+            "/a/**/b",
+            "/a/*",
+            "/a//b",
+            "/a/{x-y}",
+            "/a/b{c}",
+        ] {
             assert!(PathPattern::template(bad).is_err(), "{bad}");
         }
     }
@@ -169,11 +205,21 @@ mod tests {
             access: Access::Anonymous,
         };
         let rules = vec![
-            rule("health", PathPattern::Exact("/healthz".into()), Some(vec!["GET"])),
-            rule("reads", PathPattern::Prefix("/api/".into()), Some(vec!["GET", "HEAD"])),
+            rule(
+                "health",
+                PathPattern::Exact("/healthz".into()),
+                Some(vec!["GET"]),
+            ),
+            rule(
+                "reads",
+                PathPattern::Prefix("/api/".into()),
+                Some(vec!["GET", "HEAD"]),
+            ),
             rule("api", PathPattern::template("/api/**").unwrap(), None),
         ];
-        let name = |method: &str, path: &str| match_rule(&rules, method, path).map(|(r, _)| r.name.clone());
+        let name = |method: &str, path: &str| {
+            match_rule(&rules, method, path).map(|(r, _)| r.name.clone())
+        };
         assert_eq!(name("GET", "/healthz").as_deref(), Some("health"));
         assert_eq!(name("POST", "/healthz"), None);
         assert_eq!(name("GET", "/api/x").as_deref(), Some("reads"));

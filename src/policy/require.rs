@@ -18,9 +18,11 @@ impl ScopeTemplate {
     }
 
     pub fn render(&self, bindings: &Bindings) -> String {
-        bindings.iter().fold(self.0.clone(), |scope, (name, value)| {
-            scope.replace(&format!("{{{name}}}"), value)
-        })
+        bindings
+            .iter()
+            .fold(self.0.clone(), |scope, (name, value)| {
+                scope.replace(&format!("{{{name}}}"), value)
+            })
     }
 }
 
@@ -66,7 +68,7 @@ impl Requirement {
             ));
         }
         if !self.groups_any.is_empty() && !self.groups_any.iter().any(|g| groups.contains(g)) {
-            let mut error = AuthError::new(
+            let error = AuthError::new(
                 crate::error::Reason::GroupNotAllowed,
                 format!(
                     "group not allowed: rule {rule_name} needs membership of one of [{}]; token has [{}]",
@@ -74,7 +76,6 @@ impl Requirement {
                     groups.join(", ")
                 ),
             );
-            error.required_scope = None;
             return Err(error);
         }
         Ok(())
@@ -102,16 +103,52 @@ mod tests {
             scopes_any: templates(any),
             groups_any: strings(groups),
         };
-        let cases: Vec<(Requirement, &[&str], &[&str], Option<(Reason, Option<&str>)>)> = vec![
+        type Case<'a> = (
+            Requirement,
+            &'a [&'a str],
+            &'a [&'a str],
+            Option<(Reason, Option<&'a str>)>,
+        );
+        let cases: Vec<Case> = vec![
             (requirement(&[], &[], &[]), &[], &[], None),
-            (requirement(&["a", "b"], &[], &[]), &["a", "b", "c"], &[], None),
-            (requirement(&["a", "b"], &[], &[]), &["a"], &[], Some((Reason::InsufficientScope, Some("b")))),
+            (
+                requirement(&["a", "b"], &[], &[]),
+                &["a", "b", "c"],
+                &[],
+                None,
+            ),
+            (
+                requirement(&["a", "b"], &[], &[]),
+                &["a"],
+                &[],
+                Some((Reason::InsufficientScope, Some("b"))),
+            ),
             (requirement(&[], &["x", "y"], &[]), &["y"], &[], None),
-            (requirement(&[], &["x", "y"], &[]), &["z"], &[], Some((Reason::InsufficientScope, Some("x")))),
-            (requirement(&[], &["serving:{name}"], &[]), &["serving:fraud"], &[], None),
-            (requirement(&[], &["serving:{name}"], &[]), &["serving:other"], &[], Some((Reason::InsufficientScope, Some("serving:fraud")))),
+            (
+                requirement(&[], &["x", "y"], &[]),
+                &["z"],
+                &[],
+                Some((Reason::InsufficientScope, Some("x"))),
+            ),
+            (
+                requirement(&[], &["serving:{name}"], &[]),
+                &["serving:fraud"],
+                &[],
+                None,
+            ),
+            (
+                requirement(&[], &["serving:{name}"], &[]),
+                &["serving:other"],
+                &[],
+                Some((Reason::InsufficientScope, Some("serving:fraud"))),
+            ),
             (requirement(&[], &[], &["ml"]), &[], &["ml", "x"], None),
-            (requirement(&[], &[], &["ml"]), &[], &["x"], Some((Reason::GroupNotAllowed, None))),
+            (
+                requirement(&[], &[], &["ml"]),
+                &[],
+                &["x"],
+                Some((Reason::GroupNotAllowed, None)),
+            ),
         ];
         for (index, (req, scopes, groups, expected)) in cases.into_iter().enumerate() {
             let got = req.check("r", &bindings, &strings(scopes), &strings(groups));
@@ -132,7 +169,9 @@ mod tests {
             scopes_all: templates(&["clusters"]),
             ..Requirement::default()
         };
-        let error = req.check("clusters-write", &vec![], &strings(&["clusters:read"]), &[]).unwrap_err();
+        let error = req
+            .check("clusters-write", &vec![], &strings(&["clusters:read"]), &[])
+            .unwrap_err();
         assert_eq!(
             error.detail,
             "insufficient scope: rule clusters-write needs all of [clusters]; token has [clusters:read]"
@@ -141,7 +180,10 @@ mod tests {
 
     #[test]
     fn template_variables_are_listed() {
-        assert_eq!(ScopeTemplate("a:{x}:{y}".into()).variables(), vec!["x", "y"]);
+        assert_eq!(
+            ScopeTemplate("a:{x}:{y}".into()).variables(),
+            vec!["x", "y"]
+        );
         assert!(ScopeTemplate("plain".into()).variables().is_empty());
     }
 }

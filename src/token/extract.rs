@@ -33,12 +33,16 @@ pub fn extract_credential(
                             None if prefix.trim().eq_ignore_ascii_case(value.trim()) => {
                                 return Err(AuthError::new(
                                     Reason::MalformedCredential,
-                                    format!("{name} header has the {} scheme but no token", prefix.trim()),
+                                    format!(
+                                        "{name} header has the {} scheme but no token",
+                                        prefix.trim()
+                                    ),
                                 ));
                             }
                             None => {
                                 let scheme = value.split(' ').next().unwrap_or_default();
-                                foreign_scheme = Some(format!("{name} header uses scheme {scheme:?}"));
+                                foreign_scheme =
+                                    Some(format!("{name} header uses scheme {scheme:?}"));
                             }
                         },
                     }
@@ -66,7 +70,7 @@ pub fn extract_credential(
                         Reason::MultipleTokens,
                         format!(
                             "request carries two different tokens (in {} and {}); send exactly one",
-                            describe(&existing.found_in[..1]),
+                            describe(&existing.found_in),
                             describe(std::slice::from_ref(*source))
                         ),
                     ));
@@ -74,20 +78,20 @@ pub fn extract_credential(
             }
         }
     }
-    if found.is_none() {
-        if let Some(scheme) = foreign_scheme {
-            return Err(AuthError::new(
-                Reason::MissingToken,
-                format!("no bearer token: {scheme}; this route needs a Bearer access token"),
-            ));
-        }
+    if let (None, Some(scheme)) = (&found, foreign_scheme) {
+        return Err(AuthError::new(
+            Reason::MissingToken,
+            format!("no bearer token: {scheme}; this route needs a Bearer access token"),
+        ));
     }
     Ok(found)
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| value.get(prefix.len()..)).flatten()
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| value.get(prefix.len()..))
+        .flatten()
 }
 
 fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
@@ -96,7 +100,12 @@ fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .filter(|(name, _)| *name == param)
-        .map(|(_, value)| value.replace("%2B", "+").replace("%2F", "/").replace("%3D", "="))
+        .map(|(_, value)| {
+            value
+                .replace("%2B", "+")
+                .replace("%2F", "/")
+                .replace("%3D", "=")
+        })
         .collect()
 }
 
@@ -106,7 +115,10 @@ fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(
     if token.len() > max_bytes {
         return Err(AuthError::new(
             Reason::TokenTooLarge,
-            format!("token in {place} is {} bytes; the limit is {max_bytes}", token.len()),
+            format!(
+                "token in {place} is {} bytes; the limit is {max_bytes}",
+                token.len()
+            ),
         ));
     }
     let body = token.trim_end_matches('=');
@@ -156,34 +168,120 @@ mod tests {
     }
 
     fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn extraction_table() {
         let (b, q) = (bearer(), query());
         let both = [&b, &q];
-        let cases: Vec<(&str, Vec<(String, String)>, Option<&str>, Result<Option<&str>, Reason>)> = vec![
+        type Case<'a> = (
+            &'a str,
+            Vec<(String, String)>,
+            Option<&'a str>,
+            Result<Option<&'a str>, Reason>,
+        );
+        let cases: Vec<Case> = vec![
             ("none", headers(&[]), None, Ok(None)),
-            ("bearer", headers(&[("authorization", "Bearer abc.def.ghi")]), None, Ok(Some("abc.def.ghi"))),
-            ("case-insensitive scheme", headers(&[("authorization", "bearer abc")]), None, Ok(Some("abc"))),
-            ("padding allowed", headers(&[("authorization", "Bearer abc==")]), None, Ok(Some("abc=="))),
-            ("query", headers(&[]), Some("a=1&access_token=abc"), Ok(Some("abc"))),
-            ("same token twice", headers(&[("authorization", "Bearer abc")]), Some("access_token=abc"), Ok(Some("abc"))),
-            ("two tokens", headers(&[("authorization", "Bearer abc")]), Some("access_token=xyz"), Err(Reason::MultipleTokens)),
-            ("two headers", headers(&[("authorization", "Bearer abc"), ("authorization", "Bearer xyz")]), None, Err(Reason::MultipleTokens)),
-            ("extra words", headers(&[("authorization", "Bearer abc def")]), None, Err(Reason::MalformedCredential)),
-            ("scheme only", headers(&[("authorization", "Bearer")]), None, Err(Reason::MalformedCredential)),
-            ("bad characters", headers(&[("authorization", "Bearer abc\"def")]), None, Err(Reason::MalformedCredential)),
-            ("empty query token", headers(&[]), Some("access_token="), Err(Reason::MalformedCredential)),
-            ("basic", headers(&[("authorization", "Basic dXNlcjpwdw==")]), None, Err(Reason::MissingToken)),
-            ("too large", headers(&[("authorization", &format!("Bearer {}", "a".repeat(65)))]), None, Err(Reason::TokenTooLarge)),
-            ("other header ignored", headers(&[("x-token", "Bearer abc")]), None, Ok(None)),
+            (
+                "bearer",
+                headers(&[("authorization", "Bearer abc.def.ghi")]),
+                None,
+                Ok(Some("abc.def.ghi")),
+            ),
+            (
+                "case-insensitive scheme",
+                headers(&[("authorization", "bearer abc")]),
+                None,
+                Ok(Some("abc")),
+            ),
+            (
+                "padding allowed",
+                headers(&[("authorization", "Bearer abc==")]),
+                None,
+                Ok(Some("abc==")),
+            ),
+            (
+                "query",
+                headers(&[]),
+                Some("a=1&access_token=abc"),
+                Ok(Some("abc")),
+            ),
+            (
+                "same token twice",
+                headers(&[("authorization", "Bearer abc")]),
+                Some("access_token=abc"),
+                Ok(Some("abc")),
+            ),
+            (
+                "two tokens",
+                headers(&[("authorization", "Bearer abc")]),
+                Some("access_token=xyz"),
+                Err(Reason::MultipleTokens),
+            ),
+            (
+                "two headers",
+                headers(&[
+                    ("authorization", "Bearer abc"),
+                    ("authorization", "Bearer xyz"),
+                ]),
+                None,
+                Err(Reason::MultipleTokens),
+            ),
+            (
+                "extra words",
+                headers(&[("authorization", "Bearer abc def")]),
+                None,
+                Err(Reason::MalformedCredential),
+            ),
+            (
+                "scheme only",
+                headers(&[("authorization", "Bearer")]),
+                None,
+                Err(Reason::MalformedCredential),
+            ),
+            (
+                "bad characters",
+                headers(&[("authorization", "Bearer abc\"def")]),
+                None,
+                Err(Reason::MalformedCredential),
+            ),
+            (
+                "empty query token",
+                headers(&[]),
+                Some("access_token="),
+                Err(Reason::MalformedCredential),
+            ),
+            (
+                "basic",
+                headers(&[("authorization", "Basic dXNlcjpwdw==")]),
+                None,
+                Err(Reason::MissingToken),
+            ),
+            (
+                "too large",
+                headers(&[("authorization", &format!("Bearer {}", "a".repeat(65)))]),
+                None,
+                Err(Reason::TokenTooLarge),
+            ),
+            (
+                "other header ignored",
+                headers(&[("x-token", "Bearer abc")]),
+                None,
+                Ok(None),
+            ),
         ];
         for (name, headers, query, expected) in cases {
             let got = extract_credential(&headers, query, &both, 64);
             match expected {
-                Ok(token) => assert_eq!(got.unwrap().map(|c| c.token), token.map(String::from), "{name}"),
+                Ok(token) => assert_eq!(
+                    got.unwrap().map(|c| c.token),
+                    token.map(String::from),
+                    "{name}"
+                ),
                 Err(reason) => assert_eq!(got.unwrap_err().reason, reason, "{name}"),
             }
         }
@@ -197,16 +295,24 @@ mod tests {
 
     #[test]
     fn messages_never_echo_the_token() {
-        let hs = headers(&[("authorization", "Bearer secret.token.value"), ("authorization", "Bearer other.token.value")]);
+        let hs = headers(&[
+            ("authorization", "Bearer secret.token.value"),
+            ("authorization", "Bearer other.token.value"),
+        ]);
         let error = extract_credential(&hs, None, &[&bearer()], 64).unwrap_err();
         assert!(!error.detail.contains("secret") && !error.detail.contains("other"));
     }
 
     #[test]
     fn found_in_lists_every_place() {
-        let got = extract_credential(&headers(&[("authorization", "Bearer abc")]), Some("access_token=abc"), &[&bearer(), &query()], 64)
-            .unwrap()
-            .unwrap();
+        let got = extract_credential(
+            &headers(&[("authorization", "Bearer abc")]),
+            Some("access_token=abc"),
+            &[&bearer(), &query()],
+            64,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(got.found_in, vec![bearer(), query()]);
     }
 }

@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn parses_a_well_formed_token() {
-        let text = token(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#, r#"{"sub":"a"}"#);
+        let text = token(
+            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"sub":"a"}"#,
+        );
         let jwt = UnverifiedJwt::parse(&text).unwrap();
         assert_eq!(jwt.header.alg, "RS256");
         assert_eq!(jwt.header.kid.as_deref(), Some("k1"));
@@ -138,22 +141,89 @@ mod tests {
         let cases: Vec<(String, Reason, &str)> = vec![
             ("a.b".into(), Reason::MalformedToken, "2 segments"),
             ("a.b.c.d.e".into(), Reason::MalformedToken, "5 segments"),
-            (format!("{}..c2ln", b64(ok_header)), Reason::MalformedToken, "empty segment"),
-            (format!("{}.{}.", b64(ok_header), b64("{}")), Reason::MalformedToken, "empty segment"),
-            (format!("{}=.{}.c2ln", b64(ok_header), b64("{}")), Reason::MalformedToken, "base64url"),
-            (format!("{}.{}.c2ln", b64(ok_header), "e30="), Reason::MalformedToken, "base64url"),
-            (format!("{}.{}.c2l=", b64(ok_header), b64("{}")), Reason::MalformedToken, "base64url"),
-            (token("[1]", "{}"), Reason::MalformedToken, "header is not a JSON object"),
-            (token(ok_header, "[]"), Reason::MalformedToken, "payload is not a JSON object"),
-            (token(ok_header, r#"{"aud":"a","aud":"b"}"#), Reason::MalformedToken, "duplicate key"),
-            (token(r#"{"alg":"RS256","alg":"none"}"#, "{}"), Reason::MalformedToken, "duplicate key"),
-            (token(r#"{"kid":"k"}"#, "{}"), Reason::MalformedToken, "no \"alg\""),
-            (token(r#"{"alg":5}"#, "{}"), Reason::MalformedToken, "not a string"),
-            (token(r#"{"alg":"RS256","crit":["exp"]}"#, "{}"), Reason::UnsupportedHeader, "crit"),
-            (token(r#"{"alg":"RS256","b64":false}"#, "{}"), Reason::UnsupportedHeader, "b64"),
-            (token(r#"{"alg":"RS256","enc":"A128GCM"}"#, "{}"), Reason::UnsupportedHeader, "enc"),
-            (token(r#"{"alg":"RS256","cty":"jwt"}"#, "{}"), Reason::UnsupportedHeader, "nested"),
-            (token(&format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(300)), "{}"), Reason::MalformedToken, "kid longer"),
+            (
+                format!("{}..c2ln", b64(ok_header)),
+                Reason::MalformedToken,
+                "empty segment",
+            ),
+            (
+                format!("{}.{}.", b64(ok_header), b64("{}")),
+                Reason::MalformedToken,
+                "empty segment",
+            ),
+            (
+                format!("{}=.{}.c2ln", b64(ok_header), b64("{}")),
+                Reason::MalformedToken,
+                "base64url",
+            ),
+            (
+                format!("{}.{}.c2ln", b64(ok_header), "e30="),
+                Reason::MalformedToken,
+                "base64url",
+            ),
+            (
+                format!("{}.{}.c2l=", b64(ok_header), b64("{}")),
+                Reason::MalformedToken,
+                "base64url",
+            ),
+            (
+                token("[1]", "{}"),
+                Reason::MalformedToken,
+                "header is not a JSON object",
+            ),
+            (
+                token(ok_header, "[]"),
+                Reason::MalformedToken,
+                "payload is not a JSON object",
+            ),
+            (
+                token(ok_header, r#"{"aud":"a","aud":"b"}"#),
+                Reason::MalformedToken,
+                "duplicate key",
+            ),
+            (
+                token(r#"{"alg":"RS256","alg":"none"}"#, "{}"),
+                Reason::MalformedToken,
+                "duplicate key",
+            ),
+            (
+                token(r#"{"kid":"k"}"#, "{}"),
+                Reason::MalformedToken,
+                "no \"alg\"",
+            ),
+            (
+                token(r#"{"alg":5}"#, "{}"),
+                Reason::MalformedToken,
+                "not a string",
+            ),
+            (
+                token(r#"{"alg":"RS256","crit":["exp"]}"#, "{}"),
+                Reason::UnsupportedHeader,
+                "crit",
+            ),
+            (
+                token(r#"{"alg":"RS256","b64":false}"#, "{}"),
+                Reason::UnsupportedHeader,
+                "b64",
+            ),
+            (
+                token(r#"{"alg":"RS256","enc":"A128GCM"}"#, "{}"),
+                Reason::UnsupportedHeader,
+                "enc",
+            ),
+            (
+                token(r#"{"alg":"RS256","cty":"jwt"}"#, "{}"),
+                Reason::UnsupportedHeader,
+                "nested",
+            ),
+            (
+                token(
+                    &format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(300)),
+                    "{}",
+                ),
+                Reason::MalformedToken,
+                "kid longer",
+            ),
         ];
         for (text, reason, detail) in cases {
             let error = UnverifiedJwt::parse(&text).unwrap_err();
@@ -164,8 +234,18 @@ mod tests {
 
     #[test]
     fn foreign_key_headers_are_parsed_but_never_used() {
-        let text = token(r#"{"alg":"RS256","jku":"https://evil","jwk":{"kty":"RSA"},"x5u":"u","x5c":["x"]}"#, "{}");
+        let text = token(
+            r#"{"alg":"RS256","jku":"https://evil","jwk":{"kty":"RSA"},"x5u":"u","x5c":["x"]}"#,
+            "{}",
+        );
         let jwt = UnverifiedJwt::parse(&text).unwrap();
-        assert_eq!(jwt.header, JoseHeader { alg: "RS256".into(), kid: None, typ: None });
+        assert_eq!(
+            jwt.header,
+            JoseHeader {
+                alg: "RS256".into(),
+                kid: None,
+                typ: None
+            }
+        );
     }
 }

@@ -49,9 +49,25 @@ mod tests {
 
     #[test]
     fn objects_only_without_duplicates_or_trailing_data() {
-        assert_eq!(parse_object_strict(br#"{"a":1,"b":{"a":2}}"#).unwrap().len(), 2);
-        for bad in [&br#"{"a":1,"a":2}"#[..], b"[1]", b"\"x\"", br#"{"a":1} x"#, b"{", b""] {
-            assert!(parse_object_strict(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert_eq!(
+            parse_object_strict(br#"{"a":1,"b":{"a":2}}"#)
+                .unwrap()
+                .len(),
+            2
+        );
+        for bad in [
+            &br#"{"a":1,"a":2}"#[..],
+            b"[1]",
+            b"\"x\"",
+            br#"{"a":1} x"#,
+            b"{",
+            b"",
+        ] {
+            assert!(
+                parse_object_strict(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -17,9 +17,15 @@ fn numeric_date(claims: &Claims, name: &str) -> Result<Option<u64>, AuthError> {
             (None, Some(seconds)) if seconds.is_finite() && seconds >= 0.0 => {
                 Ok(Some(seconds as u64))
             }
-            _ => Err(AuthError::new(Reason::MalformedToken, format!("claim {name} is not a valid NumericDate"))),
+            _ => Err(AuthError::new(
+                Reason::MalformedToken,
+                format!("claim {name} is not a valid NumericDate"),
+            )),
         },
-        Some(_) => Err(AuthError::new(Reason::MalformedToken, format!("claim {name} is not a number"))),
+        Some(_) => Err(AuthError::new(
+            Reason::MalformedToken,
+            format!("claim {name} is not a number"),
+        )),
     }
 }
 
@@ -30,7 +36,10 @@ pub fn check_lifetime(
     max_lifetime: u64,
 ) -> Result<(), AuthError> {
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
-        AuthError::new(Reason::Expired, "token has no exp claim; access tokens must expire")
+        AuthError::new(
+            Reason::Expired,
+            "token has no exp claim; access tokens must expire",
+        )
     })?;
     let nbf = numeric_date(claims, "nbf")?;
     let iat = numeric_date(claims, "iat")?;
@@ -65,13 +74,18 @@ pub fn check_lifetime(
         ));
     }
     let start = iat.or(nbf).ok_or_else(|| {
-        AuthError::new(Reason::LifetimeTooLong, "token has neither iat nor nbf, so its lifetime cannot be bounded")
+        AuthError::new(
+            Reason::LifetimeTooLong,
+            "token has neither iat nor nbf, so its lifetime cannot be bounded",
+        )
     })?;
     let lifetime = exp.saturating_sub(start);
     if lifetime > max_lifetime {
         return Err(AuthError::new(
             Reason::LifetimeTooLong,
-            format!("token lifetime is {lifetime} s; this provider accepts at most {max_lifetime} s"),
+            format!(
+                "token lifetime is {lifetime} s; this provider accepts at most {max_lifetime} s"
+            ),
         ));
     }
     Ok(())
@@ -86,8 +100,15 @@ pub fn check_audience(claims: &Claims, accepted: &[String]) -> Result<(), AuthEr
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| AuthError::new(Reason::MalformedToken, "claim aud holds a non-string"))?,
-        Some(_) => return Err(AuthError::new(Reason::MalformedToken, "claim aud is not a string or array")),
+            .ok_or_else(|| {
+                AuthError::new(Reason::MalformedToken, "claim aud holds a non-string")
+            })?,
+        Some(_) => {
+            return Err(AuthError::new(
+                Reason::MalformedToken,
+                "claim aud is not a string or array",
+            ));
+        }
     };
     if held.iter().any(|aud| accepted.contains(aud)) {
         return Ok(());
@@ -124,7 +145,9 @@ pub fn string_list(claims: &Claims, name: &str) -> Vec<String> {
 }
 
 pub fn string_claim(claims: &Claims, name: &str) -> Option<String> {
-    claim_at(claims, name).and_then(Value::as_str).map(str::to_string)
+    claim_at(claims, name)
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// RFC 3339 in UTC, so messages say when a token expired in words people can check.
@@ -165,18 +188,36 @@ mod tests {
         let cases: Vec<(Value, Option<Reason>)> = vec![
             (json!({"exp": NOW + 60, "iat": NOW}), None),
             (json!({"exp": NOW - 30, "iat": NOW - 100}), None), // within skew
-            (json!({"exp": NOW - 60, "iat": NOW - 100}), Some(Reason::Expired)),
+            (
+                json!({"exp": NOW - 60, "iat": NOW - 100}),
+                Some(Reason::Expired),
+            ),
             (json!({"iat": NOW}), Some(Reason::Expired)),
-            (json!({"exp": "soon", "iat": NOW}), Some(Reason::MalformedToken)),
+            (
+                json!({"exp": "soon", "iat": NOW}),
+                Some(Reason::MalformedToken),
+            ),
             (json!({"exp": -5, "iat": NOW}), Some(Reason::MalformedToken)),
             (json!({"exp": (NOW + 60) as f64 + 0.5, "iat": NOW}), None),
-            (json!({"exp": NOW + 600, "iat": NOW, "nbf": NOW + 61}), Some(Reason::NotYetValid)),
+            (
+                json!({"exp": NOW + 600, "iat": NOW, "nbf": NOW + 61}),
+                Some(Reason::NotYetValid),
+            ),
             (json!({"exp": NOW + 600, "iat": NOW, "nbf": NOW + 60}), None),
-            (json!({"exp": NOW + 600, "iat": NOW + 61}), Some(Reason::IssuedInFuture)),
+            (
+                json!({"exp": NOW + 600, "iat": NOW + 61}),
+                Some(Reason::IssuedInFuture),
+            ),
             (json!({"exp": NOW + 600}), Some(Reason::LifetimeTooLong)),
             (json!({"exp": NOW + 600, "nbf": NOW}), None),
-            (json!({"exp": NOW + 3601, "iat": NOW}), Some(Reason::LifetimeTooLong)),
-            (json!({"exp": u64::MAX, "iat": NOW}), Some(Reason::LifetimeTooLong)),
+            (
+                json!({"exp": NOW + 3601, "iat": NOW}),
+                Some(Reason::LifetimeTooLong),
+            ),
+            (
+                json!({"exp": u64::MAX, "iat": NOW}),
+                Some(Reason::LifetimeTooLong),
+            ),
         ];
         for (value, expected) in cases {
             let got = check_lifetime(&claims(value.clone()), NOW, 60, 3600);
@@ -186,8 +227,17 @@ mod tests {
 
     #[test]
     fn expiry_message_is_readable() {
-        let error = check_lifetime(&claims(json!({"exp": NOW - 125, "iat": NOW - 500})), NOW, 60, 3600).unwrap_err();
-        assert_eq!(error.detail, "token expired at 2027-01-15T07:57:55Z (125 s ago; clock skew allowance 60 s)");
+        let error = check_lifetime(
+            &claims(json!({"exp": NOW - 125, "iat": NOW - 500})),
+            NOW,
+            60,
+            3600,
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.detail,
+            "token expired at 2027-01-15T07:57:55Z (125 s ago; clock skew allowance 60 s)"
+        );
     }
 
     #[test]
@@ -207,7 +257,10 @@ mod tests {
             assert_eq!(got.err().map(|e| e.reason), expected, "{value}");
         }
         let error = check_audience(&claims(json!({"aud": ["a"]})), &["b".to_string()]).unwrap_err();
-        assert_eq!(error.detail, "audience mismatch: token has [a], this route accepts [b]");
+        assert_eq!(
+            error.detail,
+            "audience mismatch: token has [a], this route accepts [b]"
+        );
     }
 
     #[test]

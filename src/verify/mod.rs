@@ -24,11 +24,15 @@ pub fn verify_for_provider(
 ) -> Result<Alg, AuthError> {
     if provider.require_typ {
         let typ = jwt.header.typ.as_deref().unwrap_or("");
-        let ok = typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
+        let ok =
+            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
         if !ok {
             return Err(AuthError::new(
                 Reason::TypMismatch,
-                format!("token typ is {typ:?}; provider {} accepts only at+jwt access tokens (RFC 9068)", provider.name),
+                format!(
+                    "token typ is {typ:?}; provider {} accepts only at+jwt access tokens (RFC 9068)",
+                    provider.name
+                ),
             ));
         }
     }
@@ -46,14 +50,22 @@ pub fn verify_for_provider(
                 ),
             )
         })?;
-    claims::check_lifetime(&jwt.claims, now, provider.clock_skew_s, provider.max_lifetime_s)?;
+    claims::check_lifetime(
+        &jwt.claims,
+        now,
+        provider.clock_skew_s,
+        provider.max_lifetime_s,
+    )?;
     if let Some(audiences) = &provider.audiences {
         claims::check_audience(&jwt.claims, audiences)?;
     }
     let keys = keys.ok_or_else(|| {
         AuthError::new(
             Reason::KeysUnavailable,
-            format!("signing keys for provider {} are not available yet; retry shortly", provider.name),
+            format!(
+                "signing keys for provider {} are not available yet; retry shortly",
+                provider.name
+            ),
         )
     })?;
     let kid = jwt.header.kid.as_deref();
@@ -67,27 +79,45 @@ pub fn verify_for_provider(
                     provider.name,
                     keys.kids().join(", ")
                 ),
-                None => format!("token has no kid and provider {} has no {alg} key", provider.name),
+                None => format!(
+                    "token has no kid and provider {} has no {alg} key",
+                    provider.name
+                ),
             },
         ));
     }
-    let fitting: Vec<_> = candidates.iter().filter(|key| key.mismatch(alg).is_none()).collect();
+    let fitting: Vec<_> = candidates
+        .iter()
+        .filter(|key| key.mismatch(alg).is_none())
+        .collect();
     if fitting.is_empty() {
-        let why = candidates.first().and_then(|key| key.mismatch(alg)).unwrap_or_default();
+        let why = candidates
+            .first()
+            .and_then(|key| key.mismatch(alg))
+            .unwrap_or_default();
         return Err(AuthError::new(
             Reason::KeyMismatch,
             format!("key {:?} cannot verify {alg}: {why}", kid.unwrap_or("")),
         ));
     }
     let signing_input = jwt.signing_input.as_bytes();
-    if fitting.iter().any(|key| verifier.verify(alg, key, signing_input, jwt.signature_b64)) {
+    if fitting
+        .iter()
+        .any(|key| verifier.verify(alg, key, signing_input, jwt.signature_b64))
+    {
         return Ok(alg);
     }
     Err(AuthError::new(
         Reason::BadSignature,
         match kid {
-            Some(kid) => format!("signature does not verify with key {kid:?} of provider {}", provider.name),
-            None => format!("signature does not verify with any {alg} key of provider {}", provider.name),
+            Some(kid) => format!(
+                "signature does not verify with key {kid:?} of provider {}",
+                provider.name
+            ),
+            None => format!(
+                "signature does not verify with any {alg} key of provider {}",
+                provider.name
+            ),
         },
     ))
 }

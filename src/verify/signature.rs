@@ -9,7 +9,13 @@ use crate::jwks::VerificationKey;
 pub trait SignatureVerifier {
     /// `true` only when `signature_b64` is a valid signature of `signing_input` under `key`.
     /// The caller has already checked that the key fits `alg`.
-    fn verify(&self, alg: Alg, key: &VerificationKey, signing_input: &[u8], signature_b64: &str) -> bool;
+    fn verify(
+        &self,
+        alg: Alg,
+        key: &VerificationKey,
+        signing_input: &[u8],
+        signature_b64: &str,
+    ) -> bool;
 }
 
 /// Verification inside the wasm VM through `jsonwebtoken`'s `CryptoProvider` (RustCrypto).
@@ -17,9 +23,20 @@ pub trait SignatureVerifier {
 pub struct InWasmVerifier;
 
 impl SignatureVerifier for InWasmVerifier {
-    fn verify(&self, alg: Alg, key: &VerificationKey, signing_input: &[u8], signature_b64: &str) -> bool {
-        jsonwebtoken::crypto::verify(signature_b64, signing_input, &key.decoding, to_jsonwebtoken(alg))
-            .unwrap_or(false)
+    fn verify(
+        &self,
+        alg: Alg,
+        key: &VerificationKey,
+        signing_input: &[u8],
+        signature_b64: &str,
+    ) -> bool {
+        jsonwebtoken::crypto::verify(
+            signature_b64,
+            signing_input,
+            &key.decoding,
+            to_jsonwebtoken(alg),
+        )
+        .unwrap_or(false)
     }
 }
 

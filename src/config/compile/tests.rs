@@ -56,63 +56,321 @@ fn a_good_config_gets_documented_defaults() {
     assert_eq!(idp.name, "idp");
     assert_eq!(idp.clock_skew_s, 60);
     assert_eq!(idp.max_lifetime_s, 86_400);
-    assert_eq!(idp.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(), ["RS256", "ES256"]);
+    assert_eq!(
+        idp.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>(),
+        ["RS256", "ES256"]
+    );
     assert_eq!(idp.idp, IdpKind::Generic);
     assert_eq!(idp.scope_claims, ["scope", "scp"]);
     assert_eq!(
         idp.token_sources,
-        [TokenSource::Header { name: "authorization".into(), prefix: Some("Bearer ".into()) }]
+        [TokenSource::Header {
+            name: "authorization".into(),
+            prefix: Some("Bearer ".into())
+        }]
     );
-    let JwksSource::Remote(remote) = &idp.jwks else { panic!("remote expected") };
-    assert_eq!((remote.authority.as_str(), remote.path.as_str()), ("idp.example", "/keys"));
-    assert_eq!((remote.refresh_interval_s, remote.timeout_ms, remote.max_bytes), (600, 5000, 262_144));
+    let JwksSource::Remote(remote) = &idp.jwks else {
+        panic!("remote expected")
+    };
+    assert_eq!(
+        (remote.authority.as_str(), remote.path.as_str()),
+        ("idp.example", "/keys")
+    );
+    assert_eq!(
+        (
+            remote.refresh_interval_s,
+            remote.timeout_ms,
+            remote.max_bytes
+        ),
+        (600, 5000, 262_144)
+    );
     assert!(matches!(config.rules[0].access, Access::Anonymous));
 }
 
 #[test]
 fn bad_configs_name_the_field() {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        ("unknown top-level field", with(base(), "/extra", json!(1)), "extra", "unknown field `extra`"),
-        ("unknown provider field", with(base(), "/providers/idp/isuer", json!("x")), "providers.idp.isuer", "unknown field `isuer`"),
-        ("missing issuer", with(base(), "/providers/idp/issuer", Value::Null), "providers.idp", "missing field `issuer`"),
-        ("wrong type", with(base(), "/providers/idp/clock_skew_s", json!("60")), "providers.idp.clock_skew_s", "invalid type"),
-        ("no audiences", with(base(), "/providers/idp/audiences", Value::Null), "providers.idp.audiences", "allow_any_audience"),
-        ("empty audiences", with(base(), "/providers/idp/audiences", json!([])), "providers.idp.audiences", "non-empty"),
-        ("audiences and waiver", with(base(), "/providers/idp/allow_any_audience", json!(true)), "providers.idp.allow_any_audience", "cannot be combined"),
-        ("alg none", with(base(), "/providers/idp/algorithms", json!(["RS256", "none"])), "providers.idp.algorithms", "never accepted"),
-        ("unknown alg", with(base(), "/providers/idp/algorithms", json!(["RS257"])), "providers.idp.algorithms", "unknown algorithm"),
-        ("HS without secret", with(base(), "/providers/idp/algorithms", json!(["HS256"])), "providers.idp.algorithms", "symmetric"),
-        ("http JWKS", with(base(), "/providers/idp/jwks/remote/uri", json!("http://idp.example/keys")), "providers.idp.jwks.remote.uri", "loopback"),
-        ("relative JWKS", with(base(), "/providers/idp/jwks/remote/uri", json!("/keys")), "providers.idp.jwks.remote.uri", "absolute"),
-        ("refresh 0", with(base(), "/providers/idp/jwks/remote/refresh_interval_s", json!(0)), "providers.idp.jwks.remote.refresh_interval_s", "outside"),
-        ("both jwks", with(base(), "/providers/idp/jwks/inline", json!({"keys": []})), "providers.idp.jwks", "exactly one"),
-        ("bad inline key", with(base(), "/providers/local/jwks/inline", json!({"keys": [{"kty": "EC", "kid": "bad", "crv": "P-256", "x": "AA", "y": "AA"}]})), "providers.local.jwks.inline.keys[bad]", "32 bytes"),
-        ("empty inline", with(base(), "/providers/local/jwks/inline", json!({"keys": []})), "providers.local.jwks.inline", "no keys"),
-        ("same issuer", with(base(), "/providers/local/issuer", json!("https://idp.example")), "providers.local.issuer", "same issuer"),
-        ("skew too big", with(base(), "/providers/idp/clock_skew_s", json!(3600)), "providers.idp.clock_skew_s", "outside"),
-        ("bad idp", with(base(), "/providers/idp/idp", json!("keycloak")), "providers.idp.idp", "not one of"),
-        ("bad provider name", with(base(), "/providers/Bad Name", base()["providers"]["idp"].clone()), "providers.Bad Name", "[a-z0-9_-]"),
-        ("prefix on query", with(base(), "/providers/idp/token_sources", json!([{"query": "t", "prefix": "x"}])), "providers.idp.token_sources[0].prefix", "headers"),
-        ("header and query", with(base(), "/providers/idp/token_sources", json!([{"query": "t", "header": "x"}])), "providers.idp.token_sources[0]", "exactly one"),
-        ("upper-case header", with(base(), "/providers/idp/token_sources", json!([{"header": "Authorization"}])), "providers.idp.token_sources[0].header", "lower-case"),
-        ("no rules", with(base(), "/rules", json!([])), "rules", "at least one"),
-        ("two matchers", with(base(), "/rules/0/match", json!({"path": "/a", "prefix": "/a"})), "rules[0].match", "exactly one"),
-        ("no matcher", with(base(), "/rules/0/match", json!({"methods": ["GET"]})), "rules[0].match", "exactly one"),
-        ("lower-case method", with(base(), "/rules/0/match/methods", json!(["get"])), "rules[0].match.methods", "upper-case"),
-        ("bad template", with(base(), "/rules/1/match/template", json!("/a/*/b")), "rules[1].match.template", "bad segment"),
-        ("unknown provider", with(base(), "/rules/1/providers", json!(["nope"])), "rules[1].providers", "unknown provider"),
-        ("no providers", with(base(), "/rules/1/providers", Value::Null), "rules[1].providers", "allow_anonymous"),
-        ("anonymous with providers", with(base(), "/rules/0/providers", json!(["idp"])), "rules[0].allow_anonymous", "cannot be combined"),
-        ("unbound scope variable", with(base(), "/rules/1/require/scopes_any", json!(["serving:{model}"])), "rules[1].require.scopes_any", "{model}"),
-        ("scope with space", with(base(), "/rules/1/require/scopes_all", json!(["a b"])), "rules[1].require.scopes_all", "no spaces"),
-        ("unknown rule field", with(base(), "/rules/0/allow", json!(true)), "rules[0].allow", "unknown field `allow`"),
-        ("bad prefix", with(base(), "/identity", json!({"header_prefix": "X-Gw"})), "identity.header_prefix", "ending in -"),
-        ("built-in claim header", with(base(), "/identity", json!({"claim_headers": {"email": "subject"}})), "identity.claim_headers.email", "built-in"),
-        ("bad realm", with(base(), "/realm", json!("a\"b")), "realm", "printable"),
-        ("tiny token limit", with(base(), "/max_token_bytes", json!(10)), "max_token_bytes", "outside"),
+        (
+            "unknown top-level field",
+            with(base(), "/extra", json!(1)),
+            "extra",
+            "unknown field `extra`",
+        ),
+        (
+            "unknown provider field",
+            with(base(), "/providers/idp/isuer", json!("x")),
+            "providers.idp.isuer",
+            "unknown field `isuer`",
+        ),
+        (
+            "missing issuer",
+            with(base(), "/providers/idp/issuer", Value::Null),
+            "providers.idp",
+            "missing field `issuer`",
+        ),
+        (
+            "wrong type",
+            with(base(), "/providers/idp/clock_skew_s", json!("60")),
+            "providers.idp.clock_skew_s",
+            "invalid type",
+        ),
+        (
+            "no audiences",
+            with(base(), "/providers/idp/audiences", Value::Null),
+            "providers.idp.audiences",
+            "allow_any_audience",
+        ),
+        (
+            "empty audiences",
+            with(base(), "/providers/idp/audiences", json!([])),
+            "providers.idp.audiences",
+            "non-empty",
+        ),
+        (
+            "audiences and waiver",
+            with(base(), "/providers/idp/allow_any_audience", json!(true)),
+            "providers.idp.allow_any_audience",
+            "cannot be combined",
+        ),
+        (
+            "alg none",
+            with(
+                base(),
+                "/providers/idp/algorithms",
+                json!(["RS256", "none"]),
+            ),
+            "providers.idp.algorithms",
+            "never accepted",
+        ),
+        (
+            "unknown alg",
+            with(base(), "/providers/idp/algorithms", json!(["RS257"])),
+            "providers.idp.algorithms",
+            "unknown algorithm",
+        ),
+        (
+            "HS without secret",
+            with(base(), "/providers/idp/algorithms", json!(["HS256"])),
+            "providers.idp.algorithms",
+            "symmetric",
+        ),
+        (
+            "http JWKS",
+            with(
+                base(),
+                "/providers/idp/jwks/remote/uri",
+                json!("http://idp.example/keys"),
+            ),
+            "providers.idp.jwks.remote.uri",
+            "loopback",
+        ),
+        (
+            "relative JWKS",
+            with(base(), "/providers/idp/jwks/remote/uri", json!("/keys")),
+            "providers.idp.jwks.remote.uri",
+            "absolute",
+        ),
+        (
+            "refresh 0",
+            with(
+                base(),
+                "/providers/idp/jwks/remote/refresh_interval_s",
+                json!(0),
+            ),
+            "providers.idp.jwks.remote.refresh_interval_s",
+            "outside",
+        ),
+        (
+            "both jwks",
+            with(base(), "/providers/idp/jwks/inline", json!({"keys": []})),
+            "providers.idp.jwks",
+            "exactly one",
+        ),
+        (
+            "bad inline key",
+            with(
+                base(),
+                "/providers/local/jwks/inline",
+                json!({"keys": [{"kty": "EC", "kid": "bad", "crv": "P-256", "x": "AA", "y": "AA"}]}),
+            ),
+            "providers.local.jwks.inline.keys[bad]",
+            "32 bytes",
+        ),
+        (
+            "empty inline",
+            with(base(), "/providers/local/jwks/inline", json!({"keys": []})),
+            "providers.local.jwks.inline",
+            "no keys",
+        ),
+        (
+            "same issuer",
+            with(
+                base(),
+                "/providers/local/issuer",
+                json!("https://idp.example"),
+            ),
+            "providers.local.issuer",
+            "same issuer",
+        ),
+        (
+            "skew too big",
+            with(base(), "/providers/idp/clock_skew_s", json!(3600)),
+            "providers.idp.clock_skew_s",
+            "outside",
+        ),
+        (
+            "bad idp",
+            with(base(), "/providers/idp/idp", json!("keycloak")),
+            "providers.idp.idp",
+            "not one of",
+        ),
+        (
+            "bad provider name",
+            with(
+                base(),
+                "/providers/Bad Name",
+                base()["providers"]["idp"].clone(),
+            ),
+            "providers.Bad Name",
+            "[a-z0-9_-]",
+        ),
+        (
+            "prefix on query",
+            with(
+                base(),
+                "/providers/idp/token_sources",
+                json!([{"query": "t", "prefix": "x"}]),
+            ),
+            "providers.idp.token_sources[0].prefix",
+            "headers",
+        ),
+        (
+            "header and query",
+            with(
+                base(),
+                "/providers/idp/token_sources",
+                json!([{"query": "t", "header": "x"}]),
+            ),
+            "providers.idp.token_sources[0]",
+            "exactly one",
+        ),
+        (
+            "upper-case header",
+            with(
+                base(),
+                "/providers/idp/token_sources",
+                json!([{"header": "Authorization"}]),
+            ),
+            "providers.idp.token_sources[0].header",
+            "lower-case",
+        ),
+        (
+            "no rules",
+            with(base(), "/rules", json!([])),
+            "rules",
+            "at least one",
+        ),
+        (
+            "two matchers",
+            with(
+                base(),
+                "/rules/0/match",
+                json!({"path": "/a", "prefix": "/a"}),
+            ),
+            "rules[0].match",
+            "exactly one",
+        ),
+        (
+            "no matcher",
+            with(base(), "/rules/0/match", json!({"methods": ["GET"]})),
+            "rules[0].match",
+            "exactly one",
+        ),
+        (
+            "lower-case method",
+            with(base(), "/rules/0/match/methods", json!(["get"])),
+            "rules[0].match.methods",
+            "upper-case",
+        ),
+        (
+            "bad template",
+            with(base(), "/rules/1/match/template", json!("/a/*/b")),
+            "rules[1].match.template",
+            "bad segment",
+        ),
+        (
+            "unknown provider",
+            with(base(), "/rules/1/providers", json!(["nope"])),
+            "rules[1].providers",
+            "unknown provider",
+        ),
+        (
+            "no providers",
+            with(base(), "/rules/1/providers", Value::Null),
+            "rules[1].providers",
+            "allow_anonymous",
+        ),
+        (
+            "anonymous with providers",
+            with(base(), "/rules/0/providers", json!(["idp"])),
+            "rules[0].allow_anonymous",
+            "cannot be combined",
+        ),
+        (
+            "unbound scope variable",
+            with(
+                base(),
+                "/rules/1/require/scopes_any",
+                json!(["serving:{model}"]),
+            ),
+            "rules[1].require.scopes_any",
+            "{model}",
+        ),
+        (
+            "scope with space",
+            with(base(), "/rules/1/require/scopes_all", json!(["a b"])),
+            "rules[1].require.scopes_all",
+            "no spaces",
+        ),
+        (
+            "unknown rule field",
+            with(base(), "/rules/0/allow", json!(true)),
+            "rules[0].allow",
+            "unknown field `allow`",
+        ),
+        (
+            "bad prefix",
+            with(base(), "/identity", json!({"header_prefix": "X-Gw"})),
+            "identity.header_prefix",
+            "ending in -",
+        ),
+        (
+            "built-in claim header",
+            with(
+                base(),
+                "/identity",
+                json!({"claim_headers": {"email": "subject"}}),
+            ),
+            "identity.claim_headers.email",
+            "built-in",
+        ),
+        (
+            "bad realm",
+            with(base(), "/realm", json!("a\"b")),
+            "realm",
+            "printable",
+        ),
+        (
+            "tiny token limit",
+            with(base(), "/max_token_bytes", json!(10)),
+            "max_token_bytes",
+            "outside",
+        ),
     ];
     for (name, config, field, problem) in cases {
-        let error = compile(&config).err().unwrap_or_else(|| panic!("{name}: accepted"));
+        let error = compile(&config)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: accepted"));
         assert_eq!(error.field, field, "{name}: {error}");
         assert!(error.problem.contains(problem), "{name}: {error}");
     }
@@ -127,7 +385,11 @@ fn not_json_is_refused_without_panicking() {
 
 #[test]
 fn loopback_http_is_accepted_for_dev_and_tests() {
-    for uri in ["http://127.0.0.1:9400/jwks.json", "http://localhost/keys", "http://[::1]:80/k"] {
+    for uri in [
+        "http://127.0.0.1:9400/jwks.json",
+        "http://localhost/keys",
+        "http://[::1]:80/k",
+    ] {
         let config = with(base(), "/providers/idp/jwks/remote/uri", json!(uri));
         assert!(compile(&config).is_ok(), "{uri}");
     }
@@ -139,7 +401,9 @@ fn inline_jwks_may_be_a_string_and_hs_needs_an_oct_key() {
     let config = with(
         base(),
         "/providers/local/jwks/inline",
-        json!(format!(r#"{{"keys": [{{"kty": "oct", "kid": "s", "k": "{secret}"}}]}}"#)),
+        json!(format!(
+            r#"{{"keys": [{{"kty": "oct", "kid": "s", "k": "{secret}"}}]}}"#
+        )),
     );
     let config = with(config, "/providers/local/algorithms", json!(["HS256"]));
     assert!(compile(&config).is_ok());
@@ -147,7 +411,14 @@ fn inline_jwks_may_be_a_string_and_hs_needs_an_oct_key() {
 
 #[test]
 fn claim_headers_get_the_prefix() {
-    let config = with(base(), "/identity", json!({"header_prefix": "x-gw-", "claim_headers": {"email": "email"}}));
+    let config = with(
+        base(),
+        "/identity",
+        json!({"header_prefix": "x-gw-", "claim_headers": {"email": "email"}}),
+    );
     let config = compile(&config).unwrap();
-    assert_eq!(config.identity.claim_headers, [("email".to_string(), "x-gw-email".to_string())]);
+    assert_eq!(
+        config.identity.claim_headers,
+        [("email".to_string(), "x-gw-email".to_string())]
+    );
 }

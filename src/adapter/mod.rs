@@ -1,0 +1,81 @@
+//! The only code that talks to the proxy-wasm host. It reads what the host offers, hands it
+//! to the pure core, and carries out the decisions the core returns.
+
+mod http;
+mod root;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::RootContext;
+use proxy_wasm::types::{LogLevel, MetricType};
+
+use crate::UnixTime;
+use crate::engine::Engine;
+use crate::jwks::JwksStore;
+
+// The SDK's entry point exports `_initialize`, which needs `no_mangle`.
+#[allow(unsafe_code)]
+mod entry {
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+            super::new_root()
+        });
+    }}
+}
+
+fn new_root() -> Box<dyn RootContext> {
+    Box::new(root::Root::default())
+}
+
+/// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
+pub struct Shared {
+    pub engine: Rc<Engine>,
+    pub store: JwksStore,
+    pub counters: Counters,
+}
+
+pub type SharedState = Rc<RefCell<Option<Shared>>>;
+
+/// Counter ids, defined once at configure time.
+#[derive(Default)]
+pub struct Counters {
+    ids: HashMap<String, u32>,
+}
+
+impl Counters {
+    pub fn define(names: &[String]) -> Counters {
+        let ids = names
+            .iter()
+            .filter_map(|name| {
+                hostcalls::define_metric(MetricType::Counter, name)
+                    .ok()
+                    .map(|id| (name.clone(), id))
+            })
+            .collect();
+        Counters { ids }
+    }
+
+    pub fn add(&self, name: &str, amount: i64) {
+        if let Some(id) = self.ids.get(name) {
+            // A failed increment only loses a count; never fail a request over it.
+            let _ = hostcalls::increment_metric(*id, amount);
+        }
+    }
+}
+
+/// The host's clock in Unix seconds (0 if the host cannot tell, which fails every token closed).
+pub fn now() -> UnixTime {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_secs())
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
