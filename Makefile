@@ -18,14 +18,22 @@ $(STAMPS)/rust-target:
 	rustup target add $(TARGET)
 	@touch $@
 
+# ring compiles C and assembly for wasm32 with clang; the benchmark drives load with wrk.
+$(STAMPS)/apt-%:
+	@mkdir -p $(STAMPS)
+	@if ! command -v $* >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $* >/dev/null; \
+	fi
+	@touch $@
+
 $(VENV)/.installed: requirements-dev.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-deps: $(STAMPS)/rust-target $(VENV)/.installed
+deps: $(STAMPS)/rust-target $(STAMPS)/apt-clang $(VENV)/.installed
 
-$(WASM): $(STAMPS)/rust-target Cargo.toml Cargo.lock $(shell find src -name '*.rs')
+$(WASM): $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell find src -name '*.rs')
 	cargo build --release --locked --target $(TARGET)
 	@mkdir -p dist
 	cp target/$(TARGET)/release/brickgate.wasm $@
@@ -39,7 +47,7 @@ e2e: $(WASM) $(VENV)/.installed
 
 test: unit e2e
 
-lint: $(STAMPS)/rust-target
+lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --release --target $(TARGET) -- -D warnings

@@ -1,7 +1,12 @@
 //! The decision pipeline: path → rule → credential → token → provider → verification →
 //! requirement → identity. Pure: the adapter supplies the request, the key store and `now`.
 
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+
 use crate::UnixTime;
+use crate::cache::{self, CachedToken, TokenCache};
 use crate::config::{Config, Provider, TokenSource};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
@@ -12,8 +17,10 @@ use crate::policy::{
     Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path,
 };
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
-use crate::verify::claims::{string_claim, string_list};
+use crate::verify::claims::{check_audience, check_lifetime, string_claim, string_list};
 use crate::verify::{SignatureVerifier, verify_for_provider};
+
+type Claims = Map<String, Value>;
 
 /// What the adapter knows about a request.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +70,13 @@ impl Engine {
         Engine { config, verifier }
     }
 
-    pub fn decide(&self, request: &Request<'_>, keys: &JwksStore, now: UnixTime) -> Decision {
+    pub fn decide(
+        &self,
+        request: &Request<'_>,
+        keys: &JwksStore,
+        cache: &mut TokenCache,
+        now: UnixTime,
+    ) -> Decision {
         let mut audit = AuditRecord {
             method: request.method.to_string(),
             path: request
@@ -75,7 +88,7 @@ impl Engine {
             request_id: header(request.headers, "x-request-id").map(str::to_string),
             ..AuditRecord::default()
         };
-        match self.evaluate(request, keys, now, &mut audit) {
+        match self.evaluate(request, keys, cache, now, &mut audit) {
             Ok(mutations) => {
                 audit.decision = "allow";
                 audit.status = 200;
@@ -96,6 +109,7 @@ impl Engine {
         &self,
         request: &Request<'_>,
         keys: &JwksStore,
+        cache: &mut TokenCache,
         now: UnixTime,
         audit: &mut AuditRecord,
     ) -> Result<Mutations, AuthError> {
@@ -135,26 +149,18 @@ impl Engine {
                 )
             })?;
         audit.token_fingerprint = Some(token_fingerprint(&credential.token));
-        let jwt = UnverifiedJwt::parse(&credential.token)?;
-        audit.kid = jwt.header.kid.clone();
-        audit.alg = Some(jwt.header.alg.clone());
-        let (index, provider) = self.provider_for(rule, providers, &jwt)?;
-        audit.provider = Some(provider.name.clone());
-        audit.issuer = Some(provider.issuer.clone());
-        audit.subject = string_claim(&jwt.claims, &provider.subject_claim);
-        audit.client_id = client_id(&jwt.claims);
-        audit.token_id = string_claim(&jwt.claims, "jti");
-        verify_for_provider(
-            provider,
-            &jwt,
-            keys.keys(index).map(|k| k.as_ref()),
-            now,
-            self.verifier.as_ref(),
-        )?;
-        let kind = principal_kind(provider.idp, &jwt.claims, audit.subject.as_deref());
+        let (index, claims) =
+            self.authenticate(rule, providers, &credential.token, keys, cache, now, audit)?;
+        let provider = config.providers.get(index).ok_or_else(|| {
+            AuthError::new(
+                Reason::IssuerNotAccepted,
+                "provider vanished from the configuration",
+            )
+        })?;
+        let kind = principal_kind(provider.idp, &claims, audit.subject.as_deref());
         audit.principal_kind = Some(kind.as_str());
-        let scopes = scopes_of(provider, &jwt);
-        let groups = string_list(&jwt.claims, &provider.groups_claim);
+        let scopes = scopes_of(provider, &claims);
+        let groups = string_list(&claims, &provider.groups_claim);
         check_requirement(requirement, rule, &bindings, &scopes, &groups)?;
 
         let identity = &config.identity;
@@ -172,7 +178,7 @@ impl Engine {
         mutations.set_headers = identity_headers(
             &identity.header_prefix,
             &built_in,
-            &jwt.claims,
+            &claims,
             &identity.claim_headers,
         );
         if identity.forward_authorization {
@@ -181,6 +187,94 @@ impl Engine {
             remove_credential(&credential, &path, &mut mutations);
         }
         Ok(mutations)
+    }
+
+    /// Who the token belongs to: from the verified-token cache when it was verified before
+    /// (time and audience re-checked), otherwise parsed and verified in full, then cached.
+    #[allow(clippy::too_many_arguments)]
+    fn authenticate(
+        &self,
+        rule: &Rule,
+        providers: &[usize],
+        token: &str,
+        keys: &JwksStore,
+        cache: &mut TokenCache,
+        now: UnixTime,
+        audit: &mut AuditRecord,
+    ) -> Result<(usize, Rc<Claims>), AuthError> {
+        let digest = cache::digest(token);
+        if let Some(hit) = cache.get(&digest, now, |p| keys.generation(p)) {
+            audit.cache = Some("hit");
+            audit.kid = hit.kid.clone();
+            audit.alg = Some(hit.alg.name().to_string());
+            let provider = self.config.providers.get(hit.provider).ok_or_else(|| {
+                AuthError::new(
+                    Reason::IssuerNotAccepted,
+                    "provider vanished from the configuration",
+                )
+            })?;
+            fill_audit(audit, provider, &hit.claims);
+            if !providers.contains(&hit.provider) {
+                return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
+            }
+            check_lifetime(
+                &hit.claims,
+                now,
+                provider.clock_skew_s,
+                provider.max_lifetime_s,
+            )?;
+            if let Some(audiences) = &provider.audiences {
+                check_audience(&hit.claims, audiences)?;
+            }
+            return Ok((hit.provider, hit.claims));
+        }
+        audit.cache = Some("miss");
+        let jwt = UnverifiedJwt::parse(token)?;
+        audit.kid = jwt.header.kid.clone();
+        audit.alg = Some(jwt.header.alg.clone());
+        let (index, provider) = self.provider_for(rule, providers, &jwt)?;
+        fill_audit(audit, provider, &jwt.claims);
+        let keys_now = keys.keys(index);
+        let alg = verify_for_provider(
+            provider,
+            &jwt,
+            keys_now.map(|k| k.as_ref()),
+            now,
+            self.verifier.as_ref(),
+        )?;
+        let claims = Rc::new(jwt.claims);
+        if let (Some(generation), Some(exp)) = (
+            keys_now.map(|k| k.generation),
+            claims.get("exp").and_then(|e| e.as_f64()),
+        ) {
+            let entry = CachedToken {
+                provider: index,
+                key_generation: generation,
+                alg,
+                kid: jwt.header.kid,
+                claims: Rc::clone(&claims),
+                exp: exp as u64,
+                bytes: 2 * token.len() + 256,
+            };
+            cache.insert(digest, entry);
+        }
+        Ok((index, claims))
+    }
+
+    fn issuer_not_accepted(&self, rule: &Rule, providers: &[usize], iss: &str) -> AuthError {
+        let issuers: Vec<&str> = providers
+            .iter()
+            .filter_map(|i| self.config.providers.get(*i).map(|p| p.issuer.as_str()))
+            .collect();
+        AuthError::new(
+            Reason::IssuerNotAccepted,
+            format!(
+                "issuer {:?} is not accepted by rule {} (accepted: [{}])",
+                truncate(iss, 200),
+                rule.name,
+                issuers.join(", ")
+            ),
+        )
     }
 
     /// The union of the token sources of the rule's providers, in order, without repeats.
@@ -206,32 +300,26 @@ impl Engine {
         providers: &[usize],
         jwt: &UnverifiedJwt<'_>,
     ) -> Result<(usize, &Provider), AuthError> {
-        let accepted: Vec<(usize, &Provider)> = providers
-            .iter()
-            .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
-            .collect();
-        let issuers: Vec<&str> = accepted.iter().map(|(_, p)| p.issuer.as_str()).collect();
         let iss = string_claim(&jwt.claims, "iss").ok_or_else(|| {
             AuthError::new(
                 Reason::IssuerNotAccepted,
                 "token has no iss claim (or it is not a string)",
             )
         })?;
-        accepted
-            .into_iter()
+        providers
+            .iter()
+            .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
             .find(|(_, p)| p.issuer == iss)
-            .ok_or_else(|| {
-                AuthError::new(
-                    Reason::IssuerNotAccepted,
-                    format!(
-                        "issuer {:?} is not accepted by rule {} (accepted: [{}])",
-                        truncate(&iss, 200),
-                        rule.name,
-                        issuers.join(", ")
-                    ),
-                )
-            })
+            .ok_or_else(|| self.issuer_not_accepted(rule, providers, &iss))
     }
+}
+
+fn fill_audit(audit: &mut AuditRecord, provider: &Provider, claims: &Claims) {
+    audit.provider = Some(provider.name.clone());
+    audit.issuer = Some(provider.issuer.clone());
+    audit.subject = string_claim(claims, &provider.subject_claim);
+    audit.client_id = client_id(claims);
+    audit.token_id = string_claim(claims, "jti");
 }
 
 fn check_requirement(
@@ -244,10 +332,10 @@ fn check_requirement(
     requirement.check(&rule.name, bindings, scopes, groups)
 }
 
-fn scopes_of(provider: &Provider, jwt: &UnverifiedJwt<'_>) -> Vec<String> {
+fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for claim in &provider.scope_claims {
-        for scope in string_list(&jwt.claims, claim) {
+        for scope in string_list(claims, claim) {
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }

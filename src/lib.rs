@@ -5,6 +5,7 @@
 //! Data flows config → token → jwks → verify → policy → identity → engine → adapter.
 
 pub mod alg;
+pub mod cache;
 pub mod config;
 pub mod encoding;
 pub mod engine;

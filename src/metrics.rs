@@ -9,6 +9,8 @@ pub const DENIED: &str = "brickgate.denied";
 pub const JWKS_FETCH_SUCCESS: &str = "brickgate.jwks.fetch_success";
 pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
 pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
+pub const TOKEN_CACHE_HIT: &str = "brickgate.token_cache.hit";
+pub const TOKEN_CACHE_MISS: &str = "brickgate.token_cache.miss";
 
 pub fn denied_for(reason: Reason) -> String {
     format!("{DENIED}.{}", reason.as_str())

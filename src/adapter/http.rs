@@ -4,7 +4,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel, MapType};
 
-use super::{SharedState, log, now};
+use super::{SharedState, info_enabled, log, now};
 use crate::engine::{Decision, Mutations, Request};
 use crate::error::{AuthError, Reason};
 use crate::metrics;
@@ -31,10 +31,17 @@ impl Filter {
             path: pseudo(":path"),
             headers: &headers,
         };
-        let guard = self.shared.borrow();
-        let shared = guard.as_ref()?;
-        let decision = shared.engine.decide(&request, &shared.store, now());
+        let mut guard = self.shared.borrow_mut();
+        let shared = guard.as_mut()?;
+        let decision = shared
+            .engine
+            .decide(&request, &shared.store, &mut shared.cache, now());
         let counters = &shared.counters;
+        match decision.audit().cache {
+            Some("hit") => counters.add(metrics::TOKEN_CACHE_HIT, 1),
+            Some(_) => counters.add(metrics::TOKEN_CACHE_MISS, 1),
+            None => {}
+        }
         match &decision {
             Decision::Allow { .. } if decision.audit().token_fingerprint.is_none() => {
                 counters.add(metrics::ALLOWED_ANONYMOUS, 1);
@@ -103,10 +110,12 @@ impl HttpContext for Filter {
             refuse(&error.to_response("brickgate"));
             return Action::Pause;
         };
-        log(
-            LogLevel::Info,
-            &format!("brickgate audit {}", decision.audit().to_json()),
-        );
+        if info_enabled() {
+            log(
+                LogLevel::Info,
+                &format!("brickgate audit {}", decision.audit().to_json()),
+            );
+        }
         match decision {
             Decision::Allow { mutations, .. } => match apply(&mutations) {
                 Ok(()) => Action::Continue,

@@ -1,6 +1,7 @@
 //! The only code that talks to the proxy-wasm host. It reads what the host offers, hands it
 //! to the pure core, and carries out the decisions the core returns.
 
+mod host_verify;
 mod http;
 mod root;
 
@@ -14,6 +15,7 @@ use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::{LogLevel, MetricType};
 
 use crate::UnixTime;
+use crate::cache::TokenCache;
 use crate::engine::Engine;
 use crate::jwks::JwksStore;
 
@@ -36,6 +38,7 @@ fn new_root() -> Box<dyn RootContext> {
 pub struct Shared {
     pub engine: Rc<Engine>,
     pub store: JwksStore,
+    pub cache: TokenCache,
     pub counters: Counters,
 }
 
@@ -78,4 +81,10 @@ pub fn now() -> UnixTime {
 
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
+}
+
+/// Whether the host would keep an info line: lets hot paths skip formatting audit records
+/// nobody will read.
+pub fn info_enabled() -> bool {
+    hostcalls::get_log_level().is_ok_and(|level| level as u32 <= LogLevel::Info as u32)
 }

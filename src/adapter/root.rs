@@ -8,12 +8,14 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
+use super::host_verify::{HostVerifier, host_passes_self_test};
 use super::{Counters, Shared, SharedState, http::Filter, log, now};
+use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::jwks::{FetchOutcome, FetchReport, JwksStore};
 use crate::metrics;
-use crate::verify::InWasmVerifier;
+use crate::verify::{InWasmVerifier, SignatureVerifier};
 
 const TICK: Duration = Duration::from_millis(500);
 
@@ -37,10 +39,39 @@ impl Root {
             config.providers.len(),
             config.rules.len()
         );
-        let engine = Engine::new(config, Box::new(InWasmVerifier));
+        let verifier: Box<dyn SignatureVerifier> = if !config.performance.host_signatures {
+            log(
+                LogLevel::Info,
+                "brickgate: signatures verified in wasm (host_signatures is off)",
+            );
+            Box::new(InWasmVerifier)
+        } else {
+            match host_passes_self_test() {
+                Ok(()) => {
+                    log(
+                        LogLevel::Info,
+                        "brickgate: RS*/ES* signatures verified by the host (verify_signature)",
+                    );
+                    Box::new(HostVerifier)
+                }
+                Err(why) => {
+                    log(
+                        LogLevel::Info,
+                        &format!("brickgate: signatures verified in wasm: {why}"),
+                    );
+                    Box::new(InWasmVerifier)
+                }
+            }
+        };
+        let cache = TokenCache::new(
+            config.performance.token_cache_entries,
+            config.performance.token_cache_bytes,
+        );
+        let engine = Engine::new(config, verifier);
         *self.shared.borrow_mut() = Some(Shared {
             engine: Rc::new(engine),
             store,
+            cache,
             counters: Counters::define(&metrics::all_counters()),
         });
         hostcalls::set_tick_period(TICK)

@@ -6,7 +6,8 @@ use super::raw::{
     RawConfig, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule, RawTokenSource,
 };
 use super::{
-    Config, ConfigError, IdentityConfig, IdpKind, JwksSource, Provider, RemoteJwks, TokenSource,
+    Config, ConfigError, IdentityConfig, IdpKind, JwksSource, Performance, Provider, RemoteJwks,
+    TokenSource,
 };
 use crate::alg::{Alg, KeyFamily};
 use crate::jwks::{KeyOrigin, parse_jwks};
@@ -94,6 +95,23 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         providers,
         rules,
         identity: compile_identity(&raw.identity)?,
+        performance: Performance {
+            host_signatures: raw.performance.host_signatures.unwrap_or(true),
+            token_cache_entries: in_range(
+                "performance.token_cache_entries",
+                raw.performance.token_cache_entries,
+                1024,
+                0,
+                1_000_000,
+            )? as usize,
+            token_cache_bytes: in_range(
+                "performance.token_cache_bytes",
+                raw.performance.token_cache_bytes,
+                8 << 20,
+                4096,
+                1 << 30,
+            )? as usize,
+        },
     })
 }
 

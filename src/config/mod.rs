@@ -19,6 +19,16 @@ pub struct Config {
     pub providers: Vec<Provider>,
     pub rules: Vec<Rule>,
     pub identity: IdentityConfig,
+    pub performance: Performance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Performance {
+    /// Use the host's native `verify_signature` when it passes the start-up self-test.
+    pub host_signatures: bool,
+    /// Verified-token cache bounds, per worker; 0 entries disables the cache.
+    pub token_cache_entries: usize,
+    pub token_cache_bytes: usize,
 }
 
 impl Config {

@@ -14,6 +14,16 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     pub realm: Option<String>,
     pub max_token_bytes: Option<u64>,
+    #[serde(default)]
+    pub performance: RawPerformance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerformance {
+    pub host_signatures: Option<bool>,
+    pub token_cache_entries: Option<u64>,
+    pub token_cache_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

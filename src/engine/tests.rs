@@ -44,10 +44,20 @@ fn config(identity: Value) -> Config {
     Config::from_json(config.to_string().as_bytes()).unwrap()
 }
 
-fn engine_with(identity: Value) -> (Engine, JwksStore) {
+struct Harness {
+    engine: Engine,
+    store: JwksStore,
+    cache: std::cell::RefCell<TokenCache>,
+}
+
+fn engine_with(identity: Value) -> Harness {
     let config = config(identity);
     let store = JwksStore::new(&config);
-    (Engine::new(config, Box::new(InWasmVerifier)), store)
+    Harness {
+        engine: Engine::new(config, Box::new(InWasmVerifier)),
+        store,
+        cache: std::cell::RefCell::new(TokenCache::new(64, 1 << 20)),
+    }
 }
 
 fn claims(overrides: Value) -> Value {
@@ -88,9 +98,9 @@ fn rs(overrides: Value) -> String {
     mint(Algorithm::RS256, Some("test-rsa-1"), Some("JWT"), overrides)
 }
 
-fn decide_with(
-    engine: &Engine,
-    store: &JwksStore,
+fn decide_at(
+    h: &Harness,
+    now: u64,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -99,15 +109,20 @@ fn decide_with(
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
-    engine.decide(
+    h.engine.decide(
         &Request {
             method,
             path,
             headers: &headers,
         },
-        store,
-        NOW,
+        &h.store,
+        &mut h.cache.borrow_mut(),
+        now,
     )
+}
+
+fn decide_with(h: &Harness, method: &str, path: &str, headers: &[(&str, &str)]) -> Decision {
+    decide_at(h, NOW, method, path, headers)
 }
 
 fn reason(decision: &Decision) -> Option<&'static str> {
@@ -116,7 +131,7 @@ fn reason(decision: &Decision) -> Option<&'static str> {
 
 #[test]
 fn decision_table() {
-    let (engine, store) = engine_with(json!({}));
+    let h = engine_with(json!({}));
     let good = rs(json!({}));
     let bearer = |token: &str| format!("Bearer {token}");
     let tampered = {
@@ -419,7 +434,7 @@ fn decision_table() {
         let auth = token.as_deref().map(bearer);
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let decision = decide_with(&engine, &store, method, &path, &headers);
+        let decision = decide_with(&h, method, &path, &headers);
         assert_eq!(
             reason(&decision),
             expected,
@@ -431,12 +446,11 @@ fn decision_table() {
 
 #[test]
 fn allowed_requests_get_verified_identity_and_spoofed_headers_removed() {
-    let (engine, store) = engine_with(json!({"claim_headers": {"email": "email"}}));
+    let h = engine_with(json!({"claim_headers": {"email": "email"}}));
     let token = rs(json!({"email": "alice@example.com"}));
     let auth = format!("Bearer {token}");
     let decision = decide_with(
-        &engine,
-        &store,
+        &h,
         "GET",
         "/api/2.0/clusters/list",
         &[
@@ -477,12 +491,11 @@ fn allowed_requests_get_verified_identity_and_spoofed_headers_removed() {
 
 #[test]
 fn credentials_are_removed_when_not_forwarded() {
-    let (engine, store) = engine_with(json!({"forward_authorization": false}));
+    let h = engine_with(json!({"forward_authorization": false}));
     let token = rs(json!({}));
     let auth = format!("Bearer {token}");
     let header = decide_with(
-        &engine,
-        &store,
+        &h,
         "GET",
         "/api/2.0/clusters/list",
         &[("authorization", &auth)],
@@ -497,7 +510,7 @@ fn credentials_are_removed_when_not_forwarded() {
     );
 
     let path = format!("/api//2.0/clusters/list?a=1&access_token={token}&b=2");
-    let query = decide_with(&engine, &store, "GET", &path, &[]);
+    let query = decide_with(&h, "GET", &path, &[]);
     let Decision::Allow { mutations, .. } = query else {
         panic!("{query:?}")
     };
@@ -509,12 +522,11 @@ fn credentials_are_removed_when_not_forwarded() {
 
 #[test]
 fn refusals_are_precise_and_never_echo_the_token() {
-    let (engine, store) = engine_with(json!({}));
+    let h = engine_with(json!({}));
     let token = rs(json!({"aud": ["web"]}));
     let auth = format!("Bearer {token}");
     let decision = decide_with(
-        &engine,
-        &store,
+        &h,
         "GET",
         "/api/2.0/clusters/list",
         &[("authorization", &auth)],
@@ -542,11 +554,10 @@ fn refusals_are_precise_and_never_echo_the_token() {
 
 #[test]
 fn insufficient_scope_challenge_names_the_scope() {
-    let (engine, store) = engine_with(json!({}));
+    let h = engine_with(json!({}));
     let auth = format!("Bearer {}", rs(json!({})));
     let decision = decide_with(
-        &engine,
-        &store,
+        &h,
         "POST",
         "/api/2.0/clusters/create",
         &[("authorization", &auth)],
@@ -565,17 +576,62 @@ fn insufficient_scope_challenge_names_the_scope() {
 
 #[test]
 fn anonymous_routes_still_strip_identity_headers() {
-    let (engine, store) = engine_with(json!({}));
-    let decision = decide_with(
-        &engine,
-        &store,
-        "GET",
-        "/healthz",
-        &[("x-brickgate-subject", "admin")],
-    );
+    let h = engine_with(json!({}));
+    let decision = decide_with(&h, "GET", "/healthz", &[("x-brickgate-subject", "admin")]);
     let Decision::Allow { mutations, .. } = decision else {
         panic!("{decision:?}")
     };
     assert_eq!(mutations.remove_headers, ["x-brickgate-subject"]);
     assert!(mutations.set_headers.is_empty());
+}
+
+#[test]
+fn cached_tokens_still_face_time_and_route_checks() {
+    let h = engine_with(json!({}));
+    let auth = format!("Bearer {}", rs(json!({"exp": NOW + 600})));
+    let headers = [("authorization", auth.as_str())];
+    let cache_state = |d: &Decision| d.audit().cache;
+
+    let first = decide_with(&h, "GET", "/api/2.0/clusters/list", &headers);
+    assert_eq!((reason(&first), cache_state(&first)), (None, Some("miss")));
+    let second = decide_with(&h, "GET", "/api/2.0/clusters/list", &headers);
+    assert_eq!((reason(&second), cache_state(&second)), (None, Some("hit")));
+    assert_eq!(second.audit().subject.as_deref(), Some("alice@example.com"));
+
+    let write = decide_with(&h, "POST", "/api/2.0/clusters/create", &headers);
+    assert_eq!(
+        (reason(&write), cache_state(&write)),
+        (Some("insufficient_scope"), Some("hit"))
+    );
+
+    let later = decide_at(
+        &h,
+        NOW + 600 + 61,
+        "GET",
+        "/api/2.0/clusters/list",
+        &headers,
+    );
+    assert_eq!(reason(&later), Some("expired"));
+}
+
+#[test]
+fn cached_tokens_are_refused_on_rules_that_do_not_accept_their_issuer() {
+    let h = engine_with(json!({}));
+    let token = mint(
+        Algorithm::HS256,
+        Some("s1"),
+        None,
+        json!({"iss": "https://hmac.test", "scope": "clusters clusters:read"}),
+    );
+    let auth = format!("Bearer {token}");
+    let headers = [("authorization", auth.as_str())];
+    assert_eq!(
+        reason(&decide_with(&h, "GET", "/api/2.0/clusters/list", &headers)),
+        None
+    );
+    let other_rule = decide_with(&h, "POST", "/api/2.0/clusters/create", &headers);
+    assert_eq!(
+        (reason(&other_rule), other_rule.audit().cache),
+        (Some("issuer_not_accepted"), Some("hit"))
+    );
 }

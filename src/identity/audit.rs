@@ -34,6 +34,9 @@ pub struct AuditRecord {
     pub alg: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_fingerprint: Option<String>,
+    /// `hit` when the verified-token cache answered, `miss` when the token was verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

@@ -2,11 +2,11 @@
 //! a reason, never fatal for the set, and keys are turned into ready-to-use form once here,
 //! never per request.
 
-use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use crate::alg::{Alg, KeyFamily};
 use crate::encoding::b64url_decode;
+use crate::jwks::der;
 
 const MAX_KEYS: usize = 100;
 const MAX_KID_BYTES: usize = 256;
@@ -20,7 +20,28 @@ pub enum KeyOrigin {
     Remote,
 }
 
-/// One public (or, inline only, symmetric) key, ready to verify.
+/// Key material in the form the in-wasm verifier consumes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// Big-endian modulus and exponent, leading zeros removed.
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
+    /// Uncompressed SEC1 point `04 || x || y`.
+    Ec {
+        point: Vec<u8>,
+    },
+    Ed25519 {
+        x: Vec<u8>,
+    },
+    Hmac {
+        secret: Vec<u8>,
+    },
+}
+
+/// One public (or, inline only, symmetric) key, ready to verify: converted once, when the
+/// key set changes, never per request.
 #[derive(Clone)]
 pub struct VerificationKey {
     pub kid: Option<String>,
@@ -29,7 +50,9 @@ pub struct VerificationKey {
     pub alg: Option<Alg>,
     /// Secret length in bytes for `oct` keys (HMAC key-size rule), 0 otherwise.
     pub secret_len: usize,
-    pub decoding: DecodingKey,
+    pub material: KeyMaterial,
+    /// DER SubjectPublicKeyInfo for RSA and EC keys: what the host's `verify_signature` takes.
+    pub spki_der: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -76,6 +99,9 @@ pub struct SkippedKey {
 pub struct KeySet {
     pub keys: Vec<VerificationKey>,
     pub skipped: Vec<SkippedKey>,
+    /// Changes whenever the set's keys change; cached verifications from an older
+    /// generation are discarded.
+    pub generation: u64,
 }
 
 impl KeySet {
@@ -162,24 +188,20 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
         b64url_decode(text).ok_or_else(|| format!("\"{name}\" is not base64url"))
     };
     let kty = field("kty").ok_or("missing \"kty\"")?;
-    let (family, secret_len, decoding) = match kty {
+    let (family, material) = match kty {
         "RSA" => {
-            let n = bytes("n")?;
-            let e = bytes("e")?;
+            let n = strip_leading_zeros(bytes("n")?);
+            let e = strip_leading_zeros(bytes("e")?);
             let bits = significant_bits(&n);
             if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
                 return Err(format!(
                     "RSA modulus of {bits} bits (accepted: {MIN_RSA_BITS} to {MAX_RSA_BITS})"
                 ));
             }
-            if e.is_empty() || e.len() > 8 {
+            if e.is_empty() || e.len() > 4 || e == [1] {
                 return Err("RSA exponent out of range".to_string());
             }
-            (
-                KeyFamily::Rsa,
-                0,
-                DecodingKey::from_rsa_raw_components(&n, &e),
-            )
+            (KeyFamily::Rsa, KeyMaterial::Rsa { n, e })
         }
         "EC" => {
             let (family, size) = match field("crv") {
@@ -187,34 +209,39 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
                 Some("P-384") => (KeyFamily::EcP384, 48),
                 other => return Err(format!("EC curve {other:?} is not supported")),
             };
-            if bytes("x")?.len() != size || bytes("y")?.len() != size {
+            let (x, y) = (bytes("x")?, bytes("y")?);
+            if x.len() != size || y.len() != size {
                 return Err(format!("EC coordinates must be {size} bytes"));
             }
-            let x = field("x").unwrap_or_default();
-            let y = field("y").unwrap_or_default();
-            let key = DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?;
-            (family, 0, key)
+            let point = [&[4u8][..], &x, &y].concat();
+            (family, KeyMaterial::Ec { point })
         }
         "OKP" => {
             if field("crv") != Some("Ed25519") {
                 return Err("OKP keys must use crv Ed25519".to_string());
             }
-            if bytes("x")?.len() != 32 {
+            let x = bytes("x")?;
+            if x.len() != 32 {
                 return Err("Ed25519 public keys are 32 bytes".to_string());
             }
-            let key = DecodingKey::from_ed_components(field("x").unwrap_or_default())
-                .map_err(|e| e.to_string())?;
-            (KeyFamily::Ed25519, 0, key)
+            (KeyFamily::Ed25519, KeyMaterial::Ed25519 { x })
         }
         "oct" if origin == KeyOrigin::Remote => {
             return Err("symmetric keys are only accepted from the configuration".to_string());
         }
-        "oct" => {
-            let k = bytes("k")?;
-            (KeyFamily::Hmac, k.len(), DecodingKey::from_secret(&k))
-        }
+        "oct" => (
+            KeyFamily::Hmac,
+            KeyMaterial::Hmac {
+                secret: bytes("k")?,
+            },
+        ),
         other => return Err(format!("kty {other:?} is not supported")),
     };
+    let secret_len = match &material {
+        KeyMaterial::Hmac { secret } => secret.len(),
+        _ => 0,
+    };
+    let spki_der = der::subject_public_key_info(family, &material);
     if let Some(alg) = alg.filter(|alg| alg.key_family() != family) {
         return Err(format!("alg {alg} does not fit kty {kty}"));
     }
@@ -223,8 +250,15 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
         family,
         alg,
         secret_len,
-        decoding,
+        material,
+        spki_der,
     })
+}
+
+fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.drain(..zeros);
+    bytes
 }
 
 fn significant_bits(big_endian: &[u8]) -> usize {

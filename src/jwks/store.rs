@@ -54,6 +54,7 @@ pub struct ProviderKeys {
 #[derive(Debug, Clone, Default)]
 pub struct JwksStore {
     providers: Vec<ProviderKeys>,
+    generations: u64,
 }
 
 impl JwksStore {
@@ -64,7 +65,10 @@ impl JwksStore {
             .iter()
             .map(|provider| match &provider.jwks {
                 JwksSource::Inline(keys) => ProviderKeys {
-                    keys: Some(Rc::new(keys.clone())),
+                    keys: Some(Rc::new(KeySet {
+                        generation: 1,
+                        ..keys.clone()
+                    })),
                     remote: None,
                     next_fetch_at: 0,
                     in_flight: false,
@@ -77,7 +81,14 @@ impl JwksStore {
                 },
             })
             .collect();
-        JwksStore { providers }
+        JwksStore {
+            providers,
+            generations: 1,
+        }
+    }
+
+    pub fn generation(&self, provider: usize) -> Option<u64> {
+        self.keys(provider).map(|keys| keys.generation)
     }
 
     pub fn keys(&self, provider: usize) -> Option<&Rc<KeySet>> {
@@ -150,10 +161,14 @@ impl JwksStore {
                 state.next_fetch_at = now + RETRY_AFTER_FAILURE_S.min(remote.refresh_interval_s);
                 FetchReport::Failed(why)
             }
-            Ok(fresh) => {
+            Ok(mut fresh) => {
                 state.next_fetch_at = now + remote.refresh_interval_s;
                 let report = diff(state.keys.as_deref(), &fresh);
-                state.keys = Some(Rc::new(fresh));
+                if report != FetchReport::Unchanged {
+                    self.generations += 1;
+                    fresh.generation = self.generations;
+                    state.keys = Some(Rc::new(fresh));
+                }
                 report
             }
         }
@@ -173,7 +188,15 @@ fn diff(old: Option<&KeySet>, new: &KeySet) -> FetchReport {
         .filter(|k| !new_kids.contains(k))
         .cloned()
         .collect();
-    if old.is_some() && added.is_empty() && removed.is_empty() {
+    let same_material = old.is_some_and(|old| {
+        old.keys.len() == new.keys.len()
+            && old
+                .keys
+                .iter()
+                .zip(&new.keys)
+                .all(|(a, b)| a.kid == b.kid && a.alg == b.alg && a.material == b.material)
+    });
+    if same_material {
         return FetchReport::Unchanged;
     }
     let skipped = new

@@ -23,7 +23,7 @@ pub struct UnverifiedJwt<'a> {
     pub claims: Map<String, Value>,
     /// `base64url(header) . base64url(payload)`, the bytes the signature covers.
     pub signing_input: &'a str,
-    pub signature_b64: &'a str,
+    pub signature: Vec<u8>,
 }
 
 fn malformed(detail: impl Into<String>) -> AuthError {
@@ -55,7 +55,7 @@ impl<'a> UnverifiedJwt<'a> {
         };
         let header_bytes = decode(header_b64, "header")?;
         let payload_bytes = decode(payload_b64, "payload")?;
-        decode(signature_b64, "signature")?;
+        let signature = decode(signature_b64, "signature")?;
         let header = parse_object_strict(&header_bytes)
             .map_err(|e| malformed(format!("header is not a JSON object: {e}")))?;
         let claims = parse_object_strict(&payload_bytes)
@@ -67,7 +67,7 @@ impl<'a> UnverifiedJwt<'a> {
             header: parse_header(&header)?,
             claims,
             signing_input,
-            signature_b64,
+            signature,
         })
     }
 }
@@ -131,7 +131,7 @@ mod tests {
         assert_eq!(jwt.header.kid.as_deref(), Some("k1"));
         assert_eq!(jwt.header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(jwt.claims["sub"], "a");
-        assert_eq!(jwt.signature_b64, "c2ln");
+        assert_eq!(jwt.signature, b"sig");
         assert_eq!(format!("{}.c2ln", jwt.signing_input), text);
     }
 

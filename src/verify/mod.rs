@@ -2,6 +2,7 @@
 //! time, audience, key lookup, and only then the signature.
 
 pub mod claims;
+pub mod host_abi;
 mod signature;
 
 pub use signature::{InWasmVerifier, SignatureVerifier};
@@ -103,7 +104,7 @@ pub fn verify_for_provider(
     let signing_input = jwt.signing_input.as_bytes();
     if fitting
         .iter()
-        .any(|key| verifier.verify(alg, key, signing_input, jwt.signature_b64))
+        .any(|key| verifier.verify(alg, key, signing_input, &jwt.signature))
     {
         return Ok(alg);
     }
@@ -121,3 +122,6 @@ pub fn verify_for_provider(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+//! Verified-token cache, one per worker VM: a token seen before skips parsing and signature
+//! checks. Bounded in entries and bytes; keyed by SHA-256 of the compact token; an entry never
+//! outlives the token's `exp` nor the key set it was verified with. Time-based claims and route
+//! rules are still checked on every hit, by the engine.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::UnixTime;
+use crate::alg::Alg;
+
+pub type TokenDigest = [u8; 32];
+
+pub fn digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub provider: usize,
+    /// The generation of the provider's key set that verified the signature.
+    pub key_generation: u64,
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub claims: Rc<Map<String, Value>>,
+    pub exp: UnixTime,
+    /// Approximate memory the entry holds (token length plus claims), for the byte bound.
+    pub bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct TokenCache {
+    max_entries: usize,
+    max_bytes: usize,
+    used_bytes: usize,
+    entries: HashMap<TokenDigest, (u64, CachedToken)>,
+    /// Insertion order with insertion numbers, for eviction (oldest first). Entries removed
+    /// early leave a stale number behind, skipped when it reaches the front: O(1) per request.
+    order: VecDeque<(TokenDigest, u64)>,
+    inserted: u64,
+}
+
+impl TokenCache {
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        TokenCache {
+            max_entries,
+            max_bytes,
+            used_bytes: 0,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            inserted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A still-valid entry. `current_generation` gives each provider's key-set generation;
+    /// an entry verified with an older key set, or past its `exp`, is dropped.
+    pub fn get(
+        &mut self,
+        key: &TokenDigest,
+        now: UnixTime,
+        current_generation: impl Fn(usize) -> Option<u64>,
+    ) -> Option<CachedToken> {
+        let (_, entry) = self.entries.get(key)?;
+        let fresh =
+            now < entry.exp && current_generation(entry.provider) == Some(entry.key_generation);
+        if fresh {
+            return Some(entry.clone());
+        }
+        self.remove(key);
+        None
+    }
+
+    pub fn insert(&mut self, key: TokenDigest, entry: CachedToken) {
+        if self.max_entries == 0 || entry.bytes > self.max_bytes {
+            return;
+        }
+        self.remove(&key);
+        while self.entries.len() >= self.max_entries
+            || self.used_bytes + entry.bytes > self.max_bytes
+        {
+            if !self.evict_oldest() {
+                break;
+            }
+        }
+        if self.order.len() > 2 * self.max_entries {
+            let entries = &self.entries;
+            self.order.retain(|(key, number)| {
+                entries
+                    .get(key)
+                    .is_some_and(|(current, _)| current == number)
+            });
+        }
+        self.inserted += 1;
+        self.used_bytes += entry.bytes;
+        self.order.push_back((key, self.inserted));
+        self.entries.insert(key, (self.inserted, entry));
+    }
+
+    fn remove(&mut self, key: &TokenDigest) {
+        if let Some((_, old)) = self.entries.remove(key) {
+            self.used_bytes -= old.bytes;
+        }
+    }
+
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, number)) = self.order.pop_front() {
+            if self
+                .entries
+                .get(&key)
+                .is_some_and(|(current, _)| *current == number)
+            {
+                self.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(provider: usize, generation: u64, exp: u64, bytes: usize) -> CachedToken {
+        CachedToken {
+            provider,
+            key_generation: generation,
+            alg: Alg::RS256,
+            kid: None,
+            claims: Rc::new(Map::new()),
+            exp,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn hits_until_exp_or_key_rotation() {
+        let mut cache = TokenCache::new(10, 10_000);
+        let key = digest("token");
+        cache.insert(key, entry(0, 1, 100, 10));
+        assert!(cache.get(&key, 99, |_| Some(1)).is_some());
+        assert!(cache.get(&key, 99, |_| Some(2)).is_none(), "new key set");
+        assert!(cache.is_empty(), "stale entries are dropped");
+        cache.insert(key, entry(0, 1, 100, 10));
+        assert!(cache.get(&key, 100, |_| Some(1)).is_none(), "expired");
+        assert!(cache.get(&digest("other"), 0, |_| Some(1)).is_none());
+    }
+
+    #[test]
+    fn bounded_in_entries_and_bytes() {
+        let mut cache = TokenCache::new(3, 100);
+        for i in 0..5 {
+            cache.insert(digest(&i.to_string()), entry(0, 1, 1000, 10));
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(
+            cache.get(&digest("0"), 0, |_| Some(1)).is_none(),
+            "oldest evicted"
+        );
+        assert!(cache.get(&digest("4"), 0, |_| Some(1)).is_some());
+
+        let mut cache = TokenCache::new(100, 100);
+        for i in 0..5 {
+            cache.insert(digest(&i.to_string()), entry(0, 1, 1000, 40));
+        }
+        assert_eq!(cache.len(), 2);
+        cache.insert(digest("huge"), entry(0, 1, 1000, 101));
+        assert!(
+            cache.get(&digest("huge"), 0, |_| Some(1)).is_none(),
+            "larger than the whole cache"
+        );
+    }
+
+    #[test]
+    fn zero_entries_disables_the_cache() {
+        let mut cache = TokenCache::new(0, 100);
+        cache.insert(digest("t"), entry(0, 1, 1000, 1));
+        assert!(cache.is_empty());
+    }
+}
