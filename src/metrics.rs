@@ -25,6 +25,8 @@ pub fn all_counters() -> Vec<String> {
         JWKS_FETCH_SUCCESS,
         JWKS_FETCH_FAILED,
         JWKS_KEYS_SKIPPED,
+        TOKEN_CACHE_HIT,
+        TOKEN_CACHE_MISS,
     ]
     .iter()
     .map(|name| name.to_string())
