@@ -12,7 +12,7 @@ use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
     AuditRecord, client_id, headers_to_strip, identity_headers, principal_kind, token_fingerprint,
 };
-use crate::jwks::JwksStore;
+use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::{
     Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path,
 };
@@ -75,7 +75,7 @@ impl Engine {
         request: &Request<'_>,
         keys: &JwksStore,
         cache: &mut TokenCache,
-        now: UnixTime,
+        now_ms: UnixMillis,
     ) -> Decision {
         let mut audit = AuditRecord {
             method: request.method.to_string(),
@@ -88,7 +88,7 @@ impl Engine {
             request_id: header(request.headers, "x-request-id").map(str::to_string),
             ..AuditRecord::default()
         };
-        match self.evaluate(request, keys, cache, now, &mut audit) {
+        match self.evaluate(request, keys, cache, now_ms, &mut audit) {
             Ok(mutations) => {
                 audit.decision = "allow";
                 audit.status = 200;
@@ -110,7 +110,7 @@ impl Engine {
         request: &Request<'_>,
         keys: &JwksStore,
         cache: &mut TokenCache,
-        now: UnixTime,
+        now_ms: UnixMillis,
         audit: &mut AuditRecord,
     ) -> Result<Mutations, AuthError> {
         let config = &self.config;
@@ -149,8 +149,15 @@ impl Engine {
                 )
             })?;
         audit.token_fingerprint = Some(token_fingerprint(&credential.token));
-        let (index, claims) =
-            self.authenticate(rule, providers, &credential.token, keys, cache, now, audit)?;
+        let (index, claims) = self.authenticate(
+            rule,
+            providers,
+            &credential.token,
+            keys,
+            cache,
+            now_ms,
+            audit,
+        )?;
         let provider = config.providers.get(index).ok_or_else(|| {
             AuthError::new(
                 Reason::IssuerNotAccepted,
@@ -199,9 +206,10 @@ impl Engine {
         token: &str,
         keys: &JwksStore,
         cache: &mut TokenCache,
-        now: UnixTime,
+        now_ms: UnixMillis,
         audit: &mut AuditRecord,
     ) -> Result<(usize, Rc<Claims>), AuthError> {
+        let now: UnixTime = now_ms / 1000;
         let digest = cache::digest(token);
         if let Some(hit) = cache.get(&digest, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
@@ -226,6 +234,7 @@ impl Engine {
             if let Some(audiences) = &provider.audiences {
                 check_audience(&hit.claims, audiences)?;
             }
+            usable_keys(keys, hit.provider, now_ms, audit)?;
             return Ok((hit.provider, hit.claims));
         }
         audit.cache = Some("miss");
@@ -234,19 +243,13 @@ impl Engine {
         audit.alg = Some(jwt.header.alg.clone());
         let (index, provider) = self.provider_for(rule, providers, &jwt)?;
         fill_audit(audit, provider, &jwt.claims);
-        let keys_now = keys.keys(index);
-        let alg = verify_for_provider(
-            provider,
-            &jwt,
-            keys_now.map(|k| k.as_ref()),
-            now,
-            self.verifier.as_ref(),
-        )?;
+        let usable = usable_keys(keys, index, now_ms, audit);
+        let generation = usable.as_ref().ok().map(|k| k.generation);
+        let alg = verify_for_provider(provider, &jwt, usable, now, self.verifier.as_ref())?;
         let claims = Rc::new(jwt.claims);
-        if let (Some(generation), Some(exp)) = (
-            keys_now.map(|k| k.generation),
-            claims.get("exp").and_then(|e| e.as_f64()),
-        ) {
+        if let (Some(generation), Some(exp)) =
+            (generation, claims.get("exp").and_then(|e| e.as_f64()))
+        {
             let entry = CachedToken {
                 provider: index,
                 key_generation: generation,
@@ -311,6 +314,31 @@ impl Engine {
             .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
             .find(|(_, p)| p.issuer == iss)
             .ok_or_else(|| self.issuer_not_accepted(rule, providers, &iss))
+    }
+}
+
+/// The provider's keys if they may be used now; stale keys (IdP unreachable, within the grace
+/// period) are used and marked in the audit record.
+fn usable_keys<'a>(
+    keys: &'a JwksStore,
+    provider: usize,
+    now_ms: UnixMillis,
+    audit: &mut AuditRecord,
+) -> Result<&'a KeySet, AuthError> {
+    match keys.availability(provider, now_ms) {
+        Availability::Ready(keys) => Ok(keys),
+        Availability::Stale(keys) => {
+            audit.stale_keys = true;
+            Ok(keys)
+        }
+        Availability::Cold => Err(AuthError::new(
+            Reason::KeysUnavailable,
+            format!(
+                "signing keys for provider {} have not been fetched yet; retry shortly",
+                audit.provider.as_deref().unwrap_or("?")
+            ),
+        )),
+        Availability::Expired(why) => Err(AuthError::new(Reason::KeysUnavailable, why)),
     }
 }
 

@@ -9,6 +9,8 @@ pub const DENIED: &str = "brickgate.denied";
 pub const JWKS_FETCH_SUCCESS: &str = "brickgate.jwks.fetch_success";
 pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
 pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
+pub const JWKS_KID_MISS_REFETCH: &str = "brickgate.jwks.kid_miss_refetch";
+pub const JWKS_STALE_SERVED: &str = "brickgate.jwks.stale_served";
 pub const TOKEN_CACHE_HIT: &str = "brickgate.token_cache.hit";
 pub const TOKEN_CACHE_MISS: &str = "brickgate.token_cache.miss";
 
@@ -25,6 +27,8 @@ pub fn all_counters() -> Vec<String> {
         JWKS_FETCH_SUCCESS,
         JWKS_FETCH_FAILED,
         JWKS_KEYS_SKIPPED,
+        JWKS_KID_MISS_REFETCH,
+        JWKS_STALE_SERVED,
         TOKEN_CACHE_HIT,
         TOKEN_CACHE_MISS,
     ]

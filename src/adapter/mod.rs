@@ -3,6 +3,7 @@
 
 mod host_verify;
 mod http;
+mod request;
 mod root;
 
 use std::cell::RefCell;
@@ -14,10 +15,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::{LogLevel, MetricType};
 
-use crate::UnixTime;
 use crate::cache::TokenCache;
 use crate::engine::Engine;
-use crate::jwks::JwksStore;
+use crate::jwks::shared::SharedData;
+use crate::jwks::{JwksStore, UnixMillis};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
 #[allow(unsafe_code)]
@@ -34,12 +35,22 @@ fn new_root() -> Box<dyn RootContext> {
     Box::new(root::Root::default())
 }
 
+/// A request paused until its provider's keys arrive (cold start, unknown `kid` refetch).
+pub struct Waiter {
+    pub context_id: u32,
+    pub provider: usize,
+    pub deadline_ms: UnixMillis,
+    pub generation: Option<u64>,
+    pub attempts: u64,
+}
+
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
 pub struct Shared {
     pub engine: Rc<Engine>,
     pub store: JwksStore,
     pub cache: TokenCache,
     pub counters: Counters,
+    pub waiters: Vec<Waiter>,
 }
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;
@@ -71,12 +82,26 @@ impl Counters {
     }
 }
 
-/// The host's clock in Unix seconds (0 if the host cannot tell, which fails every token closed).
-pub fn now() -> UnixTime {
+/// Proxy-wasm shared data: one space for all VMs of this plugin in one Envoy.
+pub struct HostSharedData;
+
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
+/// The host's clock in Unix milliseconds (0 if the host cannot tell, which fails every
+/// token closed).
+pub fn now_ms() -> UnixMillis {
     hostcalls::get_current_time()
         .ok()
         .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_secs())
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 pub fn log(level: LogLevel, message: &str) {

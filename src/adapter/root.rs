@@ -1,6 +1,9 @@
-//! Root context: configuration, the JWKS fetch schedule (driven by ticks), fetch responses.
+//! Root context: configuration, the key lifecycle (driven by ticks and fetch responses), and
+//! resuming requests that waited for keys.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -9,21 +12,51 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use super::host_verify::{HostVerifier, host_passes_self_test};
-use super::{Counters, Shared, SharedState, http::Filter, log, now};
+use super::request::{Next, process};
+use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms};
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::jwks::{FetchOutcome, FetchReport, JwksStore};
+use crate::jwks::schedule::max_age;
+use crate::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
 use crate::metrics;
 use crate::verify::{InWasmVerifier, SignatureVerifier};
 
-const TICK: Duration = Duration::from_millis(500);
+/// Short enough that every worker adopts new keys well within a second, and that paused
+/// requests resume promptly; a tick only reads a few small shared-data entries.
+const TICK: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub struct Root {
     shared: SharedState,
-    /// Outstanding JWKS fetches: callout token → provider index.
+    /// Outstanding fetches: callout token → provider index.
     pending: HashMap<u32, usize>,
+}
+
+fn choose_verifier(host_signatures: bool) -> Box<dyn SignatureVerifier> {
+    if !host_signatures {
+        log(
+            LogLevel::Info,
+            "brickgate: signatures verified in wasm (host_signatures is off)",
+        );
+        return Box::new(InWasmVerifier);
+    }
+    match host_passes_self_test() {
+        Ok(()) => {
+            log(
+                LogLevel::Info,
+                "brickgate: RS*/ES* signatures verified by the host (verify_signature)",
+            );
+            Box::new(HostVerifier)
+        }
+        Err(why) => {
+            log(
+                LogLevel::Info,
+                &format!("brickgate: signatures verified in wasm: {why}"),
+            );
+            Box::new(InWasmVerifier)
+        }
+    }
 }
 
 impl Root {
@@ -33,47 +66,28 @@ impl Root {
             .unwrap_or_default();
         let config =
             Config::from_json(&bytes).map_err(|e| format!("invalid configuration: {e}"))?;
-        let store = JwksStore::new(&config);
+        // Randomly seeded by the host: identifies this VM in fetch leases.
+        let vm_id = RandomState::new().hash_one(now_ms());
         let summary = format!(
             "{} providers, {} rules",
             config.providers.len(),
             config.rules.len()
         );
-        let verifier: Box<dyn SignatureVerifier> = if !config.performance.host_signatures {
-            log(
-                LogLevel::Info,
-                "brickgate: signatures verified in wasm (host_signatures is off)",
-            );
-            Box::new(InWasmVerifier)
-        } else {
-            match host_passes_self_test() {
-                Ok(()) => {
-                    log(
-                        LogLevel::Info,
-                        "brickgate: RS*/ES* signatures verified by the host (verify_signature)",
-                    );
-                    Box::new(HostVerifier)
-                }
-                Err(why) => {
-                    log(
-                        LogLevel::Info,
-                        &format!("brickgate: signatures verified in wasm: {why}"),
-                    );
-                    Box::new(InWasmVerifier)
-                }
-            }
-        };
-        let cache = TokenCache::new(
-            config.performance.token_cache_entries,
-            config.performance.token_cache_bytes,
-        );
-        let engine = Engine::new(config, verifier);
-        *self.shared.borrow_mut() = Some(Shared {
-            engine: Rc::new(engine),
-            store,
-            cache,
+        let performance = config.performance;
+        let shared = Shared {
+            store: JwksStore::new(&config, vm_id),
+            engine: Rc::new(Engine::new(
+                config,
+                choose_verifier(performance.host_signatures),
+            )),
+            cache: TokenCache::new(
+                performance.token_cache_entries,
+                performance.token_cache_bytes,
+            ),
             counters: Counters::define(&metrics::all_counters()),
-        });
+            waiters: Vec::new(),
+        };
+        *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
         log(
@@ -83,11 +97,8 @@ impl Root {
         Ok(())
     }
 
-    fn start_due_fetches(&mut self) {
-        let now = now();
-        let mut guard = self.shared.borrow_mut();
-        let Some(shared) = guard.as_mut() else { return };
-        for fetch in shared.store.due_fetches(now) {
+    fn dispatch(&mut self, shared: &mut Shared, fetches: Vec<FetchRequest>) {
+        for fetch in fetches {
             let headers = vec![
                 (":method", "GET"),
                 (":path", fetch.path.as_str()),
@@ -104,56 +115,105 @@ impl Root {
                     self.pending.insert(token, fetch.provider);
                 }
                 Err(status) => {
-                    let outcome = FetchOutcome::TransportFailure(format!(
+                    let why = format!(
                         "cannot dispatch through cluster {:?}: {status:?}",
                         fetch.cluster
-                    ));
-                    let report = shared.store.on_fetch_outcome(fetch.provider, outcome, now);
-                    record_report(shared, fetch.provider, &report);
+                    );
+                    let outcome = FetchOutcome::TransportFailure(why);
+                    let (more, events) = shared.store.on_fetch_outcome(
+                        &HostSharedData,
+                        fetch.provider,
+                        outcome,
+                        now_ms(),
+                    );
+                    report(shared, &events);
+                    // A failed dispatch never yields more fetches; avoid recursion regardless.
+                    drop(more);
                 }
             }
         }
     }
 }
 
-fn record_report(shared: &Shared, provider: usize, report: &FetchReport) {
-    let name = shared
-        .engine
-        .config
-        .providers
-        .get(provider)
-        .map_or("?", |p| p.name.as_str());
-    match report {
-        FetchReport::Updated {
-            added,
-            removed,
-            skipped,
-        } => {
-            shared.counters.add(metrics::JWKS_FETCH_SUCCESS, 1);
-            shared
-                .counters
-                .add(metrics::JWKS_KEYS_SKIPPED, skipped.len() as i64);
-            log(
-                LogLevel::Info,
-                &format!(
-                    "brickgate: provider {name} key set changed: added [{}], removed [{}]{}",
-                    added.join(", "),
-                    removed.join(", "),
-                    if skipped.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; skipped [{}]", skipped.join("; "))
-                    }
-                ),
-            );
+fn report(shared: &Shared, events: &[StoreEvent]) {
+    let name = |provider: usize| {
+        shared
+            .engine
+            .config
+            .providers
+            .get(provider)
+            .map_or("?", |p| p.name.as_str())
+            .to_string()
+    };
+    for event in events {
+        match event {
+            StoreEvent::KeysChanged {
+                provider,
+                added,
+                removed,
+                skipped,
+                fetched_here,
+            } => {
+                shared
+                    .counters
+                    .add(metrics::JWKS_KEYS_SKIPPED, skipped.len() as i64);
+                // One line per key-set change in the whole Envoy: the VM that fetched it.
+                let level = if *fetched_here {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Debug
+                };
+                let skipped = if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; skipped [{}]", skipped.join("; "))
+                };
+                log(
+                    level,
+                    &format!(
+                        "brickgate: provider {} key set changed: added [{}], removed [{}]{skipped}",
+                        name(*provider),
+                        added.join(", "),
+                        removed.join(", ")
+                    ),
+                );
+            }
+            StoreEvent::FetchSucceeded { .. } => {
+                shared.counters.add(metrics::JWKS_FETCH_SUCCESS, 1)
+            }
+            StoreEvent::FetchFailed { provider, why } => {
+                shared.counters.add(metrics::JWKS_FETCH_FAILED, 1);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "brickgate: provider {} JWKS fetch failed: {why}",
+                        name(*provider)
+                    ),
+                );
+            }
         }
-        FetchReport::Unchanged => shared.counters.add(metrics::JWKS_FETCH_SUCCESS, 1),
-        FetchReport::Failed(why) => {
-            shared.counters.add(metrics::JWKS_FETCH_FAILED, 1);
-            log(
-                LogLevel::Warn,
-                &format!("brickgate: provider {name} JWKS fetch failed: {why}"),
-            );
+    }
+}
+
+/// Resumes the paused requests whose keys changed, whose fetch attempt ended, or whose wait
+/// ran out; they are decided again, this time without waiting.
+fn resume_waiters(shared: &mut Shared) {
+    let now = now_ms();
+    let store = &shared.store;
+    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut shared.waiters)
+        .into_iter()
+        .partition(|w| {
+            now >= w.deadline_ms
+                || store.generation(w.provider) != w.generation
+                || store.attempts_seen(w.provider) != w.attempts
+        });
+    shared.waiters = waiting;
+    for waiter in ready {
+        if hostcalls::set_effective_context(waiter.context_id).is_err() {
+            continue; // the stream is gone
+        }
+        if let Next::Continue = process(shared, waiter.context_id, false) {
+            let _ = hostcalls::resume_http_request();
         }
     }
 }
@@ -169,7 +229,8 @@ impl Context for Root {
         let Some(provider) = self.pending.remove(&token) else {
             return;
         };
-        let mut guard = self.shared.borrow_mut();
+        let shared_state = Rc::clone(&self.shared);
+        let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
         // Envoy reports resets and timeouts as a response without headers.
         let outcome = if num_headers == 0 {
@@ -177,30 +238,38 @@ impl Context for Root {
                 "no response (connection failure or timeout)".to_string(),
             )
         } else {
-            let status = hostcalls::get_map(MapType::HttpCallResponseHeaders)
-                .ok()
-                .and_then(|headers| {
-                    headers
-                        .into_iter()
-                        .find(|(name, _)| name == ":status")
-                        .and_then(|(_, value)| value.parse::<u32>().ok())
-                })
-                .unwrap_or(0);
+            let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let status = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
             let limit = body_size.min(shared.store.body_read_limit(provider));
             let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            // Report the real size so an oversized body is refused, not truncated into JSON.
+            // Keep the real size visible, so an oversized body is refused, not truncated into JSON.
             let body = if body_size > limit {
                 vec![b' '; limit]
             } else {
                 body
             };
-            FetchOutcome::Response { status, body }
+            FetchOutcome::Response {
+                status,
+                body,
+                max_age_s: header("cache-control").and_then(max_age),
+            }
         };
-        let report = shared.store.on_fetch_outcome(provider, outcome, now());
-        record_report(shared, provider, &report);
+        let (more, events) =
+            shared
+                .store
+                .on_fetch_outcome(&HostSharedData, provider, outcome, now_ms());
+        report(shared, &events);
+        self.dispatch(shared, more);
+        resume_waiters(shared);
     }
 }
 
@@ -217,11 +286,17 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        self.start_due_fetches();
+        let shared_state = Rc::clone(&self.shared);
+        let mut guard = shared_state.borrow_mut();
+        let Some(shared) = guard.as_mut() else { return };
+        let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
+        report(shared, &events);
+        self.dispatch(shared, fetches);
+        resume_waiters(shared);
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Filter::new(Rc::clone(&self.shared))))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter::new(context_id, Rc::clone(&self.shared))))
     }
 
     fn get_type(&self) -> Option<ContextType> {

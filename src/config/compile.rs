@@ -6,11 +6,11 @@ use super::raw::{
     RawConfig, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule, RawTokenSource,
 };
 use super::{
-    Config, ConfigError, IdentityConfig, IdpKind, JwksSource, Performance, Provider, RemoteJwks,
-    TokenSource,
+    Config, ConfigError, IdentityConfig, IdpKind, JwksLocation, JwksSource, Performance, Provider,
+    RemoteJwks, TokenSource,
 };
 use crate::alg::{Alg, KeyFamily};
-use crate::jwks::{KeyOrigin, parse_jwks};
+use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
 
 /// Identity headers brickgate always owns, after the prefix.
@@ -169,7 +169,7 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
             Some(list.clone())
         }
     };
-    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.jwks)?;
+    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.issuer, &raw.jwks)?;
     let algorithms = compile_algorithms(
         &format!("{field}.algorithms"),
         raw.algorithms.as_deref(),
@@ -255,7 +255,7 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
     })
 }
 
-fn compile_jwks(field: &str, raw: &RawJwks) -> Result<JwksSource> {
+fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> {
     match (&raw.inline, &raw.remote) {
         (Some(inline), None) => {
             let field = format!("{field}.inline");
@@ -280,6 +280,7 @@ fn compile_jwks(field: &str, raw: &RawJwks) -> Result<JwksSource> {
         }
         (None, Some(remote)) => Ok(JwksSource::Remote(compile_remote(
             &format!("{field}.remote"),
+            issuer,
             remote,
         )?)),
         _ => Err(ConfigError::new(
@@ -289,82 +290,48 @@ fn compile_jwks(field: &str, raw: &RawJwks) -> Result<JwksSource> {
     }
 }
 
-fn compile_remote(field: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
+fn compile_remote(field: &str, issuer: &str, raw: &RawRemoteJwks) -> Result<RemoteJwks> {
     if raw.cluster.is_empty() {
         return Err(ConfigError::new(
             format!("{field}.cluster"),
             "must name an Envoy cluster",
         ));
     }
-    let uri_field = format!("{field}.uri");
-    let (scheme, rest) = raw
-        .uri
-        .split_once("://")
-        .ok_or_else(|| ConfigError::new(&uri_field, "must be an absolute https URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, "/"),
+    let location = match &raw.uri {
+        Some(uri) => JwksLocation::Fixed(
+            FetchLocation::parse(uri)
+                .map_err(|problem| ConfigError::new(format!("{field}.uri"), problem))?,
+        ),
+        None => JwksLocation::Discover {
+            issuer: FetchLocation::parse(issuer).map_err(|problem| {
+                ConfigError::new(
+                    format!("{field}.uri"),
+                    format!(
+                        "absent, so keys are discovered from the issuer, but the issuer {problem}"
+                    ),
+                )
+            })?,
+        },
     };
-    if authority.is_empty() || authority.contains(['@', ' ']) || path.contains([' ', '#']) {
-        return Err(ConfigError::new(
-            &uri_field,
-            "must be an absolute https URL",
-        ));
-    }
-    match scheme {
-        "https" => {}
-        "http" if is_loopback(authority) => {}
-        "http" => {
-            return Err(ConfigError::new(
-                &uri_field,
-                "http is only accepted for loopback addresses; use https",
-            ));
-        }
-        other => {
-            return Err(ConfigError::new(
-                &uri_field,
-                format!("scheme {other:?} is not https"),
-            ));
-        }
-    }
+    let range = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+        in_range(&format!("{field}.{name}"), value, default, min, max)
+    };
     Ok(RemoteJwks {
         cluster: raw.cluster.clone(),
-        uri: raw.uri.clone(),
-        authority: authority.to_string(),
-        path: path.to_string(),
-        refresh_interval_s: in_range(
-            &format!("{field}.refresh_interval_s"),
-            raw.refresh_interval_s,
-            600,
+        location,
+        refresh_interval_s: range("refresh_interval_s", raw.refresh_interval_s, 600, 1, 86_400)?,
+        timeout_ms: range("timeout_ms", raw.timeout_ms, 5000, 100, 60_000)?,
+        max_bytes: range("max_bytes", raw.max_bytes, 262_144, 1024, 4_194_304)?,
+        max_stale_s: range("max_stale_s", raw.max_stale_s, 3600, 0, 604_800)?,
+        refetch_min_interval_s: range(
+            "refetch_min_interval_s",
+            raw.refetch_min_interval_s,
+            30,
             1,
-            86_400,
+            3600,
         )?,
-        timeout_ms: in_range(
-            &format!("{field}.timeout_ms"),
-            raw.timeout_ms,
-            5000,
-            100,
-            60_000,
-        )?,
-        max_bytes: in_range(
-            &format!("{field}.max_bytes"),
-            raw.max_bytes,
-            262_144,
-            1024,
-            4_194_304,
-        )?,
+        wait_for_keys_ms: range("wait_for_keys_ms", raw.wait_for_keys_ms, 5000, 0, 60_000)?,
     })
-}
-
-fn is_loopback(authority: &str) -> bool {
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or_default()
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host)
-    };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
 }
 
 fn compile_algorithms(field: &str, raw: Option<&[String]>, jwks: &JwksSource) -> Result<Vec<Alg>> {

@@ -7,7 +7,7 @@ mod raw;
 use std::fmt;
 
 use crate::alg::Alg;
-use crate::jwks::KeySet;
+use crate::jwks::{FetchLocation, KeySet};
 use crate::policy::Rule;
 
 pub use compile::BUILT_IN_HEADER_SUFFIXES;
@@ -62,15 +62,28 @@ pub enum JwksSource {
     Remote(RemoteJwks),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RemoteJwks {
     pub cluster: String,
-    pub uri: String,
-    pub authority: String,
-    pub path: String,
+    pub location: JwksLocation,
     pub refresh_interval_s: u64,
     pub timeout_ms: u64,
     pub max_bytes: u64,
+    /// How long the last good keys stay in use after they expire while the IdP cannot be reached.
+    pub max_stale_s: u64,
+    /// Least time between refetches caused by unknown `kid`s.
+    pub refetch_min_interval_s: u64,
+    /// How long a request may wait for keys (cold start, unknown `kid` refetch).
+    pub wait_for_keys_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JwksLocation {
+    Fixed(FetchLocation),
+    /// Read `jwks_uri` from the issuer's discovery document.
+    Discover {
+        issuer: FetchLocation,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -56,10 +56,13 @@ pub struct RawJwks {
 #[serde(deny_unknown_fields)]
 pub struct RawRemoteJwks {
     pub cluster: String,
-    pub uri: String,
+    pub uri: Option<String>,
     pub refresh_interval_s: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub max_bytes: Option<u64>,
+    pub max_stale_s: Option<u64>,
+    pub refetch_min_interval_s: Option<u64>,
+    pub wait_for_keys_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,7 +52,7 @@ struct Harness {
 
 fn engine_with(identity: Value) -> Harness {
     let config = config(identity);
-    let store = JwksStore::new(&config);
+    let store = JwksStore::new(&config, 1);
     Harness {
         engine: Engine::new(config, Box::new(InWasmVerifier)),
         store,
@@ -117,7 +117,7 @@ fn decide_at(
         },
         &h.store,
         &mut h.cache.borrow_mut(),
-        now,
+        now * 1000,
     )
 }
 

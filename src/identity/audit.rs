@@ -37,6 +37,9 @@ pub struct AuditRecord {
     /// `hit` when the verified-token cache answered, `miss` when the token was verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<&'static str>,
+    /// The keys were past their refresh deadline (IdP unreachable), within the grace period.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stale_keys: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }

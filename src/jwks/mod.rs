@@ -1,8 +1,13 @@
 //! Key sets: parsing hostile JWKS documents into ready-to-use keys, and keeping them fresh.
 
 pub mod der;
+mod discovery;
 mod keys;
+mod location;
+pub mod schedule;
+pub mod shared;
 mod store;
 
 pub use keys::{KeyMaterial, KeyOrigin, KeySet, SkippedKey, VerificationKey, parse_jwks};
-pub use store::{FetchOutcome, FetchReport, FetchRequest, JwksStore, ProviderKeys};
+pub use location::FetchLocation;
+pub use store::{Availability, FetchOutcome, FetchRequest, JwksStore, StoreEvent, UnixMillis};

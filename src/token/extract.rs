@@ -25,26 +25,38 @@ pub fn extract_credential(
         let candidates: Vec<String> = match source {
             TokenSource::Header { name, prefix } => {
                 let mut tokens = Vec::new();
-                for (_, value) in headers.iter().filter(|(n, _)| n == name) {
-                    match prefix {
-                        None => tokens.push(value.trim().to_string()),
-                        Some(prefix) => match strip_prefix_ignore_case(value, prefix) {
-                            Some(rest) => tokens.push(rest.trim_start().to_string()),
-                            None if prefix.trim().eq_ignore_ascii_case(value.trim()) => {
-                                return Err(AuthError::new(
-                                    Reason::MalformedCredential,
-                                    format!(
-                                        "{name} header has the {} scheme but no token",
-                                        prefix.trim()
-                                    ),
-                                ));
-                            }
-                            None => {
-                                let scheme = value.split(' ').next().unwrap_or_default();
-                                foreign_scheme =
-                                    Some(format!("{name} header uses scheme {scheme:?}"));
-                            }
-                        },
+                // Envoy joins repeated headers with ",", which no bearer token contains.
+                let values = headers
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .flat_map(|(_, value)| value.split(','));
+                for value in values {
+                    let value = value.trim();
+                    if value.is_empty() {
+                        return Err(AuthError::new(
+                            Reason::MalformedCredential,
+                            format!("{name} header is empty"),
+                        ));
+                    }
+                    let Some(prefix) = prefix else {
+                        tokens.push(value.to_string());
+                        continue;
+                    };
+                    match strip_prefix_ignore_case(value, prefix) {
+                        Some(rest) => tokens.push(rest.trim_start().to_string()),
+                        None if prefix.trim().eq_ignore_ascii_case(value) => {
+                            return Err(AuthError::new(
+                                Reason::MalformedCredential,
+                                format!(
+                                    "{name} header has the {} scheme but no token",
+                                    prefix.trim()
+                                ),
+                            ));
+                        }
+                        None => {
+                            let scheme = value.split(' ').next().unwrap_or_default();
+                            foreign_scheme = Some(format!("{name} header uses scheme {scheme:?}"));
+                        }
                     }
                 }
                 tokens

@@ -46,8 +46,10 @@ impl<'a> UnverifiedJwt<'a> {
                 (Some(h), Some(p), Some(s)) => (h, p, s),
                 _ => return Err(malformed("token does not have 3 segments")),
             };
-        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-            return Err(malformed("token has an empty segment"));
+        // An empty signature parses (`alg: none` is then refused by name, the others fail
+        // signature verification); an empty header or payload cannot mean anything.
+        if header_b64.is_empty() || payload_b64.is_empty() {
+            return Err(malformed("token has an empty header or payload"));
         }
         let decode = |segment: &str, what: &str| {
             b64url_decode(segment)
@@ -144,12 +146,7 @@ mod tests {
             (
                 format!("{}..c2ln", b64(ok_header)),
                 Reason::MalformedToken,
-                "empty segment",
-            ),
-            (
-                format!("{}.{}.", b64(ok_header), b64("{}")),
-                Reason::MalformedToken,
-                "empty segment",
+                "empty header or payload",
             ),
             (
                 format!("{}=.{}.c2ln", b64(ok_header), b64("{}")),
@@ -230,6 +227,14 @@ mod tests {
             assert_eq!(error.reason, reason, "{text}");
             assert!(error.detail.contains(detail), "{text}: {}", error.detail);
         }
+    }
+
+    #[test]
+    fn an_empty_signature_parses_so_alg_none_is_refused_by_name() {
+        let text = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64("{}"));
+        let jwt = UnverifiedJwt::parse(&text).unwrap();
+        assert_eq!(jwt.header.alg, "none");
+        assert!(jwt.signature.is_empty());
     }
 
     #[test]

@@ -14,12 +14,13 @@ use crate::error::{AuthError, Reason};
 use crate::jwks::KeySet;
 use crate::token::UnverifiedJwt;
 
-/// Checks everything about `jwt` that depends on `provider`. `keys` is `None` while the
-/// provider's keys have never been fetched.
+/// Checks everything about `jwt` that depends on `provider`. `keys` is the error to answer
+/// when the provider's keys cannot be used (not fetched yet, or expired beyond grace); it is
+/// only consulted once the cheap checks have passed.
 pub fn verify_for_provider(
     provider: &Provider,
     jwt: &UnverifiedJwt<'_>,
-    keys: Option<&KeySet>,
+    keys: Result<&KeySet, AuthError>,
     now: UnixTime,
     verifier: &dyn SignatureVerifier,
 ) -> Result<Alg, AuthError> {
@@ -60,15 +61,7 @@ pub fn verify_for_provider(
     if let Some(audiences) = &provider.audiences {
         claims::check_audience(&jwt.claims, audiences)?;
     }
-    let keys = keys.ok_or_else(|| {
-        AuthError::new(
-            Reason::KeysUnavailable,
-            format!(
-                "signing keys for provider {} are not available yet; retry shortly",
-                provider.name
-            ),
-        )
-    })?;
+    let keys = keys?;
     let kid = jwt.header.kid.as_deref();
     let candidates = keys.candidates(kid, alg);
     if candidates.is_empty() {

@@ -7,7 +7,7 @@ committed keys (and every token or JWKS derived from them) stay stable.
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 KEYS_DIR = Path(__file__).resolve().parent
 
@@ -16,6 +16,8 @@ KEY_FACTORIES = {
     "rsa-2.pem": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
     "ec-1.pem": lambda: ec.generate_private_key(ec.SECP256R1()),
     "attacker-rsa.pem": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    "ec-384.pem": lambda: ec.generate_private_key(ec.SECP384R1()),
+    "ed-1.pem": ed25519.Ed25519PrivateKey.generate,
 }
 
 

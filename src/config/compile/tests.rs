@@ -72,8 +72,11 @@ fn a_good_config_gets_documented_defaults() {
     let JwksSource::Remote(remote) = &idp.jwks else {
         panic!("remote expected")
     };
+    let crate::config::JwksLocation::Fixed(location) = &remote.location else {
+        panic!("fixed location expected")
+    };
     assert_eq!(
-        (remote.authority.as_str(), remote.path.as_str()),
+        (location.authority.as_str(), location.path.as_str()),
         ("idp.example", "/keys")
     );
     assert_eq!(

@@ -1,0 +1,80 @@
+"""The test signing keys (tests/keys/*.pem) and their public JWKs."""
+
+import base64
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEYS_DIR = REPO_ROOT / "tests" / "keys"
+
+
+@dataclass(frozen=True)
+class TestKey:
+    name: str  # file stem, e.g. "rsa-1"
+    kid: str
+    alg: str  # the algorithm this key signs with by default
+
+    @property
+    def private_key(self):
+        return _load_private_key(self.name)
+
+    @property
+    def public_key(self):
+        return self.private_key.public_key()
+
+    def public_pem(self) -> bytes:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def public_jwk(self) -> dict:
+        return {**public_jwk_fields(self.public_key), "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+TEST_KEYS = {
+    "rsa-1": TestKey("rsa-1", "test-rsa-1", "RS256"),
+    "rsa-2": TestKey("rsa-2", "test-rsa-2", "RS256"),
+    "ec-1": TestKey("ec-1", "test-ec-1", "ES256"),
+    # Never published: tokens signed with it must always be refused.
+    "attacker-rsa": TestKey("attacker-rsa", "attacker-rsa", "RS256"),
+}
+
+
+@functools.cache
+def _load_private_key(name: str):
+    pem = (KEYS_DIR / f"{name}.pem").read_bytes()
+    return serialization.load_pem_private_key(pem, password=None)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _uint_b64(value: int, length: int | None = None) -> str:
+    length = length or (value.bit_length() + 7) // 8
+    return b64url(value.to_bytes(length, "big"))
+
+
+def public_jwk_fields(public_key) -> dict:
+    """kty-specific JWK members of a public key (no kid/alg/use)."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        numbers = public_key.public_numbers()
+        return {"kty": "RSA", "n": _uint_b64(numbers.n), "e": _uint_b64(numbers.e)}
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        numbers = public_key.public_numbers()
+        if public_key.curve.name != "secp256r1":
+            raise ValueError(f"unsupported curve {public_key.curve.name}")
+        return {"kty": "EC", "crv": "P-256", "x": _uint_b64(numbers.x, 32), "y": _uint_b64(numbers.y, 32)}
+    raise TypeError(f"unsupported key type {type(public_key).__name__}")
+
+
+def jwks(*key_names: str) -> dict:
+    return {"keys": [TEST_KEYS[name].public_jwk() for name in key_names]}
+
+
+def oct_jwk(secret: bytes, kid: str, alg: str = "HS256") -> dict:
+    return {"kty": "oct", "k": b64url(secret), "kid": kid, "alg": alg, "use": "sig"}

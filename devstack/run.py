@@ -1,0 +1,154 @@
+"""`make run`: the fake IdP, the echo upstream and Envoy with brickgate, until Ctrl-C.
+
+`python -m devstack.run --port 10000 --wasm dist/brickgate.wasm --envoy .venv/bin/envoy`
+The IdP (127.0.0.1:9400), the upstream (127.0.0.1:9500) and the admin port (127.0.0.1:9901) are
+fixed by envoy/envoy.yaml; a different --port or --wasm renders a copy of it under .run/.
+"""
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from devstack.httpbase import start_in_thread
+from devstack.idp import DEMO_CLIENTS, make_idp
+from devstack.keys import REPO_ROOT
+from devstack.token import fetch_token
+from devstack.upstream import make_upstream
+
+IDP_PORT, UPSTREAM_PORT, ADMIN_PORT, DEFAULT_PORT = 9400, 9500, 9901, 10000
+DEV_CONFIG = REPO_ROOT / "envoy" / "envoy.yaml"
+RUN_DIR = REPO_ROOT / ".run"
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def envoy_config(port: int, wasm: Path) -> Path:
+    """envoy/envoy.yaml itself, or a copy under .run/ with the listener port and wasm path replaced."""
+    if port == DEFAULT_PORT and wasm == REPO_ROOT / "dist" / "brickgate.wasm":
+        return DEV_CONFIG
+    text = DEV_CONFIG.read_text()
+    for old, new in ((f"port_value: {DEFAULT_PORT} ", f"port_value: {port} "), ("filename: dist/brickgate.wasm", f"filename: {wasm}")):
+        if text.count(old) != 1:
+            raise SystemExit(f"envoy/envoy.yaml changed: expected exactly one `{old}`")
+        text = text.replace(old, new)
+    rendered = RUN_DIR / "envoy.yaml"
+    rendered.write_text(text)
+    return rendered
+
+
+def http_status(url: str, token: str | None = None) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def wait_until_serving(envoy: subprocess.Popen, port: int, log_path: Path) -> None:
+    """Admin says LIVE, then a demo token is accepted (the JWKS has been fetched)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    token = fetch_token(f"http://127.0.0.1:{IDP_PORT}", "demo-reader", DEMO_CLIENTS["demo-reader"].secret)
+    probes = (f"http://127.0.0.1:{ADMIN_PORT}/ready", None), (f"http://127.0.0.1:{port}/api/2.0/clusters/list", token)
+    for url, probe_token in probes:
+        while True:
+            if envoy.poll() is not None:
+                raise SystemExit(f"Envoy exited with {envoy.returncode}; last log lines:\n{tail(log_path)}")
+            try:
+                if http_status(url, probe_token) == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not ready after {READY_TIMEOUT_S:.0f}s ({url}); last log lines:\n{tail(log_path)}")
+            time.sleep(0.2)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+def banner(port: int, log_path: Path) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return f"""
+brickgate dev stack is up. Envoy on {base} checks every request with the brickgate wasm filter
+(config: envoy/envoy.yaml); tokens come from the fake IdP at http://127.0.0.1:{IDP_PORT} (client_credentials;
+clients {", ".join(DEMO_CLIENTS)}, secret = <client>-secret) and allowed requests reach the echo upstream on
+127.0.0.1:{UPSTREAM_PORT}, which answers with what it received, identity headers included. Envoy admin:
+http://127.0.0.1:{ADMIN_PORT} (try /stats?filter=brickgate); Envoy log: {log_path.relative_to(REPO_ROOT)}. Ctrl-C stops everything.
+
+Allowed (clusters:read):
+  curl -s -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/list
+Refused (403 insufficient_scope: the reader token lacks `clusters`):
+  curl -s -i -X POST -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/create
+"""
+
+
+def stop(envoy: subprocess.Popen | None, servers) -> None:
+    if envoy is not None and envoy.poll() is None:
+        envoy.send_signal(signal.SIGTERM)
+        try:
+            envoy.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            envoy.kill()
+            envoy.wait(timeout=STOP_TIMEOUT_S)
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the brickgate dev stack until Ctrl-C.")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="Envoy listener port on 127.0.0.1")
+    parser.add_argument("--wasm", type=Path, default=Path("dist/brickgate.wasm"))
+    parser.add_argument("--envoy", default="envoy", help="Envoy binary (path or name on PATH)")
+    args = parser.parse_args()
+
+    wasm = (args.wasm if args.wasm.is_absolute() else Path.cwd() / args.wasm).resolve()
+    envoy_bin = shutil.which(args.envoy)
+    if not wasm.is_file():
+        print(f"no wasm at {wasm}: run `make build` first", file=sys.stderr)
+        return 1
+    if envoy_bin is None:
+        print(f"no Envoy binary `{args.envoy}`", file=sys.stderr)
+        return 1
+    RUN_DIR.mkdir(exist_ok=True)
+    log_path = RUN_DIR / "envoy.log"
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops cleanly too
+
+    servers, envoy = [], None
+    try:
+        for make_server in (lambda: make_idp(IDP_PORT, audience="brickgate-demo"), lambda: make_upstream(UPSTREAM_PORT)):
+            servers.append(make_server())
+            start_in_thread(servers[-1])
+        command = [envoy_bin, "-c", str(envoy_config(args.port, wasm)), "--use-dynamic-base-id", "--log-level", "info"]
+        with log_path.open("wb") as log:
+            # Own session: a terminal Ctrl-C reaches only us, and we stop Envoy in order.
+            envoy = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until_serving(envoy, args.port, log_path)
+        print(banner(args.port, log_path), flush=True)
+        envoy.wait()  # until Ctrl-C, or Envoy dies
+        print(f"Envoy exited with {envoy.returncode}; last log lines:\n{tail(log_path)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    except OSError as err:  # typically a port already in use
+        print(f"cannot start the dev stack: {err}", file=sys.stderr)
+        return 1
+    finally:
+        stop(envoy, servers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

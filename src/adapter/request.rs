@@ -1,0 +1,176 @@
+//! One request's way through the engine, from its HTTP context or, when it was paused waiting
+//! for keys, from the root context that resumes it.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType};
+
+use super::{HostSharedData, Shared, Waiter, info_enabled, log, now_ms};
+use crate::engine::{Decision, Mutations, Request};
+use crate::error::{AuthError, DenyResponse, Reason};
+use crate::jwks::Availability;
+use crate::metrics;
+
+/// What the HTTP context should do next.
+pub enum Next {
+    Continue,
+    /// Answered locally, or waiting for keys.
+    Pause,
+}
+
+/// Decides a request of the effective context. With `may_wait`, a request whose provider's
+/// keys are not there yet (cold start) or lack its `kid` (rotation) is parked instead.
+pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool) -> Next {
+    let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
+        refuse(&not_ready("cannot read the request headers"));
+        return Next::Pause;
+    };
+    let pseudo = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let request = Request {
+        method: pseudo(":method"),
+        path: pseudo(":path"),
+        headers: &headers,
+    };
+    let now = now_ms();
+    let decision = shared
+        .engine
+        .decide(&request, &shared.store, &mut shared.cache, now);
+    let waiter = if may_wait {
+        wait_for_keys(shared, &decision, context_id, now)
+    } else {
+        None
+    };
+    if let Some(waiter) = waiter {
+        shared.waiters.push(waiter);
+        return Next::Pause;
+    }
+    count(shared, &decision);
+    if info_enabled() {
+        log(
+            LogLevel::Info,
+            &format!("brickgate audit {}", decision.audit().to_json()),
+        );
+    }
+    match decision {
+        Decision::Allow { mutations, .. } => match apply(&mutations) {
+            Ok(()) => Next::Continue,
+            Err(problem) => {
+                log(LogLevel::Error, &format!("brickgate: {problem}"));
+                refuse(&not_ready("brickgate could not prepare the request"));
+                Next::Pause
+            }
+        },
+        Decision::Deny { response, .. } => {
+            refuse(&response);
+            Next::Pause
+        }
+    }
+}
+
+/// A waiter when the refusal is about keys that are on their way.
+fn wait_for_keys(
+    shared: &mut Shared,
+    decision: &Decision,
+    context_id: u32,
+    now: u64,
+) -> Option<Waiter> {
+    let audit = decision.audit();
+    let reason = audit.reason?;
+    let provider = shared
+        .engine
+        .config
+        .providers
+        .iter()
+        .position(|p| Some(&p.name) == audit.provider.as_ref())?;
+    let budget = shared.store.wait_budget_ms(provider);
+    if budget == 0 {
+        return None;
+    }
+    let waits = if reason == Reason::UnknownKid.as_str() {
+        let coming = shared.store.want_refetch(&HostSharedData, provider, now);
+        if coming {
+            shared.counters.add(metrics::JWKS_KID_MISS_REFETCH, 1);
+        }
+        coming
+    } else {
+        reason == Reason::KeysUnavailable.as_str()
+            && matches!(shared.store.availability(provider, now), Availability::Cold)
+    };
+    waits.then(|| Waiter {
+        context_id,
+        provider,
+        deadline_ms: now + budget,
+        generation: shared.store.generation(provider),
+        attempts: shared.store.attempts_seen(provider),
+    })
+}
+
+fn count(shared: &Shared, decision: &Decision) {
+    let counters = &shared.counters;
+    let audit = decision.audit();
+    match audit.cache {
+        Some("hit") => counters.add(metrics::TOKEN_CACHE_HIT, 1),
+        Some(_) => counters.add(metrics::TOKEN_CACHE_MISS, 1),
+        None => {}
+    }
+    match decision {
+        Decision::Allow { .. } if audit.token_fingerprint.is_none() => {
+            counters.add(metrics::ALLOWED_ANONYMOUS, 1)
+        }
+        Decision::Allow { .. } => {
+            counters.add(metrics::ALLOWED, 1);
+            if audit.stale_keys {
+                counters.add(metrics::JWKS_STALE_SERVED, 1);
+            }
+        }
+        Decision::Deny { .. } => {
+            counters.add(metrics::DENIED, 1);
+            if let Some(reason) = audit.reason {
+                counters.add(&format!("{}.{reason}", metrics::DENIED), 1);
+            }
+        }
+    }
+}
+
+fn apply(mutations: &Mutations) -> Result<(), String> {
+    let set = |name: &str, value: Option<&str>| {
+        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
+            .map_err(|e| format!("cannot change header {name}: {e:?}"))
+    };
+    for name in &mutations.remove_headers {
+        set(name, None)?;
+    }
+    for (name, value) in &mutations.set_headers {
+        set(name, Some(value))?;
+    }
+    if let Some(path) = &mutations.set_path {
+        set(":path", Some(path))?;
+    }
+    Ok(())
+}
+
+pub fn refuse(response: &DenyResponse) {
+    let headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if let Err(status) =
+        hostcalls::send_http_response(response.status, headers, Some(&response.body))
+    {
+        log(
+            LogLevel::Error,
+            &format!("brickgate: cannot send the refusal: {status:?}"),
+        );
+    }
+}
+
+/// Fail closed on internal trouble: 503, never the upstream.
+pub fn not_ready(why: &str) -> DenyResponse {
+    AuthError::new(Reason::KeysUnavailable, format!("{why}; retry shortly"))
+        .to_response("brickgate")
+}

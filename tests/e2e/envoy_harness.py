@@ -1,0 +1,170 @@
+"""Start a real Envoy with brickgate on loopback, find its ports, read its stats and its log."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
+STDOUT_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+# One line per request in the Envoy log (printed when a test fails); the query is left out, tokens can be in it.
+ACCESS_LOG_FORMAT = "[access] %REQ(:METHOD)% %PATH(NQ)% -> %RESPONSE_CODE% reason=%RESP(X-BRICKGATE-REASON)%\n"
+
+# Hot-restart shared memory is keyed by base id: derive it from our pid so parallel runs never clash.
+_base_ids = itertools.count(os.getpid() * 16)
+
+
+def loopback(port: int) -> dict:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+def static_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": loopback(port)}}]}]},
+    }
+
+
+def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str) -> dict:
+    """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`."""
+    configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    wasm_filter = {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": WASM,
+            "config": {
+                "name": f"brickgate-{name}",
+                "root_id": "brickgate",
+                "failure_policy": "FAIL_CLOSED",
+                "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}}},
+                "configuration": {"@type": STRING_VALUE, "value": configuration},
+            },
+        },
+    }
+    route_config = {
+        "name": name,
+        "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}],
+    }
+    access_log = {"name": "envoy.access_loggers.stdout",
+                  "typed_config": {"@type": STDOUT_ACCESS_LOG, "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}}}
+    hcm = {"@type": HCM, "stat_prefix": f"e2e_{name}", "route_config": route_config, "access_log": [access_log],
+           "http_filters": [wasm_filter, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
+    return {"name": name, "address": loopback(0),
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
+
+
+def bootstrap(listeners: list[dict], upstream_port: int, idp_port: int) -> dict:
+    return {
+        "admin": {"address": loopback(0)},
+        "static_resources": {"listeners": listeners, "clusters": [static_cluster("upstream", upstream_port), static_cluster("idp", idp_port)]},
+    }
+
+
+def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+class EnvoyProcess:
+    """One Envoy process; its config, admin address file and log live in `work_dir`."""
+
+    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, concurrency: int = 2):
+        self.work_dir = work_dir
+        self.config_path = work_dir / "envoy.json"
+        self.admin_address_path = work_dir / "admin-address.txt"
+        self.log_path = work_dir / "envoy.log"
+        self.config_path.write_text(json.dumps(config, indent=1))
+        self.command = [
+            envoy_bin, "-c", str(self.config_path),
+            "--base-id", str(next(_base_ids)),
+            "--concurrency", str(concurrency),
+            "--admin-address-path", str(self.admin_address_path),
+            "--log-level", "info", "--component-log-level", "wasm:debug",
+        ]
+        self.process: subprocess.Popen | None = None
+        self.admin_url = ""
+
+    def start(self) -> "EnvoyProcess":
+        self.admin_address_path.unlink(missing_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_since(self, offset: int, limit_bytes: int = 60_000) -> str:
+        if not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[offset:][-limit_bytes:].decode(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 20.0) -> None:
+        """Admin address written, then /ready says LIVE; fails fast if Envoy exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Envoy exited with {self.process.returncode}:\n{self.log_text()[-20_000:]}")
+            if not self.admin_url and self.admin_address_path.exists():
+                address = self.admin_address_path.read_text().strip()
+                self.admin_url = f"http://{address}" if address else ""
+            if self.admin_url:
+                try:
+                    if http_get(f"{self.admin_url}/ready", 1.0) == (200, "LIVE\n"):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"Envoy not ready after {timeout_s}s:\n{self.log_text()[-20_000:]}")
+
+    def listener_ports(self) -> dict[str, int]:
+        _, body = http_get(f"{self.admin_url}/listeners?format=json")
+        return {entry["name"]: entry["local_address"]["socket_address"]["port_value"] for entry in json.loads(body)["listener_statuses"]}
+
+    def stats(self, pattern: str = r"^wasmcustom\.") -> dict[str, int]:
+        """Counters and gauges whose name matches `pattern` (admin /stats, text format)."""
+        status, body = http_get(f"{self.admin_url}/stats?filter={urllib.parse.quote(pattern)}")
+        assert status == 200, body
+        values = {}
+        for line in body.splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and value.strip().lstrip("-").isdigit():
+                values[name] = int(value)
+        return values
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        if self.wait_exit(timeout_s) is None:
+            self.process.kill()
+            self.process.wait(timeout=timeout_s)
+
+
+def run_validate(envoy_bin: str, config_path: Path, cwd: Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [envoy_bin, "--mode", "validate", "-c", str(config_path), "--log-level", "info", "--component-log-level", "wasm:debug"],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+    )

@@ -1,0 +1,102 @@
+"""The dev config validates; an invalid plugin configuration stops Envoy with a precise log line."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from envoy_harness import bootstrap, brickgate_listener, run_validate
+from plugin_configs import main_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVOY_START_TIMEOUT_S = 20.0
+
+
+def test_dev_config_validates(envoy_bin, wasm_path, tmp_path):
+    config = REPO_ROOT / "envoy" / "envoy.yaml"
+    if wasm_path != REPO_ROOT / "dist" / "brickgate.wasm":  # validate the same YAML against the wasm under test
+        rendered = config.read_text().replace("filename: dist/brickgate.wasm", f"filename: {wasm_path}")
+        config = tmp_path / "envoy.yaml"
+        config.write_text(rendered)
+    result = run_validate(envoy_bin, config, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def _parent_and_key(config: dict, dotted_path: str):
+    """`rules.3.require` → (config["rules"][3], "require")."""
+    *parents, leaf = dotted_path.split(".")
+    target = config
+    for part in parents:
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    return target, int(leaf) if isinstance(target, list) else leaf
+
+
+def _without(dotted_path: str):
+    def mutate(config: dict) -> None:
+        parent, key = _parent_and_key(config, dotted_path)
+        del parent[key]
+    return mutate
+
+
+def _set(dotted_path: str, value):
+    def mutate(config: dict) -> None:
+        parent, key = _parent_and_key(config, dotted_path)
+        parent[key] = value
+    return mutate
+
+
+# mutation of the valid main config → regex the `<field path>: <problem>` part of the log line must match
+INDEX = r"(\[{}\]|\.{})"
+BAD_CONFIGS = [
+    pytest.param(_without("providers.idp.issuer"), r"providers\.idp(\.issuer)?: .*issuer", id="provider-without-issuer"),
+    pytest.param(_set("rulez", []), r".*rulez", id="unknown-top-level-field"),
+    pytest.param(_set("providers.idp.audience", ["x"]), r"providers\.idp(\.audience)?: .*audience", id="unknown-provider-field"),
+    pytest.param(_set("providers.idp.algorithms", ["RS256", "none"]), r"providers\.idp\.algorithms\S*: ", id="alg-none-configured"),
+    pytest.param(_set("providers.idp.algorithms", ["HS256"]), r"providers\.idp(\.algorithms\S*)?: ", id="hs256-with-remote-jwks"),
+    pytest.param(_set("providers.idp.jwks.remote.uri", "http://idp.example.com/jwks.json"),
+                 r"providers\.idp\.jwks\.remote\.uri: ", id="plain-http-jwks-not-loopback"),
+    pytest.param(_set("rules.0.providers", ["idp"]), r"rules" + INDEX.format(0, 0) + r"\S*: ", id="anonymous-rule-with-providers"),
+    pytest.param(_set("rules.3.require", {"scopes_any": ["serving:{model}"]}), r"rules" + INDEX.format(3, 3) + r"\S*: .*model",
+                 id="unbound-scope-variable"),
+    pytest.param(_set("rules.1.providers", ["nobody"]), r"rules" + INDEX.format(1, 1) + r"\S*: .*nobody", id="rule-names-unknown-provider"),
+    pytest.param(_set("identity", {"header_prefix": "X-Bad-"}), r"identity\.header_prefix: ", id="header-prefix-upper-case"),
+    pytest.param(_set("max_token_bytes", 100), r"max_token_bytes: ", id="max-token-bytes-too-small"),
+    pytest.param(_set("realm", 'bad"realm'), r"realm: ", id="realm-with-quote"),
+    pytest.param(_set("providers", {}), r"providers: ", id="no-providers"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "expected_detail"), BAD_CONFIGS)
+def test_invalid_plugin_config_stops_envoy(start_envoy, wasm_path, idp, upstream, mutate, expected_detail):
+    plugin_config = main_config(idp.issuer, idp.port)
+    mutate(plugin_config)
+    listener = brickgate_listener("bad", str(wasm_path), plugin_config)
+    envoy = start_envoy(bootstrap([listener], upstream.port, idp.port), "bad-config")
+
+    exit_code = envoy.wait_exit(ENVOY_START_TIMEOUT_S)
+
+    log = envoy.log_text()
+    assert exit_code not in (None, 0), "Envoy must refuse to start (and so never serve) with an invalid plugin config"
+    problems = re.findall(r"brickgate: invalid configuration: (.*)", log)
+    assert problems, "no `brickgate: invalid configuration:` line in the log"
+    assert any(re.match(expected_detail, problem) for problem in problems), problems
+    assert "Unable to create Wasm plugin brickgate-bad" in log
+
+
+def test_config_that_is_not_json_stops_envoy(start_envoy, wasm_path, idp, upstream):
+    listener = brickgate_listener("bad", str(wasm_path), "{ this is not json")
+    envoy = start_envoy(bootstrap([listener], upstream.port, idp.port), "not-json")
+    assert envoy.wait_exit(ENVOY_START_TIMEOUT_S) not in (None, 0)
+    assert "brickgate: invalid configuration:" in envoy.log_text()
+
+
+def test_invalid_plugin_config_fails_validate_mode(envoy_bin, wasm_path, idp, upstream, tmp_path):
+    plugin_config = main_config(idp.issuer, idp.port)
+    del plugin_config["providers"]["idp"]["issuer"]
+    config_path = tmp_path / "envoy.json"
+    config_path.write_text(json.dumps(bootstrap([brickgate_listener("bad", str(wasm_path), plugin_config)], upstream.port, idp.port)))
+    result = run_validate(envoy_bin, config_path, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "brickgate: invalid configuration:" in result.stdout + result.stderr
