@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""brickgate vs Envoy's native jwt_authn, in one Envoy, under wrk. See bench/README.md.
+
+    python bench/run.py --envoy .venv/bin/envoy --wasm dist/brickgate.wasm [--duration 10]
+        [--workloads warm,cold_rs256] [--output docs/BENCHMARKS.md]
+"""
+
+import argparse
+import atexit
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import envoy_bench
+import workloads
+import wrk_runner
+from envoy_bench import Envoy, EnvoyError
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE_DIR = BENCH_DIR / ".cache" / "tokens"
+BASELINE = "jwt_authn"
+PERFORMANCE_HOST = {"host_signatures": True, "token_cache_entries": 4096}
+PERFORMANCE_WASM = {"host_signatures": False, "token_cache_entries": 4096}
+
+_running: dict = {"envoy": None}  # stopped by cleanup() on any exit
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envoy", default="envoy", help="Envoy binary")
+    parser.add_argument("--wasm", default="dist/brickgate.wasm", help="the built filter")
+    parser.add_argument("--wrk", default="wrk", help="wrk binary")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS),
+                        help=f"comma-separated subset of {','.join(workloads.WORKLOADS)}")
+    parser.add_argument("--tokens", type=int, default=20_000,
+                        help="distinct tokens per cold/forged/denied pool (default 20000)")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per listener (0: none)")
+    parser.add_argument("--performance", choices=["auto", "on", "off"], default="auto",
+                        help="send brickgate's `performance` config (auto: drop it if the plugin refuses it)")
+    parser.add_argument("--log-level", default="warning", help="Envoy -l (default warning: no audit lines)")
+    parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the Envoy work directory")
+    args = parser.parse_args()
+    args.workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    unknown = [name for name in args.workloads if name not in workloads.WORKLOADS]
+    if unknown or not args.workloads:
+        parser.error(f"unknown workloads {unknown}; choose from {','.join(workloads.WORKLOADS)}")
+    if args.duration < 1 or args.tokens < 100:
+        parser.error("--duration must be >= 1 and --tokens >= 100")
+    return args
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- Envoy ---------------------------------------------------------------------------------
+
+
+def listeners_config(wasm: str, performance: bool) -> dict[str, list[dict]]:
+    """Listener name → its auth filters (in front of the router)."""
+    jwks = workloads.public_jwks()
+    issuer, audience = workloads.ISSUER, workloads.AUDIENCE
+    config = lambda perf: envoy_bench.brickgate_plugin_config(issuer, audience, jwks, perf)  # noqa: E731
+    listeners = {
+        "noauth": [],
+        "jwt_authn": envoy_bench.jwt_authn_filters(issuer, audience, jwks),
+        "brickgate": envoy_bench.wasm_filter("brickgate", wasm, config(PERFORMANCE_HOST if performance else None)),
+    }
+    if performance:  # without the `performance` field both brickgate listeners would be identical
+        listeners["brickgate_wasm_crypto"] = envoy_bench.wasm_filter(
+            "brickgate_wasm_crypto", wasm, config(PERFORMANCE_WASM))
+    return listeners
+
+
+def start_envoy(args, work_dir: Path, performance: bool) -> tuple[Envoy, dict[str, list[dict]]]:
+    listeners = listeners_config(args.wasm, performance)
+    config = envoy_bench.bootstrap([envoy_bench.listener(name, f) for name, f in listeners.items()])
+    envoy = Envoy(args.envoy, config, work_dir, args.log_level)
+    _running["envoy"] = envoy
+    envoy.start()
+    return envoy, listeners
+
+
+def start_with_performance_fallback(args, work_dir: Path) -> tuple[Envoy, dict, str]:
+    """Returns (envoy, listeners, note on the `performance` config)."""
+    if args.performance == "off":
+        envoy, listeners = start_envoy(args, work_dir, False)
+        return envoy, listeners, "not sent (`--performance off`)"
+    try:
+        envoy, listeners = start_envoy(args, work_dir, True)
+        return envoy, listeners, (f"`{json.dumps(PERFORMANCE_HOST)}` (brickgate), "
+                                  f"`{json.dumps(PERFORMANCE_WASM)}` (brickgate_wasm_crypto)")
+    except EnvoyError as err:
+        envoy = _running["envoy"]
+        refusal = [line for line in envoy.log_tail(200).splitlines() if "invalid configuration" in line]
+        envoy.stop()
+        if args.performance == "on" or not any("performance" in line for line in refusal):
+            raise BenchError(f"{err}\n--- Envoy log tail ---\n{envoy.log_tail()}") from err
+        progress(f"! the plugin refused the `performance` field, running without it:\n  {refusal[0].strip()}")
+    retry_dir = work_dir / "without-performance"
+    retry_dir.mkdir()
+    envoy, listeners = start_envoy(args, retry_dir, False)
+    return envoy, listeners, ("**refused by this build** (unknown field), so not sent: brickgate runs with its "
+                              "defaults and brickgate_wasm_crypto is left out")
+
+
+def workloads_of(listener: str, selected: list[str]) -> list[str]:
+    return [w for w in selected if listener != "noauth" or w == "warm"]
+
+
+# --- sanity checks -------------------------------------------------------------------------
+
+
+def one_request(port: int, token: str) -> tuple[int, str, str]:
+    """(status, x-brickgate-reason, body head) of one GET with the token."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", envoy_bench.PATH, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        body = response.read(200).decode(errors="replace").strip()
+        return response.status, response.getheader("x-brickgate-reason") or "", body
+    finally:
+        connection.close()
+
+
+def sanity_check(envoy: Envoy, ports: dict[str, int], listeners, selected, pools) -> None:
+    """One request per workload and listener, with the last token of each pool."""
+    problems = []
+    for listener in listeners:
+        for name in workloads_of(listener, selected):
+            workload = workloads.WORKLOADS[name]
+            _, token = workloads.first_and_last(pools[name])
+            try:
+                status, reason, body = one_request(ports[listener], token)
+            except OSError as err:
+                problems.append(f"{listener} / {name}: request failed: {err}")
+                continue
+            wrong_reason = listener.startswith("brickgate") and workload.reason and reason and reason != workload.reason
+            if status != workload.expect or wrong_reason:
+                problems.append(f"{listener} / {name}: got {status} (reason {reason or '-'}: {body[:120]!r}), "
+                                f"expected {workload.expect}" + (f" ({workload.reason})" if workload.reason else ""))
+    if problems:
+        raise BenchError("sanity check failed:\n  " + "\n  ".join(problems)
+                         + f"\n--- Envoy log tail ---\n{envoy.log_tail()}")
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+
+def status_classes(envoy: Envoy, listener: str) -> dict[str, int]:
+    counters = envoy.counters(rf"^http\.bench_{listener}\.downstream_rq_[1-5]xx$")
+    return {name.rsplit("_", 1)[-1]: value for name, value in counters.items()}
+
+
+def brickgate_counters(envoy: Envoy) -> dict[str, int]:
+    return envoy.counters(r"^wasmcustom\.brickgate\.")
+
+
+def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: value - before.get(name, 0) for name, value in after.items() if value != before.get(name, 0)}
+
+
+def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, list[str]]:
+    """Runs every (workload, listener); returns results and cache counters by (workload, listener), and notes."""
+    results, caches, notes = {}, {}, []
+    plan = [(name, listener) for name in args.workloads for listener in listeners
+            if name in workloads_of(listener, args.workloads)]
+    for index, (name, listener) in enumerate(plan, 1):
+        workload = workloads.WORKLOADS[name]
+        before_classes, before_bg = status_classes(envoy, listener), brickgate_counters(envoy)
+        url = f"http://127.0.0.1:{ports[listener]}"
+        result = wrk_runner.run(args.wrk, url, pools[name], envoy_bench.PATH, args.duration)
+        if not envoy.alive():
+            raise BenchError(f"Envoy died during {name} / {listener}\n--- Envoy log tail ---\n{envoy.log_tail()}")
+        results[(name, listener)] = result
+        progress(f"[{index}/{len(plan)}] {name:<10} {listener:<22} {result.rps:>9,.0f} req/s  "
+                 f"p50 {fmt_ms(result.p50_ms)}  p99 {fmt_ms(result.p99_ms)}  non-2xx {result.non_2xx:,}")
+        classes = diff(status_classes(envoy, listener), before_classes)
+        expected_class = f"{workload.expect // 100}xx"
+        unexpected = {c: n for c, n in classes.items() if c != expected_class}
+        if unexpected or result.socket_errors:
+            notes.append(f"{name} / {listener}: responses by class {classes}, wrk socket errors "
+                         f"{result.socket_errors} (every response should be {expected_class})")
+        if listener.startswith("brickgate"):
+            counters = diff(brickgate_counters(envoy), before_bg)
+            suffixes = {key.removeprefix("wasmcustom.brickgate."): value for key, value in counters.items()}
+            reasons = {k.removeprefix("denied."): v for k, v in suffixes.items() if k.startswith("denied.")}
+            if set(reasons) - {workload.reason}:
+                notes.append(f"{name} / {listener}: brickgate refusal reasons {reasons}, "
+                             f"expected {workload.reason or 'none'}")
+            cache = {k.removeprefix("token_cache."): v for k, v in suffixes.items() if k.startswith("token_cache.")}
+            caches[(name, listener)] = cache
+            hits = cache.get("hit", 0)
+            if workload.distinct and hits > result.requests // 100:
+                notes.append(f"{name} / {listener}: {hits:,} token cache hits in a cold workload "
+                             f"(the pool of {args.tokens:,} tokens is too small for this run: raise --tokens)")
+        time.sleep(1)
+    return results, caches, notes
+
+
+def warm_up(args, ports, listeners, warmup_pool: Path) -> None:
+    for listener in listeners:
+        if listener != "noauth":
+            wrk_runner.run(args.wrk, f"http://127.0.0.1:{ports[listener]}", warmup_pool, envoy_bench.PATH,
+                           args.warmup)
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def fmt_ms(value: float) -> str:
+    return f"{value * 1000:.0f} µs" if value < 1 else f"{value:.2f} ms" if value < 100 else f"{value:.0f} ms"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def render(args, results, caches, notes, meta) -> str:
+    lines = [
+        "# brickgate benchmark",
+        "",
+        f"- date: {meta['date']}",
+        f"- machine: `{platform.machine()}`, {cpu_model()}, nproc {len(os.sched_getaffinity(0))}, "
+        f"load average before the run {meta['load']:.2f} (wrk and Envoy share these CPUs)",
+        f"- Envoy: {meta['envoy_version']}, one process, `--concurrency 1`, `-l {args.log_level}` "
+        "(brickgate's per-request audit line is at info, so it is dropped)",
+        f"- brickgate: `{args.wasm_display}`, {meta['wasm_size']:,} bytes, sha256 `{meta['wasm_sha']}`",
+        f"- brickgate `performance` config: {meta['performance']}",
+        f"- load: `{wrk_runner.params(args.duration)}` on loopback, GET {envoy_bench.PATH} → "
+        "`direct_response` 200; warm-up "
+        + (f"{args.warmup} s per auth listener (separate tokens)" if args.warmup else "none"),
+        f"- token pools: {args.tokens:,} distinct tokens per cold/forged/denied workload, cycled in order; "
+        "RS256 = RSA 2048 (test-rsa-1), ES256 = P-256 (test-ec-1)",
+        f"- command: `bench/run.py {' '.join(meta['argv'])}`",
+        "",
+        "Workloads:",
+        "",
+        *(f"- **{w}**: {workloads.WORKLOADS[w].description} (expect {workloads.WORKLOADS[w].expect})"
+          for w in args.workloads),
+        "",
+        "| workload | listener | req/s | p50 | p99 | non-2xx | req/s vs jwt_authn | p99 vs jwt_authn |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (name, listener), result in results.items():
+        base = results.get((name, BASELINE))
+        rps_ratio = result.rps / base.rps if base and base.rps else None
+        p99_ratio = result.p99_ms / base.p99_ms if base and base.p99_ms else None
+        share = f" ({result.non_2xx / result.requests:.0%})" if result.non_2xx and result.requests else ""
+        lines.append(f"| {name} | {listener} | {result.rps:,.0f} | {fmt_ms(result.p50_ms)} | "
+                     f"{fmt_ms(result.p99_ms)} | {result.non_2xx:,}{share} | {fmt_ratio(rps_ratio)} | "
+                     f"{fmt_ratio(p99_ratio)} |")
+    columns = sorted({column for counters in caches.values() for column in counters})
+    if columns:
+        lines += ["", "brickgate `token_cache` counters during each run (`wasmcustom.brickgate.token_cache.*`):", "",
+                  "| workload | listener | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+        lines += [f"| {name} | {listener} | " + " | ".join(f"{counters.get(c, 0):,}" for c in columns) + " |"
+                  for (name, listener), counters in caches.items()]
+    if notes:
+        lines += ["", "Anomalies:", ""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def cleanup() -> None:
+    envoy = _running.get("envoy")
+    if envoy is not None:
+        envoy.stop()
+
+
+def on_signal(signum, _frame) -> None:
+    progress(f"bench: {signal.Signals(signum).name}, stopping")
+    raise SystemExit(128 + signum)
+
+
+def prepare_pools(args) -> tuple[dict[str, Path], Path | None]:
+    listeners = ["noauth", "jwt_authn", "brickgate", "brickgate_wasm_crypto"]
+    runs = sum(len(workloads_of(listener, args.workloads)) for listener in listeners)
+    min_remaining_s = runs * (args.duration + 2) + 3 * args.warmup + 900
+    workloads.prune_expired(CACHE_DIR)
+    pools = {}
+    for name in args.workloads:
+        started = time.monotonic()
+        pools[name], reused = workloads.token_pool(workloads.WORKLOADS[name], args.tokens, CACHE_DIR, min_remaining_s)
+        progress(f"tokens {name}: {'cached' if reused else 'minted'} {pools[name].name} "
+                 f"({time.monotonic() - started:.1f}s)")
+    warmup_pool = None
+    if args.warmup:
+        parts = [workloads.token_pool(workloads.WORKLOADS[name], 300, CACHE_DIR, min_remaining_s, seed="warmup")[0]
+                 for name in ["cold_rs256", "cold_es256", "forged", "denied"]]
+        warmup_pool = CACHE_DIR / "warmup-mixed.tokens"
+        warmup_pool.write_text("".join(part.read_text() for part in parts))
+    return pools, warmup_pool
+
+
+def main() -> int:
+    args = parse_args()
+    for tool, hint in [(args.envoy, "--envoy"), (args.wrk, "apt-get install -y wrk")]:
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} not found ({hint})")
+    wasm = Path(args.wasm)
+    if not wasm.is_file():
+        raise BenchError(f"{wasm} not found (make build)")
+    args.wasm_display, args.wasm = args.wasm, str(wasm.resolve())
+    args.envoy = shutil.which(args.envoy)
+    wasm_bytes = wasm.read_bytes()
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "envoy_version": envoy_bench.version(args.envoy), "wasm_size": len(wasm_bytes),
+            "wasm_sha": hashlib.sha256(wasm_bytes).hexdigest()[:12], "load": os.getloadavg()[0],
+            "argv": sys.argv[1:]}
+    if meta["load"] > 0.5:
+        progress(f"! load average {meta['load']:.2f}: something else is using the CPUs, numbers will be noisy")
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    pools, warmup_pool = prepare_pools(args)
+
+    work_dir = Path(tempfile.mkdtemp(prefix="brickgate-bench-"))
+    failed = False
+    try:
+        envoy, listeners, meta["performance"] = start_with_performance_fallback(args, work_dir)
+        ports = envoy.listener_ports()
+        progress(f"Envoy ready, listeners {ports}")
+        sanity_check(envoy, ports, listeners, args.workloads, pools)
+        progress("sanity checks passed")
+        if warmup_pool:
+            warm_up(args, ports, listeners, warmup_pool)
+        results, caches, notes = measure(args, envoy, ports, listeners, pools)
+    except EnvoyError as err:
+        failed = True
+        envoy = _running["envoy"]
+        raise BenchError(f"{err}\n--- Envoy log tail ---\n{envoy.log_tail() if envoy else ''}") from err
+    except RuntimeError:
+        failed = True
+        raise
+    finally:
+        cleanup()
+        if failed or args.keep:
+            progress(f"Envoy work directory kept: {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+    report = render(args, results, caches, notes, meta)
+    print(report)
+    if args.output:
+        args.output.write_text(report)
+        progress(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (RuntimeError, subprocess.SubprocessError) as err:
+        print(f"bench: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)
