@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 use crate::UnixTime;
 use crate::cache::{self, CachedToken, TokenCache};
 use crate::config::{Config, Provider, TokenSource};
+use crate::databricks::exchange::{TokenRequest, UpstreamMode};
+use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
     AuditRecord, client_id, headers_to_strip, identity_headers, principal_kind, token_fingerprint,
@@ -30,6 +32,19 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Request headers, names lower-case as the host delivers them.
     pub headers: &'a [(String, String)],
+    /// The request body, once read: only for OpenAI-style serving routes, when a rule names
+    /// serving endpoints (the decision asks for it with `NeedBody`).
+    pub body: Option<&'a [u8]>,
+}
+
+/// How the allowed request authenticates to the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAction {
+    /// As the client sent it.
+    Forward,
+    /// Replace `Authorization` with the token this request yields (Databricks token
+    /// exchange or service principal), cached under its `cache_key`.
+    Fetch(TokenRequest),
 }
 
 /// Changes to make to an allowed request before it goes upstream.
@@ -44,10 +59,17 @@ pub struct Mutations {
 pub enum Decision {
     Allow {
         mutations: Mutations,
+        upstream: UpstreamAction,
         audit: AuditRecord,
     },
     Deny {
         response: DenyResponse,
+        audit: AuditRecord,
+    },
+    /// Decide again with the request body (at most `max_bytes`): the rule depends on the
+    /// serving endpoint named in it.
+    NeedBody {
+        max_bytes: usize,
         audit: AuditRecord,
     },
 }
@@ -55,9 +77,18 @@ pub enum Decision {
 impl Decision {
     pub fn audit(&self) -> &AuditRecord {
         match self {
-            Decision::Allow { audit, .. } | Decision::Deny { audit, .. } => audit,
+            Decision::Allow { audit, .. }
+            | Decision::Deny { audit, .. }
+            | Decision::NeedBody { audit, .. } => audit,
         }
     }
+}
+
+/// What evaluation concluded, short of a refusal. Short-lived, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Verdict {
+    Allowed(Mutations, UpstreamAction),
+    NeedBody(usize),
 }
 
 pub struct Engine {
@@ -89,11 +120,16 @@ impl Engine {
             ..AuditRecord::default()
         };
         match self.evaluate(request, keys, cache, now_ms, &mut audit) {
-            Ok(mutations) => {
+            Ok(Verdict::Allowed(mutations, upstream)) => {
                 audit.decision = "allow";
                 audit.status = 200;
-                Decision::Allow { mutations, audit }
+                Decision::Allow {
+                    mutations,
+                    upstream,
+                    audit,
+                }
             }
+            Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
             Err(error) => {
                 let response = error.to_response(&self.config.realm);
                 audit.decision = "deny";
@@ -112,14 +148,28 @@ impl Engine {
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
-    ) -> Result<Mutations, AuthError> {
+    ) -> Result<Verdict, AuthError> {
         let config = &self.config;
         let path = normalize_path(request.path).map_err(|problem| {
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();
-        let (rule, bindings) =
-            match_rule(&config.rules, request.method, &path.path).ok_or_else(|| {
+        let body_limit = config
+            .databricks
+            .as_ref()
+            .map_or(1 << 20, |d| d.max_body_bytes);
+        let model = match request.body {
+            _ if !(config.reads_model_from_body
+                && serving::is_openai_route(request.method, &path.path)) =>
+            {
+                None
+            }
+            None => return Ok(Verdict::NeedBody(body_limit)),
+            Some(body) => Some(serving::model_from_body(body, body_limit)?),
+        };
+        let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
+        let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
+            .ok_or_else(|| {
                 AuthError::new(
                     Reason::NoMatchingRule,
                     format!(
@@ -133,11 +183,15 @@ impl Engine {
             remove_headers: headers_to_strip(request.headers, &config.identity.header_prefix),
             ..Mutations::default()
         };
+        if config.databricks.is_some() {
+            databricks_hygiene(request, &mut mutations);
+        }
         let (providers, requirement) = match &rule.access {
             Access::Anonymous => {
                 mutations.set_path = path.rewritten.clone();
-                return Ok(mutations);
+                return Ok(Verdict::Allowed(mutations, UpstreamAction::Forward));
             }
+            Access::Refuse(why) => return Err(AuthError::new(Reason::RouteDisabled, why.clone())),
             Access::Token { providers, require } => (providers, require),
         };
         let sources = self.token_sources(providers);
@@ -170,6 +224,17 @@ impl Engine {
         let groups = string_list(&claims, &provider.groups_claim);
         check_requirement(requirement, rule, &bindings, &scopes, &groups)?;
 
+        let upstream = match &provider.upstream {
+            UpstreamMode::PassThrough => UpstreamAction::Forward,
+            UpstreamMode::Exchange(endpoint) => UpstreamAction::Fetch(endpoint.exchange(
+                &provider.name,
+                audit.subject.as_deref().unwrap_or_default(),
+                &credential.token,
+            )),
+            UpstreamMode::ServicePrincipal(endpoint) => {
+                UpstreamAction::Fetch(endpoint.client_credentials(&provider.name))
+            }
+        };
         let identity = &config.identity;
         let built_in = [
             ("subject", audit.subject.clone()),
@@ -182,18 +247,18 @@ impl Engine {
             ("token-id", audit.token_id.clone()),
             ("rule", Some(rule.name.clone())),
         ];
-        mutations.set_headers = identity_headers(
+        mutations.set_headers.extend(identity_headers(
             &identity.header_prefix,
             &built_in,
             &claims,
             &identity.claim_headers,
-        );
-        if identity.forward_authorization {
+        ));
+        if identity.forward_authorization || upstream != UpstreamAction::Forward {
             mutations.set_path = path.rewritten.clone();
         } else {
             remove_credential(&credential, &path, &mut mutations);
         }
-        Ok(mutations)
+        Ok(Verdict::Allowed(mutations, upstream))
     }
 
     /// Who the token belongs to: from the verified-token cache when it was verified before
@@ -401,6 +466,27 @@ fn remove_credential(credential: &Credential, path: &NormalizedPath, mutations: 
     } else {
         format!("{base}?{}", kept.join("&"))
     });
+}
+
+/// Headers a Databricks upstream must not receive from clients, and the `User-Agent` that
+/// lets a Databricks audit row be joined to brickgate's record.
+fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutations) {
+    for (name, _) in request.headers {
+        if databricks::STRIPPED_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            && !mutations.remove_headers.contains(name)
+        {
+            mutations.remove_headers.push(name.clone());
+        }
+    }
+    let agent = databricks::user_agent(
+        header(request.headers, "user-agent"),
+        header(request.headers, "x-request-id"),
+    );
+    mutations
+        .set_headers
+        .push(("user-agent".to_string(), agent));
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {

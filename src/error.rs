@@ -44,6 +44,11 @@ pub enum Reason {
     NoMatchingRule,
     BadPath,
     KeysUnavailable,
+    RouteDisabled,
+    BadBody,
+    BodyTooLarge,
+    ExchangeRejected,
+    ExchangeFailed,
 }
 
 /// The RFC 6750 §3.1 error code carried by the challenge, if any.
@@ -59,7 +64,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 27] = [
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -82,6 +87,11 @@ impl Reason {
         Reason::NoMatchingRule,
         Reason::BadPath,
         Reason::KeysUnavailable,
+        Reason::RouteDisabled,
+        Reason::BadBody,
+        Reason::BodyTooLarge,
+        Reason::ExchangeRejected,
+        Reason::ExchangeFailed,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -109,6 +119,11 @@ impl Reason {
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::BadPath => "bad_path",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::RouteDisabled => "route_disabled",
+            Reason::BadBody => "bad_body",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::ExchangeRejected => "exchange_rejected",
+            Reason::ExchangeFailed => "exchange_failed",
         }
     }
 
@@ -118,7 +133,9 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath => 400,
+                Reason::BadPath | Reason::BadBody => 400,
+                Reason::BodyTooLarge => 413,
+                Reason::ExchangeFailed => 502,
                 Reason::KeysUnavailable => 503,
                 _ => 403,
             },
@@ -134,9 +151,13 @@ impl Reason {
             Reason::InsufficientScope | Reason::GroupNotAllowed => {
                 ChallengeError::InsufficientScope
             }
-            Reason::NoMatchingRule | Reason::BadPath | Reason::KeysUnavailable => {
-                ChallengeError::NoChallenge
-            }
+            Reason::NoMatchingRule
+            | Reason::BadPath
+            | Reason::KeysUnavailable
+            | Reason::RouteDisabled
+            | Reason::BadBody
+            | Reason::BodyTooLarge
+            | Reason::ExchangeFailed => ChallengeError::NoChallenge,
             _ => ChallengeError::InvalidToken,
         }
     }
@@ -144,8 +165,9 @@ impl Reason {
     /// Databricks' `error_code` for this status, so the Databricks SDKs show the message.
     fn error_code(self) -> &'static str {
         match self.status() {
-            400 => "BAD_REQUEST",
+            400 | 413 => "BAD_REQUEST",
             401 => "UNAUTHENTICATED",
+            502 => "INTERNAL_ERROR",
             503 => "TEMPORARILY_UNAVAILABLE",
             _ => "PERMISSION_DENIED",
         }

@@ -7,6 +7,7 @@
 pub mod alg;
 pub mod cache;
 pub mod config;
+pub mod databricks;
 pub mod encoding;
 pub mod engine;
 pub mod error;

@@ -11,6 +11,9 @@ pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
 pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
 pub const JWKS_KID_MISS_REFETCH: &str = "brickgate.jwks.kid_miss_refetch";
 pub const JWKS_STALE_SERVED: &str = "brickgate.jwks.stale_served";
+pub const UPSTREAM_TOKEN_FETCH: &str = "brickgate.upstream_token.fetch";
+pub const UPSTREAM_TOKEN_CACHE_HIT: &str = "brickgate.upstream_token.cache_hit";
+pub const UPSTREAM_TOKEN_FAILED: &str = "brickgate.upstream_token.failed";
 pub const TOKEN_CACHE_HIT: &str = "brickgate.token_cache.hit";
 pub const TOKEN_CACHE_MISS: &str = "brickgate.token_cache.miss";
 
@@ -31,6 +34,9 @@ pub fn all_counters() -> Vec<String> {
         JWKS_STALE_SERVED,
         TOKEN_CACHE_HIT,
         TOKEN_CACHE_MISS,
+        UPSTREAM_TOKEN_FETCH,
+        UPSTREAM_TOKEN_CACHE_HIT,
+        UPSTREAM_TOKEN_FAILED,
     ]
     .iter()
     .map(|name| name.to_string())

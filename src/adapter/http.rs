@@ -1,23 +1,63 @@
-//! HTTP context: one request, decided when its headers arrive.
+//! HTTP context: one request, decided when its headers arrive (or, for OpenAI-style serving
+//! routes that rules select by endpoint, once its body has arrived).
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use proxy_wasm::types::{Action, BufferType};
 
-use super::SharedState;
 use super::request::{Next, not_ready, process, refuse};
+use super::{SharedState, upstream};
+use crate::error::{AuthError, Reason};
 
 pub struct Filter {
     context_id: u32,
     shared: SharedState,
+    /// Waiting for the body, up to this many bytes.
+    body_limit: Option<usize>,
 }
 
 impl Filter {
     pub fn new(context_id: u32, shared: SharedState) -> Self {
-        Filter { context_id, shared }
+        Filter {
+            context_id,
+            shared,
+            body_limit: None,
+        }
+    }
+
+    fn run(&mut self, body: Option<&[u8]>) -> Action {
+        let mut guard = self.shared.borrow_mut();
+        let Some(shared) = guard.as_mut() else {
+            refuse(&not_ready("brickgate is not configured"));
+            return Action::Pause;
+        };
+        match process(shared, self.context_id, true, body) {
+            Next::Continue => Action::Continue,
+            Next::Pause => Action::Pause,
+            Next::NeedBody(limit) => {
+                self.body_limit = Some(limit);
+                Action::Pause
+            }
+        }
     }
 }
 
 impl Context for Filter {
+    fn on_http_call_response(
+        &mut self,
+        callout: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        let shared_state = self.shared.clone();
+        let mut guard = shared_state.borrow_mut();
+        if let Some(shared) = guard.as_mut() {
+            let (status, body) = super::root::call_response(num_headers, body_size, 64 * 1024);
+            upstream::on_response(shared, callout, status, &body);
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         // A client that gave up while waiting for keys is not resumed later.
         if let Some(shared) = self.shared.borrow_mut().as_mut() {
@@ -28,15 +68,37 @@ impl Context for Filter {
 }
 
 impl HttpContext for Filter {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let mut guard = self.shared.borrow_mut();
-        let Some(shared) = guard.as_mut() else {
-            refuse(&not_ready("brickgate is not configured"));
-            return Action::Pause;
-        };
-        match process(shared, self.context_id, true) {
-            Next::Continue => Action::Continue,
-            Next::Pause => Action::Pause,
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.run(None) {
+            // No body will come: decide on an empty one.
+            Action::Pause if end_of_stream && self.body_limit.is_some() => self.run(Some(&[])),
+            action => action,
         }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(limit) = self.body_limit else {
+            return Action::Continue;
+        };
+        if body_size > limit {
+            self.body_limit = None;
+            let error = AuthError::new(
+                Reason::BodyTooLarge,
+                format!(
+                    "request body exceeds the {limit} bytes brickgate reads to find the serving endpoint"
+                ),
+            );
+            refuse(&error.to_response("brickgate"));
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause; // buffer until the whole body is here
+        }
+        self.body_limit = None;
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.run(Some(&body))
     }
 }

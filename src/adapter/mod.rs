@@ -5,6 +5,7 @@ mod host_verify;
 mod http;
 mod request;
 mod root;
+mod upstream;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::{LogLevel, MetricType};
 
 use crate::cache::TokenCache;
+use crate::databricks::exchange::UpstreamTokens;
 use crate::engine::Engine;
 use crate::jwks::shared::SharedData;
 use crate::jwks::{JwksStore, UnixMillis};
@@ -42,6 +44,8 @@ pub struct Waiter {
     pub deadline_ms: UnixMillis,
     pub generation: Option<u64>,
     pub attempts: u64,
+    /// The decision needed the body; read it again from the host's buffer on resume.
+    pub with_body: bool,
 }
 
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
@@ -51,6 +55,8 @@ pub struct Shared {
     pub cache: TokenCache,
     pub counters: Counters,
     pub waiters: Vec<Waiter>,
+    pub upstream_tokens: UpstreamTokens,
+    pub in_flight: upstream::InFlight,
 }
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;

@@ -4,22 +4,26 @@
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
+use super::upstream::{Parked, authorize, refuse_after_allow};
 use super::{HostSharedData, Shared, Waiter, info_enabled, log, now_ms};
-use crate::engine::{Decision, Mutations, Request};
+use crate::engine::{Decision, Mutations, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse, Reason};
+use crate::identity::AuditRecord;
 use crate::jwks::Availability;
 use crate::metrics;
 
 /// What the HTTP context should do next.
 pub enum Next {
     Continue,
-    /// Answered locally, or waiting for keys.
+    /// Answered locally, or waiting (for keys or an upstream token).
     Pause,
+    /// Read the body (at most this many bytes), then decide again.
+    NeedBody(usize),
 }
 
 /// Decides a request of the effective context. With `may_wait`, a request whose provider's
 /// keys are not there yet (cold start) or lack its `kid` (rotation) is parked instead.
-pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool) -> Next {
+pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Option<&[u8]>) -> Next {
     let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
         refuse(&not_ready("cannot read the request headers"));
         return Next::Pause;
@@ -34,13 +38,17 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool) -> Next {
         method: pseudo(":method"),
         path: pseudo(":path"),
         headers: &headers,
+        body,
     };
     let now = now_ms();
     let decision = shared
         .engine
         .decide(&request, &shared.store, &mut shared.cache, now);
+    if let Decision::NeedBody { max_bytes, .. } = decision {
+        return Next::NeedBody(max_bytes);
+    }
     let waiter = if may_wait {
-        wait_for_keys(shared, &decision, context_id, now)
+        wait_for_keys(shared, &decision, context_id, now, body.is_some())
     } else {
         None
     };
@@ -48,26 +56,104 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool) -> Next {
         shared.waiters.push(waiter);
         return Next::Pause;
     }
-    count(shared, &decision);
-    if info_enabled() {
-        log(
-            LogLevel::Info,
-            &format!("brickgate audit {}", decision.audit().to_json()),
-        );
+    match decision.audit().cache {
+        Some("hit") => shared.counters.add(metrics::TOKEN_CACHE_HIT, 1),
+        Some(_) => shared.counters.add(metrics::TOKEN_CACHE_MISS, 1),
+        None => {}
     }
     match decision {
-        Decision::Allow { mutations, .. } => match apply(&mutations) {
+        Decision::Allow {
+            mutations,
+            upstream: UpstreamAction::Forward,
+            audit,
+        } => match finish_allowed(shared, mutations, None, &audit) {
             Ok(()) => Next::Continue,
-            Err(problem) => {
-                log(LogLevel::Error, &format!("brickgate: {problem}"));
-                refuse(&not_ready("brickgate could not prepare the request"));
+            Err(error) => {
+                refuse_after_allow(shared, &error, audit);
                 Next::Pause
             }
         },
-        Decision::Deny { response, .. } => {
+        Decision::Allow {
+            mutations,
+            upstream: UpstreamAction::Fetch(token_request),
+            audit,
+        } => {
+            let parked = Parked {
+                context_id,
+                mutations,
+                audit: audit.clone(),
+            };
+            match authorize(shared, token_request, parked) {
+                Ok(true) => Next::Continue,
+                Ok(false) => Next::Pause,
+                Err(error) => {
+                    refuse_after_allow(shared, &error, audit);
+                    Next::Pause
+                }
+            }
+        }
+        Decision::Deny { response, audit } => {
+            shared.counters.add(metrics::DENIED, 1);
+            if let Some(reason) = audit.reason {
+                shared
+                    .counters
+                    .add(&format!("{}.{reason}", metrics::DENIED), 1);
+            }
+            log_audit(&audit);
             refuse(&response);
             Next::Pause
         }
+        Decision::NeedBody { .. } => Next::Pause,
+    }
+}
+
+/// Applies an allowed request's changes (and the upstream token, if one was obtained), then
+/// counts and records the decision.
+pub fn finish_allowed(
+    shared: &Shared,
+    mutations: Mutations,
+    token: Option<&str>,
+    audit: &AuditRecord,
+) -> Result<(), AuthError> {
+    apply(&mutations).map_err(|problem| {
+        log(LogLevel::Error, &format!("brickgate: {problem}"));
+        AuthError::new(
+            Reason::KeysUnavailable,
+            "brickgate could not prepare the request; retry shortly",
+        )
+    })?;
+    if let Some(token) = token {
+        hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            "authorization",
+            Some(&format!("Bearer {token}")),
+        )
+        .map_err(|_| {
+            AuthError::new(
+                Reason::ExchangeFailed,
+                "brickgate could not set the upstream token",
+            )
+        })?;
+    }
+    let counters = &shared.counters;
+    if audit.token_fingerprint.is_none() {
+        counters.add(metrics::ALLOWED_ANONYMOUS, 1);
+    } else {
+        counters.add(metrics::ALLOWED, 1);
+        if audit.stale_keys {
+            counters.add(metrics::JWKS_STALE_SERVED, 1);
+        }
+    }
+    log_audit(audit);
+    Ok(())
+}
+
+fn log_audit(audit: &AuditRecord) {
+    if info_enabled() {
+        log(
+            LogLevel::Info,
+            &format!("brickgate audit {}", audit.to_json()),
+        );
     }
 }
 
@@ -77,6 +163,7 @@ fn wait_for_keys(
     decision: &Decision,
     context_id: u32,
     now: u64,
+    with_body: bool,
 ) -> Option<Waiter> {
     let audit = decision.audit();
     let reason = audit.reason?;
@@ -106,34 +193,8 @@ fn wait_for_keys(
         deadline_ms: now + budget,
         generation: shared.store.generation(provider),
         attempts: shared.store.attempts_seen(provider),
+        with_body,
     })
-}
-
-fn count(shared: &Shared, decision: &Decision) {
-    let counters = &shared.counters;
-    let audit = decision.audit();
-    match audit.cache {
-        Some("hit") => counters.add(metrics::TOKEN_CACHE_HIT, 1),
-        Some(_) => counters.add(metrics::TOKEN_CACHE_MISS, 1),
-        None => {}
-    }
-    match decision {
-        Decision::Allow { .. } if audit.token_fingerprint.is_none() => {
-            counters.add(metrics::ALLOWED_ANONYMOUS, 1)
-        }
-        Decision::Allow { .. } => {
-            counters.add(metrics::ALLOWED, 1);
-            if audit.stale_keys {
-                counters.add(metrics::JWKS_STALE_SERVED, 1);
-            }
-        }
-        Decision::Deny { .. } => {
-            counters.add(metrics::DENIED, 1);
-            if let Some(reason) = audit.reason {
-                counters.add(&format!("{}.{reason}", metrics::DENIED), 1);
-            }
-        }
-    }
 }
 
 fn apply(mutations: &Mutations) -> Result<(), String> {

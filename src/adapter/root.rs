@@ -13,7 +13,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use super::host_verify::{HostVerifier, host_passes_self_test};
 use super::request::{Next, process};
-use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms};
+use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -86,6 +86,8 @@ impl Root {
             ),
             counters: Counters::define(&metrics::all_counters()),
             waiters: Vec::new(),
+            upstream_tokens: Default::default(),
+            in_flight: Default::default(),
         };
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
@@ -212,7 +214,19 @@ fn resume_waiters(shared: &mut Shared) {
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
         }
-        if let Next::Continue = process(shared, waiter.context_id, false) {
+        let body = waiter.with_body.then(|| {
+            let limit = shared
+                .engine
+                .config
+                .databricks
+                .as_ref()
+                .map_or(1 << 20, |d| d.max_body_bytes);
+            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, limit + 1)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        });
+        if let Next::Continue = process(shared, waiter.context_id, false, body.as_deref()) {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -226,12 +240,17 @@ impl Context for Root {
         body_size: usize,
         _: usize,
     ) {
-        let Some(provider) = self.pending.remove(&token) else {
-            return;
-        };
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
+        let Some(provider) = self.pending.remove(&token) else {
+            // A Databricks token call started while resuming a paused request.
+            if shared.in_flight.owns(token) {
+                let (status, body) = call_response(num_headers, body_size, 64 * 1024);
+                upstream::on_response(shared, token, status, &body);
+            }
+            return;
+        };
         // Envoy reports resets and timeouts as a response without headers.
         let outcome = if num_headers == 0 {
             FetchOutcome::TransportFailure(
@@ -271,6 +290,25 @@ impl Context for Root {
         self.dispatch(shared, more);
         resume_waiters(shared);
     }
+}
+
+/// Status and (capped) body of the callout response being delivered; status 0 when the call
+/// failed (Envoy reports resets and timeouts as a response without headers).
+pub fn call_response(num_headers: usize, body_size: usize, max_body: usize) -> (u32, Vec<u8>) {
+    if num_headers == 0 {
+        return (0, Vec::new());
+    }
+    let status = hostcalls::get_map(MapType::HttpCallResponseHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0);
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(max_body))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    (status, body)
 }
 
 impl RootContext for Root {

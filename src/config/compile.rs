@@ -3,15 +3,18 @@
 use serde_json::Value;
 
 use super::raw::{
-    RawConfig, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule, RawTokenSource,
+    RawConfig, RawDatabricks, RawIdentity, RawJwks, RawProvider, RawRemoteJwks, RawRule,
+    RawTokenSource, RawUpstream,
 };
 use super::{
     Config, ConfigError, IdentityConfig, IdpKind, JwksLocation, JwksSource, Performance, Provider,
     RemoteJwks, TokenSource,
 };
 use crate::alg::{Alg, KeyFamily};
+use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
+use crate::databricks::{DatabricksConfig, catalogue};
 use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
-use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
+use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate, Segment};
 
 /// Identity headers brickgate always owns, after the prefix.
 pub const BUILT_IN_HEADER_SUFFIXES: [&str; 9] = [
@@ -67,15 +70,30 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         }
         providers.push(compiled);
     }
-    if raw.rules.is_empty() {
-        return Err(ConfigError::new("rules", "at least one rule is required"));
+    let databricks = compile_databricks(raw.databricks.as_ref(), &providers)?;
+    let catalogue_on = databricks.as_ref().is_some_and(|d| d.route_catalogue);
+    if raw.rules.is_empty() && !catalogue_on {
+        return Err(ConfigError::new(
+            "rules",
+            "at least one rule is required (or enable databricks.route_catalogue)",
+        ));
     }
-    let rules = raw
+    let mut rules = raw
         .rules
         .iter()
         .enumerate()
         .map(|(index, rule)| compile_rule(index, rule, &providers))
         .collect::<Result<Vec<_>>>()?;
+    // The user's rules come first, so they add to and override the catalogue.
+    if let Some(databricks) = databricks.as_ref().filter(|d| d.route_catalogue) {
+        rules.extend(catalogue::rules(
+            &databricks.catalogue_providers,
+            databricks.allow_sensitive_routes,
+        ));
+    }
+    let reads_model_from_body = rules
+        .iter()
+        .any(|rule| matches!(rule.pattern, PathPattern::ServingEndpoint(_)));
     let realm = raw.realm.clone().unwrap_or_else(|| "brickgate".to_string());
     let realm_ok = !realm.is_empty()
         && realm.len() <= 128
@@ -112,6 +130,8 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
                 1 << 30,
             )? as usize,
         },
+        databricks,
+        reads_model_from_body,
     })
 }
 
@@ -252,7 +272,129 @@ fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provid
         scope_claims,
         subject_claim: claim_name("subject", raw.claims.subject.as_ref(), "sub")?,
         groups_claim: claim_name("groups", raw.claims.groups.as_ref(), "groups")?,
+        upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref())?,
     })
+}
+
+fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result<UpstreamMode> {
+    let Some(raw) = raw else {
+        return Ok(UpstreamMode::PassThrough);
+    };
+    let endpoint = || -> Result<TokenEndpoint> {
+        let cluster = raw
+            .cluster
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("{field}.cluster"),
+                    "required: the Envoy cluster of the workspace",
+                )
+            })?;
+        let workspace = raw.workspace_url.as_deref().ok_or_else(|| {
+            ConfigError::new(
+                format!("{field}.workspace_url"),
+                "required, e.g. https://adb-123.4.azuredatabricks.net",
+            )
+        })?;
+        let location = FetchLocation::parse(workspace)
+            .map_err(|problem| ConfigError::new(format!("{field}.workspace_url"), problem))?;
+        let scopes = raw
+            .scopes
+            .clone()
+            .unwrap_or_else(|| vec!["all-apis".to_string()]);
+        if scopes.is_empty() || scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+            return Err(ConfigError::new(
+                format!("{field}.scopes"),
+                "a non-empty list of scopes without spaces",
+            ));
+        }
+        Ok(TokenEndpoint {
+            cluster,
+            location: FetchLocation {
+                authority: location.authority,
+                path: "/oidc/v1/token".to_string(),
+            },
+            scopes,
+            client_id: raw.client_id.clone().filter(|c| !c.is_empty()),
+            client_secret: raw.client_secret.clone().filter(|c| !c.is_empty()),
+            timeout_ms: in_range(
+                &format!("{field}.timeout_ms"),
+                raw.timeout_ms,
+                5000,
+                100,
+                60_000,
+            )?,
+        })
+    };
+    match raw.mode.as_str() {
+        "pass_through" => Ok(UpstreamMode::PassThrough),
+        "exchange" => {
+            if raw.client_secret.is_some() {
+                return Err(ConfigError::new(
+                    format!("{field}.client_secret"),
+                    "token exchange sends no secret; client_id alone selects a service-principal federation policy",
+                ));
+            }
+            Ok(UpstreamMode::Exchange(endpoint()?))
+        }
+        "service_principal" => {
+            let endpoint = endpoint()?;
+            if endpoint.client_id.is_none() || endpoint.client_secret.is_none() {
+                return Err(ConfigError::new(
+                    field,
+                    "service_principal needs client_id and client_secret",
+                ));
+            }
+            Ok(UpstreamMode::ServicePrincipal(endpoint))
+        }
+        other => Err(ConfigError::new(
+            format!("{field}.mode"),
+            format!("{other:?} is not one of pass_through, exchange, service_principal"),
+        )),
+    }
+}
+
+fn compile_databricks(
+    raw: Option<&RawDatabricks>,
+    providers: &[Provider],
+) -> Result<Option<DatabricksConfig>> {
+    let Some(raw) = raw else { return Ok(None) };
+    let catalogue_providers = match &raw.catalogue_providers {
+        None => (0..providers.len()).collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                providers
+                    .iter()
+                    .position(|p| &p.name == name)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "databricks.catalogue_providers",
+                            format!("unknown provider {name:?}"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    if catalogue_providers.is_empty() {
+        return Err(ConfigError::new(
+            "databricks.catalogue_providers",
+            "must name at least one provider",
+        ));
+    }
+    Ok(Some(DatabricksConfig {
+        route_catalogue: raw.route_catalogue,
+        allow_sensitive_routes: raw.allow_sensitive_routes,
+        catalogue_providers,
+        max_body_bytes: in_range(
+            "databricks.max_body_bytes",
+            raw.max_body_bytes,
+            1 << 20,
+            1024,
+            16 << 20,
+        )? as usize,
+    }))
 }
 
 fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> {
@@ -429,30 +571,63 @@ fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) -> Result<R
         ));
     }
     let matcher = &raw.matcher;
-    let pattern = match (&matcher.path, &matcher.prefix, &matcher.template) {
-        (Some(path), None, None) if path.starts_with('/') => PathPattern::Exact(path.clone()),
-        (None, Some(prefix), None) if prefix.starts_with('/') => {
-            PathPattern::Prefix(prefix.clone())
-        }
-        (None, None, Some(template)) => PathPattern::template(template)
-            .map_err(|problem| ConfigError::new(format!("{field}.match.template"), problem))?,
-        (None, None, None) => {
+    let given = [
+        &matcher.path,
+        &matcher.prefix,
+        &matcher.template,
+        &matcher.serving_endpoint,
+    ]
+    .iter()
+    .filter(|m| m.is_some())
+    .count();
+    if given != 1 {
+        return Err(ConfigError::new(
+            format!("{field}.match"),
+            "exactly one of \"path\", \"prefix\", \"template\" or \"serving_endpoint\" is required",
+        ));
+    }
+    let pattern = if let Some(path) = &matcher.path {
+        if !path.starts_with('/') {
             return Err(ConfigError::new(
-                format!("{field}.match"),
-                "exactly one of \"path\", \"prefix\" or \"template\" is required",
+                format!("{field}.match.path"),
+                "paths start with /",
             ));
         }
-        (Some(_), None, None) | (None, Some(_), None) => {
+        PathPattern::Exact(path.clone())
+    } else if let Some(prefix) = &matcher.prefix {
+        if !prefix.starts_with('/') {
             return Err(ConfigError::new(
-                format!("{field}.match"),
-                "paths and prefixes start with /",
+                format!("{field}.match.prefix"),
+                "prefixes start with /",
             ));
         }
-        _ => {
-            return Err(ConfigError::new(
-                format!("{field}.match"),
-                "exactly one of \"path\", \"prefix\" or \"template\" is allowed",
-            ));
+        PathPattern::Prefix(prefix.clone())
+    } else if let Some(template) = &matcher.template {
+        PathPattern::template(template)
+            .map_err(|problem| ConfigError::new(format!("{field}.match.template"), problem))?
+    } else {
+        let endpoint = matcher.serving_endpoint.as_deref().unwrap_or_default();
+        let variable = endpoint.strip_prefix('{').and_then(|e| e.strip_suffix('}'));
+        let valid_name = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 256
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        match variable {
+            Some(var) if valid_name(var) => {
+                PathPattern::ServingEndpoint(Segment::Variable(var.to_string()))
+            }
+            None if valid_name(endpoint) => {
+                PathPattern::ServingEndpoint(Segment::Literal(endpoint.to_string()))
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{field}.match.serving_endpoint"),
+                    "an endpoint name ([A-Za-z0-9._-]) or {variable}",
+                ));
+            }
         }
     };
     let methods = match &matcher.methods {

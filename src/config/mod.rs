@@ -7,6 +7,8 @@ mod raw;
 use std::fmt;
 
 use crate::alg::Alg;
+use crate::databricks::DatabricksConfig;
+use crate::databricks::exchange::UpstreamMode;
 use crate::jwks::{FetchLocation, KeySet};
 use crate::policy::Rule;
 
@@ -20,6 +22,9 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub identity: IdentityConfig,
     pub performance: Performance,
+    pub databricks: Option<DatabricksConfig>,
+    /// Some rule names a serving endpoint, so OpenAI-style serving requests need their body.
+    pub reads_model_from_body: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +59,7 @@ pub struct Provider {
     pub scope_claims: Vec<String>,
     pub subject_claim: String,
     pub groups_claim: String,
+    pub upstream: UpstreamMode,
 }
 
 #[derive(Debug, Clone)]

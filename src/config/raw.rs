@@ -16,6 +16,30 @@ pub struct RawConfig {
     pub max_token_bytes: Option<u64>,
     #[serde(default)]
     pub performance: RawPerformance,
+    pub databricks: Option<RawDatabricks>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabricks {
+    #[serde(default)]
+    pub route_catalogue: bool,
+    #[serde(default)]
+    pub allow_sensitive_routes: bool,
+    pub catalogue_providers: Option<Vec<String>>,
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub mode: String,
+    pub cluster: Option<String>,
+    pub workspace_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +67,7 @@ pub struct RawProvider {
     pub token_sources: Option<Vec<RawTokenSource>>,
     #[serde(default)]
     pub claims: RawClaims,
+    pub upstream: Option<RawUpstream>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +124,7 @@ pub struct RawMatch {
     pub path: Option<String>,
     pub prefix: Option<String>,
     pub template: Option<String>,
+    pub serving_endpoint: Option<String>,
     pub methods: Option<Vec<String>>,
 }
 

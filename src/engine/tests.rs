@@ -114,6 +114,7 @@ fn decide_at(
             method,
             path,
             headers: &headers,
+            body: None,
         },
         &h.store,
         &mut h.cache.borrow_mut(),
@@ -460,7 +461,10 @@ fn allowed_requests_get_verified_identity_and_spoofed_headers_removed() {
             ("x-request-id", "r-1"),
         ],
     );
-    let Decision::Allow { mutations, audit } = decision else {
+    let Decision::Allow {
+        mutations, audit, ..
+    } = decision
+    else {
         panic!("denied: {decision:?}")
     };
     assert_eq!(

@@ -8,13 +8,51 @@ pub type Bindings = Vec<(String, String)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Literal(String),
+    /// A literal with character classes, `2.[012]`: one character from the set each.
+    Glob(String),
     Variable(String),
+}
+
+/// Matches `text` against a segment with `[...]` character classes (validated at parse).
+fn glob_matches(pattern: &str, text: &str) -> bool {
+    let mut text = text.chars();
+    let mut pattern = pattern.chars();
+    while let Some(expected) = pattern.next() {
+        let Some(actual) = text.next() else {
+            return false;
+        };
+        if expected == '[' {
+            let set: String = pattern.by_ref().take_while(|c| *c != ']').collect();
+            if !set.contains(actual) {
+                return false;
+            }
+        } else if expected != actual {
+            return false;
+        }
+    }
+    text.next().is_none()
+}
+
+fn valid_glob(part: &str) -> bool {
+    let mut open = false;
+    for c in part.chars() {
+        match c {
+            '[' if !open => open = true,
+            ']' if open => open = false,
+            '[' | ']' => return false,
+            _ => {}
+        }
+    }
+    !open
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathPattern {
     Exact(String),
     Prefix(String),
+    /// A model-serving endpoint, named in the path or in an OpenAI-style body's `model`:
+    /// a literal name, or a `{variable}` that binds it.
+    ServingEndpoint(Segment),
     Template {
         segments: Vec<Segment>,
         any_tail: bool,
@@ -44,10 +82,12 @@ impl PathPattern {
                     return Err(format!("variable {{{name}}} appears twice"));
                 }
                 segments.push(Segment::Variable(name.to_string()));
-            } else if part.is_empty() || part.contains(['{', '}', '*']) {
+            } else if part.is_empty() || part.contains(['{', '}', '*']) || !valid_glob(part) {
                 return Err(format!(
-                    "bad segment {part:?} (use literal text, {{name}}, or a final **)"
+                    "bad segment {part:?} (use literal text, [abc] classes, {{name}}, or a final **)"
                 ));
+            } else if part.contains('[') {
+                segments.push(Segment::Glob(part.to_string()));
             } else {
                 segments.push(Segment::Literal(part.to_string()));
             }
@@ -57,11 +97,12 @@ impl PathPattern {
 
     pub fn variables(&self) -> Vec<&str> {
         match self {
+            PathPattern::ServingEndpoint(Segment::Variable(name)) => vec![name.as_str()],
             PathPattern::Template { segments, .. } => segments
                 .iter()
                 .filter_map(|s| match s {
                     Segment::Variable(name) => Some(name.as_str()),
-                    Segment::Literal(_) => None,
+                    Segment::Literal(_) | Segment::Glob(_) => None,
                 })
                 .collect(),
             _ => Vec::new(),
@@ -73,6 +114,7 @@ impl PathPattern {
         match self {
             PathPattern::Exact(exact) => (path == exact).then(Vec::new),
             PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()).then(Vec::new),
+            PathPattern::ServingEndpoint(_) => None,
             PathPattern::Template { segments, any_tail } => {
                 let mut parts = path.strip_prefix('/')?.split('/');
                 let mut bindings = Vec::new();
@@ -80,6 +122,7 @@ impl PathPattern {
                     let part = parts.next()?;
                     match segment {
                         Segment::Literal(literal) if literal == part => {}
+                        Segment::Glob(glob) if glob_matches(glob, part) => {}
                         Segment::Variable(name) if !part.is_empty() => {
                             bindings.push((name.clone(), part.to_string()));
                         }
@@ -98,6 +141,8 @@ impl PathPattern {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     Anonymous,
+    /// Always refused (403), with this explanation.
+    Refuse(String),
     Token {
         /// Indices into `Config::providers`.
         providers: Vec<usize>,
@@ -115,7 +160,13 @@ pub struct Rule {
 }
 
 /// The first rule that fits the method and the normalised path.
-pub fn match_rule<'a>(rules: &'a [Rule], method: &str, path: &str) -> Option<(&'a Rule, Bindings)> {
+/// `serving_endpoint` is the model-serving endpoint the request addresses, if any.
+pub fn match_rule<'a>(
+    rules: &'a [Rule],
+    method: &str,
+    path: &str,
+    serving_endpoint: Option<&str>,
+) -> Option<(&'a Rule, Bindings)> {
     rules.iter().find_map(|rule| {
         let method_fits = rule
             .methods
@@ -124,7 +175,15 @@ pub fn match_rule<'a>(rules: &'a [Rule], method: &str, path: &str) -> Option<(&'
         if !method_fits {
             return None;
         }
-        rule.pattern.matches(path).map(|bindings| (rule, bindings))
+        match (&rule.pattern, serving_endpoint) {
+            (PathPattern::ServingEndpoint(Segment::Literal(name)), Some(endpoint)) => {
+                (name == endpoint).then(|| (rule, Vec::new()))
+            }
+            (PathPattern::ServingEndpoint(Segment::Variable(var)), Some(endpoint)) => {
+                Some((rule, vec![(var.clone(), endpoint.to_string())]))
+            }
+            _ => rule.pattern.matches(path).map(|bindings| (rule, bindings)),
+        }
     })
 }
 
@@ -174,6 +233,10 @@ mod tests {
                 Some(vec![pair("v", "2.1")]),
             ),
             ("/**", "/anything/at/all", Some(vec![])),
+            ("/api/2.[012]/jobs/**", "/api/2.1/jobs/list", Some(vec![])),
+            ("/api/2.[012]/jobs/**", "/api/2.3/jobs/list", None),
+            ("/api/2.[012]/jobs/**", "/api/2.10/jobs/list", None),
+            ("/api/[12].[09]/x", "/api/1.5/x", None),
         ];
         for (pattern, path, expected) in cases {
             assert_eq!(bound(pattern, path), expected, "{pattern} ~ {path}");
@@ -218,12 +281,38 @@ mod tests {
             rule("api", PathPattern::template("/api/**").unwrap(), None),
         ];
         let name = |method: &str, path: &str| {
-            match_rule(&rules, method, path).map(|(r, _)| r.name.clone())
+            match_rule(&rules, method, path, None).map(|(r, _)| r.name.clone())
         };
         assert_eq!(name("GET", "/healthz").as_deref(), Some("health"));
         assert_eq!(name("POST", "/healthz"), None);
         assert_eq!(name("GET", "/api/x").as_deref(), Some("reads"));
         assert_eq!(name("POST", "/api/x").as_deref(), Some("api"));
         assert_eq!(name("GET", "/other"), None);
+    }
+
+    #[test]
+    fn serving_endpoint_rules_match_by_name_or_bind_it() {
+        let rule = |name: &str, endpoint: Segment| Rule {
+            name: name.to_string(),
+            pattern: PathPattern::ServingEndpoint(endpoint),
+            methods: None,
+            access: Access::Anonymous,
+        };
+        let rules = vec![
+            rule("fraud", Segment::Literal("fraud".into())),
+            rule("any", Segment::Variable("name".into())),
+        ];
+        let got = |endpoint: Option<&str>| {
+            match_rule(&rules, "POST", "/x", endpoint).map(|(r, b)| (r.name.clone(), b))
+        };
+        assert_eq!(got(Some("fraud")), Some(("fraud".to_string(), vec![])));
+        assert_eq!(
+            got(Some("churn")),
+            Some((
+                "any".to_string(),
+                vec![("name".to_string(), "churn".to_string())]
+            ))
+        );
+        assert_eq!(got(None), None);
     }
 }

@@ -4,6 +4,6 @@ mod matcher;
 mod path;
 mod require;
 
-pub use matcher::{Access, Bindings, PathPattern, Rule, match_rule};
+pub use matcher::{Access, Bindings, PathPattern, Rule, Segment, match_rule};
 pub use path::{NormalizedPath, normalize_path};
 pub use require::{Requirement, ScopeTemplate};

@@ -1,0 +1,460 @@
+//! How a verified request authenticates to Databricks: the client's own token (pass-through),
+//! a Databricks token obtained by exchanging the client's IdP token (RFC 8693, OAuth token
+//! federation), or brickgate's own service-principal token (`client_credentials`). Obtained
+//! tokens are cached, across the VMs of one Envoy, until shortly before they expire.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{AuthError, Reason};
+use crate::jwks::shared::{SharedData, read, write};
+use crate::jwks::{FetchLocation, UnixMillis};
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// A cached Databricks token is dropped this long before it expires.
+const EXPIRY_MARGIN_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamMode {
+    /// The client's token is one Databricks accepts: forward it.
+    PassThrough,
+    Exchange(TokenEndpoint),
+    ServicePrincipal(TokenEndpoint),
+}
+
+/// The workspace's `/oidc/v1/token`, reached through an Envoy cluster.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenEndpoint {
+    pub cluster: String,
+    pub location: FetchLocation,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl fmt::Debug for TokenEndpoint {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenEndpoint")
+            .field("cluster", &self.cluster)
+            .field("location", &self.location)
+            .field("scopes", &self.scopes)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+/// A token request to send; holds the client's token or brickgate's secret, so it is never
+/// printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub cache_key: String,
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub timeout_ms: u64,
+    /// Kept to scrub it from anything Databricks echoes back.
+    subject_token: Option<String>,
+}
+
+impl fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("cache_key", &self.cache_key)
+            .field("cluster", &self.cluster)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn cache_key(parts: &[&str]) -> String {
+    let digest = Sha256::digest(parts.join("\n").as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl TokenEndpoint {
+    fn request(
+        &self,
+        cache_key: String,
+        headers: Vec<(String, String)>,
+        body: String,
+        subject_token: Option<String>,
+    ) -> TokenRequest {
+        TokenRequest {
+            cache_key,
+            cluster: self.cluster.clone(),
+            authority: self.location.authority.clone(),
+            path: self.location.path.clone(),
+            headers,
+            body,
+            timeout_ms: self.timeout_ms,
+            subject_token,
+        }
+    }
+
+    /// RFC 8693 exchange of the verified IdP token, cached per provider, subject and scopes.
+    pub fn exchange(&self, provider: &str, subject: &str, subject_token: &str) -> TokenRequest {
+        let scope = self.scopes.join(" ");
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", subject_token),
+            ("subject_token_type", JWT_TOKEN_TYPE),
+            ("scope", scope.as_str()),
+        ];
+        if let Some(client_id) = &self.client_id {
+            form.push(("client_id", client_id));
+        }
+        let key = cache_key(&[
+            "exchange",
+            provider,
+            subject,
+            &scope,
+            self.client_id.as_deref().unwrap_or(""),
+        ]);
+        self.request(
+            key,
+            Vec::new(),
+            form_encode(&form),
+            Some(subject_token.to_string()),
+        )
+    }
+
+    /// brickgate's own token (`client_credentials`), shared by every caller of the provider.
+    pub fn client_credentials(&self, provider: &str) -> TokenRequest {
+        let scope = self.scopes.join(" ");
+        let id = self.client_id.as_deref().unwrap_or_default();
+        let secret = self.client_secret.as_deref().unwrap_or_default();
+        let basic = STANDARD.encode(format!("{id}:{secret}"));
+        let headers = vec![("authorization".to_string(), format!("Basic {basic}"))];
+        let body = form_encode(&[("grant_type", "client_credentials"), ("scope", &scope)]);
+        self.request(
+            cache_key(&["sp", provider, id, &scope]),
+            headers,
+            body,
+            None,
+        )
+    }
+}
+
+/// A token Databricks issued, with its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in_s: u64,
+}
+
+/// Removes anything that could be a token from text Databricks sent back.
+fn scrub(text: &str, subject_token: Option<&str>) -> String {
+    let text = match subject_token {
+        Some(token) if !token.is_empty() => text.replace(token, "[token]"),
+        _ => text.to_string(),
+    };
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|word| {
+            if word.matches('.').count() >= 2 && word.len() > 40 {
+                "[token]".to_string()
+            } else {
+                word.to_string()
+            }
+        })
+        .collect();
+    words
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect()
+}
+
+/// Interprets the token endpoint's answer. Databricks' refusals (policy: audience, issuer,
+/// unknown subject …) become 401s that say what it objected to; an endpoint that is missing
+/// (federation not enabled) or failing becomes a 502.
+pub fn parse_token_response(
+    request: &TokenRequest,
+    status: u32,
+    body: &[u8],
+) -> Result<IssuedToken, AuthError> {
+    let document: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        document
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .and_then(Value::as_str)
+    };
+    let what = if request.subject_token.is_some() {
+        "token exchange"
+    } else {
+        "service principal token request"
+    };
+    match status {
+        200 => {
+            let token = field("access_token")
+                .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()));
+            let expires_in = document
+                .as_ref()
+                .and_then(|d| d.get("expires_in"))
+                .and_then(Value::as_u64)
+                .unwrap_or(300);
+            token
+                .map(|token| IssuedToken {
+                    access_token: token.to_string(),
+                    expires_in_s: expires_in,
+                })
+                .ok_or_else(|| {
+                    AuthError::new(
+                        Reason::ExchangeFailed,
+                        format!("Databricks {what} answered 200 without an access_token"),
+                    )
+                })
+        }
+        400 | 401 | 403 => {
+            let error = field("error")
+                .or_else(|| field("error_code"))
+                .unwrap_or("rejected");
+            let description = field("error_description")
+                .or_else(|| field("message"))
+                .unwrap_or("");
+            Err(AuthError::new(
+                Reason::ExchangeRejected,
+                format!(
+                    "Databricks refused the {what}: {}: {}",
+                    scrub(error, request.subject_token.as_deref()),
+                    scrub(description, request.subject_token.as_deref())
+                ),
+            ))
+        }
+        404 => Err(AuthError::new(
+            Reason::ExchangeFailed,
+            format!(
+                "Databricks {what} endpoint not found (HTTP 404): OAuth token federation is probably not enabled for this workspace"
+            ),
+        )),
+        0 => Err(AuthError::new(
+            Reason::ExchangeFailed,
+            format!(
+                "Databricks {what}: no response from cluster {}",
+                request.cluster
+            ),
+        )),
+        other => Err(AuthError::new(
+            Reason::ExchangeFailed,
+            format!("Databricks {what} answered HTTP {other}"),
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct SharedToken {
+    token: String,
+    expires_at_ms: UnixMillis,
+}
+
+/// Databricks tokens by cache key: in this VM, and in shared data for the other VMs.
+#[derive(Debug, Default)]
+pub struct UpstreamTokens {
+    local: HashMap<String, (String, UnixMillis)>,
+}
+
+impl UpstreamTokens {
+    pub fn get(
+        &mut self,
+        shared: &dyn SharedData,
+        key: &str,
+        now_ms: UnixMillis,
+    ) -> Option<String> {
+        if let Some((token, until)) = self.local.get(key) {
+            if now_ms < *until {
+                return Some(token.clone());
+            }
+            self.local.remove(key);
+        }
+        let (stored, _) = read::<SharedToken>(shared, &format!("brickgate.upstream.{key}"));
+        (now_ms < stored.expires_at_ms && !stored.token.is_empty()).then(|| {
+            self.local.insert(
+                key.to_string(),
+                (stored.token.clone(), stored.expires_at_ms),
+            );
+            stored.token
+        })
+    }
+
+    pub fn put(
+        &mut self,
+        shared: &dyn SharedData,
+        key: &str,
+        issued: &IssuedToken,
+        now_ms: UnixMillis,
+    ) {
+        let until = now_ms + (issued.expires_in_s * 1000).saturating_sub(EXPIRY_MARGIN_MS);
+        if until <= now_ms {
+            return;
+        }
+        // Bounded: expired entries go first, then everything if a flood of subjects fills it.
+        if self.local.len() >= 10_000 {
+            self.local.retain(|_, (_, expires)| *expires > now_ms);
+            if self.local.len() >= 10_000 {
+                self.local.clear();
+            }
+        }
+        self.local
+            .insert(key.to_string(), (issued.access_token.clone(), until));
+        let stored = SharedToken {
+            token: issued.access_token.clone(),
+            expires_at_ms: until,
+        };
+        write(shared, &format!("brickgate.upstream.{key}"), &stored, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwks::shared::InMemorySharedData;
+
+    fn endpoint(client_id: Option<&str>) -> TokenEndpoint {
+        TokenEndpoint {
+            cluster: "workspace".into(),
+            location: FetchLocation::parse("https://adb-1.azuredatabricks.net/oidc/v1/token")
+                .unwrap(),
+            scopes: vec!["all-apis".into(), "sql".into()],
+            client_id: client_id.map(String::from),
+            client_secret: Some("s3cret".into()),
+            timeout_ms: 5000,
+        }
+    }
+
+    #[test]
+    fn exchange_requests_follow_rfc_8693() {
+        let request = endpoint(Some("sp-app")).exchange("okta", "alice@example.com", "eyJ.a.b");
+        assert_eq!(request.path, "/oidc/v1/token");
+        assert_eq!(
+            request.body,
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=eyJ.a.b\
+             &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&scope=all-apis+sql&client_id=sp-app"
+        );
+        assert!(!format!("{request:?}").contains("eyJ"), "never printed");
+        let other = endpoint(Some("sp-app")).exchange("okta", "bob@example.com", "eyJ.a.b");
+        assert_ne!(request.cache_key, other.cache_key, "cached per subject");
+    }
+
+    #[test]
+    fn service_principal_requests_use_basic_auth() {
+        let request = endpoint(Some("sp-app")).client_credentials("okta");
+        assert_eq!(
+            request.body,
+            "grant_type=client_credentials&scope=all-apis+sql"
+        );
+        assert_eq!(
+            request.headers[0].1,
+            format!("Basic {}", STANDARD.encode("sp-app:s3cret"))
+        );
+        assert!(!format!("{:?}", endpoint(Some("x"))).contains("s3cret"));
+    }
+
+    #[test]
+    fn token_endpoint_answers_map_to_precise_refusals() {
+        let request = endpoint(None).exchange(
+            "okta",
+            "alice",
+            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
+        );
+        let ok = parse_token_response(
+            &request,
+            200,
+            br#"{"access_token": "dbx-token", "expires_in": 3600}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ok,
+            IssuedToken {
+                access_token: "dbx-token".into(),
+                expires_in_s: 3600
+            }
+        );
+        let refused = parse_token_response(
+            &request,
+            400,
+            format!(r#"{{"error": "invalid_request", "error_description": "audience mismatch for {}"}}"#, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ").as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(refused.reason, Reason::ExchangeRejected);
+        assert_eq!(
+            refused.detail,
+            "Databricks refused the token exchange: invalid_request: audience mismatch for [token]"
+        );
+        let cases: [(u32, &[u8], Reason, &str); 4] = [
+            (
+                404,
+                b"",
+                Reason::ExchangeFailed,
+                "federation is probably not enabled",
+            ),
+            (500, b"oops", Reason::ExchangeFailed, "HTTP 500"),
+            (0, b"", Reason::ExchangeFailed, "no response"),
+            (
+                200,
+                b"{}",
+                Reason::ExchangeFailed,
+                "without an access_token",
+            ),
+        ];
+        for (status, body, reason, text) in cases {
+            let error = parse_token_response(&request, status, body).unwrap_err();
+            assert_eq!(error.reason, reason, "{status}");
+            assert!(error.detail.contains(text), "{}", error.detail);
+        }
+    }
+
+    #[test]
+    fn tokens_are_cached_until_shortly_before_expiry_across_vms() {
+        let shared = InMemorySharedData::default();
+        let (mut first, mut second) = (UpstreamTokens::default(), UpstreamTokens::default());
+        let issued = IssuedToken {
+            access_token: "dbx".into(),
+            expires_in_s: 3600,
+        };
+        first.put(&shared, "k", &issued, 1_000);
+        assert_eq!(first.get(&shared, "k", 2_000).as_deref(), Some("dbx"));
+        assert_eq!(
+            second.get(&shared, "k", 2_000).as_deref(),
+            Some("dbx"),
+            "another VM reuses it"
+        );
+        assert_eq!(
+            first.get(&shared, "k", 1_000 + 3_540_000),
+            None,
+            "dropped a minute early"
+        );
+        assert_eq!(second.get(&shared, "other", 2_000), None);
+    }
+}
