@@ -502,3 +502,6 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod databricks_tests;

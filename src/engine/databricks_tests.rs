@@ -1,0 +1,305 @@
+//! The engine with the Databricks section: catalogue, serving endpoints, upstream modes and
+//! header hygiene.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::verify::InWasmVerifier;
+
+const NOW: u64 = 1_800_000_000;
+const RSA_1: &str = include_str!("../../tests/keys/rsa-1.pem");
+const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public-jwks.json");
+
+fn engine(upstream: Value) -> (Engine, JwksStore) {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let config = json!({
+        "providers": {
+            "okta": {"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}, "upstream": upstream}
+        },
+        "rules": [
+            {"name": "fraud-team", "match": {"serving_endpoint": "fraud"}, "providers": ["okta"], "require": {"groups_any": ["fraud"]}},
+            {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"], "require": {"scopes_any": ["serving:{name}"]}}
+        ],
+        "databricks": {"route_catalogue": true}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let store = JwksStore::new(&config, 1);
+    (Engine::new(config, Box::new(InWasmVerifier)), store)
+}
+
+fn token(claims: Value) -> String {
+    let mut all = json!({"iss": "https://okta.test", "aud": "api", "sub": "alice@example.com", "iat": NOW, "exp": NOW + 600});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-rsa-1".into());
+    encode(
+        &header,
+        &all,
+        &EncodingKey::from_rsa_pem(RSA_1.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn decide(
+    engine: &(Engine, JwksStore),
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Decision {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let mut cache = TokenCache::new(16, 1 << 20);
+    let request = Request {
+        method,
+        path,
+        headers: &headers,
+        body,
+    };
+    engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000)
+}
+
+#[test]
+fn serving_rules_select_by_endpoint_in_path_or_body() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let fraud_member = format!(
+        "Bearer {}",
+        token(json!({"groups": ["fraud"], "scope": "serving:churn"}))
+    );
+    let outsider = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let chat = "/serving-endpoints/chat/completions";
+    let body = |model: &str| {
+        json!({"model": model, "messages": []})
+            .to_string()
+            .into_bytes()
+    };
+
+    let need = decide(
+        &engine,
+        "POST",
+        chat,
+        &[("authorization", &fraud_member)],
+        None,
+    );
+    assert!(
+        matches!(
+            need,
+            Decision::NeedBody {
+                max_bytes: 1_048_576,
+                ..
+            }
+        ),
+        "{need:?}"
+    );
+
+    let cases: Vec<(&str, &str, Option<Vec<u8>>, Option<&str>, &str)> = vec![
+        (
+            "/serving-endpoints/fraud/invocations",
+            &fraud_member,
+            None,
+            None,
+            "fraud-team",
+        ),
+        (
+            "/serving-endpoints/fraud/invocations",
+            &outsider,
+            None,
+            Some("group_not_allowed"),
+            "fraud-team",
+        ),
+        (chat, &fraud_member, Some(body("fraud")), None, "fraud-team"),
+        (
+            chat,
+            &outsider,
+            Some(body("fraud")),
+            Some("group_not_allowed"),
+            "fraud-team",
+        ),
+        (chat, &outsider, Some(body("churn")), None, "per-endpoint"),
+        (
+            "/serving-endpoints/churn/invocations",
+            &outsider,
+            None,
+            None,
+            "per-endpoint",
+        ),
+        (
+            "/serving-endpoints/other/invocations",
+            &outsider,
+            None,
+            Some("insufficient_scope"),
+            "per-endpoint",
+        ),
+    ];
+    for (path, auth, body, reason, rule) in cases {
+        let decision = decide(
+            &engine,
+            "POST",
+            path,
+            &[("authorization", auth)],
+            body.as_deref(),
+        );
+        assert_eq!(decision.audit().reason, reason, "{path} {body:?}");
+        assert_eq!(decision.audit().rule.as_deref(), Some(rule), "{path}");
+    }
+    let bad = decide(
+        &engine,
+        "POST",
+        chat,
+        &[("authorization", &outsider)],
+        Some(b"{}"),
+    );
+    assert_eq!(bad.audit().reason, Some("bad_body"));
+}
+
+#[test]
+fn catalogue_refusals_and_sensitive_routes() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let reader = format!("Bearer {}", token(json!({"scope": "clusters:read"})));
+    let cases = [
+        ("GET", "/api/2.1/clusters/list", None),
+        (
+            "POST",
+            "/api/2.1/clusters/create",
+            Some("insufficient_scope"),
+        ),
+        ("POST", "/api/2.0/token/create", Some("route_disabled")),
+        ("GET", "/api/2.0/unknown/thing", Some("insufficient_scope")),
+    ];
+    for (method, path, reason) in cases {
+        let decision = decide(&engine, method, path, &[("authorization", &reader)], None);
+        assert_eq!(decision.audit().reason, reason, "{method} {path}");
+    }
+    let anonymous = decide(&engine, "POST", "/oidc/v1/token", &[], None);
+    assert!(matches!(anonymous, Decision::Allow { .. }));
+}
+
+#[test]
+fn exchange_mode_asks_for_a_databricks_token_per_subject() {
+    let engine = engine(
+        json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://adb-1.azuredatabricks.net", "scopes": ["all-apis"]}),
+    );
+    let idp_token = token(json!({"scope": "clusters"}));
+    let auth = format!("Bearer {idp_token}");
+    let decision = decide(
+        &engine,
+        "GET",
+        "/api/2.1/clusters/list",
+        &[("authorization", &auth)],
+        None,
+    );
+    let Decision::Allow {
+        upstream: UpstreamAction::Fetch(request),
+        ..
+    } = decision
+    else {
+        panic!("{decision:?}")
+    };
+    assert_eq!(
+        (
+            request.cluster.as_str(),
+            request.authority.as_str(),
+            request.path.as_str()
+        ),
+        ("ws", "adb-1.azuredatabricks.net", "/oidc/v1/token")
+    );
+    assert!(request.body.contains(&format!("subject_token={idp_token}")));
+    let other = token(json!({"scope": "clusters", "jti": "2"}));
+    let again = decide(
+        &engine,
+        "GET",
+        "/api/2.1/clusters/list",
+        &[("authorization", &format!("Bearer {other}"))],
+        None,
+    );
+    let Decision::Allow {
+        upstream: UpstreamAction::Fetch(second),
+        ..
+    } = again
+    else {
+        panic!()
+    };
+    assert_eq!(
+        second.cache_key, request.cache_key,
+        "same subject and scopes share the Databricks token"
+    );
+}
+
+#[test]
+fn service_principal_mode_uses_brickgates_own_credentials() {
+    let engine = engine(
+        json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
+                               "client_id": "sp", "client_secret": "secret"}),
+    );
+    let auth = format!("Bearer {}", token(json!({"scope": "clusters"})));
+    let decision = decide(
+        &engine,
+        "GET",
+        "/api/2.1/clusters/list",
+        &[("authorization", &auth)],
+        None,
+    );
+    let Decision::Allow {
+        upstream: UpstreamAction::Fetch(request),
+        mutations,
+        ..
+    } = decision
+    else {
+        panic!()
+    };
+    assert!(request.body.starts_with("grant_type=client_credentials"));
+    let subject = mutations
+        .set_headers
+        .iter()
+        .find(|(n, _)| n == "x-brickgate-subject")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(
+        subject,
+        Some("alice@example.com"),
+        "audit headers still name the caller"
+    );
+}
+
+#[test]
+fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let auth = format!("Bearer {}", token(json!({"scope": "clusters"})));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("x-databricks-azure-sp-management-token", "arm"),
+        ("X-Forwarded-Email", "admin@example.com"),
+        ("user-agent", "databricks-sdk-go/0.50.0"),
+        ("x-request-id", "req-7"),
+    ];
+    let decision = decide(&engine, "GET", "/api/2.1/clusters/list", &headers, None);
+    let Decision::Allow { mutations, .. } = decision else {
+        panic!()
+    };
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"x-databricks-azure-sp-management-token".to_string())
+    );
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"X-Forwarded-Email".to_string())
+    );
+    let agent = mutations
+        .set_headers
+        .iter()
+        .find(|(n, _)| n == "user-agent")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        agent,
+        Some(format!(
+            "databricks-sdk-go/0.50.0 brickgate/{} req/req-7",
+            crate::VERSION
+        ))
+    );
+}
