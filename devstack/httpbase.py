@@ -3,14 +3,23 @@
 import contextlib
 import json
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_REQUEST_BODY = 64 * 1024  # the dev servers never need more; refuse anything bigger
 
 
+MAX_LOGGED_REQUESTS = 100_000  # the request timeline keeps the most recent ones
+
+
 class DevServer(ThreadingHTTPServer):
-    """Loopback server that counts requests per path (GET /_stats on the IdP shows them)."""
+    """Loopback server that counts requests per path (GET /_stats on the IdP shows them).
+
+    It also keeps a timeline of the requests it received (arrival time, method, path), so a
+    test can tell *when* something was fetched, not only how often; paths starting with `/_`
+    (the servers' own control and statistics endpoints) are counted but left out of it.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
@@ -19,22 +28,30 @@ class DevServer(ThreadingHTTPServer):
         super().__init__(address, handler_class)
         self.counts_lock = threading.Lock()
         self.path_counts: Counter = Counter()
+        self.request_log: deque = deque(maxlen=MAX_LOGGED_REQUESTS)
 
     @property
     def port(self) -> int:
         return self.server_address[1]
 
-    def count(self, path: str) -> None:
+    def count(self, path: str, method: str = "GET") -> None:
         with self.counts_lock:
             self.path_counts[path] += 1
+            if not path.startswith("/_"):
+                self.request_log.append({"t": time.time(), "method": method, "path": path})
 
     def snapshot_counts(self) -> dict:
         with self.counts_lock:
             return dict(self.path_counts)
 
+    def snapshot_log(self) -> list[dict]:
+        with self.counts_lock:
+            return list(self.request_log)
+
     def reset_counts(self) -> None:
         with self.counts_lock:
             self.path_counts.clear()
+            self.request_log.clear()
 
 
 class JsonHandler(BaseHTTPRequestHandler):

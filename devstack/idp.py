@@ -2,11 +2,16 @@
 
 `python -m devstack.idp --port 9400 [--issuer URL] [--audience brickgate-demo]`
 
-  GET  /.well-known/openid-configuration   discovery document
-  GET  /jwks.json                          public keys (test-rsa-1 RS256, test-ec-1 ES256)
+  GET  /.well-known/openid-configuration   OIDC discovery document
+  GET  /.well-known/oauth-authorization-server   RFC 8414 metadata (same content)
+  GET  /jwks.json, /oauth2/v1/keys         public keys (test-rsa-1 RS256, test-ec-1 ES256)
   POST /oauth2/token                       client_credentials grant (RFC 6749 §4.4)
   GET  /_stats                             request counts per path
+  GET  /_log                               the requests received, with arrival times (Unix seconds)
   POST /_control                           switch behaviour at run time (see ControlState)
+
+`--down` starts it unreachable: every endpoint but the `/_` ones resets the connection until
+`POST /_control {"down": false}`.
 
 Tokens are RFC 9068 JWT access tokens signed with the public test keys in tests/keys/.
 """
@@ -16,6 +21,8 @@ import base64
 import binascii
 import hmac
 import json
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -44,6 +51,10 @@ DEMO_CLIENTS = {
 
 # JWKS faults a test can switch on; each names how a real IdP misbehaves.
 JWKS_FAULTS = ("none", "status_500", "garbage", "oversized", "slow", "reset")
+OIDC_DISCOVERY_PATH = "/.well-known/openid-configuration"
+OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414
+# Where the JWKS is served; the second lets a test point a provider (or jwks_uri) elsewhere.
+JWKS_PATHS = ("/jwks.json", "/oauth2/v1/keys")
 
 
 @dataclass
@@ -55,10 +66,20 @@ class ControlState:
     jwks_fault: str = "none"
     delay_s: float = 3.0  # for jwks_fault "slow"
     oversized_bytes: int = 300_000  # for jwks_fault "oversized" (brickgate's default cap is 262144)
+    down: bool = False  # every endpoint except the /_ ones resets the connection
+    jwks_max_age: int | None = 300  # Cache-Control max-age of the JWKS response; None: no Cache-Control
+    # HTTP status of each discovery document: 200 serves it, anything else answers that status
+    openid_configuration_status: int = 200
+    oauth_metadata_status: int = 200
+    discovery_issuer: str | None = None  # the `issuer` the documents name; None: the real one
+    discovery_jwks_uri: str | None = None  # their `jwks_uri`; None: <issuer>/jwks.json
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    FIELDS = ("signing_key", "jwks_keys", "jwks_fault", "delay_s", "oversized_bytes", "down", "jwks_max_age",
+              "openid_configuration_status", "oauth_metadata_status", "discovery_issuer", "discovery_jwks_uri")
+
     def public(self) -> dict:
-        return {name: getattr(self, name) for name in ("signing_key", "jwks_keys", "jwks_fault", "delay_s", "oversized_bytes")}
+        return {name: getattr(self, name) for name in self.FIELDS}
 
     def apply(self, changes: dict) -> None:
         """Validate everything first, so a bad request changes nothing."""
@@ -68,6 +89,12 @@ class ControlState:
             "jwks_fault": lambda v: v in JWKS_FAULTS,
             "delay_s": lambda v: isinstance(v, (int, float)) and 0 <= v <= 60,
             "oversized_bytes": lambda v: isinstance(v, int) and 0 < v <= 16_000_000,
+            "down": lambda v: isinstance(v, bool),
+            "jwks_max_age": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 86_400),
+            "openid_configuration_status": lambda v: isinstance(v, int) and 200 <= v <= 599,
+            "oauth_metadata_status": lambda v: isinstance(v, int) and 200 <= v <= 599,
+            "discovery_issuer": lambda v: v is None or isinstance(v, str),
+            "discovery_jwks_uri": lambda v: v is None or isinstance(v, str),
         }
         for name, value in changes.items():
             if name not in checks or not checks[name](value):
@@ -85,9 +112,13 @@ class IdpServer(DevServer):
         self.control = ControlState()
 
     def discovery(self) -> dict:
+        """The discovery document (OIDC and RFC 8414 alike), with the overrides of ControlState."""
+        with self.control.lock:
+            named_issuer = self.control.discovery_issuer or self.issuer
+            jwks_uri = self.control.discovery_jwks_uri or f"{self.issuer}/jwks.json"
         return {
-            "issuer": self.issuer,
-            "jwks_uri": f"{self.issuer}/jwks.json",
+            "issuer": named_issuer,
+            "jwks_uri": jwks_uri,
             "token_endpoint": f"{self.issuer}/oauth2/token",
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -126,21 +157,44 @@ class OAuthError(Exception):
 class IdpHandler(JsonHandler):
     server: IdpServer
 
+    def is_down(self, path: str) -> bool:
+        """Counts the request; when the IdP is switched `down`, resets the connection instead."""
+        self.server.count(path, self.command)
+        if path.startswith("/_"):
+            return False
+        with self.server.control.lock:
+            down = self.server.control.down
+        if down:
+            self.reset_connection()
+        return down
+
+    def reset_connection(self) -> None:
+        """Answer nothing and close with a TCP RST (SO_LINGER 0): the caller sees a transport failure."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+
     def do_GET(self):
         path = self.path.split("?", 1)[0]
-        self.server.count(path)
-        if path == "/.well-known/openid-configuration":
-            self.send_json(200, self.server.discovery())
-        elif path == "/jwks.json":
+        if self.is_down(path):
+            return
+        if path in (OIDC_DISCOVERY_PATH, OAUTH_METADATA_PATH):
+            self.serve_discovery(path)
+        elif path in JWKS_PATHS:
             self.serve_jwks()
         elif path == "/_stats":
             self.send_json(200, self.server.snapshot_counts())
+        elif path == "/_log":
+            self.send_json(200, {"requests": self.server.snapshot_log()})
         else:
             self.send_json(404, {"error": "not_found"})
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]
-        self.server.count(path)
+        if self.is_down(path):
+            return
         if path == "/oauth2/token":
             self.serve_token()
         elif path == "/_control":
@@ -148,6 +202,17 @@ class IdpHandler(JsonHandler):
         else:
             self.read_body()
             self.send_json(404, {"error": "not_found"})
+
+    # --- discovery ------------------------------------------------------------------------
+
+    def serve_discovery(self, path: str) -> None:
+        with self.server.control.lock:
+            status = (self.server.control.openid_configuration_status if path == OIDC_DISCOVERY_PATH
+                      else self.server.control.oauth_metadata_status)
+        if status == 200:
+            self.send_json(200, self.server.discovery())
+        else:
+            self.send_json(status, {"error": "not_found" if status == 404 else "unavailable"})
 
     # --- JWKS -----------------------------------------------------------------------------
 
@@ -164,11 +229,12 @@ class IdpHandler(JsonHandler):
             jwks["padding"] = "x" * control["oversized_bytes"]
             self.send_json(200, jwks)
         elif fault == "reset":
-            self.close_connection = True  # answer nothing: the caller sees a transport failure
+            self.reset_connection()
         else:
             if fault == "slow":
                 time.sleep(control["delay_s"])
-            self.send_json(200, jwks, {"Cache-Control": "max-age=300"})
+            max_age = control["jwks_max_age"]
+            self.send_json(200, jwks, {} if max_age is None else {"Cache-Control": f"max-age={max_age}"})
 
     # --- token endpoint ---------------------------------------------------------------------
 
@@ -257,8 +323,16 @@ class IdpHandler(JsonHandler):
         self.send_json(200, state)
 
 
-def make_idp(port: int = 0, issuer: str | None = None, audience: str = "brickgate-demo", host: str = "127.0.0.1") -> IdpServer:
-    return IdpServer((host, port), issuer, audience)
+def make_idp(port: int = 0, issuer: str | None = None, audience: str = "brickgate-demo", host: str = "127.0.0.1",
+             **control) -> IdpServer:
+    """`control`: initial ControlState fields, e.g. down=True to start unreachable."""
+    server = IdpServer((host, port), issuer, audience)
+    try:
+        server.control.apply(control)
+    except ValueError:
+        server.server_close()
+        raise
+    return server
 
 
 def main() -> None:
@@ -266,8 +340,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9400)
     parser.add_argument("--issuer", help="default: http://127.0.0.1:<port>")
     parser.add_argument("--audience", default="brickgate-demo")
+    parser.add_argument("--down", action="store_true", help="start unreachable (POST /_control {\"down\": false} to bring it up)")
     args = parser.parse_args()
-    server = make_idp(args.port, args.issuer, args.audience)
+    server = make_idp(args.port, args.issuer, args.audience, down=args.down)
     print(f"fake IdP listening on http://127.0.0.1:{server.port} (issuer {server.issuer})", flush=True)
     try:
         server.serve_forever()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEYS_DIR = REPO_ROOT / "tests" / "keys"
@@ -39,8 +39,13 @@ TEST_KEYS = {
     "rsa-1": TestKey("rsa-1", "test-rsa-1", "RS256"),
     "rsa-2": TestKey("rsa-2", "test-rsa-2", "RS256"),
     "ec-1": TestKey("ec-1", "test-ec-1", "ES256"),
+    "ec-384": TestKey("ec-384", "test-ec-384", "ES384"),
+    "ed-1": TestKey("ed-1", "test-ed-1", "EdDSA"),
     # Never published: tokens signed with it must always be refused.
     "attacker-rsa": TestKey("attacker-rsa", "attacker-rsa", "RS256"),
+    # The fake Databricks workspace's signing key (devstack/workspace.py): published only at the
+    # workspace's /oidc/v1/keys, never by the fake IdP, so IdP-trusting configs refuse its tokens.
+    "dbx-1": TestKey("dbx-1", "test-dbx-1", "RS256"),
 }
 
 
@@ -59,6 +64,9 @@ def _uint_b64(value: int, length: int | None = None) -> str:
     return b64url(value.to_bytes(length, "big"))
 
 
+_EC_CURVES = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48)}
+
+
 def public_jwk_fields(public_key) -> dict:
     """kty-specific JWK members of a public key (no kid/alg/use)."""
     if isinstance(public_key, rsa.RSAPublicKey):
@@ -66,9 +74,13 @@ def public_jwk_fields(public_key) -> dict:
         return {"kty": "RSA", "n": _uint_b64(numbers.n), "e": _uint_b64(numbers.e)}
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         numbers = public_key.public_numbers()
-        if public_key.curve.name != "secp256r1":
+        if public_key.curve.name not in _EC_CURVES:
             raise ValueError(f"unsupported curve {public_key.curve.name}")
-        return {"kty": "EC", "crv": "P-256", "x": _uint_b64(numbers.x, 32), "y": _uint_b64(numbers.y, 32)}
+        crv, size = _EC_CURVES[public_key.curve.name]
+        return {"kty": "EC", "crv": crv, "x": _uint_b64(numbers.x, size), "y": _uint_b64(numbers.y, size)}
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
     raise TypeError(f"unsupported key type {type(public_key).__name__}")
 
 

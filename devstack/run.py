@@ -1,8 +1,9 @@
-"""`make run`: the fake IdP, the echo upstream and Envoy with brickgate, until Ctrl-C.
+"""`make run`: the fake IdP, the echo upstream, the fake Databricks workspace and Envoy with brickgate, until Ctrl-C.
 
 `python -m devstack.run --port 10000 --wasm dist/brickgate.wasm --envoy .venv/bin/envoy`
 The IdP (127.0.0.1:9400), the upstream (127.0.0.1:9500) and the admin port (127.0.0.1:9901) are
 fixed by envoy/envoy.yaml; a different --port or --wasm renders a copy of it under .run/.
+The fake workspace (127.0.0.1:9600) runs alongside; envoy/envoy.yaml does not route to it yet.
 """
 
 import argparse
@@ -20,8 +21,10 @@ from devstack.idp import DEMO_CLIENTS, make_idp
 from devstack.keys import REPO_ROOT
 from devstack.token import fetch_token
 from devstack.upstream import make_upstream
+from devstack.workspace import dev_policy, make_workspace
 
 IDP_PORT, UPSTREAM_PORT, ADMIN_PORT, DEFAULT_PORT = 9400, 9500, 9901, 10000
+WORKSPACE_PORT = 9600
 DEV_CONFIG = REPO_ROOT / "envoy" / "envoy.yaml"
 RUN_DIR = REPO_ROOT / ".run"
 READY_TIMEOUT_S = 30.0
@@ -87,6 +90,12 @@ Allowed (clusters:read):
   curl -s -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/list
 Refused (403 insufficient_scope: the reader token lacks `clusters`):
   curl -s -i -X POST -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/create
+
+Fake Databricks workspace (not behind Envoy yet): http://127.0.0.1:{WORKSPACE_PORT} (issuer
+http://127.0.0.1:{WORKSPACE_PORT}/oidc). Its federation policy trusts the fake IdP's tokens for audience brickgate-demo;
+users {", ".join(DEMO_CLIENTS)}. Exchange an IdP token for a Databricks one:
+  curl -s http://127.0.0.1:{WORKSPACE_PORT}/oidc/v1/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\
+    -d subject_token_type=urn:ietf:params:oauth:token-type:jwt -d scope=all-apis -d "subject_token=$(make -s token)"
 """
 
 
@@ -128,7 +137,16 @@ def main() -> int:
 
     servers, envoy = [], None
     try:
-        for make_server in (lambda: make_idp(IDP_PORT, audience="brickgate-demo"), lambda: make_upstream(UPSTREAM_PORT)):
+        make_servers = (
+            lambda: make_idp(IDP_PORT, audience="brickgate-demo"),
+            lambda: make_upstream(UPSTREAM_PORT),
+            lambda: make_workspace(
+                WORKSPACE_PORT,
+                policies=[dev_policy(f"http://127.0.0.1:{IDP_PORT}", "brickgate-demo")],
+                users={client_id: ["all-apis"] for client_id in DEMO_CLIENTS},
+            ),
+        )
+        for make_server in make_servers:
             servers.append(make_server())
             start_in_thread(servers[-1])
         command = [envoy_bin, "-c", str(envoy_config(args.port, wasm)), "--use-dynamic-base-id", "--log-level", "info"]

@@ -46,6 +46,36 @@ def claims(
     return {name: value for name, value in base.items() if value is not None}
 
 
+def databricks_claims(
+    issuer: str,
+    subject: str,
+    scope: str,
+    *,
+    client_id: str | None = SAME_AS_SUBJECT,
+    lifetime_s: int = DEFAULT_LIFETIME_S,
+    now: int | None = None,
+    **extra,
+) -> dict:
+    """The claims of a Databricks-issued OAuth access token as the fake workspace mints them.
+
+    `issuer` is `<workspace host>/oidc`; no `aud` (Databricks' is not established: see
+    shared/design/databricks-facts.md §1.5). `extra` adds or overrides; None removes a claim.
+    Sign with `mint(payload, "dbx-1", header={"typ": "JWT"})`.
+    """
+    now = int(time.time()) if now is None else now
+    base = {
+        "iss": issuer,
+        "sub": subject,
+        "client_id": subject if client_id == SAME_AS_SUBJECT else client_id,
+        "scope": scope,
+        "iat": now,
+        "exp": now + lifetime_s,
+        "jti": uuid.uuid4().hex,
+    }
+    base.update(extra)
+    return {name: value for name, value in base.items() if value is not None}
+
+
 def mint(
     payload: dict,
     key: str | bytes = "rsa-1",

@@ -97,7 +97,8 @@ fn serving_rules_select_by_endpoint_in_path_or_body() {
         "{need:?}"
     );
 
-    let cases: Vec<(&str, &str, Option<Vec<u8>>, Option<&str>, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<Vec<u8>>, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "/serving-endpoints/fraud/invocations",
             &fraud_member,

@@ -36,8 +36,14 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str) -> dict:
-    """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`."""
+def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, root_id: str = "brickgate") -> dict:
+    """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`.
+
+    Every listener's plugin runs in the VM `brickgate` (one per worker thread, plus the main
+    thread's), so all of them share one proxy-wasm shared-data space. Envoy's log names a
+    plugin's root id, not its name (`wasm log <root_id> <vm_id>: ...`): give listeners distinct
+    `root_id`s to tell their log lines apart (brickgate ignores the root id).
+    """
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     wasm_filter = {
         "name": "envoy.filters.http.wasm",
@@ -45,7 +51,7 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str) -> 
             "@type": WASM,
             "config": {
                 "name": f"brickgate-{name}",
-                "root_id": "brickgate",
+                "root_id": root_id,
                 "failure_policy": "FAIL_CLOSED",
                 "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}}},
                 "configuration": {"@type": STRING_VALUE, "value": configuration},

@@ -18,6 +18,8 @@ KEY_FACTORIES = {
     "attacker-rsa.pem": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
     "ec-384.pem": lambda: ec.generate_private_key(ec.SECP384R1()),
     "ed-1.pem": ed25519.Ed25519PrivateKey.generate,
+    # The fake Databricks workspace's token-signing key (devstack/workspace.py).
+    "dbx-1.pem": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
 }
 
 
