@@ -6,13 +6,13 @@ use std::rc::Rc;
 use serde_json::{Map, Value};
 
 use crate::UnixTime;
-use crate::cache::{self, CachedToken, TokenCache};
+use crate::cache::{self, CachedToken, TokenCache, TokenDigest};
 use crate::config::{Config, Provider, TokenSource};
 use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
-    AuditRecord, client_id, headers_to_strip, identity_headers, principal_kind, token_fingerprint,
+    AuditRecord, client_id, fingerprint, headers_to_strip, identity_headers, principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::{
@@ -35,6 +35,9 @@ pub struct Request<'a> {
     /// The request body, once read: only for OpenAI-style serving routes, when a rule names
     /// serving endpoints (the decision asks for it with `NeedBody`).
     pub body: Option<&'a [u8]>,
+    /// Fill the audit record's token fingerprint (a SHA-256): only worth it when the record
+    /// will be written.
+    pub fingerprint: bool,
 }
 
 /// How the allowed request authenticates to the upstream.
@@ -53,6 +56,24 @@ pub struct Mutations {
     pub remove_headers: Vec<String>,
     pub set_headers: Vec<(String, String)>,
     pub set_path: Option<String>,
+}
+
+impl Mutations {
+    /// The request's headers once these changes are made: lets the adapter replace the whole
+    /// map in one host call instead of one per header.
+    pub fn applied_to(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        let replaced = |name: &str| {
+            self.remove_headers.iter().any(|r| r.eq_ignore_ascii_case(name))
+                || self.set_headers.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
+                || (name == ":path" && self.set_path.is_some())
+        };
+        let mut result: Vec<(String, String)> = headers.iter().filter(|(name, _)| !replaced(name)).cloned().collect();
+        if let Some(path) = &self.set_path {
+            result.push((":path".to_string(), path.clone()));
+        }
+        result.extend(self.set_headers.iter().cloned());
+        result
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,11 +223,15 @@ impl Engine {
                     format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
                 )
             })?;
-        audit.token_fingerprint = Some(token_fingerprint(&credential.token));
+        let digest = cache::digest(&credential.token);
+        if request.fingerprint {
+            audit.token_fingerprint = Some(fingerprint(&credential.token));
+        }
         let (index, claims) = self.authenticate(
             rule,
             providers,
             &credential.token,
+            &digest,
             keys,
             cache,
             now_ms,
@@ -236,7 +261,7 @@ impl Engine {
             }
         };
         let identity = &config.identity;
-        let built_in = [
+        let built_in = vec![
             ("subject", audit.subject.clone()),
             ("issuer", Some(provider.issuer.clone())),
             ("provider", Some(provider.name.clone())),
@@ -249,7 +274,7 @@ impl Engine {
         ];
         mutations.set_headers.extend(identity_headers(
             &identity.header_prefix,
-            &built_in,
+            built_in,
             &claims,
             &identity.claim_headers,
         ));
@@ -269,14 +294,14 @@ impl Engine {
         rule: &Rule,
         providers: &[usize],
         token: &str,
+        digest: &TokenDigest,
         keys: &JwksStore,
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
     ) -> Result<(usize, Rc<Claims>), AuthError> {
         let now: UnixTime = now_ms / 1000;
-        let digest = cache::digest(token);
-        if let Some(hit) = cache.get(&digest, now, |p| keys.generation(p)) {
+        if let Some(hit) = cache.get(digest, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
             audit.kid = hit.kid.clone();
             audit.alg = Some(hit.alg.name().to_string());
@@ -324,7 +349,7 @@ impl Engine {
                 exp: exp as u64,
                 bytes: 2 * token.len() + 256,
             };
-            cache.insert(digest, entry);
+            cache.insert(*digest, entry);
         }
         Ok((index, claims))
     }

@@ -57,6 +57,9 @@ pub struct Shared {
     pub waiters: Vec<Waiter>,
     pub upstream_tokens: UpstreamTokens,
     pub in_flight: upstream::InFlight,
+    /// Whether the host keeps info lines (audit records), refreshed every tick so requests
+    /// need not ask.
+    pub info_logging: bool,
 }
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;

@@ -5,7 +5,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
 use super::upstream::{Parked, authorize, refuse_after_allow};
-use super::{HostSharedData, Shared, Waiter, info_enabled, log, now_ms};
+use super::{HostSharedData, Shared, Waiter, log, now_ms};
 use crate::engine::{Decision, Mutations, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::AuditRecord;
@@ -39,6 +39,7 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Optio
         path: pseudo(":path"),
         headers: &headers,
         body,
+        fingerprint: shared.info_logging,
     };
     let now = now_ms();
     let decision = shared
@@ -99,7 +100,7 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Optio
                     .counters
                     .add(&format!("{}.{reason}", metrics::DENIED), 1);
             }
-            log_audit(&audit);
+            log_audit(shared, &audit);
             refuse(&response);
             Next::Pause
         }
@@ -136,7 +137,7 @@ pub fn finish_allowed(
         })?;
     }
     let counters = &shared.counters;
-    if audit.token_fingerprint.is_none() {
+    if audit.provider.is_none() {
         counters.add(metrics::ALLOWED_ANONYMOUS, 1);
     } else {
         counters.add(metrics::ALLOWED, 1);
@@ -144,12 +145,12 @@ pub fn finish_allowed(
             counters.add(metrics::JWKS_STALE_SERVED, 1);
         }
     }
-    log_audit(audit);
+    log_audit(shared, audit);
     Ok(())
 }
 
-fn log_audit(audit: &AuditRecord) {
-    if info_enabled() {
+fn log_audit(shared: &Shared, audit: &AuditRecord) {
+    if shared.info_logging {
         log(
             LogLevel::Info,
             &format!("brickgate audit {}", audit.to_json()),
@@ -197,21 +198,15 @@ fn wait_for_keys(
     })
 }
 
+/// Applies the changes with one host call (the whole header map), not one per header.
 fn apply(mutations: &Mutations) -> Result<(), String> {
-    let set = |name: &str, value: Option<&str>| {
-        hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
-            .map_err(|e| format!("cannot change header {name}: {e:?}"))
-    };
-    for name in &mutations.remove_headers {
-        set(name, None)?;
+    if mutations == &Mutations::default() {
+        return Ok(());
     }
-    for (name, value) in &mutations.set_headers {
-        set(name, Some(value))?;
-    }
-    if let Some(path) = &mutations.set_path {
-        set(":path", Some(path))?;
-    }
-    Ok(())
+    let headers = hostcalls::get_map(MapType::HttpRequestHeaders).map_err(|e| format!("cannot read headers: {e:?}"))?;
+    let updated = mutations.applied_to(&headers);
+    let pairs: Vec<(&str, &str)> = updated.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    hostcalls::set_map(MapType::HttpRequestHeaders, pairs).map_err(|e| format!("cannot set headers: {e:?}"))
 }
 
 pub fn refuse(response: &DenyResponse) {

@@ -88,6 +88,7 @@ impl Root {
             waiters: Vec::new(),
             upstream_tokens: Default::default(),
             in_flight: Default::default(),
+            info_logging: super::info_enabled(),
         };
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
@@ -327,6 +328,7 @@ impl RootContext for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
+        shared.info_logging = super::info_enabled();
         let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
         report(shared, &events);
         self.dispatch(shared, fetches);

@@ -8,7 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 
 use super::request::{finish_allowed, refuse};
-use super::{HostSharedData, Shared, info_enabled, log, now_ms};
+use super::{HostSharedData, Shared, log, now_ms};
 use crate::databricks::exchange::{TokenRequest, parse_token_response};
 use crate::engine::Mutations;
 use crate::error::AuthError;
@@ -148,7 +148,7 @@ pub fn refuse_after_allow(shared: &Shared, error: &AuthError, mut audit: AuditRe
     shared
         .counters
         .add(&format!("{}.{}", metrics::DENIED, error.reason.as_str()), 1);
-    if info_enabled() {
+    if shared.info_logging {
         log(
             LogLevel::Info,
             &format!("brickgate audit {}", audit.to_json()),

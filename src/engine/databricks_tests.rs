@@ -60,6 +60,7 @@ fn decide(
         path,
         headers: &headers,
         body,
+        fingerprint: true,
     };
     engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000)
 }

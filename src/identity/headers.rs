@@ -29,14 +29,19 @@ pub fn header_value_safe(value: &str) -> bool {
 /// The verified identity headers (`None` values and unsafe values are skipped).
 pub fn identity_headers(
     prefix: &str,
-    built_in: &[(&str, Option<String>)],
+    built_in: Vec<(&str, Option<String>)>,
     claims: &Map<String, Value>,
     claim_headers: &[(String, String)],
 ) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = built_in
-        .iter()
-        .filter_map(|(suffix, value)| value.clone().map(|v| (format!("{prefix}{suffix}"), v)))
-        .collect();
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(built_in.len() + claim_headers.len());
+    for (suffix, value) in built_in {
+        if let Some(value) = value {
+            let mut name = String::with_capacity(prefix.len() + suffix.len());
+            name.push_str(prefix);
+            name.push_str(suffix);
+            headers.push((name, value));
+        }
+    }
     for (claim, header) in claim_headers {
         if let Some(value) = claim_at(claims, claim).and_then(claim_as_text) {
             headers.push((header.clone(), value));
@@ -106,7 +111,7 @@ mod tests {
         .collect();
         let got = identity_headers(
             "x-gw-",
-            &[("subject", Some("alice".into())), ("token-id", None)],
+            vec![("subject", Some("alice".into())), ("token-id", None)],
             claims,
             &mappings,
         );

@@ -4,6 +4,6 @@ mod audit;
 mod headers;
 mod principal;
 
-pub use audit::{AuditRecord, token_fingerprint};
+pub use audit::{AuditRecord, fingerprint};
 pub use headers::{header_value_safe, headers_to_strip, identity_headers};
 pub use principal::{PrincipalKind, client_id, principal_kind};
