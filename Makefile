@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build test unit e2e lint run token clean deps
+.PHONY: build test unit e2e lint run token bench clean deps
 
 build: $(WASM)
 
@@ -54,6 +54,12 @@ lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 
 run: $(WASM) $(VENV)/.installed
 	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY)
+
+# Throughput and latency against native jwt_authn on the same Envoy, in the same run.
+# DURATION=10 (seconds per measurement), WORKLOADS=warm,cold_rs256,... (default: all).
+DURATION ?= 10
+bench: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --duration $(DURATION) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
 
 # Prints one valid demo access token and nothing else (needs `make run` in another shell).
 token:
