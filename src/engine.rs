@@ -63,11 +63,20 @@ impl Mutations {
     /// map in one host call instead of one per header.
     pub fn applied_to(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
         let replaced = |name: &str| {
-            self.remove_headers.iter().any(|r| r.eq_ignore_ascii_case(name))
-                || self.set_headers.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
+            self.remove_headers
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case(name))
+                || self
+                    .set_headers
+                    .iter()
+                    .any(|(s, _)| s.eq_ignore_ascii_case(name))
                 || (name == ":path" && self.set_path.is_some())
         };
-        let mut result: Vec<(String, String)> = headers.iter().filter(|(name, _)| !replaced(name)).cloned().collect();
+        let mut result: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(name, _)| !replaced(name))
+            .cloned()
+            .collect();
         if let Some(path) = &self.set_path {
             result.push((":path".to_string(), path.clone()));
         }

@@ -67,7 +67,7 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Optio
             mutations,
             upstream: UpstreamAction::Forward,
             audit,
-        } => match finish_allowed(shared, mutations, None, &audit) {
+        } => match finish_allowed(shared, mutations, None, &audit, Some(&headers)) {
             Ok(()) => Next::Continue,
             Err(error) => {
                 refuse_after_allow(shared, &error, audit);
@@ -112,30 +112,23 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Optio
 /// counts and records the decision.
 pub fn finish_allowed(
     shared: &Shared,
-    mutations: Mutations,
+    mut mutations: Mutations,
     token: Option<&str>,
     audit: &AuditRecord,
+    headers: Option<&[(String, String)]>,
 ) -> Result<(), AuthError> {
-    apply(&mutations).map_err(|problem| {
+    if let Some(token) = token {
+        mutations
+            .set_headers
+            .push(("authorization".to_string(), format!("Bearer {token}")));
+    }
+    apply(&mutations, headers).map_err(|problem| {
         log(LogLevel::Error, &format!("brickgate: {problem}"));
         AuthError::new(
             Reason::KeysUnavailable,
             "brickgate could not prepare the request; retry shortly",
         )
     })?;
-    if let Some(token) = token {
-        hostcalls::set_map_value(
-            MapType::HttpRequestHeaders,
-            "authorization",
-            Some(&format!("Bearer {token}")),
-        )
-        .map_err(|_| {
-            AuthError::new(
-                Reason::ExchangeFailed,
-                "brickgate could not set the upstream token",
-            )
-        })?;
-    }
     let counters = &shared.counters;
     if audit.provider.is_none() {
         counters.add(metrics::ALLOWED_ANONYMOUS, 1);
@@ -199,14 +192,27 @@ fn wait_for_keys(
 }
 
 /// Applies the changes with one host call (the whole header map), not one per header.
-fn apply(mutations: &Mutations) -> Result<(), String> {
+/// `headers` are the request's current headers when the caller already has them.
+fn apply(mutations: &Mutations, headers: Option<&[(String, String)]>) -> Result<(), String> {
     if mutations == &Mutations::default() {
         return Ok(());
     }
-    let headers = hostcalls::get_map(MapType::HttpRequestHeaders).map_err(|e| format!("cannot read headers: {e:?}"))?;
-    let updated = mutations.applied_to(&headers);
-    let pairs: Vec<(&str, &str)> = updated.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    hostcalls::set_map(MapType::HttpRequestHeaders, pairs).map_err(|e| format!("cannot set headers: {e:?}"))
+    let fetched;
+    let headers = match headers {
+        Some(headers) => headers,
+        None => {
+            fetched = hostcalls::get_map(MapType::HttpRequestHeaders)
+                .map_err(|e| format!("cannot read headers: {e:?}"))?;
+            &fetched
+        }
+    };
+    let updated = mutations.applied_to(headers);
+    let pairs: Vec<(&str, &str)> = updated
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    hostcalls::set_map(MapType::HttpRequestHeaders, pairs)
+        .map_err(|e| format!("cannot set headers: {e:?}"))
 }
 
 pub fn refuse(response: &DenyResponse) {

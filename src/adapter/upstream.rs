@@ -47,7 +47,7 @@ pub fn authorize(
         .get(&HostSharedData, &request.cache_key, now)
     {
         shared.counters.add(metrics::UPSTREAM_TOKEN_CACHE_HIT, 1);
-        finish_allowed(shared, parked.mutations, Some(&token), &parked.audit)?;
+        finish_allowed(shared, parked.mutations, Some(&token), &parked.audit, None)?;
         return Ok(true);
     }
     if let Some((_, waiting)) = shared
@@ -125,6 +125,7 @@ pub fn on_response(shared: &mut Shared, callout: u32, status: u32, body: &[u8]) 
                 waiter.mutations,
                 Some(&issued.access_token),
                 &waiter.audit,
+                None,
             ),
             Err(error) => Err(error.clone()),
         };

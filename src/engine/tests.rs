@@ -643,18 +643,37 @@ fn cached_tokens_are_refused_on_rules_that_do_not_accept_their_issuer() {
 
 #[test]
 fn mutations_apply_to_a_header_list() {
-    let headers: Vec<(String, String)> = [(":path", "/a/../b"), ("X-Brickgate-Subject", "admin"), ("user-agent", "curl"), ("accept", "*/*")]
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
+    let headers: Vec<(String, String)> = [
+        (":path", "/a/../b"),
+        ("X-Brickgate-Subject", "admin"),
+        ("user-agent", "curl"),
+        ("accept", "*/*"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
     let mutations = Mutations {
         remove_headers: vec!["X-Brickgate-Subject".into()],
-        set_headers: vec![("x-brickgate-subject".into(), "alice".into()), ("user-agent".into(), "curl brickgate".into())],
+        set_headers: vec![
+            ("x-brickgate-subject".into(), "alice".into()),
+            ("user-agent".into(), "curl brickgate".into()),
+        ],
         set_path: Some("/b".into()),
     };
     let applied = mutations.applied_to(&headers);
-    let pairs: Vec<(&str, &str)> = applied.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    assert_eq!(pairs, [("accept", "*/*"), (":path", "/b"), ("x-brickgate-subject", "alice"), ("user-agent", "curl brickgate")]);
+    let pairs: Vec<(&str, &str)> = applied
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("accept", "*/*"),
+            (":path", "/b"),
+            ("x-brickgate-subject", "alice"),
+            ("user-agent", "curl brickgate")
+        ]
+    );
 }
 
 /// Rough native cost of a warm decision (`cargo test --release warm_decision_cost -- --ignored --nocapture`).
@@ -663,11 +682,29 @@ fn mutations_apply_to_a_header_list() {
 fn warm_decision_cost() {
     let h = engine_with(json!({}));
     let auth = format!("Bearer {}", rs(json!({})));
-    let headers: Vec<(String, String)> = [(":method", "GET"), (":path", "/api/2.0/clusters/list"), (":authority", "x"), ("authorization", auth.as_str()), ("user-agent", "wrk"), ("x-request-id", "abc")]
-        .iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-    let request = Request { method: "GET", path: "/api/2.0/clusters/list", headers: &headers, body: None, fingerprint: false };
+    let headers: Vec<(String, String)> = [
+        (":method", "GET"),
+        (":path", "/api/2.0/clusters/list"),
+        (":authority", "x"),
+        ("authorization", auth.as_str()),
+        ("user-agent", "wrk"),
+        ("x-request-id", "abc"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect();
+    let request = Request {
+        method: "GET",
+        path: "/api/2.0/clusters/list",
+        headers: &headers,
+        body: None,
+        fingerprint: false,
+    };
     let mut cache = TokenCache::new(64, 1 << 20);
-    let n: u32 = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let n: u32 = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let start = std::time::Instant::now();
     for _ in 0..n {
         let d = h.engine.decide(&request, &h.store, &mut cache, NOW * 1000);
@@ -678,5 +715,9 @@ fn warm_decision_cost() {
     for _ in 0..n {
         std::hint::black_box(crate::cache::digest(std::hint::black_box(&auth)));
     }
-    println!("sha256 of {} bytes: {:?} per call", auth.len(), start.elapsed() / n);
+    println!(
+        "sha256 of {} bytes: {:?} per call",
+        auth.len(),
+        start.elapsed() / n
+    );
 }

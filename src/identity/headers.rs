@@ -33,7 +33,8 @@ pub fn identity_headers(
     claims: &Map<String, Value>,
     claim_headers: &[(String, String)],
 ) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = Vec::with_capacity(built_in.len() + claim_headers.len());
+    let mut headers: Vec<(String, String)> =
+        Vec::with_capacity(built_in.len() + claim_headers.len());
     for (suffix, value) in built_in {
         if let Some(value) = value {
             let mut name = String::with_capacity(prefix.len() + suffix.len());
