@@ -53,12 +53,12 @@ impl AuditRecord {
 /// The first 16 hex digits of SHA-256 over the compact token (`sha256sum`), so an operator
 /// holding a token can find its records.
 pub fn fingerprint(token: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(token.as_bytes());
     let mut out = String::with_capacity(16);
     for byte in digest.iter().take(8) {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 15)]));
+        for nibble in [byte >> 4, byte & 15] {
+            out.extend(char::from_digit(u32::from(nibble), 16));
+        }
     }
     out
 }

@@ -122,19 +122,10 @@ fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
 }
 
 /// RFC 6750 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// Bytes allowed in an RFC 6750 b64token (before any trailing `=`): a table, since this
-/// runs over every byte of every token.
-const B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut byte = 0;
-    while byte < 256 {
-        let b = byte as u8;
-        table[byte] =
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        byte += 1;
-    }
-    table
-};
+/// A byte allowed in an RFC 6750 b64token (before any trailing `=`).
+fn is_b64token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+}
 
 fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(), AuthError> {
     let place = || describe(std::slice::from_ref(source));
@@ -149,7 +140,7 @@ fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(
         ));
     }
     let body = token.trim_end_matches('=');
-    let valid = !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)]);
+    let valid = !body.is_empty() && body.bytes().all(is_b64token_byte);
     if !valid {
         let problem = if token.is_empty() {
             "is empty"
