@@ -5,7 +5,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
-use super::request::{Next, not_ready, process, refuse};
+use super::request::{Next, Wait, not_ready, process, refuse};
 use super::{SharedState, upstream};
 use crate::error::{AuthError, Reason};
 
@@ -31,7 +31,7 @@ impl Filter {
             refuse(&not_ready("brickgate is not configured"));
             return Action::Pause;
         };
-        match process(shared, self.context_id, true, body) {
+        match process(shared, self.context_id, Wait::Fresh, body) {
             Next::Continue => Action::Continue,
             Next::Pause => Action::Pause,
             Next::NeedBody(limit) => {

@@ -9,7 +9,7 @@ use super::{HostSharedData, Shared, Waiter, log, now_ms};
 use crate::engine::{Decision, Mutations, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::AuditRecord;
-use crate::jwks::Availability;
+use crate::jwks::{Availability, KidMiss};
 use crate::metrics;
 
 /// What the HTTP context should do next.
@@ -23,7 +23,18 @@ pub enum Next {
 
 /// Decides a request of the effective context. With `may_wait`, a request whose provider's
 /// keys are not there yet (cold start) or lack its `kid` (rotation) is parked instead.
-pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Option<&[u8]>) -> Next {
+/// How long a request may still wait for keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// A new request: it may wait its provider's `wait_for_keys_ms`.
+    Fresh,
+    /// A resumed request: it may wait again, but only until its original deadline.
+    Until(u64),
+}
+
+/// Decides a request of the effective context. A request whose provider's keys are not there
+/// yet (cold start) or lack its `kid` (rotation) is parked until they arrive, within its wait.
+pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[u8]>) -> Next {
     let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
         refuse(&not_ready("cannot read the request headers"));
         return Next::Pause;
@@ -42,20 +53,23 @@ pub fn process(shared: &mut Shared, context_id: u32, may_wait: bool, body: Optio
         fingerprint: shared.info_logging,
     };
     let now = now_ms();
-    let decision = shared
+    let mut decision = shared
         .engine
         .decide(&request, &shared.store, &mut shared.cache, now);
     if let Decision::NeedBody { max_bytes, .. } = decision {
         return Next::NeedBody(max_bytes);
     }
-    let waiter = if may_wait {
-        wait_for_keys(shared, &decision, context_id, now, body.is_some())
-    } else {
-        None
-    };
-    if let Some(waiter) = waiter {
-        shared.waiters.push(waiter);
-        return Next::Pause;
+    match wait_for_keys(shared, &decision, context_id, now, wait, body.is_some()) {
+        KeyWait::Park(waiter) => {
+            shared.waiters.push(waiter);
+            return Next::Pause;
+        }
+        KeyWait::DecideAgain => {
+            decision = shared
+                .engine
+                .decide(&request, &shared.store, &mut shared.cache, now);
+        }
+        KeyWait::Answer => {}
     }
     match decision.audit().cache {
         Some("hit") => shared.counters.add(metrics::TOKEN_CACHE_HIT, 1),
@@ -151,44 +165,63 @@ fn log_audit(shared: &Shared, audit: &AuditRecord) {
     }
 }
 
-/// A waiter when the refusal is about keys that are on their way.
+enum KeyWait {
+    Park(Waiter),
+    /// Newer keys were adopted: the decision may change.
+    DecideAgain,
+    Answer,
+}
+
+/// Whether a refusal about keys should wait for keys that are on their way.
 fn wait_for_keys(
     shared: &mut Shared,
     decision: &Decision,
     context_id: u32,
     now: u64,
+    wait: Wait,
     with_body: bool,
-) -> Option<Waiter> {
+) -> KeyWait {
     let audit = decision.audit();
-    let reason = audit.reason?;
-    let provider = shared
+    let Some(reason) = audit.reason else {
+        return KeyWait::Answer;
+    };
+    let Some(provider) = shared
         .engine
         .config
         .providers
         .iter()
-        .position(|p| Some(&p.name) == audit.provider.as_ref())?;
-    let budget = shared.store.wait_budget_ms(provider);
-    if budget == 0 {
-        return None;
-    }
-    let waits = if reason == Reason::UnknownKid.as_str() {
-        let coming = shared.store.want_refetch(&HostSharedData, provider, now);
-        if coming {
-            shared.counters.add(metrics::JWKS_KID_MISS_REFETCH, 1);
-        }
-        coming
-    } else {
-        reason == Reason::KeysUnavailable.as_str()
-            && matches!(shared.store.availability(provider, now), Availability::Cold)
+        .position(|p| Some(&p.name) == audit.provider.as_ref())
+    else {
+        return KeyWait::Answer;
     };
-    waits.then(|| Waiter {
-        context_id,
-        provider,
-        deadline_ms: now + budget,
-        generation: shared.store.generation(provider),
-        attempts: shared.store.attempts_seen(provider),
-        with_body,
-    })
+    let deadline = match wait {
+        Wait::Fresh => now + shared.store.wait_budget_ms(provider),
+        Wait::Until(deadline) => deadline,
+    };
+    let park = |shared: &Shared| {
+        KeyWait::Park(Waiter {
+            context_id,
+            provider,
+            deadline_ms: deadline,
+            generation: shared.store.generation(provider),
+            attempts: shared.store.attempts_seen(provider),
+            with_body,
+        })
+    };
+    if reason == Reason::UnknownKid.as_str() {
+        match shared.store.on_unknown_kid(&HostSharedData, provider, now) {
+            KidMiss::Adopted => KeyWait::DecideAgain,
+            KidMiss::Wait if now < deadline => park(shared),
+            KidMiss::Wait | KidMiss::RateLimited => KeyWait::Answer,
+        }
+    } else if reason == Reason::KeysUnavailable.as_str()
+        && now < deadline
+        && matches!(shared.store.availability(provider, now), Availability::Cold)
+    {
+        park(shared)
+    } else {
+        KeyWait::Answer
+    }
 }
 
 /// Applies the changes with one host call (the whole header map), not one per header.

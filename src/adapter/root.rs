@@ -12,7 +12,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use super::host_verify::{HostVerifier, host_passes_self_test};
-use super::request::{Next, process};
+use super::request::{Next, Wait, process};
 use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
 use crate::cache::TokenCache;
 use crate::config::Config;
@@ -184,6 +184,9 @@ fn report(shared: &Shared, events: &[StoreEvent]) {
             StoreEvent::FetchSucceeded { .. } => {
                 shared.counters.add(metrics::JWKS_FETCH_SUCCESS, 1)
             }
+            StoreEvent::KidMissRefetch { .. } => {
+                shared.counters.add(metrics::JWKS_KID_MISS_REFETCH, 1)
+            }
             StoreEvent::FetchFailed { provider, why } => {
                 shared.counters.add(metrics::JWKS_FETCH_FAILED, 1);
                 log(
@@ -227,7 +230,12 @@ fn resume_waiters(shared: &mut Shared) {
                 .flatten()
                 .unwrap_or_default()
         });
-        if let Next::Continue = process(shared, waiter.context_id, false, body.as_deref()) {
+        if let Next::Continue = process(
+            shared,
+            waiter.context_id,
+            Wait::Until(waiter.deadline_ms),
+            body.as_deref(),
+        ) {
             let _ = hostcalls::resume_http_request();
         }
     }

@@ -10,4 +10,6 @@ mod store;
 
 pub use keys::{KeyMaterial, KeyOrigin, KeySet, SkippedKey, VerificationKey, parse_jwks};
 pub use location::FetchLocation;
-pub use store::{Availability, FetchOutcome, FetchRequest, JwksStore, StoreEvent, UnixMillis};
+pub use store::{
+    Availability, FetchOutcome, FetchRequest, JwksStore, KidMiss, StoreEvent, UnixMillis,
+};

@@ -55,10 +55,25 @@ pub enum StoreEvent {
     FetchSucceeded {
         provider: usize,
     },
+    /// This VM started a refetch because a token named an unknown `kid`.
+    KidMissRefetch {
+        provider: usize,
+    },
     FetchFailed {
         provider: usize,
         why: String,
     },
+}
+
+/// What to do with a request whose `kid` the key set lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KidMiss {
+    /// Newer keys (fetched by another VM) were just adopted: decide again.
+    Adopted,
+    /// A refetch is coming or in flight: wait for it.
+    Wait,
+    /// A refetch happened too recently: the `kid` is unknown.
+    RateLimited,
 }
 
 /// Whether a provider's keys can be used now.
@@ -203,25 +218,33 @@ impl JwksStore {
         }
     }
 
-    /// A token named a `kid` the key set lacks: ask for a refetch, unless one happened less
-    /// than `refetch_min_interval_s` ago (a flood of random `kid`s must not hammer the IdP).
-    /// `true` when a refetch is coming, so the request may wait for it.
-    pub fn want_refetch(
+    /// A token named a `kid` the key set lacks. Keys another VM already fetched are adopted
+    /// at once; otherwise a refetch is requested, unless one happened less than
+    /// `refetch_min_interval_s` ago (a flood of random `kid`s must not hammer the IdP). A fetch
+    /// in flight anywhere in this Envoy is worth waiting for.
+    pub fn on_unknown_kid(
         &mut self,
         shared: &dyn SharedData,
         provider: usize,
         now_ms: UnixMillis,
-    ) -> bool {
+    ) -> KidMiss {
         let Some(state) = self.remote(provider) else {
-            return false;
+            return KidMiss::RateLimited;
         };
+        let before = state.generation;
+        state.adopt(shared, provider);
+        if state.generation != before {
+            return KidMiss::Adopted;
+        }
         let (coordination, _) = read::<Coordination>(shared, &state.coordination_key());
-        let allowed_at = coordination.last_forced_ms + state.config.refetch_min_interval_s * 1000;
-        if state.keys.is_some() && coordination.last_forced_ms > 0 && now_ms < allowed_at {
-            return false;
+        if coordination.lease_until_ms > now_ms {
+            return KidMiss::Wait;
+        }
+        if state.keys.is_some() && state.refetch_rate_limited(&coordination, now_ms) {
+            return KidMiss::RateLimited;
         }
         state.refetch_wanted = true;
-        true
+        KidMiss::Wait
     }
 
     /// Adopts keys other VMs fetched, and starts the fetches that are due and whose lease this
@@ -242,8 +265,11 @@ impl JwksStore {
             if state.in_flight.is_some() {
                 continue;
             }
-            if let Some(fetch) = state.start_fetch_if_due(shared, index, vm_id, now_ms) {
+            if let Some((fetch, forced)) = state.start_fetch_if_due(shared, index, vm_id, now_ms) {
                 fetches.push(fetch);
+                if forced {
+                    events.push(StoreEvent::KidMissRefetch { provider: index });
+                }
             }
         }
         (fetches, events)
@@ -341,6 +367,11 @@ fn shared_prefix(name: &str, issuer: &str, remote: &RemoteJwks) -> String {
 }
 
 impl RemoteState {
+    fn refetch_rate_limited(&self, coordination: &Coordination, now_ms: UnixMillis) -> bool {
+        coordination.last_forced_ms > 0
+            && now_ms < coordination.last_forced_ms + self.config.refetch_min_interval_s * 1000
+    }
+
     fn meta_key(&self) -> String {
         format!("{}.meta", self.shared_prefix)
     }
@@ -408,7 +439,7 @@ impl RemoteState {
         index: usize,
         vm_id: u64,
         now_ms: UnixMillis,
-    ) -> Option<FetchRequest> {
+    ) -> Option<(FetchRequest, bool)> {
         let cold = self.keys.is_none();
         let jitter = unit_jitter(vm_id, self.generation);
         let refresh_due = !cold && now_ms >= refresh_at_ms(self.fetched_at_ms, self.ttl_ms, jitter);
@@ -421,6 +452,11 @@ impl RemoteState {
             return None;
         }
         let forced = self.refetch_wanted && !cold && !refresh_due;
+        if forced && self.refetch_rate_limited(&coordination, now_ms) {
+            // Another VM refetched for an unknown kid moments ago: its keys are adopted above.
+            self.refetch_wanted = false;
+            return None;
+        }
         let leased = Coordination {
             holder: vm_id,
             lease_until_ms: now_ms + self.config.timeout_ms * 3 + LEASE_SLACK_MS,
@@ -444,12 +480,18 @@ impl RemoteState {
             ),
         };
         self.in_flight = Some(phase);
-        Some(self.request(index, &location))
+        Some((self.request(index, &location), forced))
     }
 
     fn parse_response(&self, status: u32, body: &[u8]) -> Result<KeySet, String> {
         if status != 200 {
-            return Err(format!("JWKS endpoint answered HTTP {status}"));
+            // Envoy answers 503 (cannot connect, reset) and 504 (timeout) itself.
+            let hint = match status {
+                503 => " (or Envoy could not connect to the cluster)",
+                504 => " (or the fetch timed out)",
+                _ => "",
+            };
+            return Err(format!("JWKS endpoint answered HTTP {status}{hint}"));
         }
         if body.len() as u64 > self.config.max_bytes {
             return Err(format!(

@@ -91,3 +91,45 @@ def test_upstream_echoes_request(upstream):
     assert code == 200
     assert echo["method"] == "PUT" and echo["path"] == "/some/path?q=1"
     assert echo["headers"]["x-multi"] == ["a"] and echo["headers"]["content-length"] == ["4"]
+
+
+def test_idp_lifecycle_switches():
+    """The switches the JWKS lifecycle tests rely on (devstack/idp.py ControlState), on a fresh IdP."""
+    import http.client
+    import time
+
+    from devstack.httpbase import running
+    from devstack.idp import make_idp
+
+    with running(make_idp(0, audience=AUDIENCE, down=True)) as fresh:
+        base = fresh.issuer
+        connection = http.client.HTTPConnection("127.0.0.1", fresh.port, timeout=5)
+        try:
+            connection.request("GET", "/jwks.json")
+            with pytest.raises((ConnectionError, http.client.RemoteDisconnected)):
+                connection.getresponse()
+        finally:
+            connection.close()
+        started = time.time()
+        code, _, state = call(f"{base}/_control", json.dumps({"down": False, "jwks_max_age": None}).encode(), method="POST")
+        assert code == 200 and state["down"] is False
+        code, headers, _ = call(f"{base}/oauth2/v1/keys")
+        assert code == 200 and "Cache-Control" not in headers
+
+        call(f"{base}/_control", json.dumps({"jwks_max_age": 7, "openid_configuration_status": 404,
+                                             "discovery_issuer": "https://other.example"}).encode(), method="POST")
+        assert call(f"{base}/jwks.json")[1]["Cache-Control"] == "max-age=7"
+        assert call(f"{base}/.well-known/openid-configuration")[0] == 404
+        code, _, metadata = call(f"{base}/.well-known/oauth-authorization-server")
+        assert code == 200 and metadata["issuer"] == "https://other.example" and metadata["jwks_uri"] == f"{base}/jwks.json"
+
+        _, _, log = call(f"{base}/_log")
+        assert [entry["path"] for entry in log["requests"]] == [
+            "/jwks.json", "/oauth2/v1/keys", "/jwks.json", "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+        assert all(started - 5 <= entry["t"] <= time.time() for entry in log["requests"])
+        _, _, counts = call(f"{base}/_stats")
+        assert counts["/jwks.json"] == 2 and counts["/_control"] == 2
+        call(f"{base}/_control", b'{"reset_stats": true}', method="POST")
+        assert call(f"{base}/_log")[2] == {"requests": []}
+        code, _, payload = call(f"{base}/_control", b'{"down": "yes"}', method="POST")
+        assert code == 400 and "down" in payload["error"]

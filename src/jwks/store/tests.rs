@@ -87,7 +87,7 @@ fn rotation_is_adopted_everywhere_and_removed_keys_stop_being_used() {
     second.tick(&shared, 10);
 
     assert!(
-        second.want_refetch(&shared, 0, 1_000),
+        second.wants_refetch(&shared, 0, 1_000),
         "a new kid may trigger a refetch"
     );
     let (fetches, _) = second.tick(&shared, 1_000);
@@ -121,21 +121,21 @@ fn unknown_kid_refetches_are_rate_limited_across_vms() {
     first.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A])), 0);
     second.tick(&shared, 10);
 
-    assert!(first.want_refetch(&shared, 0, 5_000));
+    assert!(first.wants_refetch(&shared, 0, 5_000));
     let (fetches, _) = first.tick(&shared, 5_000);
     first.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A])), 5_050);
     assert_eq!(fetches.len(), 1);
     let mut more = 0;
     for now in (5_100..15_000).step_by(100) {
-        assert!(!second.want_refetch(&shared, 0, now), "{now}");
-        assert!(!first.want_refetch(&shared, 0, now), "{now}");
+        assert!(!second.wants_refetch(&shared, 0, now), "{now}");
+        assert!(!first.wants_refetch(&shared, 0, now), "{now}");
         more += first.tick(&shared, now).0.len() + second.tick(&shared, now).0.len();
     }
     assert_eq!(
         more, 0,
         "flood of unknown kids: no more fetches within the interval"
     );
-    assert!(second.want_refetch(&shared, 0, 15_000));
+    assert!(second.wants_refetch(&shared, 0, 15_000));
 }
 
 #[test]
@@ -248,7 +248,7 @@ fn discovery_finds_the_jwks_uri_with_the_rfc8414_fallback() {
     // Another VM that later holds the lease skips discovery.
     let mut other = JwksStore::new(&config, 2);
     other.tick(&shared, 40);
-    assert!(other.want_refetch(&shared, 0, 40));
+    assert!(other.wants_refetch(&shared, 0, 40));
     let (fetches, _) = other.tick(&shared, 50);
     assert_eq!(fetches[0].path, "/v1/keys");
 }
@@ -288,4 +288,67 @@ impl JwksStore {
             .iter()
             .any(|p| matches!(p, ProviderState::Remote(state) if state.in_flight.is_some()))
     }
+}
+
+impl JwksStore {
+    /// The old boolean view of `on_unknown_kid`, for the tests above.
+    fn wants_refetch(
+        &mut self,
+        shared: &dyn SharedData,
+        provider: usize,
+        now_ms: UnixMillis,
+    ) -> bool {
+        self.on_unknown_kid(shared, provider, now_ms) != KidMiss::RateLimited
+    }
+}
+
+#[test]
+fn an_unknown_kid_adopts_keys_another_vm_already_fetched() {
+    let config = fixed();
+    let shared = InMemorySharedData::default();
+    let (mut first, mut second) = (JwksStore::new(&config, 1), JwksStore::new(&config, 2));
+    first.tick(&shared, 0);
+    first.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A])), 0);
+    second.tick(&shared, 10);
+    assert_eq!(first.on_unknown_kid(&shared, 0, 1_000), KidMiss::Wait);
+    first.tick(&shared, 1_000);
+    assert_eq!(
+        second.on_unknown_kid(&shared, 0, 1_010),
+        KidMiss::Wait,
+        "a refetch is in flight"
+    );
+    first.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A, KEY_B])), 1_050);
+    assert_eq!(second.on_unknown_kid(&shared, 0, 1_060), KidMiss::Adopted);
+    assert_eq!(kids(&second), ["a", "b"]);
+    assert_eq!(
+        second.on_unknown_kid(&shared, 0, 1_070),
+        KidMiss::RateLimited
+    );
+}
+
+#[test]
+fn each_vm_asking_for_a_refetch_still_makes_one_fetch_per_interval() {
+    let config = fixed();
+    let shared = InMemorySharedData::default();
+    let mut vms: Vec<JwksStore> = (1..=4).map(|id| JwksStore::new(&config, id)).collect();
+    vms[0].tick(&shared, 0);
+    vms[0].on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A])), 0);
+    for vm in vms.iter_mut() {
+        vm.tick(&shared, 10);
+        assert_eq!(
+            vm.on_unknown_kid(&shared, 0, 1_000),
+            KidMiss::Wait,
+            "all ask before any refetch"
+        );
+    }
+    let mut fetches = 0;
+    for now in (1_000..9_000).step_by(100) {
+        for vm in vms.iter_mut() {
+            for fetch in vm.tick(&shared, now).0 {
+                fetches += 1;
+                vm.on_fetch_outcome(&shared, fetch.provider, ok(jwks(&[KEY_A])), now);
+            }
+        }
+    }
+    assert_eq!(fetches, 1);
 }
