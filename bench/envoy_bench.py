@@ -86,6 +86,16 @@ def brickgate_plugin_config(issuer: str, audience: str, jwks: dict, performance:
     return config
 
 
+def brickgate_anonymous_config() -> dict:
+    """brickgate admitting the route without a token: its cost without any token work."""
+    return {
+        "providers": {"unused": {"issuer": "https://unused.invalid", "allow_any_audience": True,
+                                 "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "x", "k": "c2VjcmV0"}]}},
+                                 "algorithms": ["HS256"]}},
+        "rules": [{"name": "anonymous", "match": {"prefix": PREFIX, "methods": ["GET"]}, "allow_anonymous": True}],
+    }
+
+
 def wasm_filter(name: str, wasm_path: str, plugin_config: dict) -> list[dict]:
     """brickgate in its own VM (vm_id = listener name), so each listener has its own caches."""
     config = {

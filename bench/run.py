@@ -85,6 +85,10 @@ def listeners_config(wasm: str, performance: bool) -> dict[str, list[dict]]:
     if performance:  # without the `performance` field both brickgate listeners would be identical
         listeners["brickgate_wasm_crypto"] = envoy_bench.wasm_filter(
             "brickgate_wasm_crypto", wasm, config(PERFORMANCE_WASM))
+    # brickgate with an anonymous rule: the floor of the wasm filter itself (VM calls, headers,
+    # path normalisation, rule match), without any token work. Warm workload only.
+    listeners["brickgate_anonymous"] = envoy_bench.wasm_filter(
+        "brickgate_anonymous", wasm, envoy_bench.brickgate_anonymous_config())
     return listeners
 
 
@@ -120,8 +124,12 @@ def start_with_performance_fallback(args, work_dir: Path) -> tuple[Envoy, dict, 
                               "defaults and brickgate_wasm_crypto is left out")
 
 
+# Listeners that verify nothing: measured with the warm workload only, as references.
+BASELINES = ("noauth", "brickgate_anonymous")
+
+
 def workloads_of(listener: str, selected: list[str]) -> list[str]:
-    return [w for w in selected if listener != "noauth" or w == "warm"]
+    return [w for w in selected if listener not in BASELINES or w == "warm"]
 
 
 # --- sanity checks -------------------------------------------------------------------------
@@ -302,7 +310,7 @@ def on_signal(signum, _frame) -> None:
 
 
 def prepare_pools(args) -> tuple[dict[str, Path], Path | None]:
-    listeners = ["noauth", "jwt_authn", "brickgate", "brickgate_wasm_crypto"]
+    listeners = ["noauth", "jwt_authn", "brickgate", "brickgate_wasm_crypto", "brickgate_anonymous"]
     runs = sum(len(workloads_of(listener, args.workloads)) for listener in listeners)
     min_remaining_s = runs * (args.duration + 2) + 3 * args.warmup + 900
     workloads.prune_expired(CACHE_DIR)

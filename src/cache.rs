@@ -7,10 +7,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use serde_json::{Map, Value};
-
 use crate::UnixTime;
 use crate::alg::Alg;
+use crate::identity::Verified;
 
 pub type TokenDigest = [u8; 32];
 
@@ -26,9 +25,9 @@ pub struct CachedToken {
     pub key_generation: u64,
     pub alg: Alg,
     pub kid: Option<String>,
-    pub claims: Rc<Map<String, Value>>,
+    pub verified: Rc<Verified>,
     pub exp: UnixTime,
-    /// Approximate memory the entry holds (token length plus claims), for the byte bound.
+    /// Approximate memory the entry holds, for the byte bound.
     pub bytes: usize,
 }
 
@@ -132,6 +131,8 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::PrincipalKind;
+    use crate::verify::claims::TokenTimes;
 
     fn entry(provider: usize, generation: u64, exp: u64, bytes: usize) -> CachedToken {
         CachedToken {
@@ -139,7 +140,20 @@ mod tests {
             key_generation: generation,
             alg: Alg::RS256,
             kid: None,
-            claims: Rc::new(Map::new()),
+            verified: Rc::new(Verified {
+                times: TokenTimes {
+                    exp,
+                    nbf: None,
+                    iat: None,
+                },
+                subject: None,
+                client_id: None,
+                token_id: None,
+                kind: PrincipalKind::User,
+                scopes: Vec::new(),
+                groups: Vec::new(),
+                headers: Vec::new(),
+            }),
             exp,
             bytes,
         }

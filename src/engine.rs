@@ -12,14 +12,15 @@ use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
-    AuditRecord, client_id, fingerprint, headers_to_strip, identity_headers, principal_kind,
+    AuditRecord, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
+    principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::{
     Access, Bindings, NormalizedPath, Requirement, Rule, match_rule, normalize_path,
 };
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
-use crate::verify::claims::{check_audience, check_lifetime, string_claim, string_list};
+use crate::verify::claims::{check_times, string_claim, string_list, token_times};
 use crate::verify::{SignatureVerifier, verify_for_provider};
 
 type Claims = Map<String, Value>;
@@ -236,7 +237,7 @@ impl Engine {
         if request.fingerprint {
             audit.token_fingerprint = Some(fingerprint(&credential.token));
         }
-        let (index, claims) = self.authenticate(
+        let (index, verified) = self.authenticate(
             rule,
             providers,
             &credential.token,
@@ -252,11 +253,14 @@ impl Engine {
                 "provider vanished from the configuration",
             )
         })?;
-        let kind = principal_kind(provider.idp, &claims, audit.subject.as_deref());
-        audit.principal_kind = Some(kind.as_str());
-        let scopes = scopes_of(provider, &claims);
-        let groups = string_list(&claims, &provider.groups_claim);
-        check_requirement(requirement, rule, &bindings, &scopes, &groups)?;
+        audit.principal_kind = Some(verified.kind.as_str());
+        check_requirement(
+            requirement,
+            rule,
+            &bindings,
+            &verified.scopes,
+            &verified.groups,
+        )?;
 
         let upstream = match &provider.upstream {
             UpstreamMode::PassThrough => UpstreamAction::Forward,
@@ -270,23 +274,12 @@ impl Engine {
             }
         };
         let identity = &config.identity;
-        let built_in = vec![
-            ("subject", audit.subject.clone()),
-            ("issuer", Some(provider.issuer.clone())),
-            ("provider", Some(provider.name.clone())),
-            ("client-id", audit.client_id.clone()),
-            ("scopes", Some(scopes.join(" "))),
-            ("groups", Some(groups.join(","))),
-            ("principal-kind", Some(kind.as_str().to_string())),
-            ("token-id", audit.token_id.clone()),
-            ("rule", Some(rule.name.clone())),
-        ];
-        mutations.set_headers.extend(identity_headers(
-            &identity.header_prefix,
-            built_in,
-            &claims,
-            &identity.claim_headers,
-        ));
+        mutations
+            .set_headers
+            .extend(verified.headers.iter().cloned());
+        mutations
+            .set_headers
+            .push((format!("{}rule", identity.header_prefix), rule.name.clone()));
         if identity.forward_authorization || upstream != UpstreamAction::Forward {
             mutations.set_path = path.rewritten.clone();
         } else {
@@ -308,7 +301,7 @@ impl Engine {
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
-    ) -> Result<(usize, Rc<Claims>), AuthError> {
+    ) -> Result<(usize, Rc<Verified>), AuthError> {
         let now: UnixTime = now_ms / 1000;
         if let Some(hit) = cache.get(digest, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
@@ -320,21 +313,19 @@ impl Engine {
                     "provider vanished from the configuration",
                 )
             })?;
-            fill_audit(audit, provider, &hit.claims);
+            fill_audit_verified(audit, provider, &hit.verified);
             if !providers.contains(&hit.provider) {
                 return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
             }
-            check_lifetime(
-                &hit.claims,
+            // The audience was checked when the token was verified; providers do not change.
+            check_times(
+                &hit.verified.times,
                 now,
                 provider.clock_skew_s,
                 provider.max_lifetime_s,
             )?;
-            if let Some(audiences) = &provider.audiences {
-                check_audience(&hit.claims, audiences)?;
-            }
             usable_keys(keys, hit.provider, now_ms, audit)?;
-            return Ok((hit.provider, hit.claims));
+            return Ok((hit.provider, hit.verified));
         }
         audit.cache = Some("miss");
         let jwt = UnverifiedJwt::parse(token)?;
@@ -345,22 +336,61 @@ impl Engine {
         let usable = usable_keys(keys, index, now_ms, audit);
         let generation = usable.as_ref().ok().map(|k| k.generation);
         let alg = verify_for_provider(provider, &jwt, usable, now, self.verifier.as_ref())?;
-        let claims = Rc::new(jwt.claims);
-        if let (Some(generation), Some(exp)) =
-            (generation, claims.get("exp").and_then(|e| e.as_f64()))
-        {
+        let verified = Rc::new(self.verified_identity(provider, &jwt.claims)?);
+        if let Some(generation) = generation {
             let entry = CachedToken {
                 provider: index,
                 key_generation: generation,
                 alg,
                 kid: jwt.header.kid,
-                claims: Rc::clone(&claims),
-                exp: exp as u64,
-                bytes: 2 * token.len() + 256,
+                exp: verified.times.exp,
+                bytes: token.len() + verified.approximate_bytes(),
+                verified: Rc::clone(&verified),
             };
             cache.insert(*digest, entry);
         }
-        Ok((index, claims))
+        Ok((index, verified))
+    }
+
+    /// What a verified token says about its holder, and the identity headers it earns.
+    fn verified_identity(
+        &self,
+        provider: &Provider,
+        claims: &Claims,
+    ) -> Result<Verified, AuthError> {
+        let subject = string_claim(claims, &provider.subject_claim);
+        let client_id = client_id(claims);
+        let token_id = string_claim(claims, "jti");
+        let kind = principal_kind(provider.idp, claims, subject.as_deref());
+        let scopes = scopes_of(provider, claims);
+        let groups = string_list(claims, &provider.groups_claim);
+        let identity = &self.config.identity;
+        let built_in = vec![
+            ("subject", subject.clone()),
+            ("issuer", Some(provider.issuer.clone())),
+            ("provider", Some(provider.name.clone())),
+            ("client-id", client_id.clone()),
+            ("scopes", Some(scopes.join(" "))),
+            ("groups", Some(groups.join(","))),
+            ("principal-kind", Some(kind.as_str().to_string())),
+            ("token-id", token_id.clone()),
+        ];
+        let headers = identity_headers(
+            &identity.header_prefix,
+            built_in,
+            claims,
+            &identity.claim_headers,
+        );
+        Ok(Verified {
+            times: token_times(claims)?,
+            subject,
+            client_id,
+            token_id,
+            kind,
+            scopes,
+            groups,
+            headers,
+        })
     }
 
     fn issuer_not_accepted(&self, rule: &Rule, providers: &[usize], iss: &str) -> AuthError {
@@ -439,6 +469,14 @@ fn usable_keys<'a>(
         )),
         Availability::Expired(why) => Err(AuthError::new(Reason::KeysUnavailable, why)),
     }
+}
+
+fn fill_audit_verified(audit: &mut AuditRecord, provider: &Provider, verified: &Verified) {
+    audit.provider = Some(provider.name.clone());
+    audit.issuer = Some(provider.issuer.clone());
+    audit.subject = verified.subject.clone();
+    audit.client_id = verified.client_id.clone();
+    audit.token_id = verified.token_id.clone();
 }
 
 fn fill_audit(audit: &mut AuditRecord, provider: &Provider, claims: &Claims) {

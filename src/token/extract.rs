@@ -122,9 +122,25 @@ fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
 }
 
 /// RFC 6750 b64token: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-/// A byte allowed in an RFC 6750 b64token (before any trailing `=`).
+/// Bytes allowed in an RFC 6750 b64token (before any trailing `=`), as a table: this runs
+/// over every byte of every token.
+// Evaluated at compile time, where an out-of-range index is a build error, not a panic.
+#[allow(clippy::indexing_slicing)]
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte: u8 = 0;
+    loop {
+        table[byte as usize] =
+            byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        if byte == u8::MAX {
+            break table;
+        }
+        byte += 1;
+    }
+};
+
 fn is_b64token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+    B64TOKEN.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(), AuthError> {

@@ -35,14 +35,40 @@ pub fn check_lifetime(
     skew: u64,
     max_lifetime: u64,
 ) -> Result<(), AuthError> {
+    let times = token_times(claims)?;
+    check_times(&times, now, skew, max_lifetime)
+}
+
+/// The time claims of a token, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTimes {
+    pub exp: u64,
+    pub nbf: Option<u64>,
+    pub iat: Option<u64>,
+}
+
+pub fn token_times(claims: &Claims) -> Result<TokenTimes, AuthError> {
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
         AuthError::new(
             Reason::Expired,
             "token has no exp claim; access tokens must expire",
         )
     })?;
-    let nbf = numeric_date(claims, "nbf")?;
-    let iat = numeric_date(claims, "iat")?;
+    Ok(TokenTimes {
+        exp,
+        nbf: numeric_date(claims, "nbf")?,
+        iat: numeric_date(claims, "iat")?,
+    })
+}
+
+/// `exp`, `nbf`, `iat` against `now` with skew, and the maximum lifetime.
+pub fn check_times(
+    times: &TokenTimes,
+    now: UnixTime,
+    skew: u64,
+    max_lifetime: u64,
+) -> Result<(), AuthError> {
+    let TokenTimes { exp, nbf, iat } = *times;
     if now >= exp.saturating_add(skew) {
         return Err(AuthError::new(
             Reason::Expired,

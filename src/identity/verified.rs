@@ -1,0 +1,31 @@
+//! Everything a verified token says about its holder, worked out once per token: the warm
+//! path (a cached token) then only checks the time and the route's rules, and copies headers.
+
+use crate::identity::PrincipalKind;
+use crate::verify::claims::TokenTimes;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub times: TokenTimes,
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    pub token_id: Option<String>,
+    pub kind: PrincipalKind,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    /// The identity headers, except the rule's, which depends on the request.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Verified {
+    /// Rough memory held, for the cache's byte bound.
+    pub fn approximate_bytes(&self) -> usize {
+        let strings = |items: &[String]| items.iter().map(|s| s.len() + 24).sum::<usize>();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 48)
+            .sum();
+        256 + strings(&self.scopes) + strings(&self.groups) + headers
+    }
+}
