@@ -1,9 +1,15 @@
 """`make run`: the fake IdP, the echo upstream, the fake Databricks workspace and Envoy with brickgate, until Ctrl-C.
 
 `python -m devstack.run --port 10000 --wasm dist/brickgate.wasm --envoy .venv/bin/envoy`
-The IdP (127.0.0.1:9400), the upstream (127.0.0.1:9500) and the admin port (127.0.0.1:9901) are
-fixed by envoy/envoy.yaml; a different --port or --wasm renders a copy of it under .run/.
-The fake workspace (127.0.0.1:9600) runs alongside; envoy/envoy.yaml does not route to it yet.
+The IdP (127.0.0.1:9400), the echo upstream (127.0.0.1:9500), the fake workspace (127.0.0.1:9600)
+and the admin port (127.0.0.1:9901) are fixed by envoy/envoy.yaml; a different --port or --wasm
+renders a copy of it under .run/.
+
+The whole flow: a client's IdP token is verified by brickgate, checked against the Databricks route
+catalogue (envoy/envoy.yaml), exchanged at the workspace's /oidc/v1/token (its federation policy
+trusts the fake IdP, audience brickgate-demo; the demo clients are workspace users with all-apis),
+and the Databricks token goes upstream to the workspace, which answers with the principal it saw.
+GET /healthz is anonymous and goes to the echo upstream.
 """
 
 import argparse
@@ -79,23 +85,31 @@ def tail(path: Path, lines: int = 40) -> str:
 
 def banner(port: int, log_path: Path) -> str:
     base = f"http://127.0.0.1:{port}"
+    workspace = f"http://127.0.0.1:{WORKSPACE_PORT}"
     return f"""
 brickgate dev stack is up. Envoy on {base} checks every request with the brickgate wasm filter
-(config: envoy/envoy.yaml); tokens come from the fake IdP at http://127.0.0.1:{IDP_PORT} (client_credentials;
-clients {", ".join(DEMO_CLIENTS)}, secret = <client>-secret) and allowed requests reach the echo upstream on
-127.0.0.1:{UPSTREAM_PORT}, which answers with what it received, identity headers included. Envoy admin:
-http://127.0.0.1:{ADMIN_PORT} (try /stats?filter=brickgate); Envoy log: {log_path.relative_to(REPO_ROOT)}. Ctrl-C stops everything.
+(config: envoy/envoy.yaml: the Databricks route catalogue, a per-endpoint serving rule, token exchange).
+Tokens come from the fake IdP at http://127.0.0.1:{IDP_PORT} (client_credentials; clients {", ".join(DEMO_CLIENTS)},
+secret = <client>-secret; `make -s token` prints one for demo-reader, whose only scope is clusters:read).
+Allowed requests have their IdP token exchanged (RFC 8693) at the fake Databricks workspace
+{workspace} and reach it with the Databricks token; it answers with the principal and
+User-Agent it saw. GET /healthz needs no token and reaches the echo upstream on 127.0.0.1:{UPSTREAM_PORT}.
+Envoy admin: http://127.0.0.1:{ADMIN_PORT} (try /stats?filter=brickgate); Envoy log: {log_path.relative_to(REPO_ROOT)}.
+Ctrl-C stops everything.
 
-Allowed (clusters:read):
-  curl -s -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/list
-Refused (403 insufficient_scope: the reader token lacks `clusters`):
-  curl -s -i -X POST -H "Authorization: Bearer $(make -s token)" {base}/api/2.0/clusters/create
+Allowed (the catalogue lets clusters:read list clusters; the workspace sees principal demo-reader):
+  curl -s -H "Authorization: Bearer $(make -s token)" {base}/api/2.1/clusters/list
+Refused by brickgate (403 insufficient_scope: creating a cluster needs `clusters` or `all-apis`):
+  curl -s -i -X POST -H "Authorization: Bearer $(make -s token)" {base}/api/2.1/clusters/create
+A serving endpoint (rule `serving`: scope serving:<endpoint>, model-serving or all-apis; demo-ml has serving:demo-model):
+  curl -s -X POST -H "Authorization: Bearer $({sys.executable} -m devstack.token --client demo-ml)" \\
+    -H "Content-Type: application/json" -d '{{"inputs": [[1, 2]]}}' {base}/serving-endpoints/demo-model/invocations
 
-Fake Databricks workspace (not behind Envoy yet): http://127.0.0.1:{WORKSPACE_PORT} (issuer
-http://127.0.0.1:{WORKSPACE_PORT}/oidc). Its federation policy trusts the fake IdP's tokens for audience brickgate-demo;
-users {", ".join(DEMO_CLIENTS)}. Exchange an IdP token for a Databricks one:
-  curl -s http://127.0.0.1:{WORKSPACE_PORT}/oidc/v1/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\
+The workspace's federation policy trusts the fake IdP's tokens for audience brickgate-demo (users
+{", ".join(DEMO_CLIENTS)}, each with all-apis). Exchange an IdP token by hand:
+  curl -s {workspace}/oidc/v1/token -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \\
     -d subject_token_type=urn:ietf:params:oauth:token-type:jwt -d scope=all-apis -d "subject_token=$(make -s token)"
+Counts of its token endpoint: curl -s {workspace}/_stats
 """
 
 

@@ -6,39 +6,47 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
 use super::request::{Next, Wait, not_ready, process, refuse};
-use super::{SharedState, upstream};
+use super::{Headers, SharedState, upstream};
 use crate::error::{AuthError, Reason};
 
 pub struct Filter {
     context_id: u32,
     shared: SharedState,
-    /// Waiting for the body, up to this many bytes.
-    body_limit: Option<usize>,
 }
 
 impl Filter {
     pub fn new(context_id: u32, shared: SharedState) -> Self {
-        Filter {
-            context_id,
-            shared,
-            body_limit: None,
-        }
+        Filter { context_id, shared }
     }
 
-    fn run(&mut self, body: Option<&[u8]>) -> Action {
+    fn run(&mut self, body: Option<(&[u8], Headers)>) -> Action {
         let mut guard = self.shared.borrow_mut();
         let Some(shared) = guard.as_mut() else {
             refuse(&not_ready("brickgate is not configured"));
             return Action::Pause;
         };
         match process(shared, self.context_id, Wait::Fresh, body) {
-            Next::Continue => Action::Continue,
-            Next::Pause => Action::Pause,
-            Next::NeedBody(limit) => {
-                self.body_limit = Some(limit);
-                Action::Pause
-            }
+            Next::Continue | Next::NeedBody => Action::Continue,
+            Next::Pause | Next::NeedBodyAfterResume => Action::Pause,
         }
+    }
+
+    fn body_limit(&self) -> Option<usize> {
+        let guard = self.shared.borrow();
+        guard
+            .as_ref()?
+            .awaiting_body
+            .get(&self.context_id)
+            .map(|a| a.limit)
+    }
+
+    fn take_saved_headers(&self) -> Option<Headers> {
+        let mut guard = self.shared.borrow_mut();
+        guard
+            .as_mut()?
+            .awaiting_body
+            .remove(&self.context_id)
+            .map(|a| a.headers)
     }
 }
 
@@ -59,9 +67,10 @@ impl Context for Filter {
     }
 
     fn on_done(&mut self) -> bool {
-        // A client that gave up while waiting for keys is not resumed later.
+        // A client that gave up while waiting is not resumed later.
         if let Some(shared) = self.shared.borrow_mut().as_mut() {
             shared.waiters.retain(|w| w.context_id != self.context_id);
+            shared.awaiting_body.remove(&self.context_id);
         }
         true
     }
@@ -69,19 +78,20 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match self.run(None) {
-            // No body will come: decide on an empty one.
-            Action::Pause if end_of_stream && self.body_limit.is_some() => self.run(Some(&[])),
-            action => action,
+        let action = self.run(None);
+        // No body will come: decide on an empty one.
+        if let Some(headers) = end_of_stream.then(|| self.take_saved_headers()).flatten() {
+            return self.run(Some((&[], headers)));
         }
+        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(limit) = self.body_limit else {
+        let Some(limit) = self.body_limit() else {
             return Action::Continue;
         };
         if body_size > limit {
-            self.body_limit = None;
+            self.take_saved_headers();
             let error = AuthError::new(
                 Reason::BodyTooLarge,
                 format!(
@@ -94,11 +104,11 @@ impl HttpContext for Filter {
         if !end_of_stream {
             return Action::Pause; // buffer until the whole body is here
         }
-        self.body_limit = None;
+        let headers = self.take_saved_headers().unwrap_or_default();
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
-        self.run(Some(&body))
+        self.run(Some((&body, headers)))
     }
 }

@@ -27,14 +27,14 @@ use crate::jwks::{JwksStore, UnixMillis};
 mod entry {
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            super::new_root()
+        proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+            super::new_root(context_id)
         });
     }}
 }
 
-fn new_root() -> Box<dyn RootContext> {
-    Box::new(root::Root::default())
+fn new_root(context_id: u32) -> Box<dyn RootContext> {
+    Box::new(root::Root::new(context_id))
 }
 
 /// A request paused until its provider's keys arrive (cold start, unknown `kid` refetch).
@@ -44,8 +44,19 @@ pub struct Waiter {
     pub deadline_ms: UnixMillis,
     pub generation: Option<u64>,
     pub attempts: u64,
-    /// The decision needed the body; read it again from the host's buffer on resume.
-    pub with_body: bool,
+    /// With a body-decided request: its headers as they arrived (the body is read again from
+    /// the host's buffer on resume).
+    pub saved_headers: Option<Vec<(String, String)>>,
+}
+
+/// Request headers as the host gives them.
+pub type Headers = Vec<(String, String)>;
+
+/// A request whose headers went through and whose body decides.
+pub struct AwaitingBody {
+    pub limit: usize,
+    /// The headers as they arrived: the host no longer offers them once let through.
+    pub headers: Vec<(String, String)>,
 }
 
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
@@ -60,6 +71,10 @@ pub struct Shared {
     /// Whether the host keeps info lines (audit records), refreshed every tick so requests
     /// need not ask.
     pub info_logging: bool,
+    /// Requests whose headers went through and whose body decides, by context id.
+    pub awaiting_body: HashMap<u32, AwaitingBody>,
+    /// The root context's id: calls it sends must belong to it, not to a stream.
+    pub root_context_id: u32,
 }
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;

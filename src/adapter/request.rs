@@ -5,7 +5,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
 use super::upstream::{Parked, authorize, refuse_after_allow};
-use super::{HostSharedData, Shared, Waiter, log, now_ms};
+use super::{AwaitingBody, Headers, HostSharedData, Shared, Waiter, log, now_ms};
 use crate::engine::{Decision, Mutations, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::AuditRecord;
@@ -17,8 +17,10 @@ pub enum Next {
     Continue,
     /// Answered locally, or waiting (for keys or an upstream token).
     Pause,
-    /// Read the body (at most this many bytes), then decide again.
-    NeedBody(usize),
+    /// Let the headers through, read the body, then decide again (`Shared::awaiting_body`).
+    NeedBody,
+    /// The same, once the request is resumed (it waits for an upstream token first).
+    NeedBodyAfterResume,
 }
 
 /// Decides a request of the effective context. With `may_wait`, a request whose provider's
@@ -34,10 +36,27 @@ pub enum Wait {
 
 /// Decides a request of the effective context. A request whose provider's keys are not there
 /// yet (cold start) or lack its `kid` (rotation) is parked until they arrive, within its wait.
-pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[u8]>) -> Next {
-    let Ok(headers) = hostcalls::get_map(MapType::HttpRequestHeaders) else {
-        refuse(&not_ready("cannot read the request headers"));
-        return Next::Pause;
+/// `body` comes with the request's headers as they arrived (saved when they went through:
+/// the host no longer offers them once let through).
+pub fn process(
+    shared: &mut Shared,
+    context_id: u32,
+    wait: Wait,
+    body: Option<(&[u8], Headers)>,
+) -> Next {
+    let (body, saved) = match body {
+        Some((body, headers)) => (Some(body), Some(headers)),
+        None => (None, None),
+    };
+    let headers = match saved {
+        Some(headers) => headers,
+        None => match hostcalls::get_map(MapType::HttpRequestHeaders) {
+            Ok(headers) => headers,
+            Err(_) => {
+                refuse(&not_ready("cannot read the request headers"));
+                return Next::Pause;
+            }
+        },
     };
     let pseudo = |name: &str| {
         headers
@@ -56,10 +75,21 @@ pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[
     let mut decision = shared
         .engine
         .decide(&request, &shared.store, &mut shared.cache, now);
-    if let Decision::NeedBody { max_bytes, .. } = decision {
-        return Next::NeedBody(max_bytes);
+    if let Decision::NeedBody {
+        max_bytes,
+        mutations,
+        upstream,
+        audit,
+    } = decision
+    {
+        return before_body(
+            shared, context_id, max_bytes, mutations, upstream, audit, &headers,
+        );
     }
-    match wait_for_keys(shared, &decision, context_id, now, wait, body.is_some()) {
+    // With a body, the headers already went through (see `before_body`): only the verdict is left.
+    let headers_sent = body.is_some();
+    let saved_for_wait = body.is_some().then(|| headers.clone());
+    match wait_for_keys(shared, &decision, context_id, now, wait, saved_for_wait) {
         KeyWait::Park(waiter) => {
             shared.waiters.push(waiter);
             return Next::Pause;
@@ -77,11 +107,15 @@ pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[
         None => {}
     }
     match decision {
+        Decision::Allow { audit, .. } if headers_sent => {
+            record_allowed(shared, &audit);
+            Next::Continue
+        }
         Decision::Allow {
             mutations,
             upstream: UpstreamAction::Forward,
             audit,
-        } => match finish_allowed(shared, mutations, None, &audit, Some(&headers)) {
+        } => match finish_allowed(shared, mutations, None, &audit, Some(&headers), true) {
             Ok(()) => Next::Continue,
             Err(error) => {
                 refuse_after_allow(shared, &error, audit);
@@ -97,6 +131,7 @@ pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[
                 context_id,
                 mutations,
                 audit: audit.clone(),
+                record: true,
             };
             match authorize(shared, token_request, parked) {
                 Ok(true) => Next::Continue,
@@ -122,14 +157,15 @@ pub fn process(shared: &mut Shared, context_id: u32, wait: Wait, body: Option<&[
     }
 }
 
-/// Applies an allowed request's changes (and the upstream token, if one was obtained), then
-/// counts and records the decision.
+/// Applies an allowed request's changes (and the upstream token, if one was obtained); with
+/// `record`, counts and logs the decision too.
 pub fn finish_allowed(
     shared: &Shared,
     mut mutations: Mutations,
     token: Option<&str>,
     audit: &AuditRecord,
     headers: Option<&[(String, String)]>,
+    record: bool,
 ) -> Result<(), AuthError> {
     if let Some(token) = token {
         mutations
@@ -143,6 +179,14 @@ pub fn finish_allowed(
             "brickgate could not prepare the request; retry shortly",
         )
     })?;
+    if record {
+        record_allowed(shared, audit);
+    }
+    Ok(())
+}
+
+/// Counts and logs an allowed request.
+pub fn record_allowed(shared: &Shared, audit: &AuditRecord) {
     let counters = &shared.counters;
     if audit.provider.is_none() {
         counters.add(metrics::ALLOWED_ANONYMOUS, 1);
@@ -153,7 +197,54 @@ pub fn finish_allowed(
         }
     }
     log_audit(shared, audit);
-    Ok(())
+}
+
+/// The headers of a request whose rule depends on its body: they go through now with what
+/// holds whatever the rule (stripped and verified identity headers, the upstream token), and
+/// the body decides. A refusal then resets the upstream request before it has its body.
+#[allow(clippy::too_many_arguments)]
+fn before_body(
+    shared: &mut Shared,
+    context_id: u32,
+    max_bytes: usize,
+    mutations: Mutations,
+    upstream: UpstreamAction,
+    audit: AuditRecord,
+    headers: &[(String, String)],
+) -> Next {
+    shared.awaiting_body.insert(
+        context_id,
+        AwaitingBody {
+            limit: max_bytes,
+            headers: headers.to_vec(),
+        },
+    );
+    match upstream {
+        UpstreamAction::Forward => match apply(&mutations, Some(headers)) {
+            Ok(()) => Next::NeedBody,
+            Err(problem) => {
+                log(LogLevel::Error, &format!("brickgate: {problem}"));
+                refuse(&not_ready("brickgate could not prepare the request"));
+                Next::Pause
+            }
+        },
+        UpstreamAction::Fetch(token_request) => {
+            let parked = Parked {
+                context_id,
+                mutations,
+                audit: audit.clone(),
+                record: false,
+            };
+            match authorize(shared, token_request, parked) {
+                Ok(true) => Next::NeedBody,
+                Ok(false) => Next::NeedBodyAfterResume,
+                Err(error) => {
+                    refuse_after_allow(shared, &error, audit);
+                    Next::Pause
+                }
+            }
+        }
+    }
 }
 
 fn log_audit(shared: &Shared, audit: &AuditRecord) {
@@ -179,7 +270,7 @@ fn wait_for_keys(
     context_id: u32,
     now: u64,
     wait: Wait,
-    with_body: bool,
+    saved_headers: Option<Vec<(String, String)>>,
 ) -> KeyWait {
     let audit = decision.audit();
     let Some(reason) = audit.reason else {
@@ -205,7 +296,7 @@ fn wait_for_keys(
             deadline_ms: deadline,
             generation: shared.store.generation(provider),
             attempts: shared.store.attempts_seen(provider),
-            with_body,
+            saved_headers: saved_headers.clone(),
         })
     };
     if reason == Reason::UnknownKid.as_str() {

@@ -26,8 +26,8 @@ use crate::verify::{InWasmVerifier, SignatureVerifier};
 /// requests resume promptly; a tick only reads a few small shared-data entries.
 const TICK: Duration = Duration::from_millis(100);
 
-#[derive(Default)]
 pub struct Root {
+    context_id: u32,
     shared: SharedState,
     /// Outstanding fetches: callout token → provider index.
     pending: HashMap<u32, usize>,
@@ -60,6 +60,14 @@ fn choose_verifier(host_signatures: bool) -> Box<dyn SignatureVerifier> {
 }
 
 impl Root {
+    pub fn new(context_id: u32) -> Self {
+        Root {
+            context_id,
+            shared: SharedState::default(),
+            pending: HashMap::new(),
+        }
+    }
+
     fn configure(&mut self, size: usize) -> Result<(), String> {
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
             .map_err(|e| format!("cannot read the plugin configuration: {e:?}"))?
@@ -89,6 +97,8 @@ impl Root {
             upstream_tokens: Default::default(),
             in_flight: Default::default(),
             info_logging: super::info_enabled(),
+            awaiting_body: HashMap::new(),
+            root_context_id: self.context_id,
         };
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
@@ -218,25 +228,32 @@ fn resume_waiters(shared: &mut Shared) {
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the stream is gone
         }
-        let body = waiter.with_body.then(|| {
+        let body = waiter.saved_headers.map(|headers| {
             let limit = shared
                 .engine
                 .config
                 .databricks
                 .as_ref()
                 .map_or(1 << 20, |d| d.max_body_bytes);
-            hostcalls::get_buffer(BufferType::HttpRequestBody, 0, limit + 1)
+            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, limit + 1)
                 .ok()
                 .flatten()
-                .unwrap_or_default()
+                .unwrap_or_default();
+            (body, headers)
         });
-        if let Next::Continue = process(
+        let body = body
+            .as_ref()
+            .map(|(body, headers)| (body.as_slice(), headers.clone()));
+        match process(
             shared,
             waiter.context_id,
             Wait::Until(waiter.deadline_ms),
-            body.as_deref(),
+            body,
         ) {
-            let _ = hostcalls::resume_http_request();
+            Next::Continue | Next::NeedBody => {
+                let _ = hostcalls::resume_http_request();
+            }
+            Next::NeedBodyAfterResume | Next::Pause => {}
         }
     }
 }
@@ -340,6 +357,7 @@ impl RootContext for Root {
         let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
         report(shared, &events);
         self.dispatch(shared, fetches);
+        upstream::send_queued(shared);
         resume_waiters(shared);
     }
 

@@ -20,11 +20,17 @@ pub struct Parked {
     pub context_id: u32,
     pub mutations: Mutations,
     pub audit: AuditRecord,
+    /// Count and log the decision when the token arrives (not when only the headers of a
+    /// request whose body decides are being let through).
+    pub record: bool,
 }
 
-/// Token calls in flight, by callout token.
+/// Token calls waiting for the next tick, and in flight (by callout token). Calls are sent by
+/// the root context, so their answers never depend on the stream that asked first staying
+/// alive (a client that gives up must not strand everyone waiting on the same token).
 #[derive(Default)]
 pub struct InFlight {
+    queued: Vec<(TokenRequest, Vec<Parked>)>,
     calls: HashMap<u32, (TokenRequest, Vec<Parked>)>,
 }
 
@@ -32,10 +38,19 @@ impl InFlight {
     pub fn owns(&self, callout: u32) -> bool {
         self.calls.contains_key(&callout)
     }
+
+    fn waiting_for(&mut self, cache_key: &str) -> Option<&mut Vec<Parked>> {
+        self.queued
+            .iter_mut()
+            .chain(self.calls.values_mut())
+            .find(|(request, _)| request.cache_key == cache_key)
+            .map(|(_, waiting)| waiting)
+    }
 }
 
-/// Sets the token on the request now (cache hit), or parks it behind a token call.
-/// `true` when the request may continue at once.
+/// Sets the token on the request now (cache hit), or parks it behind a token call (one per
+/// cache key), which the root context sends at its next tick. `true` when the request may
+/// continue at once.
 pub fn authorize(
     shared: &mut Shared,
     request: TokenRequest,
@@ -47,85 +62,114 @@ pub fn authorize(
         .get(&HostSharedData, &request.cache_key, now)
     {
         shared.counters.add(metrics::UPSTREAM_TOKEN_CACHE_HIT, 1);
-        finish_allowed(shared, parked.mutations, Some(&token), &parked.audit, None)?;
+        finish_allowed(
+            shared,
+            parked.mutations,
+            Some(&token),
+            &parked.audit,
+            None,
+            parked.record,
+        )?;
         return Ok(true);
     }
-    if let Some((_, waiting)) = shared
-        .in_flight
-        .calls
-        .values_mut()
-        .find(|(r, _)| r.cache_key == request.cache_key)
-    {
+    if let Some(waiting) = shared.in_flight.waiting_for(&request.cache_key) {
         waiting.push(parked);
         return Ok(false);
     }
-    let mut headers: Vec<(&str, &str)> = vec![
-        (":method", "POST"),
-        (":path", request.path.as_str()),
-        (":authority", request.authority.as_str()),
-        ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", "application/json"),
-        (
-            "user-agent",
-            concat!("brickgate/", env!("CARGO_PKG_VERSION")),
-        ),
-    ];
-    headers.extend(
-        request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str())),
-    );
-    let timeout = Duration::from_millis(request.timeout_ms);
-    let body = request.body.as_bytes();
-    match hostcalls::dispatch_http_call(&request.cluster, headers, Some(body), vec![], timeout) {
-        Ok(callout) => {
-            shared.counters.add(metrics::UPSTREAM_TOKEN_FETCH, 1);
+    shared.in_flight.queued.push((request, vec![parked]));
+    Ok(false)
+}
+
+/// Sends the queued token calls; runs in the root context, so the answers come back to it.
+pub fn send_queued(shared: &mut Shared) {
+    for (request, parked) in std::mem::take(&mut shared.in_flight.queued) {
+        // Another worker may have obtained the token meanwhile.
+        if let Some(token) =
             shared
-                .in_flight
-                .calls
-                .insert(callout, (request, vec![parked]));
-            Ok(false)
+                .upstream_tokens
+                .get(&HostSharedData, &request.cache_key, now_ms())
+        {
+            resume_all(shared, parked, &Ok(token));
+            continue;
         }
-        Err(status) => {
-            let error = parse_token_response(&request, 0, &[]);
-            log(
-                LogLevel::Warn,
-                &format!(
-                    "brickgate: cannot dispatch the token request through cluster {:?}: {status:?}",
-                    request.cluster
-                ),
-            );
-            error.map(|_| false)
+        let mut headers: Vec<(&str, &str)> = vec![
+            (":method", "POST"),
+            (":path", request.path.as_str()),
+            (":authority", request.authority.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+            (
+                "user-agent",
+                concat!("brickgate/", env!("CARGO_PKG_VERSION")),
+            ),
+        ];
+        headers.extend(
+            request
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
+        let timeout = Duration::from_millis(request.timeout_ms);
+        // Resuming other requests above may have switched the effective context.
+        let _ = hostcalls::set_effective_context(shared.root_context_id);
+        match hostcalls::dispatch_http_call(
+            &request.cluster,
+            headers,
+            Some(request.body.as_bytes()),
+            vec![],
+            timeout,
+        ) {
+            Ok(callout) => {
+                shared.counters.add(metrics::UPSTREAM_TOKEN_FETCH, 1);
+                shared.in_flight.calls.insert(callout, (request, parked));
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "brickgate: cannot send the token request through cluster {:?}: {status:?}",
+                        request.cluster
+                    ),
+                );
+                shared.counters.add(metrics::UPSTREAM_TOKEN_FAILED, 1);
+                let error =
+                    parse_token_response(&request, 0, &[]).map(|issued| issued.access_token);
+                resume_all(shared, parked, &error);
+            }
         }
     }
 }
 
-/// Handles a token call's response (from whichever context dispatched it) and resumes or
-/// refuses every request parked behind it.
+/// Handles a token call's response and resumes or refuses every request parked behind it.
 pub fn on_response(shared: &mut Shared, callout: u32, status: u32, body: &[u8]) {
     let Some((request, parked)) = shared.in_flight.calls.remove(&callout) else {
         return;
     };
     let result = parse_token_response(&request, status, body);
-    if let Ok(issued) = &result {
-        shared
-            .upstream_tokens
-            .put(&HostSharedData, &request.cache_key, issued, now_ms());
-    } else {
-        shared.counters.add(metrics::UPSTREAM_TOKEN_FAILED, 1);
+    match &result {
+        Ok(issued) => {
+            shared
+                .upstream_tokens
+                .put(&HostSharedData, &request.cache_key, issued, now_ms())
+        }
+        Err(_) => shared.counters.add(metrics::UPSTREAM_TOKEN_FAILED, 1),
     }
+    resume_all(shared, parked, &result.map(|issued| issued.access_token));
+}
+
+fn resume_all(shared: &mut Shared, parked: Vec<Parked>, token: &Result<String, AuthError>) {
     for waiter in parked {
         if hostcalls::set_effective_context(waiter.context_id).is_err() {
             continue; // the client went away
         }
-        let outcome = match &result {
-            Ok(issued) => finish_allowed(
+        let outcome = match token {
+            Ok(token) => finish_allowed(
                 shared,
                 waiter.mutations,
-                Some(&issued.access_token),
+                Some(token),
                 &waiter.audit,
                 None,
+                waiter.record,
             ),
             Err(error) => Err(error.clone()),
         };

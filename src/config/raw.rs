@@ -9,6 +9,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub identity: RawIdentity,

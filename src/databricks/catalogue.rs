@@ -365,15 +365,16 @@ pub fn rules(providers: &[usize], allow_sensitive: bool) -> Vec<Rule> {
                 Anonymous => "oauth",
                 _ => "current-user",
             });
-            let mut any = vec!["all-apis"];
-            any.extend(&alternatives);
+            // Least privilege first: a 403's `scope=` names the first alternative.
+            let mut any: Vec<&str> = alternatives.clone();
+            any.push("all-apis");
             let read_scope = format!("{service}:read");
             let (label, access) = match class {
                 Anonymous => ("anonymous", Access::Anonymous),
                 AnyScope => ("any-scope", token(Vec::new())),
                 Read => {
-                    let mut with_read: Vec<&str> = any.clone();
-                    with_read.push(&read_scope);
+                    let mut with_read: Vec<&str> = vec![&read_scope];
+                    with_read.extend(&any);
                     ("read", token(scopes(&with_read)))
                 }
                 Full => ("full", token(scopes(&any))),

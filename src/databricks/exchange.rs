@@ -135,6 +135,8 @@ impl TokenEndpoint {
         }
         let key = cache_key(&[
             "exchange",
+            &self.cluster,
+            &self.location.authority,
             provider,
             subject,
             &scope,
@@ -157,7 +159,14 @@ impl TokenEndpoint {
         let headers = vec![("authorization".to_string(), format!("Basic {basic}"))];
         let body = form_encode(&[("grant_type", "client_credentials"), ("scope", &scope)]);
         self.request(
-            cache_key(&["sp", provider, id, &scope]),
+            cache_key(&[
+                "sp",
+                &self.cluster,
+                &self.location.authority,
+                provider,
+                id,
+                &scope,
+            ]),
             headers,
             body,
             None,
@@ -174,14 +183,33 @@ pub struct IssuedToken {
 
 /// Removes anything that could be a token from text Databricks sent back.
 fn scrub(text: &str, subject_token: Option<&str>) -> String {
-    let text = match subject_token {
+    let mut text = match subject_token {
         Some(token) if !token.is_empty() => text.replace(token, "[token]"),
         _ => text.to_string(),
+    };
+    // Any segment of the client's token quoted on its own (payload, signature).
+    for segment in subject_token
+        .unwrap_or_default()
+        .split('.')
+        .filter(|s| s.len() >= 16)
+    {
+        text = text.replace(segment, "[token]");
+    }
+    // And anything else that looks like a token or a token segment: long runs of base64url.
+    let looks_secret = |word: &str| {
+        let core = word.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        // Token segments are 40+ base64url characters; ids (UUIDs: 36, hex) are not secrets.
+        let hex_id = core.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        core.len() >= 40
+            && !hex_id
+            && core
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.=".contains(c))
     };
     let words: Vec<String> = text
         .split_whitespace()
         .map(|word| {
-            if word.matches('.').count() >= 2 && word.len() > 40 {
+            if looks_secret(word) {
                 "[token]".to_string()
             } else {
                 word.to_string()
@@ -265,6 +293,21 @@ pub fn parse_token_response(
                 "Databricks {what}: no response from cluster {}",
                 request.cluster
             ),
+        )),
+        // Envoy answers 503 (cannot connect) and 504 (timeout) itself.
+        503 | 504 if document.is_none() => Err(AuthError::new(
+            Reason::ExchangeFailed,
+            if status == 504 {
+                format!(
+                    "Databricks {what} timed out: no answer through cluster {} in time (Envoy answered 504)",
+                    request.cluster
+                )
+            } else {
+                format!(
+                    "Databricks {what}: could not reach the workspace through cluster {} (Envoy answered 503)",
+                    request.cluster
+                )
+            },
         )),
         other => Err(AuthError::new(
             Reason::ExchangeFailed,
@@ -456,5 +499,37 @@ mod tests {
             "dropped a minute early"
         );
         assert_eq!(second.get(&shared, "other", 2_000), None);
+    }
+
+    #[test]
+    fn relayed_messages_keep_ids_but_not_token_parts() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
+        let request = endpoint(None).exchange("okta", "alice", token);
+        let quoted = parse_token_response(
+            &request,
+            401,
+            br#"{"error": "invalid_request", "error_description": "bad signature c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU on eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9 for 5a1c0d6e-0000-4000-8000-000000000001"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            !quoted.detail.contains("c2lnbmF0dXJl") && !quoted.detail.contains("eyJzdWIi"),
+            "{}",
+            quoted.detail
+        );
+        assert!(
+            quoted
+                .detail
+                .contains("5a1c0d6e-0000-4000-8000-000000000001"),
+            "{}",
+            quoted.detail
+        );
+        let down = parse_token_response(&request, 503, b"upstream connect error").unwrap_err();
+        assert!(
+            down.detail.contains("could not reach the workspace"),
+            "{}",
+            down.detail
+        );
+        let slow = parse_token_response(&request, 504, b"upstream request timeout").unwrap_err();
+        assert!(slow.detail.contains("timed out"), "{}", slow.detail);
     }
 }

@@ -1,0 +1,296 @@
+"""The built-in Databricks route catalogue (docs/CONFIG.md "Databricks"), through a real Envoy.
+
+Tokens with one scope each are sent to a representative set of routes; what each route accepts is
+written here from Databricks' semantics, independently of src/databricks/catalogue.rs: `all-apis`
+satisfies everything; a service scope `S` its routes; `S:read` only GET/HEAD reads (so not MLflow's
+POST searches); SCIM Me takes any token; unknown `/api/**` routes need `all-apis`; routes that mint
+credentials or run code are refused (403 route_disabled) unless `allow_sensitive_routes`; `/oidc/**`
+and `/.well-known/databricks-config` need no token. Pass-through mode; allowed requests reach an echo.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+
+from databricks_support import VERSION, bootstrap_with, make_body_echo, routed_listener, wait_until_decided
+from devstack.httpbase import running
+from devstack.idp import make_idp
+from gateway_client import MISSING_TOKEN, NO_CHALLENGE, Refusal, assert_refused, parse_challenge, send
+from plugin_configs import AUDIENCE, REALM, idp_provider
+from token_factory import TokenFactory
+
+ANONYMOUS = "anonymous"  # no token needed
+ANY_TOKEN = "any token"  # any valid token, whatever its scopes
+DISABLED = "disabled"  # refused with route_disabled unless allow_sensitive_routes
+
+# token name → its `scope` claim (None: no scope claim at all)
+TOKENS = {
+    "all-apis": "all-apis",
+    "clusters": "clusters",
+    "clusters:read": "clusters:read",
+    "jobs:read": "jobs:read",
+    "mlflow": "mlflow",
+    "mlflow:read": "mlflow:read",
+    "model-serving": "model-serving",
+    "sql:restricted-query": "sql:restricted-query",
+    "none-relevant": "openid profile email offline_access",
+    "no-scope-claim": None,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    accepts: frozenset | str  # the scopes besides all-apis that satisfy it, or ANONYMOUS / ANY_TOKEN / DISABLED
+    sensitive_scopes: frozenset = frozenset()  # with allow_sensitive_routes: the scopes besides all-apis
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+def scopes(*names: str) -> frozenset:
+    return frozenset(names)
+
+
+ROUTES = [
+    # compute
+    Route("GET", "/api/2.0/clusters/list", scopes("clusters", "clusters:read")),
+    Route("GET", "/api/2.1/clusters/get?cluster_id=0123-456789-abcdefgh", scopes("clusters", "clusters:read")),
+    Route("POST", "/api/2.1/clusters/create", scopes("clusters")),
+    Route("POST", "/api/2.0/clusters/delete", scopes("clusters")),
+    # jobs, all three API versions
+    Route("GET", "/api/2.0/jobs/list", scopes("jobs", "jobs:read")),
+    Route("GET", "/api/2.1/jobs/get?job_id=11", scopes("jobs", "jobs:read")),
+    Route("GET", "/api/2.2/jobs/runs/list", scopes("jobs", "jobs:read")),
+    Route("POST", "/api/2.1/jobs/create", scopes("jobs")),
+    Route("POST", "/api/2.2/jobs/run-now", scopes("jobs")),
+    Route("POST", "/api/2.0/jobs/runs/submit", scopes("jobs")),
+    # MLflow: POST searches are reads in spirit, but not GET/HEAD, so mlflow:read does not cover them
+    Route("GET", "/api/2.0/mlflow/experiments/get?experiment_id=1", scopes("mlflow", "mlflow:read")),
+    Route("GET", "/api/3.0/mlflow/logged-models/m-1", scopes("mlflow", "mlflow:read")),
+    Route("POST", "/api/2.0/mlflow/runs/search", scopes("mlflow")),
+    Route("POST", "/api/2.0/mlflow/experiments/search", scopes("mlflow")),
+    Route("POST", "/api/2.0/mlflow/runs/create", scopes("mlflow")),
+    # Unity Catalog
+    Route("GET", "/api/2.1/unity-catalog/catalogs", scopes("unity-catalog", "unity-catalog:read")),
+    Route("POST", "/api/2.1/unity-catalog/schemas", scopes("unity-catalog")),
+    Route("DELETE", "/api/2.1/unity-catalog/tables/main.default.trips", scopes("unity-catalog")),
+    # SQL: statements also take sql:restricted-query, warehouses do not
+    Route("POST", "/api/2.0/sql/statements", scopes("sql", "sql:restricted-query")),
+    Route("GET", "/api/2.0/sql/statements/01ef-0000-statement", scopes("sql", "sql:restricted-query", "sql:read")),
+    Route("POST", "/api/2.0/sql/statements/01ef-0000-statement/cancel", scopes("sql", "sql:restricted-query")),
+    Route("GET", "/api/2.0/sql/warehouses", scopes("sql", "sql:read")),
+    Route("POST", "/api/2.0/sql/warehouses/abc123/start", scopes("sql")),
+    # model serving
+    Route("POST", "/serving-endpoints/any-model/invocations", scopes("model-serving", "serving.serving-endpoints")),
+    Route("POST", "/serving-endpoints/chat/completions", scopes("model-serving", "serving.serving-endpoints")),
+    Route("POST", "/serving-endpoints/embeddings", scopes("model-serving", "serving.serving-endpoints")),
+    Route("GET", "/api/2.0/serving-endpoints", scopes("model-serving", "model-serving:read")),
+    Route("PUT", "/api/2.0/serving-endpoints/e1/config", scopes("model-serving")),
+    # identity
+    Route("GET", "/api/2.0/preview/scim/v2/Me", ANY_TOKEN),
+    Route("GET", "/api/2.0/preview/scim/v2/Users", scopes("scim", "scim:read")),
+    # anything else under /api needs all-apis
+    Route("GET", "/api/2.0/unknown-service/things", scopes()),
+    Route("POST", "/api/2.0/unknown-service/things", scopes()),
+    # tokens: listing is a read, minting is sensitive
+    Route("GET", "/api/2.0/token/list", scopes("authentication", "authentication:read")),
+    Route("POST", "/api/2.0/token/create", DISABLED, scopes("authentication")),
+    Route("POST", "/api/2.0/token/delete", DISABLED, scopes("authentication")),
+    Route("GET", "/api/2.0/token-management/tokens", DISABLED, scopes("authentication")),
+    Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("gw.command-execution")),
+    Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("gw.command-execution")),
+    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("gw.workspace-admin")),
+    # OAuth and host metadata: no token
+    Route("POST", "/oidc/v1/token", ANONYMOUS),
+    Route("GET", "/oidc/.well-known/oauth-authorization-server", ANONYMOUS),
+    Route("GET", "/.well-known/databricks-config", ANONYMOUS),
+]
+TOKEN_ROUTES = [r for r in ROUTES if r.accepts not in (ANONYMOUS, DISABLED)]
+SENSITIVE_ROUTES = [r for r in ROUTES if r.accepts == DISABLED]
+
+
+def catalogue_config(idp, allow_sensitive: bool) -> dict:
+    return {
+        "realm": REALM,
+        "providers": {"idp": idp_provider(idp.issuer, idp.port)},
+        "rules": [],
+        "databricks": {"route_catalogue": True, "allow_sensitive_routes": allow_sensitive},
+    }
+
+
+@dataclass
+class CatalogueGateway:
+    port: int  # allow_sensitive_routes off (the default)
+    sensitive_port: int  # allow_sensitive_routes on
+    tokens: dict[str, str]  # TOKENS name → token
+    factory: TokenFactory
+
+
+@pytest.fixture(scope="module")
+def catalogue_gateway(start_envoy, wasm_path):
+    with running(make_idp(0, audience=AUDIENCE)) as idp, running(make_body_echo()) as echo:
+        factory = TokenFactory(idp.issuer)
+        listeners = [routed_listener("catalogue", wasm_path, catalogue_config(idp, False), "echo"),
+                     routed_listener("sensitive", wasm_path, catalogue_config(idp, True), "echo")]
+        envoy = start_envoy(bootstrap_with(listeners, {"echo": echo.port, "idp": idp.port}), "databricks-catalogue")
+        try:
+            envoy.wait_ready()
+            ports = envoy.listener_ports()
+            probe = factory.idp(scope="clusters:read")
+            for port in ports.values():
+                wait_until_decided(port, lambda p: send(p, "GET", "/api/2.0/clusters/list", probe))
+            tokens = {name: factory.idp(subject=f"user-{name.replace(':', '-')}", scope=scope) for name, scope in TOKENS.items()}
+            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory)
+        finally:
+            envoy.stop()
+
+
+def token_scopes(name: str) -> set[str]:
+    return set((TOKENS[name] or "").split())
+
+
+def expected_allowed(route: Route, token_name: str, sensitive_enabled: bool = False) -> bool:
+    have = token_scopes(token_name)
+    if route.accepts == ANY_TOKEN:
+        return True
+    if route.accepts == DISABLED:
+        return sensitive_enabled and bool(have & ({"all-apis"} | route.sensitive_scopes))
+    return bool(have & ({"all-apis"} | route.accepts))
+
+
+def check_insufficient_scope(reply, accepted: set[str]) -> list[str]:
+    """Problems with a 403 insufficient_scope refusal (docs/ERRORS.md): status, reason, body, and a
+    challenge whose `scope=` names a scope that would actually satisfy the route."""
+    problems = []
+    if reply.status != 403 or reply.header("x-brickgate-reason") != "insufficient_scope":
+        return [f"expected 403 insufficient_scope, got {reply.status} {reply.header('x-brickgate-reason')}: {reply.body[:300]!r}"]
+    body = reply.json()
+    if body.get("error_code") != "PERMISSION_DENIED":
+        problems.append(f"error_code {body.get('error_code')}")
+    if body.get("details", [{}])[0].get("reason") != "insufficient_scope":
+        problems.append(f"details {body.get('details')}")
+    challenge = reply.header("www-authenticate")
+    if challenge is None:
+        return problems + ["no WWW-Authenticate challenge"]
+    scheme, params = parse_challenge(challenge)
+    if scheme != "Bearer" or params.get("realm") != REALM or params.get("error") != "insufficient_scope":
+        problems.append(f"challenge {challenge!r}")
+    if params.get("scope") not in accepted:
+        problems.append(f"challenge scope={params.get('scope')!r} is not a scope this route accepts ({sorted(accepted)})")
+    return problems
+
+
+def check_allowed(reply, route: Route) -> list[str]:
+    if reply.status != 200 or reply.header("x-brickgate-reason") is not None:
+        return [f"expected the echo (allowed), got {reply.status} {reply.header('x-brickgate-reason')}: {reply.body[:300]!r}"]
+    echo = reply.json()
+    problems = []
+    if echo["method"] != route.method or echo["path"] != route.path:
+        problems.append(f"upstream saw {echo['method']} {echo['path']}")
+    rule = echo["headers"].get("x-brickgate-rule", [""])[0]
+    if not rule.startswith("databricks:"):
+        problems.append(f"allowed by rule {rule!r}, not a catalogue rule")
+    return problems
+
+
+@pytest.mark.parametrize("route", TOKEN_ROUTES, ids=lambda r: r.id)
+def test_scope_matrix(catalogue_gateway, route):
+    """Every token against one route: allowed exactly when one of its scopes satisfies the route."""
+    failures = []
+    for name, token in catalogue_gateway.tokens.items():
+        reply = send(catalogue_gateway.port, route.method, route.path, token)
+        if expected_allowed(route, name):
+            problems = check_allowed(reply, route)
+        else:
+            problems = check_insufficient_scope(reply, {"all-apis"} | set(route.accepts))
+        failures += [f"token {name!r}: {problem}" for problem in problems]
+    assert not failures, f"{route.id}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("route", TOKEN_ROUTES, ids=lambda r: r.id)
+def test_catalogue_routes_need_a_token(catalogue_gateway, route):
+    assert_refused(send(catalogue_gateway.port, route.method, route.path), MISSING_TOKEN)
+
+
+@pytest.mark.parametrize("route", SENSITIVE_ROUTES, ids=lambda r: r.id)
+def test_sensitive_routes_are_disabled_by_default(catalogue_gateway, route):
+    """route_disabled whatever the token, all-apis included, and without one: the route decides first."""
+    expected = Refusal(403, "route_disabled", "PERMISSION_DENIED", NO_CHALLENGE,
+                       message_contains=("databricks.allow_sensitive_routes",))
+    for name, token in [*catalogue_gateway.tokens.items(), ("(none)", None)]:
+        reply = send(catalogue_gateway.port, route.method, route.path, token)
+        assert reply.header("x-brickgate-reason") == "route_disabled", f"token {name}: {reply.status} {reply.body[:300]!r}"
+        assert_refused(reply, expected, token)
+
+
+@pytest.mark.parametrize("route", SENSITIVE_ROUTES, ids=lambda r: r.id)
+def test_sensitive_routes_when_enabled(catalogue_gateway, route):
+    """With allow_sensitive_routes: all-apis (or the route's own service scope) is allowed, others 403."""
+    failures = []
+    for name, token in catalogue_gateway.tokens.items():
+        reply = send(catalogue_gateway.sensitive_port, route.method, route.path, token)
+        if expected_allowed(route, name, sensitive_enabled=True):
+            problems = check_allowed(reply, route)
+        else:
+            problems = check_insufficient_scope(reply, {"all-apis"} | set(route.sensitive_scopes))
+        failures += [f"token {name!r}: {problem}" for problem in problems]
+    assert not failures, f"{route.id}:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("route", SENSITIVE_ROUTES, ids=lambda r: r.id)
+def test_sensitive_route_allowed_for_its_service_scope(catalogue_gateway, route):
+    """Once sensitive routes are on, the route's own service scope (`authentication` for tokens) does too."""
+    (scope,) = route.sensitive_scopes
+    token = catalogue_gateway.factory.idp(subject="service-scope-holder", scope=scope)
+    assert not check_allowed(send(catalogue_gateway.sensitive_port, route.method, route.path, token), route)
+    reply = send(catalogue_gateway.port, route.method, route.path, token)
+    assert reply.header("x-brickgate-reason") == "route_disabled", reply.body
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.accepts == ANONYMOUS], ids=lambda r: r.id)
+def test_oauth_and_host_metadata_need_no_token(catalogue_gateway, route):
+    reply = send(catalogue_gateway.port, route.method, route.path)
+    assert reply.status == 200 and reply.header("x-brickgate-reason") is None, reply.body[:300]
+    echo = reply.json()
+    assert echo["path"] == route.path and echo["method"] == route.method
+    assert "x-brickgate-subject" not in echo["headers"]
+
+
+def test_paths_outside_the_catalogue_match_no_rule(catalogue_gateway):
+    token = catalogue_gateway.tokens["all-apis"]
+    for method, path in [("GET", "/some/app/page"), ("POST", "/.well-known/databricks-config"), ("GET", "/serving-endpoints/chat/completions")]:
+        reply = send(catalogue_gateway.port, method, path, token)
+        assert_refused(reply, Refusal(403, "no_matching_rule", "PERMISSION_DENIED", NO_CHALLENGE), token)
+
+
+def test_scope_hint_names_the_service_scope(catalogue_gateway):
+    """README ("Two commands"): `POST /api/2.1/clusters/create` with a clusters:read token is refused
+    with `WWW-Authenticate: Bearer … error="insufficient_scope", scope="clusters"`: the hint names the
+    least scope that would do, not all-apis."""
+    reply = send(catalogue_gateway.port, "POST", "/api/2.1/clusters/create", catalogue_gateway.tokens["clusters:read"])
+    assert reply.status == 403 and reply.header("x-brickgate-reason") == "insufficient_scope"
+    _, params = parse_challenge(reply.header("www-authenticate"))
+    assert params.get("scope") == "clusters", f"challenge: {reply.header('www-authenticate')}"
+
+
+def test_refusal_message_names_what_was_needed_and_what_the_token_had(catalogue_gateway):
+    reply = send(catalogue_gateway.port, "POST", "/api/2.0/mlflow/runs/search", catalogue_gateway.tokens["mlflow:read"])
+    assert reply.status == 403, reply.body
+    message = reply.json()["message"]
+    assert "mlflow" in message and "all-apis" in message and "token has [mlflow:read]" in message, message
+
+
+def test_header_hygiene_applies_to_anonymous_routes_too(catalogue_gateway):
+    """With a `databricks` section every allowed request loses client-sent credential and
+    forwarded-identity headers and gets brickgate's User-Agent, token or not (docs/CONFIG.md)."""
+    smuggled = [("X-Forwarded-Email", "ceo@example.com"), ("X-Forwarded-Access-Token", "secret"),
+                ("X-Databricks-Azure-SP-Management-Token", "mgmt"), ("X-Brickgate-Subject", "spoofed")]
+    reply = send(catalogue_gateway.port, "POST", "/oidc/v1/token", headers=[("User-Agent", "curl/8.5.0"), *smuggled])
+    assert reply.status == 200, reply.body
+    headers = reply.json()["headers"]
+    assert not {name.lower() for name, _ in smuggled} & set(headers), headers
+    (request_id,) = headers["x-request-id"]
+    assert headers["user-agent"] == [f"curl/8.5.0 brickgate/{VERSION} req/{request_id}"]
