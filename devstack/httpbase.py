@@ -102,3 +102,14 @@ def running(server: DevServer):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def serve_until_interrupted(server, banner: str) -> None:
+    """Prints where the server listens, then serves until Ctrl-C (the dev stack's `main`s)."""
+    print(banner, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, unquote_plus
 
 import jwt
 
-from devstack.httpbase import DevServer, JsonHandler
+from devstack.httpbase import DevServer, JsonHandler, serve_until_interrupted
 from devstack.keys import TEST_KEYS, jwks as test_jwks
 
 TOKEN_LIFETIME_S = 3600
@@ -343,13 +343,7 @@ def main() -> None:
     parser.add_argument("--down", action="store_true", help="start unreachable (POST /_control {\"down\": false} to bring it up)")
     args = parser.parse_args()
     server = make_idp(args.port, args.issuer, args.audience, down=args.down)
-    print(f"fake IdP listening on http://127.0.0.1:{server.port} (issuer {server.issuer})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, f"fake IdP listening on http://127.0.0.1:{server.port} (issuer {server.issuer})")
 
 
 if __name__ == "__main__":

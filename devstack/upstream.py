@@ -7,7 +7,7 @@ exactly what Envoy forwarded (identity headers, Authorization, the rewritten pat
 
 import argparse
 
-from devstack.httpbase import DevServer, JsonHandler
+from devstack.httpbase import DevServer, JsonHandler, serve_until_interrupted
 
 ECHO_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -39,13 +39,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9500)
     args = parser.parse_args()
     server = make_upstream(args.port)
-    print(f"fake upstream listening on http://127.0.0.1:{server.port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, f"fake upstream listening on http://127.0.0.1:{server.port}")
 
 
 if __name__ == "__main__":

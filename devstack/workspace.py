@@ -39,7 +39,7 @@ from typing import Iterable
 import jwt
 
 from devstack import tokens
-from devstack.httpbase import DevServer, JsonHandler
+from devstack.httpbase import DevServer, JsonHandler, serve_until_interrupted
 from devstack.idp import DEMO_CLIENTS, IdpHandler, OAuthError
 from devstack.keys import TEST_KEYS
 
@@ -895,14 +895,8 @@ def main() -> None:
     parser.add_argument("--audience", default="brickgate-demo", help="audience the default federation policy requires")
     args = parser.parse_args()
     server = make_workspace(args.port, args.issuer_host, [dev_policy(args.idp_issuer, args.audience)])
-    print(f"fake Databricks workspace listening on http://127.0.0.1:{server.port} (issuer {server.issuer}; "
-          f"federation trusts {args.idp_issuer} for audience {args.audience})", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server, f"fake Databricks workspace listening on http://127.0.0.1:{server.port} (issuer {server.issuer}; "
+          f"federation trusts {args.idp_issuer} for audience {args.audience})")
 
 
 if __name__ == "__main__":

@@ -212,15 +212,7 @@ impl Engine {
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
         let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
-            .ok_or_else(|| {
-                AuthError::new(
-                    Reason::NoMatchingRule,
-                    format!(
-                        "no rule matches {} {}; requests are denied by default",
-                        request.method, path.path
-                    ),
-                )
-            })?;
+            .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
         self.apply_rule(request, &path, rule, &bindings, keys, cache, now_ms, audit)
     }
 
@@ -283,13 +275,7 @@ impl Engine {
         } else if let Some(Access::Refuse(why)) = candidates.first().map(|rule| &rule.access) {
             return Err(AuthError::new(Reason::RouteDisabled, why.clone()));
         } else {
-            return Err(AuthError::new(
-                Reason::NoMatchingRule,
-                format!(
-                    "no rule matches {} {}; requests are denied by default",
-                    request.method, path.path
-                ),
-            ));
+            return Err(no_matching_rule(request.method, &path.path));
         };
         let pending = Rule {
             name: "serving-endpoint".to_string(),
@@ -678,6 +664,13 @@ fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutations) {
     mutations
         .set_headers
         .push(("user-agent".to_string(), agent));
+}
+
+fn no_matching_rule(method: &str, path: &str) -> AuthError {
+    AuthError::new(
+        Reason::NoMatchingRule,
+        format!("no rule matches {method} {path}; requests are denied by default"),
+    )
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
