@@ -131,7 +131,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::PrincipalKind;
+    use crate::identity::{Holder, PrincipalKind};
     use crate::verify::claims::TokenTimes;
 
     fn entry(provider: usize, generation: u64, exp: u64, bytes: usize) -> CachedToken {
@@ -146,9 +146,7 @@ mod tests {
                     nbf: None,
                     iat: None,
                 },
-                subject: None,
-                client_id: None,
-                token_id: None,
+                holder: Holder::default(),
                 kind: PrincipalKind::User,
                 scopes: Vec::new(),
                 groups: Vec::new(),

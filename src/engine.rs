@@ -12,7 +12,7 @@ use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
-    AuditRecord, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
+    AuditRecord, Holder, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
     principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
@@ -359,19 +359,13 @@ impl Engine {
             )
         })?;
         audit.principal_kind = Some(verified.kind.as_str());
-        check_requirement(
-            requirement,
-            rule,
-            bindings,
-            &verified.scopes,
-            &verified.groups,
-        )?;
+        requirement.check(&rule.name, bindings, &verified.scopes, &verified.groups)?;
 
         let upstream = match &provider.upstream {
             UpstreamMode::PassThrough => UpstreamAction::Forward,
             UpstreamMode::Exchange(endpoint) => UpstreamAction::Fetch(endpoint.exchange(
                 &provider.name,
-                audit.subject.as_deref().unwrap_or_default(),
+                verified.holder.subject.as_deref().unwrap_or_default(),
                 &credential.token,
             )),
             UpstreamMode::ServicePrincipal(endpoint) => {
@@ -418,7 +412,7 @@ impl Engine {
                     "provider vanished from the configuration",
                 )
             })?;
-            fill_audit_verified(audit, provider, &hit.verified);
+            fill_audit(audit, provider, &hit.verified.holder);
             if !providers.contains(&hit.provider) {
                 return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
             }
@@ -437,11 +431,17 @@ impl Engine {
         audit.kid = jwt.header.kid.clone();
         audit.alg = Some(jwt.header.alg.clone());
         let (index, provider) = self.provider_for(rule, providers, &jwt)?;
-        fill_audit(audit, provider, &jwt.claims);
+        // Read once: the audit names the holder even when verification refuses the token.
+        let holder = Holder {
+            subject: string_claim(&jwt.claims, &provider.subject_claim),
+            client_id: client_id(&jwt.claims),
+            token_id: string_claim(&jwt.claims, "jti"),
+        };
+        fill_audit(audit, provider, &holder);
         let usable = usable_keys(keys, index, now_ms, audit);
         let generation = usable.as_ref().ok().map(|k| k.generation);
         let alg = verify_for_provider(provider, &jwt, usable, now, self.verifier.as_ref())?;
-        let verified = Rc::new(self.verified_identity(provider, &jwt.claims)?);
+        let verified = Rc::new(self.verified_identity(provider, &jwt.claims, holder)?);
         if let Some(generation) = generation {
             let entry = CachedToken {
                 provider: index,
@@ -462,23 +462,21 @@ impl Engine {
         &self,
         provider: &Provider,
         claims: &Claims,
+        holder: Holder,
     ) -> Result<Verified, AuthError> {
-        let subject = string_claim(claims, &provider.subject_claim);
-        let client_id = client_id(claims);
-        let token_id = string_claim(claims, "jti");
-        let kind = principal_kind(provider.idp, claims, subject.as_deref());
+        let kind = principal_kind(provider.idp, claims, holder.subject.as_deref());
         let scopes = scopes_of(provider, claims);
         let groups = string_list(claims, &provider.groups_claim);
         let identity = &self.config.identity;
         let built_in = vec![
-            ("subject", subject.clone()),
+            ("subject", holder.subject.clone()),
             ("issuer", Some(provider.issuer.clone())),
             ("provider", Some(provider.name.clone())),
-            ("client-id", client_id.clone()),
+            ("client-id", holder.client_id.clone()),
             ("scopes", Some(scopes.join(" "))),
             ("groups", Some(groups.join(","))),
             ("principal-kind", Some(kind.as_str().to_string())),
-            ("token-id", token_id.clone()),
+            ("token-id", holder.token_id.clone()),
         ];
         let headers = identity_headers(
             &identity.header_prefix,
@@ -488,9 +486,7 @@ impl Engine {
         );
         Ok(Verified {
             times: token_times(claims)?,
-            subject,
-            client_id,
-            token_id,
+            holder,
             kind,
             scopes,
             groups,
@@ -576,30 +572,12 @@ fn usable_keys<'a>(
     }
 }
 
-fn fill_audit_verified(audit: &mut AuditRecord, provider: &Provider, verified: &Verified) {
+fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder) {
     audit.provider = Some(provider.name.clone());
     audit.issuer = Some(provider.issuer.clone());
-    audit.subject = verified.subject.clone();
-    audit.client_id = verified.client_id.clone();
-    audit.token_id = verified.token_id.clone();
-}
-
-fn fill_audit(audit: &mut AuditRecord, provider: &Provider, claims: &Claims) {
-    audit.provider = Some(provider.name.clone());
-    audit.issuer = Some(provider.issuer.clone());
-    audit.subject = string_claim(claims, &provider.subject_claim);
-    audit.client_id = client_id(claims);
-    audit.token_id = string_claim(claims, "jti");
-}
-
-fn check_requirement(
-    requirement: &Requirement,
-    rule: &Rule,
-    bindings: &Bindings,
-    scopes: &[String],
-    groups: &[String],
-) -> Result<(), AuthError> {
-    requirement.check(&rule.name, bindings, scopes, groups)
+    audit.subject = holder.subject.clone();
+    audit.client_id = holder.client_id.clone();
+    audit.token_id = holder.token_id.clone();
 }
 
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {

@@ -6,7 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
 use super::request::{Next, Wait, not_ready, process, refuse};
-use super::{Headers, SharedState, upstream};
+use super::{Headers, SharedState};
 use crate::error::{AuthError, Reason};
 
 pub struct Filter {
@@ -51,21 +51,6 @@ impl Filter {
 }
 
 impl Context for Filter {
-    fn on_http_call_response(
-        &mut self,
-        callout: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        let shared_state = self.shared.clone();
-        let mut guard = shared_state.borrow_mut();
-        if let Some(shared) = guard.as_mut() {
-            let (status, body) = super::root::call_response(num_headers, body_size, 64 * 1024);
-            upstream::on_response(shared, callout, status, &body);
-        }
-    }
-
     fn on_done(&mut self) -> bool {
         // A client that gave up while waiting is not resumed later.
         if let Some(shared) = self.shared.borrow_mut().as_mut() {

@@ -88,7 +88,7 @@ pub fn process(
     }
     // With a body, the headers already went through (see `before_body`): only the verdict is left.
     let headers_sent = body.is_some();
-    let saved_for_wait = body.is_some().then(|| headers.clone());
+    let saved_for_wait = body.is_some().then_some(&headers);
     match wait_for_keys(shared, &decision, context_id, now, wait, saved_for_wait) {
         KeyWait::Park(waiter) => {
             shared.waiters.push(waiter);
@@ -143,13 +143,7 @@ pub fn process(
             }
         }
         Decision::Deny { response, audit } => {
-            shared.counters.add(metrics::DENIED, 1);
-            if let Some(reason) = audit.reason {
-                shared
-                    .counters
-                    .add(&format!("{}.{reason}", metrics::DENIED), 1);
-            }
-            log_audit(shared, &audit);
+            record_denied(shared, &audit);
             refuse(&response);
             Next::Pause
         }
@@ -183,6 +177,17 @@ pub fn finish_allowed(
         record_allowed(shared, audit);
     }
     Ok(())
+}
+
+/// Counts and logs a refused request.
+pub fn record_denied(shared: &Shared, audit: &AuditRecord) {
+    shared.counters.add(metrics::DENIED, 1);
+    if let Some(reason) = audit.reason {
+        shared
+            .counters
+            .add(&format!("{}.{reason}", metrics::DENIED), 1);
+    }
+    log_audit(shared, audit);
 }
 
 /// Counts and logs an allowed request.
@@ -270,7 +275,7 @@ fn wait_for_keys(
     context_id: u32,
     now: u64,
     wait: Wait,
-    saved_headers: Option<Vec<(String, String)>>,
+    saved_headers: Option<&Headers>,
 ) -> KeyWait {
     let audit = decision.audit();
     let Some(reason) = audit.reason else {
@@ -296,7 +301,7 @@ fn wait_for_keys(
             deadline_ms: deadline,
             generation: shared.store.generation(provider),
             attempts: shared.store.attempts_seen(provider),
-            saved_headers: saved_headers.clone(),
+            saved_headers: saved_headers.cloned(),
         })
     };
     if reason == Reason::UnknownKid.as_str() {

@@ -270,43 +270,32 @@ impl Context for Root {
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
         let Some(provider) = self.pending.remove(&token) else {
-            // A Databricks token call started while resuming a paused request.
+            // Otherwise a Databricks token call (the root context sends those too).
             if shared.in_flight.owns(token) {
-                let (status, body) = call_response(num_headers, body_size, 64 * 1024);
+                let response = call_response(num_headers, body_size, 64 * 1024);
+                let (status, body) = response.map_or((0, Vec::new()), |r| (r.status, r.body));
                 upstream::on_response(shared, token, status, &body);
             }
             return;
         };
-        // Envoy reports resets and timeouts as a response without headers.
-        let outcome = if num_headers == 0 {
-            FetchOutcome::TransportFailure(
+        let outcome = match call_response(
+            num_headers,
+            body_size,
+            shared.store.body_read_limit(provider),
+        ) {
+            None => FetchOutcome::TransportFailure(
                 "no response (connection failure or timeout)".to_string(),
-            )
-        } else {
-            let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.as_str())
-            };
-            let status = header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-            let limit = body_size.min(shared.store.body_read_limit(provider));
-            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            // Keep the real size visible, so an oversized body is refused, not truncated into JSON.
-            let body = if body_size > limit {
-                vec![b' '; limit]
-            } else {
-                body
-            };
-            FetchOutcome::Response {
-                status,
-                body,
-                max_age_s: header("cache-control").and_then(max_age),
-            }
+            ),
+            Some(response) => FetchOutcome::Response {
+                max_age_s: response.header("cache-control").and_then(max_age),
+                status: response.status,
+                // Keep the real size visible, so an oversized body is refused, not cut into JSON.
+                body: if response.truncated {
+                    vec![b' '; response.body.len()]
+                } else {
+                    response.body
+                },
+            },
         };
         let (more, events) =
             shared
@@ -318,23 +307,52 @@ impl Context for Root {
     }
 }
 
-/// Status and (capped) body of the callout response being delivered; status 0 when the call
-/// failed (Envoy reports resets and timeouts as a response without headers).
-pub fn call_response(num_headers: usize, body_size: usize, max_body: usize) -> (u32, Vec<u8>) {
-    if num_headers == 0 {
-        return (0, Vec::new());
+/// The callout response being delivered.
+pub struct CallResponse {
+    pub status: u32,
+    headers: Vec<(String, String)>,
+    /// At most the caller's limit.
+    pub body: Vec<u8>,
+    /// The body was longer than the limit.
+    pub truncated: bool,
+}
+
+impl CallResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
-    let status = hostcalls::get_map(MapType::HttpCallResponseHeaders)
-        .unwrap_or_default()
-        .into_iter()
+}
+
+/// The callout response being delivered, its body read up to `max_body` bytes; `None` when the
+/// call failed (Envoy reports resets and timeouts as a response without headers).
+pub fn call_response(
+    num_headers: usize,
+    body_size: usize,
+    max_body: usize,
+) -> Option<CallResponse> {
+    if num_headers == 0 {
+        return None;
+    }
+    let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let status = headers
+        .iter()
         .find(|(name, _)| name == ":status")
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0);
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(max_body))
+    let limit = body_size.min(max_body);
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, limit)
         .ok()
         .flatten()
         .unwrap_or_default();
-    (status, body)
+    Some(CallResponse {
+        status,
+        headers,
+        body,
+        truncated: body_size > limit,
+    })
 }
 
 impl RootContext for Root {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 
-use super::request::{finish_allowed, refuse};
+use super::request::{finish_allowed, record_denied, refuse};
 use super::{HostSharedData, Shared, log, now_ms};
 use crate::databricks::exchange::{TokenRequest, parse_token_response};
 use crate::engine::Mutations;
@@ -189,15 +189,6 @@ pub fn refuse_after_allow(shared: &Shared, error: &AuthError, mut audit: AuditRe
     audit.reason = Some(error.reason.as_str());
     audit.status = response.status;
     audit.detail = Some(error.detail.clone());
-    shared.counters.add(metrics::DENIED, 1);
-    shared
-        .counters
-        .add(&format!("{}.{}", metrics::DENIED, error.reason.as_str()), 1);
-    if shared.info_logging {
-        log(
-            LogLevel::Info,
-            &format!("brickgate audit {}", audit.to_json()),
-        );
-    }
+    record_denied(shared, &audit);
     refuse(&response);
 }

@@ -4,12 +4,19 @@
 use crate::identity::PrincipalKind;
 use crate::verify::claims::TokenTimes;
 
+/// Who holds a token, as its claims name them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub subject: Option<String>,
+    pub client_id: Option<String>,
+    /// `jti`.
+    pub token_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub times: TokenTimes,
-    pub subject: Option<String>,
-    pub client_id: Option<String>,
-    pub token_id: Option<String>,
+    pub holder: Holder,
     pub kind: PrincipalKind,
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
