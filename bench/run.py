@@ -62,6 +62,9 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"unknown workloads {unknown}; choose from {','.join(workloads.WORKLOADS)}")
     if args.duration < 1 or args.tokens < 100:
         parser.error("--duration must be >= 1 and --tokens >= 100")
+    # Envoy runs in its own work directory: paths given relative to here must still work.
+    if os.sep in args.envoy:
+        args.envoy = os.path.abspath(args.envoy)
     return args
 
 
