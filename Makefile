@@ -33,14 +33,14 @@ $(VENV)/.installed: requirements-dev.txt
 
 deps: $(STAMPS)/rust-target $(STAMPS)/apt-clang $(VENV)/.installed
 
-$(WASM): $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell find src -name '*.rs')
-	cargo build --release --locked --target $(TARGET)
+$(WASM): $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell find src core/src -name "*.rs") core/Cargo.toml
+	cargo build --release --locked --target $(TARGET) -p brickgate
 	@mkdir -p dist
 	cp target/$(TARGET)/release/brickgate.wasm $@
 	@echo "built $@: $$(wc -c < $@) bytes"
 
 unit:
-	cargo test --locked
+	cargo test --locked --workspace
 
 e2e: $(WASM) $(VENV)/.installed
 	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) $(PYTHON) -m pytest tests/e2e -q
@@ -49,8 +49,8 @@ test: unit e2e
 
 lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
-	cargo clippy --locked --release --target $(TARGET) -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo clippy --locked --release --target $(TARGET) -p brickgate -- -D warnings
 
 run: $(WASM) $(VENV)/.installed
 	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY)

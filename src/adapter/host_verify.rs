@@ -3,12 +3,12 @@
 
 use proxy_wasm::hostcalls;
 
-use crate::alg::Alg;
-use crate::jwks::VerificationKey;
-use crate::verify::host_abi::{
+use brickgate_core::alg::Alg;
+use brickgate_core::jwks::VerificationKey;
+use brickgate_core::verify::host_abi::{
     decode_result, encode_arguments, host_hash, host_signature, self_test_cases,
 };
-use crate::verify::{InWasmVerifier, SignatureVerifier};
+use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
 const FOREIGN_FUNCTION: &str = "verify_signature";
 

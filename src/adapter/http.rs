@@ -7,7 +7,7 @@ use proxy_wasm::types::{Action, BufferType};
 
 use super::request::{Next, Wait, not_ready, process, refuse};
 use super::{Headers, SharedState};
-use crate::error::{AuthError, Reason};
+use brickgate_core::error::{AuthError, Reason};
 
 pub struct Filter {
     context_id: u32,

@@ -16,11 +16,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::{LogLevel, MetricType};
 
-use crate::cache::TokenCache;
-use crate::databricks::exchange::UpstreamTokens;
-use crate::engine::Engine;
-use crate::jwks::shared::SharedData;
-use crate::jwks::{JwksStore, UnixMillis};
+use brickgate_core::cache::TokenCache;
+use brickgate_core::databricks::exchange::UpstreamTokens;
+use brickgate_core::engine::Engine;
+use brickgate_core::jwks::shared::SharedData;
+use brickgate_core::jwks::{JwksStore, UnixMillis};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
 #[allow(unsafe_code)]

@@ -6,11 +6,11 @@ use proxy_wasm::types::{LogLevel, MapType};
 
 use super::upstream::{Parked, authorize, refuse_after_allow};
 use super::{AwaitingBody, Headers, HostSharedData, Shared, Waiter, log, now_ms};
-use crate::engine::{Decision, Mutations, Request, UpstreamAction};
-use crate::error::{AuthError, DenyResponse, Reason};
-use crate::identity::AuditRecord;
-use crate::jwks::{Availability, KidMiss};
-use crate::metrics;
+use brickgate_core::engine::{Decision, Mutations, Request, UpstreamAction};
+use brickgate_core::error::{AuthError, DenyResponse, Reason};
+use brickgate_core::identity::AuditRecord;
+use brickgate_core::jwks::{Availability, KidMiss};
+use brickgate_core::metrics;
 
 /// What the HTTP context should do next.
 pub enum Next {

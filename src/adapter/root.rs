@@ -14,13 +14,13 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use super::host_verify::{HostVerifier, host_passes_self_test};
 use super::request::{Next, Wait, process};
 use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
-use crate::cache::TokenCache;
-use crate::config::Config;
-use crate::engine::Engine;
-use crate::jwks::schedule::max_age;
-use crate::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
-use crate::metrics;
-use crate::verify::{InWasmVerifier, SignatureVerifier};
+use brickgate_core::cache::TokenCache;
+use brickgate_core::config::Config;
+use brickgate_core::engine::Engine;
+use brickgate_core::jwks::schedule::max_age;
+use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
+use brickgate_core::metrics;
+use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
 /// Short enough that every worker adopts new keys well within a second, and that paused
 /// requests resume promptly; a tick only reads a few small shared-data entries.
@@ -105,7 +105,7 @@ impl Root {
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
         log(
             LogLevel::Info,
-            &format!("brickgate {} configured: {summary}", crate::VERSION),
+            &format!("brickgate {} configured: {summary}", brickgate_core::VERSION),
         );
         Ok(())
     }

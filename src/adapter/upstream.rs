@@ -9,11 +9,11 @@ use proxy_wasm::types::LogLevel;
 
 use super::request::{finish_allowed, record_denied, refuse};
 use super::{HostSharedData, Shared, log, now_ms};
-use crate::databricks::exchange::{TokenRequest, parse_token_response};
-use crate::engine::Mutations;
-use crate::error::AuthError;
-use crate::identity::AuditRecord;
-use crate::metrics;
+use brickgate_core::databricks::exchange::{TokenRequest, parse_token_response};
+use brickgate_core::engine::Mutations;
+use brickgate_core::error::AuthError;
+use brickgate_core::identity::AuditRecord;
+use brickgate_core::metrics;
 
 /// A request waiting for an upstream token.
 pub struct Parked {

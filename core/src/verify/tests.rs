@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::jwks::{KeyMaterial, KeyOrigin, parse_jwks};
 
-const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public-jwks.json");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/keys/public-jwks.json");
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn public_jwk(kid: &str) -> Value {
@@ -24,7 +24,7 @@ fn public_jwk(kid: &str) -> Value {
 
 /// (our alg, their alg, private PEM or secret, public JWK)
 fn algorithms() -> Vec<(Alg, Algorithm, EncodingKey, Value)> {
-    let rsa = || EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rsa-1.pem")).unwrap();
+    let rsa = || EncodingKey::from_rsa_pem(include_bytes!("../../../tests/keys/rsa-1.pem")).unwrap();
     let secret_jwk = json!({"kty": "oct", "kid": "s", "k": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, SECRET)});
     vec![
         (
@@ -66,19 +66,19 @@ fn algorithms() -> Vec<(Alg, Algorithm, EncodingKey, Value)> {
         (
             Alg::ES256,
             Algorithm::ES256,
-            EncodingKey::from_ec_pem(include_bytes!("../../tests/keys/ec-1.pem")).unwrap(),
+            EncodingKey::from_ec_pem(include_bytes!("../../../tests/keys/ec-1.pem")).unwrap(),
             public_jwk("test-ec-1"),
         ),
         (
             Alg::ES384,
             Algorithm::ES384,
-            EncodingKey::from_ec_pem(include_bytes!("../../tests/keys/ec-384.pem")).unwrap(),
+            EncodingKey::from_ec_pem(include_bytes!("../../../tests/keys/ec-384.pem")).unwrap(),
             public_jwk("test-ec-384"),
         ),
         (
             Alg::EdDSA,
             Algorithm::EdDSA,
-            EncodingKey::from_ed_pem(include_bytes!("../../tests/keys/ed-1.pem")).unwrap(),
+            EncodingKey::from_ed_pem(include_bytes!("../../../tests/keys/ed-1.pem")).unwrap(),
             public_jwk("test-ed-1"),
         ),
         (
@@ -185,7 +185,7 @@ fn a_key_only_verifies_its_own_algorithm_family() {
     let token = encode(
         &Header::new(Algorithm::RS256),
         &json!({}),
-        &EncodingKey::from_rsa_pem(include_bytes!("../../tests/keys/rsa-1.pem")).unwrap(),
+        &EncodingKey::from_rsa_pem(include_bytes!("../../../tests/keys/rsa-1.pem")).unwrap(),
     )
     .unwrap();
     let (input, signature) = token.rsplit_once('.').unwrap();

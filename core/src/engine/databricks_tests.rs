@@ -8,8 +8,8 @@ use super::*;
 use crate::verify::InWasmVerifier;
 
 const NOW: u64 = 1_800_000_000;
-const RSA_1: &str = include_str!("../../tests/keys/rsa-1.pem");
-const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public-jwks.json");
+const RSA_1: &str = include_str!("../../../tests/keys/rsa-1.pem");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/keys/public-jwks.json");
 
 fn engine(upstream: Value) -> (Engine, JwksStore) {
     let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();

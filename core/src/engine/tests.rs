@@ -7,10 +7,10 @@ use super::*;
 use crate::verify::InWasmVerifier;
 
 const NOW: u64 = 1_800_000_000;
-const RSA_1: &str = include_str!("../../tests/keys/rsa-1.pem");
-const EC_1: &str = include_str!("../../tests/keys/ec-1.pem");
-const ATTACKER: &str = include_str!("../../tests/keys/attacker-rsa.pem");
-const PUBLIC_JWKS: &str = include_str!("../../tests/keys/public-jwks.json");
+const RSA_1: &str = include_str!("../../../tests/keys/rsa-1.pem");
+const EC_1: &str = include_str!("../../../tests/keys/ec-1.pem");
+const ATTACKER: &str = include_str!("../../../tests/keys/attacker-rsa.pem");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/keys/public-jwks.json");
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
 fn config(identity: Value) -> Config {

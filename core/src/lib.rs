@@ -1,0 +1,26 @@
+//! brickgate: a proxy-wasm filter that verifies bearer JWTs and enforces per-route scope rules.
+//!
+//! This crate is the pure core: it takes headers, bytes, events and `now`, and returns
+//! decisions and host actions as data. It does not depend on `proxy-wasm`, so the compiler
+//! keeps host calls out of it on every target; the `brickgate` crate (the wasm module) is the
+//! thin adapter. Data flows config → token → jwks → verify → policy → identity → engine → stream.
+
+pub mod alg;
+pub mod cache;
+pub mod config;
+pub mod databricks;
+pub mod encoding;
+pub mod engine;
+pub mod error;
+pub mod identity;
+pub mod jwks;
+pub mod metrics;
+pub mod policy;
+pub mod token;
+pub mod verify;
+
+/// Version string reported in logs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Seconds since the Unix epoch. The core never reads a clock: callers pass `now` in.
+pub type UnixTime = u64;
