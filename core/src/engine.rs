@@ -412,7 +412,7 @@ impl Engine {
                     "provider vanished from the configuration",
                 )
             })?;
-            fill_audit(audit, provider, &hit.verified.holder);
+            fill_audit(audit, provider, &hit.verified.holder, Trust::Claimed);
             if !providers.contains(&hit.provider) {
                 return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
             }
@@ -424,6 +424,7 @@ impl Engine {
                 provider.max_lifetime_s,
             )?;
             usable_keys(keys, hit.provider, now_ms, audit)?;
+            fill_audit(audit, provider, &hit.verified.holder, Trust::Verified);
             return Ok((hit.provider, hit.verified));
         }
         audit.cache = Some("miss");
@@ -431,17 +432,18 @@ impl Engine {
         audit.kid = jwt.header.kid.clone();
         audit.alg = Some(jwt.header.alg.clone());
         let (index, provider) = self.provider_for(rule, providers, &jwt)?;
-        // Read once: the audit names the holder even when verification refuses the token.
+        // Read once: the audit names the claimed holder even when verification refuses the token.
         let holder = Holder {
             subject: string_claim(&jwt.claims, &provider.subject_claim),
             client_id: client_id(&jwt.claims),
             token_id: string_claim(&jwt.claims, "jti"),
         };
-        fill_audit(audit, provider, &holder);
+        fill_audit(audit, provider, &holder, Trust::Claimed);
         let usable = usable_keys(keys, index, now_ms, audit);
         let generation = usable.as_ref().ok().map(|k| k.generation);
         let alg = verify_for_provider(provider, &jwt, usable, now, self.verifier.as_ref())?;
         let verified = Rc::new(self.verified_identity(provider, &jwt.claims, holder)?);
+        fill_audit(audit, provider, &verified.holder, Trust::Verified);
         if let Some(generation) = generation {
             let entry = CachedToken {
                 provider: index,
@@ -572,12 +574,28 @@ fn usable_keys<'a>(
     }
 }
 
-fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder) {
+/// Whether the token's signature and claims verified for this request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    Claimed,
+    Verified,
+}
+
+/// The holder goes into `subject`, `client_id`, `token_id` only once verified; until then
+/// into `claimed_*`, so a forged token cannot put a name in the record's `subject`.
+fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder, trust: Trust) {
     audit.provider = Some(provider.name.clone());
     audit.issuer = Some(provider.issuer.clone());
-    audit.subject = holder.subject.clone();
-    audit.client_id = holder.client_id.clone();
-    audit.token_id = holder.token_id.clone();
+    let (named, claimed) = match trust {
+        Trust::Verified => (Some(holder), None),
+        Trust::Claimed => (None, Some(holder)),
+    };
+    audit.subject = named.and_then(|h| h.subject.clone());
+    audit.client_id = named.and_then(|h| h.client_id.clone());
+    audit.token_id = named.and_then(|h| h.token_id.clone());
+    audit.claimed_subject = claimed.and_then(|h| h.subject.clone());
+    audit.claimed_client_id = claimed.and_then(|h| h.client_id.clone());
+    audit.claimed_token_id = claimed.and_then(|h| h.token_id.clone());
 }
 
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {

@@ -3,6 +3,10 @@
 
 use serde::Serialize;
 
+mod echo;
+
+pub use echo::{MAX_ECHO_CHARS, MAX_ECHO_ITEMS, echo, echo_at_most, echo_list};
+
 /// Databricks' error shape, so the Databricks SDKs surface `message` to the user.
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -49,6 +53,9 @@ pub enum Reason {
     BodyTooLarge,
     ExchangeRejected,
     ExchangeFailed,
+    /// brickgate itself could not decide (not configured, a host call failed): a gateway-side
+    /// fault, never blamed on the client, answered 503 so the client retries.
+    Internal,
 }
 
 /// The RFC 6750 §3.1 error code carried by the challenge, if any.
@@ -64,7 +71,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -92,6 +99,7 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::ExchangeRejected,
         Reason::ExchangeFailed,
+        Reason::Internal,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -124,6 +132,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::ExchangeRejected => "exchange_rejected",
             Reason::ExchangeFailed => "exchange_failed",
+            Reason::Internal => "internal_error",
         }
     }
 
@@ -136,7 +145,7 @@ impl Reason {
                 Reason::BadPath | Reason::BadBody => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed => 502,
-                Reason::KeysUnavailable => 503,
+                Reason::KeysUnavailable | Reason::Internal => 503,
                 _ => 403,
             },
         }
@@ -157,7 +166,8 @@ impl Reason {
             | Reason::RouteDisabled
             | Reason::BadBody
             | Reason::BodyTooLarge
-            | Reason::ExchangeFailed => ChallengeError::NoChallenge,
+            | Reason::ExchangeFailed
+            | Reason::Internal => ChallengeError::NoChallenge,
             _ => ChallengeError::InvalidToken,
         }
     }
@@ -200,6 +210,26 @@ impl AuthError {
         }
     }
 
+    /// A gateway-side fault (not configured, a host call failed): 503 `internal_error` with
+    /// `Retry-After`. `why` is a fixed text so nothing from the request or the host (which
+    /// might hold a token) reaches the client; log the host's error separately.
+    pub fn internal(why: &'static str) -> Self {
+        AuthError::new(
+            Reason::Internal,
+            format!("brickgate could not decide this request ({why}); retry shortly"),
+        )
+    }
+
+    /// The body of an OpenAI-style serving request is longer than brickgate reads.
+    pub fn body_too_large(limit: usize) -> Self {
+        AuthError::new(
+            Reason::BodyTooLarge,
+            format!(
+                "request body exceeds the {limit} bytes brickgate reads to find the serving endpoint"
+            ),
+        )
+    }
+
     /// The HTTP response this refusal becomes.
     pub fn to_response(&self, realm: &str) -> DenyResponse {
         let reason = self.reason;
@@ -213,7 +243,7 @@ impl AuthError {
         if let Some(challenge) = self.challenge(realm) {
             headers.push(("www-authenticate".to_string(), challenge));
         }
-        if reason == Reason::KeysUnavailable {
+        if matches!(reason, Reason::KeysUnavailable | Reason::Internal) {
             headers.push(("retry-after".to_string(), "5".to_string()));
         }
         let body = ErrorBody {
@@ -319,6 +349,9 @@ mod tests {
                 "TEMPORARILY_UNAVAILABLE",
                 None,
             ),
+            (Reason::Internal, 503, "TEMPORARILY_UNAVAILABLE", None),
+            (Reason::BodyTooLarge, 413, "BAD_REQUEST", None),
+            (Reason::ExchangeFailed, 502, "INTERNAL_ERROR", None),
         ];
         for (reason, status, code, challenge) in cases {
             let response = AuthError::new(*reason, "why").to_response("r");
@@ -373,6 +406,117 @@ mod tests {
     fn keys_unavailable_asks_to_retry() {
         let response = AuthError::new(Reason::KeysUnavailable, "x").to_response("gw");
         assert_eq!(response.header("retry-after"), Some("5"));
+    }
+
+    /// One arm per variant and no wildcard: a new `Reason` does not compile until it is listed
+    /// here, and the test below then fails until it is in `Reason::ALL`, which defines its counter.
+    fn position(reason: Reason) -> usize {
+        match reason {
+            Reason::MissingToken => 0,
+            Reason::MalformedCredential => 1,
+            Reason::MultipleTokens => 2,
+            Reason::TokenTooLarge => 3,
+            Reason::MalformedToken => 4,
+            Reason::UnsupportedHeader => 5,
+            Reason::TypMismatch => 6,
+            Reason::IssuerNotAccepted => 7,
+            Reason::AlgNotAllowed => 8,
+            Reason::UnknownKid => 9,
+            Reason::KeyMismatch => 10,
+            Reason::BadSignature => 11,
+            Reason::Expired => 12,
+            Reason::NotYetValid => 13,
+            Reason::IssuedInFuture => 14,
+            Reason::LifetimeTooLong => 15,
+            Reason::AudienceMismatch => 16,
+            Reason::InsufficientScope => 17,
+            Reason::GroupNotAllowed => 18,
+            Reason::NoMatchingRule => 19,
+            Reason::BadPath => 20,
+            Reason::KeysUnavailable => 21,
+            Reason::RouteDisabled => 22,
+            Reason::BadBody => 23,
+            Reason::BodyTooLarge => 24,
+            Reason::ExchangeRejected => 25,
+            Reason::ExchangeFailed => 26,
+            Reason::Internal => 27,
+        }
+    }
+
+    #[test]
+    fn every_reason_is_listed_counted_and_answered_without_secrets() {
+        let positions: Vec<usize> = Reason::ALL.iter().map(|r| position(*r)).collect();
+        assert_eq!(positions, (0..Reason::ALL.len()).collect::<Vec<_>>());
+        let counters = crate::metrics::all_counters();
+        let allowed_headers = [
+            "content-type",
+            "x-brickgate-reason",
+            "www-authenticate",
+            "retry-after",
+        ];
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
+        for reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(
+                counters.contains(&crate::metrics::denied_for(reason)),
+                "{name} has no counter"
+            );
+            assert!(
+                [400, 401, 403, 413, 502, 503].contains(&reason.status()),
+                "{name}"
+            );
+            let response = AuthError::new(reason, "why").to_response("r");
+            for (header, value) in &response.headers {
+                assert!(
+                    allowed_headers.contains(&header.as_str()),
+                    "{name}: {header}"
+                );
+                assert!(value.chars().all(|c| (' '..='~').contains(&c)), "{name}");
+                assert!(!value.contains(token), "{name}");
+            }
+            let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+            assert_eq!(
+                body["message"], "why",
+                "{name}: the message is the detail alone"
+            );
+            assert_eq!(body["details"][0]["reason"], name);
+            assert_eq!(response.header("x-brickgate-reason"), Some(name));
+        }
+    }
+
+    #[test]
+    fn internal_errors_are_the_gateways_not_the_clients() {
+        let error = AuthError::internal("cannot read the request headers");
+        assert_eq!(error.reason, Reason::Internal);
+        assert_eq!(
+            error.detail,
+            "brickgate could not decide this request (cannot read the request headers); retry shortly"
+        );
+        let response = error.to_response("gw");
+        assert_eq!(response.status, 503);
+        assert_eq!(
+            response.header("x-brickgate-reason"),
+            Some("internal_error")
+        );
+        assert_eq!(response.header("retry-after"), Some("5"));
+        assert_eq!(
+            response.header("www-authenticate"),
+            None,
+            "no credential blamed"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(body["error_code"], "TEMPORARILY_UNAVAILABLE");
+    }
+
+    #[test]
+    fn body_too_large_is_a_refusal_of_its_own() {
+        let response = AuthError::body_too_large(1024).to_response("gw");
+        assert_eq!(response.status, 413);
+        assert_eq!(
+            response.header("x-brickgate-reason"),
+            Some("body_too_large")
+        );
+        assert_eq!(response.header("retry-after"), None);
     }
 
     #[test]

@@ -721,3 +721,5 @@ fn warm_decision_cost() {
         start.elapsed() / n
     );
 }
+
+mod audit;

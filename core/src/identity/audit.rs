@@ -20,6 +20,8 @@ pub struct AuditRecord {
     pub provider: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
+    /// `subject`, `client_id` and `token_id` come from a token whose signature and claims
+    /// verified: they name the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,6 +30,14 @@ pub struct AuditRecord {
     pub principal_kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_id: Option<String>,
+    /// What a token that did not verify (forged, expired, for another audience …) claims:
+    /// whoever sent it chose these, so they never name the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_token_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
