@@ -10,7 +10,7 @@ use crate::cache::{self, CachedToken, TokenCache, TokenDigest};
 use crate::config::{Config, Provider, TokenSource};
 use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
-use crate::error::{AuthError, DenyResponse, Reason};
+use crate::error::{AuthError, DenyResponse, Reason, echo};
 use crate::identity::{
     AuditRecord, Holder, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
     principal_kind,
@@ -505,7 +505,7 @@ impl Engine {
             Reason::IssuerNotAccepted,
             format!(
                 "issuer {:?} is not accepted by rule {} (accepted: [{}])",
-                truncate(iss, 200),
+                echo(iss),
                 rule.name,
                 issuers.join(", ")
             ),
@@ -674,10 +674,6 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@ pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
 pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
 pub const JWKS_KID_MISS_REFETCH: &str = "brickgate.jwks.kid_miss_refetch";
 pub const JWKS_STALE_SERVED: &str = "brickgate.jwks.stale_served";
+/// A key set was adopted with more keys without `kid` than a token is tried against
+/// (`KeySet::too_many_without_kid`).
+pub const JWKS_KEYS_WITHOUT_KID_CAPPED: &str = "brickgate.jwks.keys_without_kid_capped";
 pub const UPSTREAM_TOKEN_FETCH: &str = "brickgate.upstream_token.fetch";
 pub const UPSTREAM_TOKEN_CACHE_HIT: &str = "brickgate.upstream_token.cache_hit";
 pub const UPSTREAM_TOKEN_FAILED: &str = "brickgate.upstream_token.failed";
@@ -32,6 +35,7 @@ pub fn all_counters() -> Vec<String> {
         JWKS_KEYS_SKIPPED,
         JWKS_KID_MISS_REFETCH,
         JWKS_STALE_SERVED,
+        JWKS_KEYS_WITHOUT_KID_CAPPED,
         TOKEN_CACHE_HIT,
         TOKEN_CACHE_MISS,
         UPSTREAM_TOKEN_FETCH,
@@ -56,6 +60,15 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), count);
-        assert!(names.contains(&"brickgate.denied.audience_mismatch".to_string()));
+        for reason in Reason::ALL {
+            assert!(names.contains(&denied_for(reason)), "{reason:?}");
+        }
+        for name in [
+            "brickgate.denied.internal_error",
+            "brickgate.denied.body_too_large",
+            "brickgate.jwks.keys_without_kid_capped",
+        ] {
+            assert!(names.contains(&name.to_string()), "{name}");
+        }
     }
 }

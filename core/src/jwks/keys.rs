@@ -9,6 +9,10 @@ use crate::encoding::b64url_decode;
 use crate::jwks::der;
 
 const MAX_KEYS: usize = 100;
+/// A token without `kid` is tried against at most this many keys (those that fit its `alg`,
+/// keys published without `kid` first), so one request costs at most this many signature
+/// checks. Envoy's jwt_authn tries every key; IdPs that omit `kid` publish one or two.
+pub const MAX_KEYS_WITHOUT_KID: usize = 4;
 const MAX_KID_BYTES: usize = 256;
 const MIN_RSA_BITS: usize = 2048;
 const MAX_RSA_BITS: usize = 8192;
@@ -112,8 +116,28 @@ impl KeySet {
             .collect()
     }
 
+    /// When more keys of one type than a token without `kid` is tried against are published
+    /// without `kid`, some of them can never verify a token: why, for a log line and the
+    /// `brickgate.jwks.keys_without_kid_capped` counter when the set is adopted.
+    pub fn too_many_without_kid(&self) -> Option<String> {
+        let mut counts: Vec<(KeyFamily, usize)> = Vec::new();
+        for key in self.keys.iter().filter(|key| key.kid.is_none()) {
+            match counts.iter_mut().find(|(family, _)| *family == key.family) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((key.family, 1)),
+            }
+        }
+        let (family, count) = counts
+            .into_iter()
+            .find(|(_, count)| *count > MAX_KEYS_WITHOUT_KID)?;
+        Some(format!(
+            "{count} {family:?} keys have no kid; a token without kid is tried against \
+             {MAX_KEYS_WITHOUT_KID} of them only (publish a kid for each key)"
+        ))
+    }
+
     /// The keys a token may be checked against: the one named by `kid`, or without `kid`
-    /// every key whose type fits `alg`.
+    /// every key whose type fits `alg` (the caller bounds them: `MAX_KEYS_WITHOUT_KID`).
     pub fn candidates(&self, kid: Option<&str>, alg: Alg) -> Vec<&VerificationKey> {
         match kid {
             Some(kid) => self

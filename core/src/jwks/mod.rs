@@ -8,7 +8,9 @@ pub mod schedule;
 pub mod shared;
 mod store;
 
-pub use keys::{KeyMaterial, KeyOrigin, KeySet, SkippedKey, VerificationKey, parse_jwks};
+pub use keys::{
+    KeyMaterial, KeyOrigin, KeySet, MAX_KEYS_WITHOUT_KID, SkippedKey, VerificationKey, parse_jwks,
+};
 pub use location::FetchLocation;
 pub use store::{
     Availability, FetchOutcome, FetchRequest, JwksStore, KidMiss, StoreEvent, UnixMillis,

@@ -1,7 +1,7 @@
 //! What a rule requires of a verified principal: scopes (all-of, any-of, possibly templated)
 //! and groups.
 
-use crate::error::AuthError;
+use crate::error::{AuthError, echo, echo_list};
 use crate::policy::matcher::Bindings;
 
 /// A scope, possibly naming template variables: `serving:{name}`.
@@ -17,12 +17,33 @@ impl ScopeTemplate {
             .collect()
     }
 
+    /// The scope with each `{name}` replaced by its bound value, in one pass: a value is
+    /// never read again, so a path segment holding `{other}` stays as sent. Unbound names and
+    /// unclosed braces stay as written.
     pub fn render(&self, bindings: &Bindings) -> String {
-        bindings
-            .iter()
-            .fold(self.0.clone(), |scope, (name, value)| {
-                scope.replace(&format!("{{{name}}}"), value)
-            })
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(open) = rest.find('{') {
+            let (before, from_brace) = rest.split_at(open);
+            out.push_str(before);
+            let bound = from_brace.get(1..).and_then(|inner| {
+                let (name, _) = inner.split_once('}')?;
+                let (_, value) = bindings.iter().find(|(bound, _)| bound == name)?;
+                Some((name.len() + 2, value))
+            });
+            match bound {
+                Some((consumed, value)) => {
+                    out.push_str(value);
+                    rest = from_brace.get(consumed..).unwrap_or_default();
+                }
+                None => {
+                    out.push('{');
+                    rest = from_brace.get(1..).unwrap_or_default();
+                }
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -50,10 +71,14 @@ impl Requirement {
             return Err(AuthError::insufficient_scope(
                 format!(
                     "insufficient scope: rule {rule_name} needs all of [{}]; token has [{}]",
-                    all.join(", "),
-                    scopes.join(", ")
+                    echo_list(&all),
+                    echo_list(scopes)
                 ),
-                missing.join(" "),
+                missing
+                    .iter()
+                    .map(|scope| echo(scope))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ));
         }
         let any: Vec<String> = self.scopes_any.iter().map(|s| s.render(bindings)).collect();
@@ -61,10 +86,10 @@ impl Requirement {
             return Err(AuthError::insufficient_scope(
                 format!(
                     "insufficient scope: rule {rule_name} needs one of [{}]; token has [{}]",
-                    any.join(", "),
-                    scopes.join(", ")
+                    echo_list(&any),
+                    echo_list(scopes)
                 ),
-                any.first().cloned().unwrap_or_default(),
+                any.first().map(|scope| echo(scope)).unwrap_or_default(),
             ));
         }
         if !self.groups_any.is_empty() && !self.groups_any.iter().any(|g| groups.contains(g)) {
@@ -72,8 +97,8 @@ impl Requirement {
                 crate::error::Reason::GroupNotAllowed,
                 format!(
                     "group not allowed: rule {rule_name} needs membership of one of [{}]; token has [{}]",
-                    self.groups_any.join(", "),
-                    groups.join(", ")
+                    echo_list(&self.groups_any),
+                    echo_list(groups)
                 ),
             );
             return Err(error);
@@ -176,6 +201,77 @@ mod tests {
             error.detail,
             "insufficient scope: rule clusters-write needs all of [clusters]; token has [clusters:read]"
         );
+    }
+
+    #[test]
+    fn templates_are_rendered_in_one_pass() {
+        let bind = |pairs: &[(&str, &str)]| -> Bindings {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let cases: &[(&str, Bindings, &str)] = &[
+            (
+                "serving:{name}",
+                bind(&[("name", "fraud")]),
+                "serving:fraud",
+            ),
+            // A bound value holding `{other}` is not substituted again, in either order.
+            (
+                "s:{x}:{y}",
+                bind(&[("x", "{y}"), ("y", "evil")]),
+                "s:{y}:evil",
+            ),
+            (
+                "s:{y}:{x}",
+                bind(&[("x", "{y}"), ("y", "evil")]),
+                "s:evil:{y}",
+            ),
+            ("s:{x}", bind(&[("x", "{x}")]), "s:{x}"),
+            ("s:{x}{x}", bind(&[("x", "a")]), "s:aa"),
+            ("s:{unbound}", bind(&[("x", "a")]), "s:{unbound}"),
+            ("s:{x", bind(&[("x", "a")]), "s:{x"),
+            ("{{x}}", bind(&[("x", "a")]), "{a}"),
+            ("plain", bind(&[]), "plain"),
+            ("é:{x}:ü", bind(&[("x", "ß")]), "é:ß:ü"),
+        ];
+        for (template, bindings, expected) in cases {
+            assert_eq!(
+                ScopeTemplate(template.to_string()).render(bindings),
+                *expected,
+                "{template} with {bindings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn held_scopes_and_groups_are_repeated_bounded() {
+        let long = "s".repeat(10_000);
+        let many: Vec<String> = (0..500).map(|i| format!("{long}{i}")).collect();
+        let bindings = vec![("name".to_string(), "n".repeat(5000))];
+        let cases = [
+            Requirement {
+                scopes_all: templates(&["needed:{name}"]),
+                ..Requirement::default()
+            },
+            Requirement {
+                scopes_any: templates(&["needed:{name}"]),
+                ..Requirement::default()
+            },
+            Requirement {
+                groups_any: strings(&["ml"]),
+                ..Requirement::default()
+            },
+        ];
+        for requirement in cases {
+            let error = requirement.check("r", &bindings, &many, &many).unwrap_err();
+            assert!(error.detail.len() < 1200, "{} bytes", error.detail.len());
+            assert!(error.detail.contains("and 492 more"), "{}", error.detail);
+            if let Some(scope) = &error.required_scope {
+                assert_eq!(scope, &format!("needed:{}...", "n".repeat(57)));
+            }
+        }
     }
 
     #[test]

@@ -54,8 +54,8 @@ pub fn extract_credential(
                             ));
                         }
                         None => {
-                            let scheme = value.split(' ').next().unwrap_or_default();
-                            foreign_scheme = Some(format!("{name} header uses scheme {scheme:?}"));
+                            let scheme = scheme_name(value);
+                            foreign_scheme = Some(format!("{name} header uses {scheme}"));
                         }
                     }
                 }
@@ -181,6 +181,19 @@ fn describe(sources: &[TokenSource]) -> String {
     }
 }
 
+/// The scheme of a non-bearer credential, named only when it looks like one: a header that
+/// holds a bare token (`Authorization: eyJ…`) must not have it repeated in the refusal.
+fn scheme_name(value: &str) -> String {
+    let word = value.split(' ').next().unwrap_or_default();
+    let plausible = (1..=20).contains(&word.len())
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if plausible {
+        format!("scheme {word:?}")
+    } else {
+        "no recognisable scheme".to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +216,31 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_bare_token_is_not_repeated_as_its_scheme() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        let cases = [
+            (
+                "Basic dXNlcjpwdw==",
+                "authorization header uses scheme \"Basic\"",
+            ),
+            (token, "authorization header uses no recognisable scheme"),
+            ("Digest-x", "authorization header uses scheme \"Digest-x\""),
+        ];
+        for (value, expected) in cases {
+            let error = extract_credential(
+                &headers(&[("authorization", value)]),
+                None,
+                &[&bearer()],
+                4096,
+            )
+            .unwrap_err();
+            assert_eq!(error.reason, Reason::MissingToken);
+            assert!(error.detail.contains(expected), "{}", error.detail);
+            assert!(!error.detail.contains("eyJ"), "{}", error.detail);
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 use serde_json::{Map, Value};
 
 use crate::encoding::b64url_decode;
-use crate::error::{AuthError, Reason};
+use crate::error::{AuthError, Reason, echo_at_most};
 use crate::token::strict_json::parse_object_strict;
 
 const MAX_KID_BYTES: usize = 256;
+/// Room for a JSON parser's message, which may quote a string from the token.
+const MAX_PARSER_MESSAGE_CHARS: usize = 160;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoseHeader {
@@ -58,10 +60,18 @@ impl<'a> UnverifiedJwt<'a> {
         let header_bytes = decode(header_b64, "header")?;
         let payload_bytes = decode(payload_b64, "payload")?;
         let signature = decode(signature_b64, "signature")?;
-        let header = parse_object_strict(&header_bytes)
-            .map_err(|e| malformed(format!("header is not a JSON object: {e}")))?;
-        let claims = parse_object_strict(&payload_bytes)
-            .map_err(|e| malformed(format!("payload is not a JSON object: {e}")))?;
+        let header = parse_object_strict(&header_bytes).map_err(|e| {
+            malformed(format!(
+                "header is not a JSON object: {}",
+                echo_at_most(&e, MAX_PARSER_MESSAGE_CHARS)
+            ))
+        })?;
+        let claims = parse_object_strict(&payload_bytes).map_err(|e| {
+            malformed(format!(
+                "payload is not a JSON object: {}",
+                echo_at_most(&e, MAX_PARSER_MESSAGE_CHARS)
+            ))
+        })?;
         let signing_input = token
             .get(..header_b64.len() + 1 + payload_b64.len())
             .ok_or_else(|| malformed("token does not have 3 segments"))?;
@@ -226,6 +236,23 @@ mod tests {
             let error = UnverifiedJwt::parse(&text).unwrap_err();
             assert_eq!(error.reason, reason, "{text}");
             assert!(error.detail.contains(detail), "{text}: {}", error.detail);
+        }
+    }
+
+    #[test]
+    fn parser_messages_repeat_token_strings_bounded() {
+        let long = "x".repeat(10_000);
+        let cases = [
+            token(&format!(r#"{{"{long}":1,"{long}":2,"alg":"RS256"}}"#), "{}"),
+            token(r#"{"alg":"RS256"}"#, &format!(r#""{long}""#)),
+            token(&format!(r#""{long}""#), "{}"),
+            token(r#"{"alg":"RS256"}"#, &format!("{{\"a\":\"é{long}")),
+        ];
+        for text in cases {
+            let error = UnverifiedJwt::parse(&text).unwrap_err();
+            assert_eq!(error.reason, Reason::MalformedToken);
+            assert!(error.detail.len() < 250, "{} bytes", error.detail.len());
+            assert!(error.detail.is_ascii(), "{}", error.detail);
         }
     }
 

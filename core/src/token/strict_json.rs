@@ -27,6 +27,7 @@ impl<'de> Visitor<'de> for StrictObjectVisitor {
         let mut object = Map::new();
         while let Some(key) = access.next_key::<String>()? {
             if object.contains_key(&key) {
+                let key = crate::error::echo(&key);
                 return Err(A::Error::custom(format!("duplicate key {key:?}")));
             }
             let value: Value = access.next_value()?;

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::UnixTime;
-use crate::error::{AuthError, Reason};
+use crate::error::{AuthError, Reason, echo_list};
 
 type Claims = Map<String, Value>;
 
@@ -143,8 +143,8 @@ pub fn check_audience(claims: &Claims, accepted: &[String]) -> Result<(), AuthEr
         Reason::AudienceMismatch,
         format!(
             "audience mismatch: token has [{}], this route accepts [{}]",
-            held.join(", "),
-            accepted.join(", ")
+            echo_list(&held),
+            echo_list(accepted)
         ),
     ))
 }

@@ -10,8 +10,8 @@ pub use signature::{InWasmVerifier, SignatureVerifier};
 use crate::UnixTime;
 use crate::alg::Alg;
 use crate::config::Provider;
-use crate::error::{AuthError, Reason};
-use crate::jwks::KeySet;
+use crate::error::{AuthError, Reason, echo, echo_list};
+use crate::jwks::{KeySet, MAX_KEYS_WITHOUT_KID};
 use crate::token::UnverifiedJwt;
 
 /// Checks everything about `jwt` that depends on `provider`. `keys` is the error to answer
@@ -32,7 +32,8 @@ pub fn verify_for_provider(
             return Err(AuthError::new(
                 Reason::TypMismatch,
                 format!(
-                    "token typ is {typ:?}; provider {} accepts only at+jwt access tokens (RFC 9068)",
+                    "token typ is {:?}; provider {} accepts only at+jwt access tokens (RFC 9068)",
+                    echo(typ),
                     provider.name
                 ),
             ));
@@ -46,7 +47,7 @@ pub fn verify_for_provider(
                 Reason::AlgNotAllowed,
                 format!(
                     "alg {:?} is not accepted for provider {} (accepted: [{}])",
-                    jwt.header.alg,
+                    echo(&jwt.header.alg),
                     provider.name,
                     allowed.join(", ")
                 ),
@@ -69,9 +70,10 @@ pub fn verify_for_provider(
             Reason::UnknownKid,
             match kid {
                 Some(kid) => format!(
-                    "no key with kid {kid:?} in provider {}'s key set (known: [{}])",
+                    "no key with kid {:?} in provider {}'s key set (known: [{}])",
+                    echo(kid),
                     provider.name,
-                    keys.kids().join(", ")
+                    echo_list(&keys.kids())
                 ),
                 None => format!(
                     "token has no kid and provider {} has no {alg} key",
@@ -80,10 +82,16 @@ pub fn verify_for_provider(
             },
         ));
     }
-    let fitting: Vec<_> = candidates
+    let mut fitting: Vec<_> = candidates
         .iter()
         .filter(|key| key.mismatch(alg).is_none())
         .collect();
+    let fit = fitting.len();
+    if kid.is_none() {
+        // Bounded work per token; keys published without kid are the likeliest signers.
+        fitting.sort_by_key(|key| key.kid.is_some());
+        fitting.truncate(MAX_KEYS_WITHOUT_KID);
+    }
     if fitting.is_empty() {
         let why = candidates
             .first()
@@ -91,7 +99,10 @@ pub fn verify_for_provider(
             .unwrap_or_default();
         return Err(AuthError::new(
             Reason::KeyMismatch,
-            format!("key {:?} cannot verify {alg}: {why}", kid.unwrap_or("")),
+            format!(
+                "key {:?} cannot verify {alg}: {why}",
+                echo(kid.unwrap_or(""))
+            ),
         ));
     }
     let signing_input = jwt.signing_input.as_bytes();
@@ -105,7 +116,14 @@ pub fn verify_for_provider(
         Reason::BadSignature,
         match kid {
             Some(kid) => format!(
-                "signature does not verify with key {kid:?} of provider {}",
+                "signature does not verify with key {:?} of provider {}",
+                echo(kid),
+                provider.name
+            ),
+            None if fit > MAX_KEYS_WITHOUT_KID => format!(
+                "signature does not verify with the first {MAX_KEYS_WITHOUT_KID} of provider {}'s \
+                 {fit} {alg} keys (a token without kid is tried against at most \
+                 {MAX_KEYS_WITHOUT_KID}; send a kid)",
                 provider.name
             ),
             None => format!(
@@ -118,3 +136,6 @@ pub fn verify_for_provider(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bounds_tests;

@@ -147,3 +147,27 @@ fn cached_tokens_refused_for_this_request_are_only_claimed() {
     assert_eq!(reason(&later), Some("expired"));
     assert_names("expired on hit", later.audit(), &CLAIMED);
 }
+
+#[test]
+fn an_unknown_issuer_is_repeated_bounded() {
+    let h = engine_with(json!({}));
+    let iss = format!("https://{}\u{e9}", "i".repeat(5000));
+    let auth = format!("Bearer {}", rs(json!({ "iss": iss })));
+    let decision = decide_with(
+        &h,
+        "GET",
+        "/api/2.0/clusters/list",
+        &[("authorization", &auth)],
+    );
+    let Decision::Deny { response, audit } = decision else {
+        panic!("allowed")
+    };
+    assert_eq!(audit.reason, Some("issuer_not_accepted"));
+    let detail = audit.detail.unwrap_or_default();
+    assert!(
+        detail.contains(&format!("\"https://{}...\"", "i".repeat(56))),
+        "{detail}"
+    );
+    assert!(detail.len() < 300, "{detail}");
+    assert!(response.header("www-authenticate").unwrap().len() < 400);
+}
