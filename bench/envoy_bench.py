@@ -102,6 +102,7 @@ def wasm_filter(name: str, wasm_path: str, plugin_config: dict) -> list[dict]:
         "name": name,
         "root_id": "brickgate",
         "failure_policy": "FAIL_CLOSED",
+        "allow_on_headers_stop_iteration": True,
         "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                       "code": {"local": {"filename": wasm_path}}},
         "configuration": {"@type": STRING_VALUE, "value": json.dumps(plugin_config)},

@@ -16,9 +16,7 @@ use crate::identity::{
     principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
-use crate::policy::{
-    Access, Bindings, NormalizedPath, PathPattern, Requirement, Rule, match_rule, normalize_path,
-};
+use crate::policy::{Access, Bindings, NormalizedPath, Rule, match_rule, normalize_path};
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
 use crate::verify::claims::{check_times, string_claim, string_list, token_times};
 use crate::verify::{SignatureVerifier, verify_for_provider};
@@ -97,13 +95,11 @@ pub enum Decision {
         response: DenyResponse,
         audit: AuditRecord,
     },
-    /// The rule depends on the serving endpoint named in the body: let the headers through
-    /// with `mutations` and `upstream` (what holds for every rule the request could fall
-    /// under), then decide again with the body (at most `max_bytes`).
+    /// The rule depends on the serving endpoint named in the body: hold the request (headers
+    /// included) until its body has arrived (at most `max_bytes`), then decide again with it.
+    /// Nothing is decided, so nothing may reach the upstream yet.
     NeedBody {
         max_bytes: usize,
-        mutations: Mutations,
-        upstream: UpstreamAction,
         audit: AuditRecord,
     },
 }
@@ -122,9 +118,8 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
-    /// Read the body (at most this many bytes); meanwhile, let the headers through with these
-    /// changes and this upstream token.
-    NeedBody(usize, Mutations, UpstreamAction),
+    /// Read the body (at most this many bytes), then decide.
+    NeedBody(usize),
 }
 
 pub struct Engine {
@@ -165,12 +160,7 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(max_bytes, mutations, upstream)) => Decision::NeedBody {
-                max_bytes,
-                mutations,
-                upstream,
-                audit,
-            },
+            Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
             Err(error) => {
                 let response = error.to_response(&self.config.realm);
                 audit.decision = "deny";
@@ -205,99 +195,13 @@ impl Engine {
             {
                 None
             }
-            None => {
-                return self.before_body(request, &path, keys, cache, now_ms, audit, body_limit);
-            }
+            None => return Ok(Verdict::NeedBody(body_limit)),
             Some(body) => Some(serving::model_from_body(body, body_limit)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
         let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
         self.apply_rule(request, &path, rule, &bindings, keys, cache, now_ms, audit)
-    }
-
-    /// An OpenAI-style serving request whose rule depends on the body's `model`. proxy-wasm
-    /// hosts deliver the body only once the headers have been let through, so the headers get
-    /// everything that does not depend on the rule now — stripped and verified identity
-    /// headers, the upstream token — against every rule the request could fall under, and
-    /// the body decides. Databricks never receives the body of a refused request.
-    #[allow(clippy::too_many_arguments)]
-    fn before_body(
-        &self,
-        request: &Request<'_>,
-        path: &NormalizedPath,
-        keys: &JwksStore,
-        cache: &mut TokenCache,
-        now_ms: UnixMillis,
-        audit: &mut AuditRecord,
-        body_limit: usize,
-    ) -> Result<Verdict, AuthError> {
-        let method_fits = |rule: &Rule| {
-            rule.methods
-                .as_ref()
-                .is_none_or(|m| m.iter().any(|m| m == request.method))
-        };
-        let candidates: Vec<&Rule> = self
-            .config
-            .rules
-            .iter()
-            .filter(|rule| method_fits(rule))
-            .filter(|rule| {
-                matches!(rule.pattern, PathPattern::ServingEndpoint(_))
-                    || rule.pattern.matches(&path.path).is_some()
-            })
-            .collect();
-        let mut providers: Vec<usize> = Vec::new();
-        for rule in &candidates {
-            if let Access::Token {
-                providers: accepted,
-                ..
-            } = &rule.access
-            {
-                providers.extend(
-                    accepted
-                        .iter()
-                        .filter(|p| !providers.contains(p))
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-        let access = if candidates
-            .iter()
-            .any(|rule| rule.access == Access::Anonymous)
-        {
-            Access::Anonymous
-        } else if !providers.is_empty() {
-            Access::Token {
-                providers,
-                require: Requirement::default(),
-            }
-        } else if let Some(Access::Refuse(why)) = candidates.first().map(|rule| &rule.access) {
-            return Err(AuthError::new(Reason::RouteDisabled, why.clone()));
-        } else {
-            return Err(no_matching_rule(request.method, &path.path));
-        };
-        let pending = Rule {
-            name: "serving-endpoint".to_string(),
-            pattern: PathPattern::Prefix("/".to_string()),
-            methods: None,
-            access,
-        };
-        match self.apply_rule(
-            request,
-            path,
-            &pending,
-            &Vec::new(),
-            keys,
-            cache,
-            now_ms,
-            audit,
-        )? {
-            Verdict::Allowed(mutations, upstream) => {
-                Ok(Verdict::NeedBody(body_limit, mutations, upstream))
-            }
-            other => Ok(other),
-        }
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.

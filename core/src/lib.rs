@@ -16,6 +16,7 @@ pub mod identity;
 pub mod jwks;
 pub mod metrics;
 pub mod policy;
+pub mod stream;
 pub mod token;
 pub mod verify;
 

@@ -36,13 +36,22 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, root_id: str = "brickgate") -> dict:
+def brickgate_listener(
+    name: str,
+    wasm_path: str,
+    plugin_config: dict | str,
+    root_id: str = "brickgate",
+    hold_body: bool = True,
+) -> dict:
     """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`.
 
     Every listener's plugin runs in the VM `brickgate` (one per worker thread, plus the main
     thread's), so all of them share one proxy-wasm shared-data space. Envoy's log names a
     plugin's root id, not its name (`wasm log <root_id> <vm_id>: ...`): give listeners distinct
     `root_id`s to tell their log lines apart (brickgate ignores the root id).
+
+    `hold_body` sets `allow_on_headers_stop_iteration`, which every shipped config sets: without
+    it Envoy never delivers the body of a request paused at its headers.
     """
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     wasm_filter = {
@@ -53,6 +62,7 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
                 "name": f"brickgate-{name}",
                 "root_id": root_id,
                 "failure_policy": "FAIL_CLOSED",
+                "allow_on_headers_stop_iteration": hold_body,
                 "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}}},
                 "configuration": {"@type": STRING_VALUE, "value": configuration},
             },

@@ -394,6 +394,13 @@ fn compile_databricks(
             1024,
             16 << 20,
         )? as usize,
+        first_body_wait_ms: in_range(
+            "databricks.first_body_wait_ms",
+            raw.first_body_wait_ms,
+            crate::stream::FIRST_BODY_WAIT_MS,
+            100,
+            60_000,
+        )?,
     }))
 }
 

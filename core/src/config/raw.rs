@@ -29,6 +29,7 @@ pub struct RawDatabricks {
     pub allow_sensitive_routes: bool,
     pub catalogue_providers: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
+    pub first_body_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

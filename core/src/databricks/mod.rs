@@ -16,6 +16,9 @@ pub struct DatabricksConfig {
     pub catalogue_providers: Vec<usize>,
     /// Largest request body read to find the serving endpoint (`model`) of OpenAI-style routes.
     pub max_body_bytes: usize,
+    /// How long a request held for its body waits for the host's first body callback before
+    /// brickgate concludes the host never delivers it (and refuses).
+    pub first_body_wait_ms: u64,
 }
 
 /// Client-sent headers that carry extra credentials, or identity that something downstream
