@@ -105,7 +105,10 @@ impl Root {
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
         log(
             LogLevel::Info,
-            &format!("brickgate {} configured: {summary}", brickgate_core::VERSION),
+            &format!(
+                "brickgate {} configured: {summary}",
+                brickgate_core::VERSION
+            ),
         );
         Ok(())
     }
