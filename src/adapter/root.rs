@@ -105,10 +105,7 @@ impl Root {
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
         log(
             LogLevel::Info,
-            &format!(
-                "brickgate {} configured: {summary}",
-                brickgate_core::VERSION
-            ),
+            &format!("brickgate {} configured: {summary}", brickgate_core::VERSION),
         );
         Ok(())
     }
