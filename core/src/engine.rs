@@ -12,8 +12,8 @@ use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{
-    AuditRecord, Holder, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
-    principal_kind,
+    AuditRecord, FederatedSubject, Holder, Verified, client_id, fingerprint, headers_to_strip,
+    identity_headers, principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::{Access, Bindings, NormalizedPath, Rule, match_rule, normalize_path};
@@ -267,9 +267,13 @@ impl Engine {
 
         let upstream = match &provider.upstream {
             UpstreamMode::PassThrough => UpstreamAction::Forward,
-            UpstreamMode::Exchange(endpoint) => UpstreamAction::Fetch(endpoint.exchange(
-                &provider.name,
-                verified.holder.subject.as_deref().unwrap_or_default(),
+            UpstreamMode::Exchange {
+                endpoint,
+                subject_claim,
+            } => UpstreamAction::Fetch(endpoint.exchange(
+                &provider.issuer,
+                subject_claim,
+                federated_subject(&verified.federated_subject)?,
                 &credential.token,
             )),
             UpstreamMode::ServicePrincipal(endpoint) => {
@@ -283,7 +287,9 @@ impl Engine {
         mutations
             .set_headers
             .push((format!("{}rule", identity.header_prefix), rule.name.clone()));
-        if identity.forward_authorization || upstream != UpstreamAction::Forward {
+        // With a Databricks token of brickgate's making, the client's credential is of no use
+        // upstream: it goes wherever it was read from, whatever `forward_authorization` says.
+        if identity.forward_authorization && upstream == UpstreamAction::Forward {
             mutations.set_path = path.rewritten.clone();
         } else {
             remove_credential(&credential, path, &mut mutations);
@@ -390,6 +396,7 @@ impl Engine {
         );
         Ok(Verified {
             times: token_times(claims)?,
+            federated_subject: federated_subject_of(provider, claims),
             holder,
             kind,
             scopes,
@@ -482,6 +489,39 @@ fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder) {
     audit.subject = holder.subject.clone();
     audit.client_id = holder.client_id.clone();
     audit.token_id = holder.token_id.clone();
+}
+
+/// The claim the federation policy maps, as the workspace reads it: a top-level claim (its
+/// name may hold dots, as namespaced claims do), a non-empty string.
+fn federated_subject_of(provider: &Provider, claims: &Claims) -> FederatedSubject {
+    let UpstreamMode::Exchange { subject_claim, .. } = &provider.upstream else {
+        return FederatedSubject::NotExchanged;
+    };
+    let problem = match claims.get(subject_claim) {
+        Some(Value::String(text)) if !text.is_empty() => {
+            return FederatedSubject::Claim(text.clone());
+        }
+        Some(Value::String(_)) => "is empty",
+        Some(_) => "is not a string",
+        None => "is missing",
+    };
+    FederatedSubject::Unusable(format!(
+        "token claim {subject_claim:?} {problem}: provider {} exchanges tokens for Databricks \
+         tokens by that claim (the federation policy's subject_claim), so this token cannot be used",
+        provider.name
+    ))
+}
+
+/// The mapped subject an exchange is cached under; no exchange without it.
+fn federated_subject(subject: &FederatedSubject) -> Result<&str, AuthError> {
+    match subject {
+        FederatedSubject::Claim(value) => Ok(value),
+        FederatedSubject::Unusable(why) => Err(AuthError::new(Reason::MissingSubject, why.clone())),
+        FederatedSubject::NotExchanged => Err(AuthError::new(
+            Reason::MissingSubject,
+            "the token was verified for a provider that does not exchange tokens",
+        )),
+    }
 }
 
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {

@@ -39,6 +39,8 @@ pub enum Reason {
     IssuedInFuture,
     LifetimeTooLong,
     AudienceMismatch,
+    /// Exchange mode: the verified token lacks the claim the federation policy maps.
+    MissingSubject,
     InsufficientScope,
     GroupNotAllowed,
     NoMatchingRule,
@@ -64,7 +66,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -82,6 +84,7 @@ impl Reason {
         Reason::IssuedInFuture,
         Reason::LifetimeTooLong,
         Reason::AudienceMismatch,
+        Reason::MissingSubject,
         Reason::InsufficientScope,
         Reason::GroupNotAllowed,
         Reason::NoMatchingRule,
@@ -114,6 +117,7 @@ impl Reason {
             Reason::IssuedInFuture => "issued_in_future",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::AudienceMismatch => "audience_mismatch",
+            Reason::MissingSubject => "missing_subject",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::GroupNotAllowed => "group_not_allowed",
             Reason::NoMatchingRule => "no_matching_rule",

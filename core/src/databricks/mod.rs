@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod exchange;
 pub mod serving;
+pub mod upstream_tokens;
 
 /// The `databricks` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
