@@ -16,6 +16,7 @@ use super::stream::drive;
 use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
 use brickgate_core::cache::TokenCache;
 use brickgate_core::config::Config;
+use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
@@ -94,7 +95,7 @@ impl Root {
                 performance.token_cache_bytes,
             ),
             counters: Counters::define(&metrics::all_counters()),
-            upstream_tokens: Default::default(),
+            upstream_tokens: UpstreamTokens::new(performance.upstream_token_slots),
             calls: Default::default(),
             held: HashMap::new(),
             info_logging: super::info_enabled(),

@@ -550,7 +550,9 @@ impl Stream {
                 let mut step = Step::pause();
                 step.actions.push(HostAction::SendResponse(response));
                 step.actions
-                    .push(HostAction::Record(Box::new(Record::denied(audit, counters))));
+                    .push(HostAction::Record(Box::new(Record::denied(
+                        audit, counters,
+                    ))));
                 (State::Refused, step)
             }
             Decision::NeedBody { .. } => refuse_internal(
@@ -618,7 +620,9 @@ fn allow(
     if mutations != Mutations::default() {
         actions.push(HostAction::SetRequestHeaders(mutations.applied_to(headers)));
     }
-    actions.push(HostAction::Record(Box::new(Record::allowed(audit, counters))));
+    actions.push(HostAction::Record(Box::new(Record::allowed(
+        audit, counters,
+    ))));
     let reply = match context {
         Context::Callback => Reply::Continue,
         Context::Outside => {
