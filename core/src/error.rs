@@ -43,6 +43,7 @@ pub enum Reason {
     GroupNotAllowed,
     NoMatchingRule,
     BadPath,
+    MethodOverride,
     KeysUnavailable,
     RouteDisabled,
     BadBody,
@@ -64,7 +65,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -86,6 +87,7 @@ impl Reason {
         Reason::GroupNotAllowed,
         Reason::NoMatchingRule,
         Reason::BadPath,
+        Reason::MethodOverride,
         Reason::KeysUnavailable,
         Reason::RouteDisabled,
         Reason::BadBody,
@@ -118,6 +120,7 @@ impl Reason {
             Reason::GroupNotAllowed => "group_not_allowed",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::BadPath => "bad_path",
+            Reason::MethodOverride => "method_override",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
@@ -133,7 +136,7 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::BadBody => 400,
+                Reason::BadPath | Reason::MethodOverride | Reason::BadBody => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed => 502,
                 Reason::KeysUnavailable => 503,
@@ -153,6 +156,7 @@ impl Reason {
             }
             Reason::NoMatchingRule
             | Reason::BadPath
+            | Reason::MethodOverride
             | Reason::KeysUnavailable
             | Reason::RouteDisabled
             | Reason::BadBody
@@ -313,6 +317,7 @@ mod tests {
             ),
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
+            (Reason::MethodOverride, 400, "BAD_REQUEST", None),
             (
                 Reason::KeysUnavailable,
                 503,

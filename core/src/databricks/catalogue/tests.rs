@@ -171,7 +171,8 @@ fn credential_minting_and_code_execution_are_refused_unless_enabled() {
     );
 }
 
-const SDK_ROUTES: &str = include_str!("../../../../tests/data/databricks-rest-routes-from-sdk-go.tsv");
+const SDK_ROUTES: &str =
+    include_str!("../../../../tests/data/databricks-rest-routes-from-sdk-go.tsv");
 const REPORT: &str = "docs/databricks-route-coverage.md";
 
 /// Walks every route of the Databricks Go SDK through the catalogue and writes which family
@@ -222,7 +223,9 @@ fn route_coverage_of_the_go_sdk() {
         covered * 100 / total >= 60,
         "catalogue covers only {covered} of {total}"
     );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(REPORT);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(REPORT);
     if std::env::var_os("BRICKGATE_BLESS").is_some() {
         std::fs::write(&path, &report).unwrap();
     }
