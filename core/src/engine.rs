@@ -11,12 +11,14 @@ use crate::config::{Config, Provider, TokenSource};
 use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
+use crate::header_name::same_header_name;
 use crate::identity::{
     AuditRecord, FederatedSubject, Holder, Verified, client_id, fingerprint, headers_to_strip,
     identity_headers, principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::{Access, Bindings, NormalizedPath, Rule, match_rule, normalize_path};
+use crate::request_hygiene;
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
 use crate::verify::claims::{check_times, string_claim, string_list, token_times};
 use crate::verify::{SignatureVerifier, verify_for_provider};
@@ -226,6 +228,8 @@ impl Engine {
         if config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
+        let overrides = request_hygiene::headers_to_remove(request.method, request.headers)?;
+        mutations.remove_headers.extend(overrides);
         let (providers, requirement) = match &rule.access {
             Access::Anonymous => {
                 mutations.set_path = path.rewritten.clone();
@@ -573,7 +577,7 @@ fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutations) {
     for (name, _) in request.headers {
         if databricks::STRIPPED_HEADERS
             .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
+            .any(|h| same_header_name(name, h))
             && !mutations.remove_headers.contains(name)
         {
             mutations.remove_headers.push(name.clone());

@@ -45,6 +45,7 @@ pub enum Reason {
     GroupNotAllowed,
     NoMatchingRule,
     BadPath,
+    MethodOverride,
     KeysUnavailable,
     RouteDisabled,
     BadBody,
@@ -66,7 +67,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: &[Reason] = &[
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -89,6 +90,7 @@ impl Reason {
         Reason::GroupNotAllowed,
         Reason::NoMatchingRule,
         Reason::BadPath,
+        Reason::MethodOverride,
         Reason::KeysUnavailable,
         Reason::RouteDisabled,
         Reason::BadBody,
@@ -122,6 +124,7 @@ impl Reason {
             Reason::GroupNotAllowed => "group_not_allowed",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::BadPath => "bad_path",
+            Reason::MethodOverride => "method_override",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
@@ -137,7 +140,7 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::BadBody => 400,
+                Reason::BadPath | Reason::MethodOverride | Reason::BadBody => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed => 502,
                 Reason::KeysUnavailable => 503,
@@ -157,6 +160,7 @@ impl Reason {
             }
             Reason::NoMatchingRule
             | Reason::BadPath
+            | Reason::MethodOverride
             | Reason::KeysUnavailable
             | Reason::RouteDisabled
             | Reason::BadBody
@@ -317,6 +321,7 @@ mod tests {
             ),
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
+            (Reason::MethodOverride, 400, "BAD_REQUEST", None),
             (
                 Reason::KeysUnavailable,
                 503,

@@ -275,6 +275,8 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
         ("authorization", auth.as_str()),
         ("x-databricks-azure-sp-management-token", "arm"),
         ("X-Forwarded-Email", "admin@example.com"),
+        ("X_Forwarded_User", "admin"),
+        ("x_databricks_gcp_sa_access_token", "gcp"),
         ("user-agent", "databricks-sdk-go/0.50.0"),
         ("x-request-id", "req-7"),
     ];
@@ -292,6 +294,14 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
             .remove_headers
             .contains(&"X-Forwarded-Email".to_string())
     );
+    for spelled_with_underscores in ["X_Forwarded_User", "x_databricks_gcp_sa_access_token"] {
+        assert!(
+            mutations
+                .remove_headers
+                .contains(&spelled_with_underscores.to_string()),
+            "{spelled_with_underscores}"
+        );
+    }
     let agent = mutations
         .set_headers
         .iter()
