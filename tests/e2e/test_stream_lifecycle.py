@@ -228,6 +228,8 @@ def test_a_stream_waiting_for_keys_is_not_released_by_its_body(lifecycle):
 
 def test_body_decided_requests_signed_with_a_rotated_key_are_all_answered(lifecycle):
     idp_control(lifecycle.idp, jwks_keys=["rsa-1", "ec-1", "rsa-2"])
+    # Past the kid-miss refetch interval (1 s here) since any earlier test's refetch.
+    time.sleep(1.5)
     try:
         replies = []
         for _ in range(8):
