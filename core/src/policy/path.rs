@@ -179,7 +179,10 @@ fn check_characters(decoded: &str, raw: &str) -> Result<(), String> {
 }
 
 fn is_confusable(c: char) -> bool {
-    let folds_to_ascii = c.to_lowercase().chain(c.to_uppercase()).any(|f| f.is_ascii());
+    let folds_to_ascii = c
+        .to_lowercase()
+        .chain(c.to_uppercase())
+        .any(|f| f.is_ascii());
     let look_alike = matches!(
         c,
         '\u{037E}'              // Greek question mark, NFC ;

@@ -24,7 +24,8 @@ fn public_jwk(kid: &str) -> Value {
 
 /// (our alg, their alg, private PEM or secret, public JWK)
 fn algorithms() -> Vec<(Alg, Algorithm, EncodingKey, Value)> {
-    let rsa = || EncodingKey::from_rsa_pem(include_bytes!("../../../tests/keys/rsa-1.pem")).unwrap();
+    let rsa =
+        || EncodingKey::from_rsa_pem(include_bytes!("../../../tests/keys/rsa-1.pem")).unwrap();
     let secret_jwk = json!({"kty": "oct", "kid": "s", "k": base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, SECRET)});
     vec![
         (

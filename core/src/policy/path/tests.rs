@@ -36,13 +36,25 @@ const NORMALISED: &[(&str, &str, Option<&str>)] = &[
     ("/", "/", None),
     ("/..", "/", Some("/")),
     // A space is data (Files API names), forwarded escaped; `+` is a literal plus in a path.
-    ("/api/2.0/fs/files/a%20b.csv", "/api/2.0/fs/files/a b.csv", None),
+    (
+        "/api/2.0/fs/files/a%20b.csv",
+        "/api/2.0/fs/files/a b.csv",
+        None,
+    ),
     ("/api/2.0/fs/files/a+b", "/api/2.0/fs/files/a+b", None),
     // Other reserved characters stay escaped (upper-case hex), decoded for matching only.
     ("/a%2bb%3a%3F%40", "/a+b:?@", Some("/a%2Bb%3A%3F%40")),
     // Escaped UTF-8 is data; raw it is refused.
-    ("/api/2.0/fs/files/caf%C3%A9", "/api/2.0/fs/files/café", None),
-    ("/api/2.0/fs/files/caf%c3%a9", "/api/2.0/fs/files/café", Some("/api/2.0/fs/files/caf%C3%A9")),
+    (
+        "/api/2.0/fs/files/caf%C3%A9",
+        "/api/2.0/fs/files/café",
+        None,
+    ),
+    (
+        "/api/2.0/fs/files/caf%c3%a9",
+        "/api/2.0/fs/files/café",
+        Some("/api/2.0/fs/files/caf%C3%A9"),
+    ),
     // Dots inside a segment are data (Unity Catalog full names, file extensions, versions).
     (
         "/api/2.1/unity-catalog/tables/main.default.trips",
@@ -65,7 +77,10 @@ fn normalises_what_it_can_resolve_itself() {
 /// (raw `:path`, words the refusal must contain).
 const REFUSED: &[(&str, &str)] = &[
     // `;` path parameters, raw or escaped: Tomcat-style servers drop `;...` from a segment.
-    ("/oidc/..;/api/2.0/token/create", "path parameter separator ;"),
+    (
+        "/oidc/..;/api/2.0/token/create",
+        "path parameter separator ;",
+    ),
     ("/api/2.0/token;/create", "path parameter separator ;"),
     ("/api/2.0/token;x=1/create", "path parameter separator ;"),
     ("/api/2.0/token%3B/create", "escaped semicolon %3B"),
@@ -89,7 +104,10 @@ const REFUSED: &[(&str, &str)] = &[
     ("/api/2.0/.../create", "ends with a dot or a space"),
     ("/api/2.0/token%20/create", "ends with a dot or a space"),
     ("/api/2.0/token.%20/create", "ends with a dot or a space"),
-    ("/api/2.0/token.%20.%20./create", "ends with a dot or a space"),
+    (
+        "/api/2.0/token.%20.%20./create",
+        "ends with a dot or a space",
+    ),
     // Controls, raw or escaped, NUL included.
     ("/a%00", "escaped control character"),
     ("/a%0A", "escaped control character"),
@@ -194,9 +212,42 @@ impl Lcg {
 }
 
 const PIECES: &[&str] = &[
-    "/", "/", "//", ".", "..", "api", "2.0", "Token", "a", "-", "~", "%41", "%2e", "%2F", "%3B",
-    "%25", "%20", "%2B", "%7E", "%C3%A9", "%c3%a9", "%C0%AE", "%EF%BC%8E", ";", "\\", "+", "!",
-    ":", "@", "=", "%", "%g1", "%00", "x.json", "é", "#",
+    "/",
+    "/",
+    "//",
+    ".",
+    "..",
+    "api",
+    "2.0",
+    "Token",
+    "a",
+    "-",
+    "~",
+    "%41",
+    "%2e",
+    "%2F",
+    "%3B",
+    "%25",
+    "%20",
+    "%2B",
+    "%7E",
+    "%C3%A9",
+    "%c3%a9",
+    "%C0%AE",
+    "%EF%BC%8E",
+    ";",
+    "\\",
+    "+",
+    "!",
+    ":",
+    "@",
+    "=",
+    "%",
+    "%g1",
+    "%00",
+    "x.json",
+    "é",
+    "#",
 ];
 
 #[test]
@@ -232,5 +283,8 @@ fn the_canonical_path_is_a_fixed_point_and_holds_no_refused_escape() {
             "{raw:?}"
         );
     }
-    assert!(accepted > 1000, "only {accepted} generated paths were accepted");
+    assert!(
+        accepted > 1000,
+        "only {accepted} generated paths were accepted"
+    );
 }
