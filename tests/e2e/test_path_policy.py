@@ -10,6 +10,7 @@ slashes kept), as the shipped envoy/envoy.yaml does, so brickgate sees the path 
 """
 
 import json
+import socket
 from dataclasses import dataclass
 
 import pytest
@@ -164,6 +165,42 @@ def test_refusal_messages_quote_at_most_a_short_excerpt(policy_gateway):
     reply = send(policy_gateway.port, "GET", path, policy_gateway.tokens["all-apis"])
     assert_refused(reply, bad_path(";"), policy_gateway.tokens["all-apis"])
     assert len(reply.json()["message"]) < 300, reply.json()["message"]
+
+
+# Bytes http.client will not put in a request line, sent on a raw socket: (id, request target, who refuses).
+RAW_TARGETS = [
+    pytest.param(b"/api/2.0/fs/files/caf\xc3\xa9", "envoy", id="raw-utf8"),
+    pytest.param(b"/api/2.0/token/create#x", "envoy", id="fragment"),
+    pytest.param(b"/api/2.0/token\x01/create", "envoy", id="raw-control"),
+    pytest.param(b"/api/2.0/token\t/create", "envoy", id="raw-tab"),
+    pytest.param(b'/api/2.0/token"/create', "brickgate", id="raw-double-quote"),
+    pytest.param(b"/api/2.0/token|/create", "brickgate", id="raw-pipe"),
+    pytest.param(b"/api/2.0/{token}/create", "brickgate", id="raw-braces"),
+]
+
+
+def send_raw_target(port: int, target: bytes) -> tuple[int, str | None]:
+    """GET `target` on a raw socket: (status, x-brickgate-reason or None)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head = received.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ")[1])
+    reasons = [line.split(":", 1)[1].strip() for line in head[1:] if line.lower().startswith("x-brickgate-reason:")]
+    return status, (reasons[0] if reasons else None)
+
+
+@pytest.mark.parametrize(("target", "refused_by"), RAW_TARGETS)
+def test_raw_bytes_outside_a_uri_path(policy_gateway, target, refused_by):
+    """Envoy's HTTP/1 codec refuses raw non-ASCII, `#` and controls before brickgate runs; brickgate
+    refuses the other characters RFC 3986 does not allow unescaped. Either way nothing goes upstream."""
+    before = policy_gateway.echo.snapshot_counts()
+    status, reason = send_raw_target(policy_gateway.port, target)
+    assert status == 400
+    assert reason == ("bad_path" if refused_by == "brickgate" else None)
+    assert policy_gateway.echo.snapshot_counts() == before
 
 
 # Finding 8: the body's `model` read once, and endpoint names that differ only in case refused.
