@@ -202,6 +202,7 @@ impl Engine {
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
         let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
+            .map_err(|conflict| conflict.into_error(model.is_some()))?
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
         self.apply_rule(request, &path, rule, &bindings, keys, cache, now_ms, audit)
     }

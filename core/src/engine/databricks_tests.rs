@@ -469,3 +469,288 @@ fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own
         }
     }
 }
+
+/// Finding 7 of issue 8: paths that could mean one route to brickgate and another upstream are
+/// refused before any rule decides, or decided by the rule of the path the upstream receives.
+#[test]
+fn ambiguous_paths_are_refused_before_a_rule_decides() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let admin = format!("Bearer {}", token(json!({"scope": "all-apis"})));
+    let secrets_reader = format!("Bearer {}", token(json!({"scope": "gw.secrets:read"})));
+    // (method, path, token, status, reason, deciding rule)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        u32,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let sensitive = Some("databricks:authentication:sensitive");
+    let cases: Vec<Case> = vec![
+        // `;` path parameters: never the anonymous OIDC rule, never around route_disabled.
+        (
+            "POST",
+            "/oidc/..;/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/..;/api/2.0/token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/%2e%2e;/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/..%3B/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token;/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token;jsessionid=1/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%3b/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // Backslashes, raw as escaped.
+        (
+            "POST",
+            "/oidc/..\\api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token\\create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%5Ccreate",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // Letter case that would change the rule.
+        (
+            "POST",
+            "/api/2.0/Token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/API/2.0/TOKEN/CREATE",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        ("POST", "/OIDC/v1/token", None, 400, Some("bad_path"), None),
+        // Dot- and space-ended segments.
+        (
+            "POST",
+            "/api/2.0/token./create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%20/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/.../token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // A secret's value is not a `:read`, suffix or not.
+        (
+            "GET",
+            "/api/2.0/secrets/get.json",
+            Some(&secrets_reader),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/get%2Ejson",
+            Some(&secrets_reader),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/get",
+            Some(&secrets_reader),
+            403,
+            Some("insufficient_scope"),
+            Some("databricks:gw.secrets:full"),
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/list",
+            Some(&secrets_reader),
+            200,
+            None,
+            Some("databricks:gw.secrets:read"),
+        ),
+        // What brickgate resolves itself is decided by the rule of the resolved path.
+        (
+            "POST",
+            "/oidc/../api/2.0/token/create",
+            None,
+            403,
+            Some("route_disabled"),
+            sensitive,
+        ),
+        (
+            "POST",
+            "/api/2.0/token/create",
+            Some(&admin),
+            403,
+            Some("route_disabled"),
+            sensitive,
+        ),
+        (
+            "POST",
+            "/oidc/v1/token",
+            None,
+            200,
+            None,
+            Some("databricks:oauth:anonymous"),
+        ),
+    ];
+    for (method, path, auth, status, reason, rule) in cases {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let decision = decide(&engine, method, path, &headers, None);
+        let audit = decision.audit();
+        assert_eq!(
+            (audit.status, audit.reason, audit.rule.as_deref()),
+            (status, reason, rule),
+            "{method} {path}: {:?}",
+            audit.detail
+        );
+    }
+}
+
+/// Finding 8 of issue 8: one `model` per body, and endpoint names that differ from a configured
+/// one only in letter case are refused rather than sent to a looser rule.
+#[test]
+fn serving_bodies_and_endpoint_names_cannot_sidestep_endpoint_rules() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let outsider = format!(
+        "Bearer {}",
+        token(json!({"scope": "serving:FRAUD serving:churn"}))
+    );
+    let chat = "/serving-endpoints/chat/completions";
+    // (path, body, status, reason)
+    type Case<'a> = (&'a str, Option<&'a [u8]>, u32, Option<&'a str>);
+    let cases: [Case; 8] = [
+        (
+            chat,
+            Some(br#"{"model":"churn","model":"fraud"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"fraud","model":"churn"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"churn","mod\u0065l":"fraud"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"FRAUD","messages":[]}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (chat, Some(br#"{"model":"Fraud"}"#), 400, Some("bad_body")),
+        (
+            "/serving-endpoints/FRAUD/invocations",
+            None,
+            400,
+            Some("bad_path"),
+        ),
+        (
+            "/serving-endpoints/fraud/invocations",
+            None,
+            403,
+            Some("group_not_allowed"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"churn","messages":[{"model":"x"}]}"#),
+            200,
+            None,
+        ),
+    ];
+    for (path, body, status, reason) in cases {
+        let decision = decide(&engine, "POST", path, &[("authorization", &outsider)], body);
+        let audit = decision.audit();
+        assert_eq!(
+            (audit.status, audit.reason),
+            (status, reason),
+            "{path} {:?}: {:?}",
+            body.map(String::from_utf8_lossy),
+            audit.detail
+        );
+    }
+}
