@@ -102,6 +102,7 @@ def wasm_filter(name: str, wasm_path: str, plugin_config: dict) -> list[dict]:
         "name": name,
         "root_id": "brickgate",
         "failure_policy": "FAIL_CLOSED",
+        "allow_on_headers_stop_iteration": True,
         "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
                       "code": {"local": {"filename": wasm_path}}},
         "configuration": {"@type": STRING_VALUE, "value": json.dumps(plugin_config)},
@@ -114,6 +115,8 @@ def listener(name: str, auth_filters: list[dict]) -> dict:
     hcm = {
         "@type": HCM,
         "stat_prefix": f"bench_{name}",
+        # As every shipped config: header names with `_` are refused (look-alikes of stripped headers).
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "route_config": route_config(),
         "http_filters": [*auth_filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
     }

@@ -131,7 +131,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{Holder, PrincipalKind};
+    use crate::identity::{FederatedSubject, Holder, PrincipalKind};
     use crate::verify::claims::TokenTimes;
 
     fn entry(provider: usize, generation: u64, exp: u64, bytes: usize) -> CachedToken {
@@ -147,6 +147,7 @@ mod tests {
                     iat: None,
                 },
                 holder: Holder::default(),
+                federated_subject: FederatedSubject::NotExchanged,
                 kind: PrincipalKind::User,
                 scopes: Vec::new(),
                 groups: Vec::new(),

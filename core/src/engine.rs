@@ -11,14 +11,14 @@ use crate::config::{Config, Provider, TokenSource};
 use crate::databricks::exchange::{TokenRequest, UpstreamMode};
 use crate::databricks::{self, serving};
 use crate::error::{AuthError, DenyResponse, Reason, echo};
+use crate::header_name::same_header_name;
 use crate::identity::{
-    AuditRecord, Holder, Verified, client_id, fingerprint, headers_to_strip, identity_headers,
-    principal_kind,
+    AuditRecord, FederatedSubject, Holder, Verified, client_id, fingerprint, headers_to_strip,
+    identity_headers, principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
-use crate::policy::{
-    Access, Bindings, NormalizedPath, PathPattern, Requirement, Rule, match_rule, normalize_path,
-};
+use crate::policy::{Access, Bindings, NormalizedPath, Rule, match_rule, normalize_path};
+use crate::request_hygiene;
 use crate::token::{Credential, UnverifiedJwt, extract_credential};
 use crate::verify::claims::{check_times, string_claim, string_list, token_times};
 use crate::verify::{SignatureVerifier, verify_for_provider};
@@ -97,13 +97,11 @@ pub enum Decision {
         response: DenyResponse,
         audit: AuditRecord,
     },
-    /// The rule depends on the serving endpoint named in the body: let the headers through
-    /// with `mutations` and `upstream` (what holds for every rule the request could fall
-    /// under), then decide again with the body (at most `max_bytes`).
+    /// The rule depends on the serving endpoint named in the body: hold the request (headers
+    /// included) until its body has arrived (at most `max_bytes`), then decide again with it.
+    /// Nothing is decided, so nothing may reach the upstream yet.
     NeedBody {
         max_bytes: usize,
-        mutations: Mutations,
-        upstream: UpstreamAction,
         audit: AuditRecord,
     },
 }
@@ -122,9 +120,8 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
-    /// Read the body (at most this many bytes); meanwhile, let the headers through with these
-    /// changes and this upstream token.
-    NeedBody(usize, Mutations, UpstreamAction),
+    /// Read the body (at most this many bytes), then decide.
+    NeedBody(usize),
 }
 
 pub struct Engine {
@@ -165,12 +162,7 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(max_bytes, mutations, upstream)) => Decision::NeedBody {
-                max_bytes,
-                mutations,
-                upstream,
-                audit,
-            },
+            Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
             Err(error) => {
                 let response = error.to_response(&self.config.realm);
                 audit.decision = "deny";
@@ -205,99 +197,14 @@ impl Engine {
             {
                 None
             }
-            None => {
-                return self.before_body(request, &path, keys, cache, now_ms, audit, body_limit);
-            }
+            None => return Ok(Verdict::NeedBody(body_limit)),
             Some(body) => Some(serving::model_from_body(body, body_limit)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
         let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
+            .map_err(|conflict| conflict.into_error(model.is_some()))?
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
         self.apply_rule(request, &path, rule, &bindings, keys, cache, now_ms, audit)
-    }
-
-    /// An OpenAI-style serving request whose rule depends on the body's `model`. proxy-wasm
-    /// hosts deliver the body only once the headers have been let through, so the headers get
-    /// everything that does not depend on the rule now — stripped and verified identity
-    /// headers, the upstream token — against every rule the request could fall under, and
-    /// the body decides. Databricks never receives the body of a refused request.
-    #[allow(clippy::too_many_arguments)]
-    fn before_body(
-        &self,
-        request: &Request<'_>,
-        path: &NormalizedPath,
-        keys: &JwksStore,
-        cache: &mut TokenCache,
-        now_ms: UnixMillis,
-        audit: &mut AuditRecord,
-        body_limit: usize,
-    ) -> Result<Verdict, AuthError> {
-        let method_fits = |rule: &Rule| {
-            rule.methods
-                .as_ref()
-                .is_none_or(|m| m.iter().any(|m| m == request.method))
-        };
-        let candidates: Vec<&Rule> = self
-            .config
-            .rules
-            .iter()
-            .filter(|rule| method_fits(rule))
-            .filter(|rule| {
-                matches!(rule.pattern, PathPattern::ServingEndpoint(_))
-                    || rule.pattern.matches(&path.path).is_some()
-            })
-            .collect();
-        let mut providers: Vec<usize> = Vec::new();
-        for rule in &candidates {
-            if let Access::Token {
-                providers: accepted,
-                ..
-            } = &rule.access
-            {
-                providers.extend(
-                    accepted
-                        .iter()
-                        .filter(|p| !providers.contains(p))
-                        .collect::<Vec<_>>(),
-                );
-            }
-        }
-        let access = if candidates
-            .iter()
-            .any(|rule| rule.access == Access::Anonymous)
-        {
-            Access::Anonymous
-        } else if !providers.is_empty() {
-            Access::Token {
-                providers,
-                require: Requirement::default(),
-            }
-        } else if let Some(Access::Refuse(why)) = candidates.first().map(|rule| &rule.access) {
-            return Err(AuthError::new(Reason::RouteDisabled, why.clone()));
-        } else {
-            return Err(no_matching_rule(request.method, &path.path));
-        };
-        let pending = Rule {
-            name: "serving-endpoint".to_string(),
-            pattern: PathPattern::Prefix("/".to_string()),
-            methods: None,
-            access,
-        };
-        match self.apply_rule(
-            request,
-            path,
-            &pending,
-            &Vec::new(),
-            keys,
-            cache,
-            now_ms,
-            audit,
-        )? {
-            Verdict::Allowed(mutations, upstream) => {
-                Ok(Verdict::NeedBody(body_limit, mutations, upstream))
-            }
-            other => Ok(other),
-        }
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.
@@ -322,6 +229,8 @@ impl Engine {
         if config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
+        let overrides = request_hygiene::headers_to_remove(request.method, request.headers)?;
+        mutations.remove_headers.extend(overrides);
         let (providers, requirement) = match &rule.access {
             Access::Anonymous => {
                 mutations.set_path = path.rewritten.clone();
@@ -363,9 +272,13 @@ impl Engine {
 
         let upstream = match &provider.upstream {
             UpstreamMode::PassThrough => UpstreamAction::Forward,
-            UpstreamMode::Exchange(endpoint) => UpstreamAction::Fetch(endpoint.exchange(
-                &provider.name,
-                verified.holder.subject.as_deref().unwrap_or_default(),
+            UpstreamMode::Exchange {
+                endpoint,
+                subject_claim,
+            } => UpstreamAction::Fetch(endpoint.exchange(
+                &provider.issuer,
+                subject_claim,
+                federated_subject(&verified.federated_subject)?,
                 &credential.token,
             )),
             UpstreamMode::ServicePrincipal(endpoint) => {
@@ -379,7 +292,9 @@ impl Engine {
         mutations
             .set_headers
             .push((format!("{}rule", identity.header_prefix), rule.name.clone()));
-        if identity.forward_authorization || upstream != UpstreamAction::Forward {
+        // With a Databricks token of brickgate's making, the client's credential is of no use
+        // upstream: it goes wherever it was read from, whatever `forward_authorization` says.
+        if identity.forward_authorization && upstream == UpstreamAction::Forward {
             mutations.set_path = path.rewritten.clone();
         } else {
             remove_credential(&credential, path, &mut mutations);
@@ -488,6 +403,7 @@ impl Engine {
         );
         Ok(Verified {
             times: token_times(claims)?,
+            federated_subject: federated_subject_of(provider, claims),
             holder,
             kind,
             scopes,
@@ -598,6 +514,39 @@ fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder, tru
     audit.claimed_token_id = claimed.and_then(|h| h.token_id.clone());
 }
 
+/// The claim the federation policy maps, as the workspace reads it: a top-level claim (its
+/// name may hold dots, as namespaced claims do), a non-empty string.
+fn federated_subject_of(provider: &Provider, claims: &Claims) -> FederatedSubject {
+    let UpstreamMode::Exchange { subject_claim, .. } = &provider.upstream else {
+        return FederatedSubject::NotExchanged;
+    };
+    let problem = match claims.get(subject_claim) {
+        Some(Value::String(text)) if !text.is_empty() => {
+            return FederatedSubject::Claim(text.clone());
+        }
+        Some(Value::String(_)) => "is empty",
+        Some(_) => "is not a string",
+        None => "is missing",
+    };
+    FederatedSubject::Unusable(format!(
+        "token claim {subject_claim:?} {problem}: provider {} exchanges tokens for Databricks \
+         tokens by that claim (the federation policy's subject_claim), so this token cannot be used",
+        provider.name
+    ))
+}
+
+/// The mapped subject an exchange is cached under; no exchange without it.
+fn federated_subject(subject: &FederatedSubject) -> Result<&str, AuthError> {
+    match subject {
+        FederatedSubject::Claim(value) => Ok(value),
+        FederatedSubject::Unusable(why) => Err(AuthError::new(Reason::MissingSubject, why.clone())),
+        FederatedSubject::NotExchanged => Err(AuthError::new(
+            Reason::MissingSubject,
+            "the token was verified for a provider that does not exchange tokens",
+        )),
+    }
+}
+
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for claim in &provider.scope_claims {
@@ -647,7 +596,7 @@ fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutations) {
     for (name, _) in request.headers {
         if databricks::STRIPPED_HEADERS
             .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
+            .any(|h| same_header_name(name, h))
             && !mutations.remove_headers.contains(name)
         {
             mutations.remove_headers.push(name.clone());

@@ -43,10 +43,13 @@ pub enum Reason {
     IssuedInFuture,
     LifetimeTooLong,
     AudienceMismatch,
+    /// Exchange mode: the verified token lacks the claim the federation policy maps.
+    MissingSubject,
     InsufficientScope,
     GroupNotAllowed,
     NoMatchingRule,
     BadPath,
+    MethodOverride,
     KeysUnavailable,
     RouteDisabled,
     BadBody,
@@ -71,7 +74,7 @@ enum ChallengeError {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: &[Reason] = &[
         Reason::MissingToken,
         Reason::MalformedCredential,
         Reason::MultipleTokens,
@@ -89,10 +92,12 @@ impl Reason {
         Reason::IssuedInFuture,
         Reason::LifetimeTooLong,
         Reason::AudienceMismatch,
+        Reason::MissingSubject,
         Reason::InsufficientScope,
         Reason::GroupNotAllowed,
         Reason::NoMatchingRule,
         Reason::BadPath,
+        Reason::MethodOverride,
         Reason::KeysUnavailable,
         Reason::RouteDisabled,
         Reason::BadBody,
@@ -122,10 +127,12 @@ impl Reason {
             Reason::IssuedInFuture => "issued_in_future",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::AudienceMismatch => "audience_mismatch",
+            Reason::MissingSubject => "missing_subject",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::GroupNotAllowed => "group_not_allowed",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::BadPath => "bad_path",
+            Reason::MethodOverride => "method_override",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
@@ -142,7 +149,7 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::BadBody => 400,
+                Reason::BadPath | Reason::MethodOverride | Reason::BadBody => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed => 502,
                 Reason::KeysUnavailable | Reason::Internal => 503,
@@ -162,6 +169,7 @@ impl Reason {
             }
             Reason::NoMatchingRule
             | Reason::BadPath
+            | Reason::MethodOverride
             | Reason::KeysUnavailable
             | Reason::RouteDisabled
             | Reason::BadBody
@@ -210,14 +218,11 @@ impl AuthError {
         }
     }
 
-    /// A gateway-side fault (not configured, a host call failed): 503 `internal_error` with
-    /// `Retry-After`. `why` is a fixed text so nothing from the request or the host (which
-    /// might hold a token) reaches the client; log the host's error separately.
-    pub fn internal(why: &'static str) -> Self {
-        AuthError::new(
-            Reason::Internal,
-            format!("brickgate could not decide this request ({why}); retry shortly"),
-        )
+    /// A gateway-side fault (not configured, a host call failed, the host broke its contract):
+    /// 503 `internal_error` with `Retry-After`. `why` is brickgate's own words, never text from
+    /// the request (which may hold a token).
+    pub fn internal(why: impl Into<String>) -> Self {
+        AuthError::new(Reason::Internal, format!("{}; retry shortly", why.into()))
     }
 
     /// The body of an OpenAI-style serving request is longer than brickgate reads.
@@ -343,6 +348,7 @@ mod tests {
             ),
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
+            (Reason::MethodOverride, 400, "BAD_REQUEST", None),
             (
                 Reason::KeysUnavailable,
                 503,
@@ -429,17 +435,19 @@ mod tests {
             Reason::IssuedInFuture => 14,
             Reason::LifetimeTooLong => 15,
             Reason::AudienceMismatch => 16,
-            Reason::InsufficientScope => 17,
-            Reason::GroupNotAllowed => 18,
-            Reason::NoMatchingRule => 19,
-            Reason::BadPath => 20,
-            Reason::KeysUnavailable => 21,
-            Reason::RouteDisabled => 22,
-            Reason::BadBody => 23,
-            Reason::BodyTooLarge => 24,
-            Reason::ExchangeRejected => 25,
-            Reason::ExchangeFailed => 26,
-            Reason::Internal => 27,
+            Reason::MissingSubject => 17,
+            Reason::InsufficientScope => 18,
+            Reason::GroupNotAllowed => 19,
+            Reason::NoMatchingRule => 20,
+            Reason::BadPath => 21,
+            Reason::MethodOverride => 22,
+            Reason::KeysUnavailable => 23,
+            Reason::RouteDisabled => 24,
+            Reason::BadBody => 25,
+            Reason::BodyTooLarge => 26,
+            Reason::ExchangeRejected => 27,
+            Reason::ExchangeFailed => 28,
+            Reason::Internal => 29,
         }
     }
 
@@ -455,7 +463,7 @@ mod tests {
             "retry-after",
         ];
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             let name = reason.as_str();
             assert!(
                 counters.contains(&crate::metrics::denied_for(reason)),
@@ -486,11 +494,11 @@ mod tests {
 
     #[test]
     fn internal_errors_are_the_gateways_not_the_clients() {
-        let error = AuthError::internal("cannot read the request headers");
+        let error = AuthError::internal("brickgate cannot read the request headers");
         assert_eq!(error.reason, Reason::Internal);
         assert_eq!(
             error.detail,
-            "brickgate could not decide this request (cannot read the request headers); retry shortly"
+            "brickgate cannot read the request headers; retry shortly"
         );
         let response = error.to_response("gw");
         assert_eq!(response.status, 503);

@@ -12,11 +12,13 @@ pub mod databricks;
 pub mod encoding;
 pub mod engine;
 pub mod error;
+pub mod header_name;
 pub mod identity;
 pub mod jwks;
 pub mod metrics;
 pub mod policy;
-pub mod refusal;
+pub mod request_hygiene;
+pub mod stream;
 pub mod token;
 pub mod verify;
 

@@ -60,7 +60,7 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), count);
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             assert!(names.contains(&denied_for(reason)), "{reason:?}");
         }
         for name in [

@@ -1,61 +1,81 @@
-//! HTTP context: one request, decided when its headers arrive (or, for OpenAI-style serving
-//! routes that rules select by endpoint, once its body has arrived).
+//! HTTP context: translates one stream's callbacks into lifecycle events. What each callback
+//! returns is the core's reply: a stream not yet allowed is held or refused, never released.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, BufferType};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
-use super::request::{Next, Wait, not_ready, process, refuse};
-use super::{Headers, SharedState};
+use super::stream::drive;
+use super::{SharedState, StreamCell, log};
 use brickgate_core::error::{AuthError, Reason};
+use brickgate_core::stream::{Event, Reply, Stream};
 
 pub struct Filter {
     context_id: u32,
     shared: SharedState,
+    stream: StreamCell,
+    /// How much of the host's buffered body this context has read (the host reports the
+    /// whole buffered size to each body callback after a `Pause`).
+    body_read: usize,
 }
 
 impl Filter {
     pub fn new(context_id: u32, shared: SharedState) -> Self {
-        Filter { context_id, shared }
-    }
-
-    fn run(&mut self, body: Option<(&[u8], Headers)>) -> Action {
-        let mut guard = self.shared.borrow_mut();
-        let Some(shared) = guard.as_mut() else {
-            refuse(&not_ready("brickgate is not configured"));
-            return Action::Pause;
-        };
-        match process(shared, self.context_id, Wait::Fresh, body) {
-            Next::Continue | Next::NeedBody => Action::Continue,
-            Next::Pause | Next::NeedBodyAfterResume => Action::Pause,
+        Filter {
+            context_id,
+            shared,
+            stream: Rc::new(RefCell::new(Stream::new())),
+            body_read: 0,
         }
     }
 
-    fn body_limit(&self) -> Option<usize> {
-        let guard = self.shared.borrow();
-        guard
-            .as_ref()?
-            .awaiting_body
-            .get(&self.context_id)
-            .map(|a| a.limit)
+    fn handle(&mut self, event: Event<'_>) -> Action {
+        let Ok(mut guard) = self.shared.try_borrow_mut() else {
+            return Action::Pause;
+        };
+        let Some(shared) = guard.as_mut() else {
+            refuse_unconfigured();
+            return Action::Pause;
+        };
+        match drive(shared, self.context_id, &self.stream, event) {
+            Reply::Continue => Action::Continue,
+            Reply::Pause => Action::Pause,
+        }
     }
 
-    fn take_saved_headers(&self) -> Option<Headers> {
-        let mut guard = self.shared.borrow_mut();
-        guard
-            .as_mut()?
-            .awaiting_body
-            .remove(&self.context_id)
-            .map(|a| a.headers)
+    fn wants_body_bytes(&self) -> bool {
+        self.stream.try_borrow().is_ok_and(|s| s.wants_body_bytes())
+    }
+}
+
+/// No configuration (it was refused, or the VM is still starting): fail closed.
+fn refuse_unconfigured() {
+    let response = AuthError::new(
+        Reason::KeysUnavailable,
+        "brickgate is not configured; retry shortly",
+    )
+    .to_response("brickgate");
+    let headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    if hostcalls::send_http_response(response.status, headers, Some(&response.body)).is_err() {
+        log(LogLevel::Error, "brickgate: cannot send the refusal");
     }
 }
 
 impl Context for Filter {
     fn on_done(&mut self) -> bool {
-        // A client that gave up while waiting is not resumed later.
-        if let Some(shared) = self.shared.borrow_mut().as_mut() {
-            shared.waiters.retain(|w| w.context_id != self.context_id);
-            shared.awaiting_body.remove(&self.context_id);
+        // A client that gave up is not woken later; token calls go on for the others.
+        if let Ok(mut guard) = self.shared.try_borrow_mut()
+            && let Some(shared) = guard.as_mut()
+        {
+            shared.held.remove(&self.context_id);
+            shared.calls.forget(self.context_id);
         }
         true
     }
@@ -63,37 +83,46 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let action = self.run(None);
-        // No body will come: decide on an empty one.
-        if let Some(headers) = end_of_stream.then(|| self.take_saved_headers()).flatten() {
-            return self.run(Some((&[], headers)));
+        match hostcalls::get_map(MapType::HttpRequestHeaders) {
+            Ok(headers) => self.handle(Event::RequestHeaders {
+                headers,
+                end_of_stream,
+            }),
+            Err(status) => self.handle(Event::HostFailure(format!(
+                "cannot read the request headers: {status:?}"
+            ))),
         }
-        action
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(limit) = self.body_limit() else {
-            return Action::Continue;
+        let bytes = if self.wants_body_bytes() && body_size > self.body_read {
+            let new = body_size - self.body_read;
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, self.body_read, new) {
+                Ok(bytes) => {
+                    self.body_read = body_size;
+                    bytes.unwrap_or_default()
+                }
+                Err(status) => {
+                    return self.handle(Event::HostFailure(format!(
+                        "cannot read the request body: {status:?}"
+                    )));
+                }
+            }
+        } else {
+            Vec::new()
         };
-        if body_size > limit {
-            self.take_saved_headers();
-            let error = AuthError::new(
-                Reason::BodyTooLarge,
-                format!(
-                    "request body exceeds the {limit} bytes brickgate reads to find the serving endpoint"
-                ),
-            );
-            refuse(&error.to_response("brickgate"));
-            return Action::Pause;
+        self.handle(Event::RequestBody {
+            bytes: &bytes,
+            end_of_stream,
+        })
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match hostcalls::get_map(MapType::HttpRequestTrailers) {
+            Ok(trailers) => self.handle(Event::RequestTrailers { trailers }),
+            Err(status) => self.handle(Event::HostFailure(format!(
+                "cannot read the request trailers: {status:?}"
+            ))),
         }
-        if !end_of_stream {
-            return Action::Pause; // buffer until the whole body is here
-        }
-        let headers = self.take_saved_headers().unwrap_or_default();
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.run(Some((&body, headers)))
     }
 }

@@ -3,8 +3,8 @@
 
 mod host_verify;
 mod http;
-mod request;
 mod root;
+mod stream;
 mod upstream;
 
 use std::cell::RefCell;
@@ -21,6 +21,7 @@ use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
 use brickgate_core::jwks::shared::SharedData;
 use brickgate_core::jwks::{JwksStore, UnixMillis};
+use brickgate_core::stream::{Stream, TokenCalls};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
 #[allow(unsafe_code)]
@@ -37,27 +38,9 @@ fn new_root(context_id: u32) -> Box<dyn RootContext> {
     Box::new(root::Root::new(context_id))
 }
 
-/// A request paused until its provider's keys arrive (cold start, unknown `kid` refetch).
-pub struct Waiter {
-    pub context_id: u32,
-    pub provider: usize,
-    pub deadline_ms: UnixMillis,
-    pub generation: Option<u64>,
-    pub attempts: u64,
-    /// With a body-decided request: its headers as they arrived (the body is read again from
-    /// the host's buffer on resume).
-    pub saved_headers: Option<Vec<(String, String)>>,
-}
-
-/// Request headers as the host gives them.
-pub type Headers = Vec<(String, String)>;
-
-/// A request whose headers went through and whose body decides.
-pub struct AwaitingBody {
-    pub limit: usize,
-    /// The headers as they arrived: the host no longer offers them once let through.
-    pub headers: Vec<(String, String)>,
-}
+/// A stream's lifecycle, shared by its HTTP context and (while it is held) the root context
+/// that wakes it.
+pub type StreamCell = Rc<RefCell<Stream>>;
 
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
 pub struct Shared {
@@ -65,14 +48,14 @@ pub struct Shared {
     pub store: JwksStore,
     pub cache: TokenCache,
     pub counters: Counters,
-    pub waiters: Vec<Waiter>,
     pub upstream_tokens: UpstreamTokens,
-    pub in_flight: upstream::InFlight,
+    pub calls: TokenCalls,
+    /// Streams held until something outside their callbacks happens (keys, a token, a
+    /// deadline), by context id.
+    pub held: HashMap<u32, StreamCell>,
     /// Whether the host keeps info lines (audit records), refreshed every tick so requests
     /// need not ask.
     pub info_logging: bool,
-    /// Requests whose headers went through and whose body decides, by context id.
-    pub awaiting_body: HashMap<u32, AwaitingBody>,
     /// The root context's id: calls it sends must belong to it, not to a stream.
     pub root_context_id: u32,
 }

@@ -12,14 +12,16 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 
 use super::host_verify::{HostVerifier, host_passes_self_test};
-use super::request::{Next, Wait, process};
+use super::stream::drive;
 use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
 use brickgate_core::cache::TokenCache;
 use brickgate_core::config::Config;
+use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
 use brickgate_core::metrics;
+use brickgate_core::stream::Event;
 use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
 /// Short enough that every worker adopts new keys well within a second, and that paused
@@ -93,11 +95,10 @@ impl Root {
                 performance.token_cache_bytes,
             ),
             counters: Counters::define(&metrics::all_counters()),
-            waiters: Vec::new(),
-            upstream_tokens: Default::default(),
-            in_flight: Default::default(),
+            upstream_tokens: UpstreamTokens::new(performance.upstream_token_slots),
+            calls: Default::default(),
+            held: HashMap::new(),
             info_logging: super::info_enabled(),
-            awaiting_body: HashMap::new(),
             root_context_id: self.context_id,
         };
         *self.shared.borrow_mut() = Some(shared);
@@ -105,7 +106,10 @@ impl Root {
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
         log(
             LogLevel::Info,
-            &format!("brickgate {} configured: {summary}", brickgate_core::VERSION),
+            &format!(
+                "brickgate {} configured: {summary}",
+                brickgate_core::VERSION
+            ),
         );
         Ok(())
     }
@@ -211,51 +215,27 @@ fn report(shared: &Shared, events: &[StoreEvent]) {
     }
 }
 
-/// Resumes the paused requests whose keys changed, whose fetch attempt ended, or whose wait
-/// ran out; they are decided again, this time without waiting.
-fn resume_waiters(shared: &mut Shared) {
+/// Wakes the held streams for which something happened: keys changed, a fetch attempt
+/// ended, or a deadline passed. Each is decided again in its own context.
+pub fn wake_streams(shared: &mut Shared) {
     let now = now_ms();
-    let store = &shared.store;
-    let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut shared.waiters)
-        .into_iter()
-        .partition(|w| {
-            now >= w.deadline_ms
-                || store.generation(w.provider) != w.generation
-                || store.attempts_seen(w.provider) != w.attempts
-        });
-    shared.waiters = waiting;
-    for waiter in ready {
-        if hostcalls::set_effective_context(waiter.context_id).is_err() {
-            continue; // the stream is gone
+    let ready: Vec<(u32, super::StreamCell)> = shared
+        .held
+        .iter()
+        .filter(|(_, cell)| {
+            cell.try_borrow()
+                .is_ok_and(|stream| stream.wants_wake(&shared.store, now))
+        })
+        .map(|(id, cell)| (*id, Rc::clone(cell)))
+        .collect();
+    for (context_id, cell) in ready {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            shared.held.remove(&context_id); // the stream is gone
+            continue;
         }
-        let body = waiter.saved_headers.map(|headers| {
-            let limit = shared
-                .engine
-                .config
-                .databricks
-                .as_ref()
-                .map_or(1 << 20, |d| d.max_body_bytes);
-            let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, limit + 1)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            (body, headers)
-        });
-        let body = body
-            .as_ref()
-            .map(|(body, headers)| (body.as_slice(), headers.clone()));
-        match process(
-            shared,
-            waiter.context_id,
-            Wait::Until(waiter.deadline_ms),
-            body,
-        ) {
-            Next::Continue | Next::NeedBody => {
-                let _ = hostcalls::resume_http_request();
-            }
-            Next::NeedBodyAfterResume | Next::Pause => {}
-        }
+        drive(shared, context_id, &cell, Event::Wake);
     }
+    let _ = hostcalls::set_effective_context(shared.root_context_id);
 }
 
 impl Context for Root {
@@ -271,7 +251,7 @@ impl Context for Root {
         let Some(shared) = guard.as_mut() else { return };
         let Some(provider) = self.pending.remove(&token) else {
             // Otherwise a Databricks token call (the root context sends those too).
-            if shared.in_flight.owns(token) {
+            if shared.calls.owns(token) {
                 let response = call_response(num_headers, body_size, 64 * 1024);
                 let (status, body) = response.map_or((0, Vec::new()), |r| (r.status, r.body));
                 upstream::on_response(shared, token, status, &body);
@@ -303,7 +283,7 @@ impl Context for Root {
                 .on_fetch_outcome(&HostSharedData, provider, outcome, now_ms());
         report(shared, &events);
         self.dispatch(shared, more);
-        resume_waiters(shared);
+        wake_streams(shared);
     }
 }
 
@@ -376,7 +356,7 @@ impl RootContext for Root {
         report(shared, &events);
         self.dispatch(shared, fetches);
         upstream::send_queued(shared);
-        resume_waiters(shared);
+        wake_streams(shared);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

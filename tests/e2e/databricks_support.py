@@ -24,7 +24,7 @@ from gateway_client import Reply
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STAT = "wasmcustom.brickgate."
 FETCH, CACHE_HIT, FAILED = (f"{STAT}upstream_token.{name}" for name in ("fetch", "cache_hit", "failed"))
-VERSION = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["package"]["version"]
+VERSION = tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["workspace"]["package"]["version"]
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 # Anything shaped like a JWS compact serialisation: header.payload.signature, base64url.
 JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}")

@@ -36,13 +36,28 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, root_id: str = "brickgate") -> dict:
+# As every shipped config: a header name with `_` is refused by Envoy itself (HTTP/1.1: 400; HTTP/2:
+# stream reset), since upstreams that read `X_Forwarded_User` as `x-forwarded-user` would see
+# look-alikes of headers brickgate strips. brickgate strips the look-alikes too (defence in depth).
+REJECT_UNDERSCORES = {"headers_with_underscores_action": "REJECT_REQUEST"}
+# Envoy's default: lets them through, so a test can prove brickgate's own stripping.
+ALLOW_UNDERSCORES = {"headers_with_underscores_action": "ALLOW"}
+
+
+def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, root_id: str = "brickgate",
+                       underscores_in_headers: bool = False, hold_body: bool = True) -> dict:
     """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`.
+
+    The connection manager takes HTTP/1.1 and HTTP/2 (`codec_type: AUTO`, h2c with prior knowledge
+    included) and refuses header names with `_` unless `underscores_in_headers`.
 
     Every listener's plugin runs in the VM `brickgate` (one per worker thread, plus the main
     thread's), so all of them share one proxy-wasm shared-data space. Envoy's log names a
     plugin's root id, not its name (`wasm log <root_id> <vm_id>: ...`): give listeners distinct
     `root_id`s to tell their log lines apart (brickgate ignores the root id).
+
+    `hold_body` sets `allow_on_headers_stop_iteration`, which every shipped config sets: without
+    it Envoy never delivers the body of a request paused at its headers.
     """
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     wasm_filter = {
@@ -53,6 +68,7 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
                 "name": f"brickgate-{name}",
                 "root_id": root_id,
                 "failure_policy": "FAIL_CLOSED",
+                "allow_on_headers_stop_iteration": hold_body,
                 "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}}},
                 "configuration": {"@type": STRING_VALUE, "value": configuration},
             },
@@ -64,7 +80,9 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
     }
     access_log = {"name": "envoy.access_loggers.stdout",
                   "typed_config": {"@type": STDOUT_ACCESS_LOG, "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}}}
-    hcm = {"@type": HCM, "stat_prefix": f"e2e_{name}", "route_config": route_config, "access_log": [access_log],
+    hcm = {"@type": HCM, "stat_prefix": f"e2e_{name}", "codec_type": "AUTO", "route_config": route_config,
+           "access_log": [access_log],
+           "common_http_protocol_options": ALLOW_UNDERSCORES if underscores_in_headers else REJECT_UNDERSCORES,
            "http_filters": [wasm_filter, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
     return {"name": name, "address": loopback(0),
             "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::alg::{Alg, KeyFamily};
 use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
-use crate::databricks::{DatabricksConfig, catalogue};
+use crate::databricks::{DatabricksConfig, catalogue, upstream_tokens};
 use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate, Segment};
 
@@ -128,6 +128,13 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
                 8 << 20,
                 4096,
                 1 << 30,
+            )? as usize,
+            upstream_token_slots: in_range(
+                "performance.upstream_token_slots",
+                raw.performance.upstream_token_slots,
+                upstream_tokens::DEFAULT_SLOTS as u64,
+                16,
+                65_536,
             )? as usize,
         },
         databricks,
@@ -327,6 +334,12 @@ fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result<UpstreamMo
             )?,
         })
     };
+    if raw.subject_claim.is_some() && raw.mode != "exchange" {
+        return Err(ConfigError::new(
+            format!("{field}.subject_claim"),
+            "only for mode exchange (the claim the federation policy maps)",
+        ));
+    }
     match raw.mode.as_str() {
         "pass_through" => Ok(UpstreamMode::PassThrough),
         "exchange" => {
@@ -336,7 +349,20 @@ fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result<UpstreamMo
                     "token exchange sends no secret; client_id alone selects a service-principal federation policy",
                 ));
             }
-            Ok(UpstreamMode::Exchange(endpoint()?))
+            let subject_claim = raw
+                .subject_claim
+                .clone()
+                .unwrap_or_else(|| "sub".to_string());
+            if subject_claim.is_empty() || subject_claim.len() > 256 {
+                return Err(ConfigError::new(
+                    format!("{field}.subject_claim"),
+                    "a claim name of 1 to 256 characters, as the federation policy's subject_claim",
+                ));
+            }
+            Ok(UpstreamMode::Exchange {
+                endpoint: endpoint()?,
+                subject_claim,
+            })
         }
         "service_principal" => {
             let endpoint = endpoint()?;
@@ -394,6 +420,13 @@ fn compile_databricks(
             1024,
             16 << 20,
         )? as usize,
+        first_body_wait_ms: in_range(
+            "databricks.first_body_wait_ms",
+            raw.first_body_wait_ms,
+            crate::stream::FIRST_BODY_WAIT_MS,
+            100,
+            60_000,
+        )?,
     }))
 }
 

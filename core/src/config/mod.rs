@@ -34,6 +34,8 @@ pub struct Performance {
     /// Verified-token cache bounds, per worker; 0 entries disables the cache.
     pub token_cache_entries: usize,
     pub token_cache_bytes: usize,
+    /// Databricks tokens kept in shared data (a fixed set of slots), and per worker.
+    pub upstream_token_slots: usize,
 }
 
 impl Config {

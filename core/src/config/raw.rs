@@ -29,6 +29,7 @@ pub struct RawDatabricks {
     pub allow_sensitive_routes: bool,
     pub catalogue_providers: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
+    pub first_body_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +42,7 @@ pub struct RawUpstream {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub timeout_ms: Option<u64>,
+    pub subject_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +51,7 @@ pub struct RawPerformance {
     pub host_signatures: Option<bool>,
     pub token_cache_entries: Option<u64>,
     pub token_cache_bytes: Option<u64>,
+    pub upstream_token_slots: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,29 +3,32 @@
 //! federation), or brickgate's own service-principal token (`client_credentials`). Obtained
 //! tokens are cached, across the VMs of one Envoy, until shortly before they expire.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{AuthError, Reason};
-use crate::jwks::shared::{SharedData, read, write};
-use crate::jwks::{FetchLocation, UnixMillis};
+use crate::jwks::FetchLocation;
+
+pub use super::upstream_tokens::UpstreamTokens;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// A cached Databricks token is dropped this long before it expires.
-const EXPIRY_MARGIN_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamMode {
     /// The client's token is one Databricks accepts: forward it.
     PassThrough,
-    Exchange(TokenEndpoint),
+    Exchange {
+        endpoint: TokenEndpoint,
+        /// The token claim the workspace's federation policy maps to a Databricks user or
+        /// service principal (its `subject_claim`): the identity a Databricks token is cached
+        /// under.
+        subject_claim: String,
+    },
     ServicePrincipal(TokenEndpoint),
 }
 
@@ -96,8 +99,15 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
+/// A digest of `parts`, each length-prefixed so that no value (a subject holding a newline)
+/// can shift into the next part and collide with another key.
 fn cache_key(parts: &[&str]) -> String {
-    let digest = Sha256::digest(parts.join("\n").as_bytes());
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(format!("{}:", part.len()).as_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -121,8 +131,15 @@ impl TokenEndpoint {
         }
     }
 
-    /// RFC 8693 exchange of the verified IdP token, cached per provider, subject and scopes.
-    pub fn exchange(&self, provider: &str, subject: &str, subject_token: &str) -> TokenRequest {
+    /// RFC 8693 exchange of the verified IdP token, cached per issuer, mapped subject (the
+    /// value of `subject_claim`, which the federation policy maps), scopes and client id.
+    pub fn exchange(
+        &self,
+        issuer: &str,
+        subject_claim: &str,
+        subject: &str,
+        subject_token: &str,
+    ) -> TokenRequest {
         let scope = self.scopes.join(" ");
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
@@ -137,7 +154,8 @@ impl TokenEndpoint {
             "exchange",
             &self.cluster,
             &self.location.authority,
-            provider,
+            issuer,
+            subject_claim,
             subject,
             &scope,
             self.client_id.as_deref().unwrap_or(""),
@@ -316,73 +334,11 @@ pub fn parse_token_response(
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct SharedToken {
-    token: String,
-    expires_at_ms: UnixMillis,
-}
-
-/// Databricks tokens by cache key: in this VM, and in shared data for the other VMs.
-#[derive(Debug, Default)]
-pub struct UpstreamTokens {
-    local: HashMap<String, (String, UnixMillis)>,
-}
-
-impl UpstreamTokens {
-    pub fn get(
-        &mut self,
-        shared: &dyn SharedData,
-        key: &str,
-        now_ms: UnixMillis,
-    ) -> Option<String> {
-        if let Some((token, until)) = self.local.get(key) {
-            if now_ms < *until {
-                return Some(token.clone());
-            }
-            self.local.remove(key);
-        }
-        let (stored, _) = read::<SharedToken>(shared, &format!("brickgate.upstream.{key}"));
-        (now_ms < stored.expires_at_ms && !stored.token.is_empty()).then(|| {
-            self.local.insert(
-                key.to_string(),
-                (stored.token.clone(), stored.expires_at_ms),
-            );
-            stored.token
-        })
-    }
-
-    pub fn put(
-        &mut self,
-        shared: &dyn SharedData,
-        key: &str,
-        issued: &IssuedToken,
-        now_ms: UnixMillis,
-    ) {
-        let until = now_ms + (issued.expires_in_s * 1000).saturating_sub(EXPIRY_MARGIN_MS);
-        if until <= now_ms {
-            return;
-        }
-        // Bounded: expired entries go first, then everything if a flood of subjects fills it.
-        if self.local.len() >= 10_000 {
-            self.local.retain(|_, (_, expires)| *expires > now_ms);
-            if self.local.len() >= 10_000 {
-                self.local.clear();
-            }
-        }
-        self.local
-            .insert(key.to_string(), (issued.access_token.clone(), until));
-        let stored = SharedToken {
-            token: issued.access_token.clone(),
-            expires_at_ms: until,
-        };
-        write(shared, &format!("brickgate.upstream.{key}"), &stored, None);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwks::shared::InMemorySharedData;
+
+    const ISSUER: &str = "https://okta.test";
 
     fn endpoint(client_id: Option<&str>) -> TokenEndpoint {
         TokenEndpoint {
@@ -398,7 +354,8 @@ mod tests {
 
     #[test]
     fn exchange_requests_follow_rfc_8693() {
-        let request = endpoint(Some("sp-app")).exchange("okta", "alice@example.com", "eyJ.a.b");
+        let request =
+            endpoint(Some("sp-app")).exchange(ISSUER, "sub", "alice@example.com", "eyJ.a.b");
         assert_eq!(request.path, "/oidc/v1/token");
         assert_eq!(
             request.body,
@@ -406,8 +363,58 @@ mod tests {
              &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&scope=all-apis+sql&client_id=sp-app"
         );
         assert!(!format!("{request:?}").contains("eyJ"), "never printed");
-        let other = endpoint(Some("sp-app")).exchange("okta", "bob@example.com", "eyJ.a.b");
-        assert_ne!(request.cache_key, other.cache_key, "cached per subject");
+    }
+
+    #[test]
+    fn exchanged_tokens_are_cached_per_issuer_mapped_subject_and_client_id() {
+        let key = |client_id: Option<&str>, issuer: &str, claim: &str, subject: &str| {
+            endpoint(client_id)
+                .exchange(issuer, claim, subject, "eyJ.a.b")
+                .cache_key
+        };
+        let alice = key(Some("sp-app"), ISSUER, "email", "alice@example.com");
+        let differing = [
+            (
+                "subject",
+                key(Some("sp-app"), ISSUER, "email", "bob@example.com"),
+            ),
+            (
+                "issuer",
+                key(
+                    Some("sp-app"),
+                    "https://other.test",
+                    "email",
+                    "alice@example.com",
+                ),
+            ),
+            (
+                "client id",
+                key(Some("sp-other"), ISSUER, "email", "alice@example.com"),
+            ),
+            (
+                "no client id",
+                key(None, ISSUER, "email", "alice@example.com"),
+            ),
+            (
+                "claim",
+                key(Some("sp-app"), ISSUER, "sub", "alice@example.com"),
+            ),
+            // A value holding the separator cannot borrow the next part.
+            (
+                "shifted",
+                key(Some("sp-app"), ISSUER, "email\nalice@example.com", ""),
+            ),
+        ];
+        for (what, other) in differing {
+            assert_ne!(alice, other, "{what}");
+        }
+        assert_eq!(
+            alice,
+            endpoint(Some("sp-app"))
+                .exchange(ISSUER, "email", "alice@example.com", "eyJ.other.token")
+                .cache_key,
+            "a new IdP token of the same subject reuses the Databricks token"
+        );
     }
 
     #[test]
@@ -427,7 +434,8 @@ mod tests {
     #[test]
     fn token_endpoint_answers_map_to_precise_refusals() {
         let request = endpoint(None).exchange(
-            "okta",
+            ISSUER,
+            "sub",
             "alice",
             "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
         );
@@ -479,32 +487,9 @@ mod tests {
     }
 
     #[test]
-    fn tokens_are_cached_until_shortly_before_expiry_across_vms() {
-        let shared = InMemorySharedData::default();
-        let (mut first, mut second) = (UpstreamTokens::default(), UpstreamTokens::default());
-        let issued = IssuedToken {
-            access_token: "dbx".into(),
-            expires_in_s: 3600,
-        };
-        first.put(&shared, "k", &issued, 1_000);
-        assert_eq!(first.get(&shared, "k", 2_000).as_deref(), Some("dbx"));
-        assert_eq!(
-            second.get(&shared, "k", 2_000).as_deref(),
-            Some("dbx"),
-            "another VM reuses it"
-        );
-        assert_eq!(
-            first.get(&shared, "k", 1_000 + 3_540_000),
-            None,
-            "dropped a minute early"
-        );
-        assert_eq!(second.get(&shared, "other", 2_000), None);
-    }
-
-    #[test]
     fn relayed_messages_keep_ids_but_not_token_parts() {
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
-        let request = endpoint(None).exchange("okta", "alice", token);
+        let request = endpoint(None).exchange(ISSUER, "sub", "alice", token);
         let quoted = parse_token_response(
             &request,
             401,

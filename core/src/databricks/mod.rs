@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod exchange;
 pub mod serving;
+pub mod upstream_tokens;
 
 /// The `databricks` section of the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub struct DatabricksConfig {
     pub catalogue_providers: Vec<usize>,
     /// Largest request body read to find the serving endpoint (`model`) of OpenAI-style routes.
     pub max_body_bytes: usize,
+    /// How long a request held for its body waits for the host's first body callback before
+    /// brickgate concludes the host never delivers it (and refuses).
+    pub first_body_wait_ms: u64,
 }
 
 /// Client-sent headers that carry extra credentials, or identity that something downstream

@@ -1,9 +1,13 @@
 //! Model serving endpoints: named in the path (`/serving-endpoints/{name}/invocations`) or, on
-//! the OpenAI-compatible routes, in the JSON body's `model` field.
+//! the OpenAI-compatible routes, in the JSON body's `model` field. The body is read strictly:
+//! one top-level object whose keys are unique, so `{"model":"a","model":"b"}` cannot mean one
+//! endpoint to brickgate and another to the upstream. Names that differ from a configured one
+//! only in letter case are refused by the matcher (`policy::match_rule`).
 
 use serde_json::Value;
 
 use crate::error::{AuthError, Reason};
+use crate::token::parse_object_strict;
 
 /// The OpenAI-compatible routes whose endpoint is the body's `model`.
 pub const OPENAI_ROUTES: [&str; 4] = [
@@ -46,7 +50,16 @@ pub fn model_from_body(body: &[u8], max_bytes: usize) -> Result<String, AuthErro
             "request body must be a JSON object with a string \"model\" naming the serving endpoint",
         )
     };
-    let document: Value = serde_json::from_slice(body).map_err(|_| bad())?;
+    let document = parse_object_strict(body).map_err(|problem| {
+        if problem.starts_with("duplicate key") {
+            AuthError::new(
+                Reason::BadBody,
+                "request body repeats a top-level key; an upstream may read another \"model\" than brickgate",
+            )
+        } else {
+            bad()
+        }
+    })?;
     let model = document
         .get("model")
         .and_then(Value::as_str)
@@ -97,8 +110,16 @@ mod tests {
             model_from_body(br#"{"model": "llama-3", "messages": []}"#, 1000).unwrap(),
             "llama-3"
         );
-        let cases: [(&[u8], Reason); 5] = [
+        let cases: [(&[u8], Reason); 10] = [
             (br#"{"messages": []}"#, Reason::BadBody),
+            (br#"{"model": "a", "model": "b"}"#, Reason::BadBody),
+            (br#"{"model": "a", "mod\u0065l": "b"}"#, Reason::BadBody),
+            (
+                br#"{"model": "a", "messages": [], "model": "a"}"#,
+                Reason::BadBody,
+            ),
+            (br#"{"model": "a"} {"model": "b"}"#, Reason::BadBody),
+            (br#"[{"model": "a"}]"#, Reason::BadBody),
             (br#"{"model": 5}"#, Reason::BadBody),
             (br#"{"model": "../x"}"#, Reason::BadBody),
             (b"not json", Reason::BadBody),

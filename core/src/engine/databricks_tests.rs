@@ -275,6 +275,8 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
         ("authorization", auth.as_str()),
         ("x-databricks-azure-sp-management-token", "arm"),
         ("X-Forwarded-Email", "admin@example.com"),
+        ("X_Forwarded_User", "admin"),
+        ("x_databricks_gcp_sa_access_token", "gcp"),
         ("user-agent", "databricks-sdk-go/0.50.0"),
         ("x-request-id", "req-7"),
     ];
@@ -292,6 +294,14 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
             .remove_headers
             .contains(&"X-Forwarded-Email".to_string())
     );
+    for spelled_with_underscores in ["X_Forwarded_User", "x_databricks_gcp_sa_access_token"] {
+        assert!(
+            mutations
+                .remove_headers
+                .contains(&spelled_with_underscores.to_string()),
+            "{spelled_with_underscores}"
+        );
+    }
     let agent = mutations
         .set_headers
         .iter()
@@ -304,4 +314,443 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
             crate::VERSION
         ))
     );
+}
+
+/// An exchange (or other mode) provider with extra fields, and an identity section.
+fn engine_with(provider: Value, identity: Value) -> (Engine, JwksStore) {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let mut okta =
+        json!({"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}});
+    for (k, v) in provider.as_object().unwrap() {
+        okta[k] = v.clone();
+    }
+    let config = json!({
+        "providers": {"okta": okta},
+        "rules": [{"name": "any", "match": {"prefix": "/"}, "providers": ["okta"]}],
+        "identity": identity,
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let store = JwksStore::new(&config, 1);
+    (Engine::new(config, Box::new(InWasmVerifier)), store)
+}
+
+fn exchange_upstream(subject_claim: Option<&str>) -> Value {
+    let mut upstream =
+        json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://ws.example"});
+    if let Some(claim) = subject_claim {
+        upstream["subject_claim"] = json!(claim);
+    }
+    upstream
+}
+
+#[test]
+fn no_exchange_without_the_mapped_subject_claim_even_from_the_cache() {
+    let engine = engine_with(
+        json!({"upstream": exchange_upstream(Some("email"))}),
+        json!({}),
+    );
+    let mut cache = TokenCache::new(16, 1 << 20);
+    let mut decide_cached = |claims: Value| {
+        let auth = format!("Bearer {}", token(claims));
+        let headers = vec![("authorization".to_string(), auth)];
+        let request = Request {
+            method: "GET",
+            path: "/api/2.1/clusters/list",
+            headers: &headers,
+            body: None,
+            fingerprint: false,
+        };
+        let first = engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000);
+        let second = engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000);
+        assert_eq!(second.audit().cache, Some("hit"));
+        assert_eq!(first.audit().cache, Some("miss"));
+        assert_eq!(
+            (first.audit().reason, first.audit().detail.clone()),
+            (second.audit().reason, second.audit().detail.clone()),
+            "the cache decides as verification did"
+        );
+        second
+    };
+    let cases = [
+        (json!({}), "token claim \"email\" is missing"),
+        (json!({"email": ""}), "token claim \"email\" is empty"),
+        (
+            json!({"email": ["a@example.com"]}),
+            "token claim \"email\" is not a string",
+        ),
+        (json!({"email": 7}), "token claim \"email\" is not a string"),
+    ];
+    for (claims, message) in cases {
+        let decision = decide_cached(claims.clone());
+        let Decision::Deny { response, audit } = &decision else {
+            panic!("{claims}: {decision:?}")
+        };
+        assert_eq!(response.status, 401, "{claims}");
+        assert_eq!(audit.reason, Some("missing_subject"), "{claims}");
+        let detail = audit.detail.as_deref().unwrap_or_default();
+        assert!(detail.starts_with(message), "{claims}: {detail}");
+        assert!(detail.contains("subject_claim"), "{detail}");
+    }
+    let key_of = |decision: Decision| match decision {
+        Decision::Allow {
+            upstream: UpstreamAction::Fetch(request),
+            ..
+        } => request.cache_key,
+        other => panic!("{other:?}"),
+    };
+    // `sub` is the same for all three: only the mapped claim tells the callers apart.
+    let alice = key_of(decide_cached(json!({"email": "alice@example.com"})));
+    let bob = key_of(decide_cached(json!({"email": "bob@example.com"})));
+    let alice_again = key_of(decide_cached(
+        json!({"email": "alice@example.com", "jti": "another token"}),
+    ));
+    assert_ne!(alice, bob);
+    assert_eq!(alice, alice_again);
+}
+
+#[test]
+fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own() {
+    let sources = json!([{"header": "authorization", "prefix": "Bearer "}, {"header": "x-idp-token"}, {"query": "access_token"}]);
+    let service_principal = json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
+                                   "client_id": "sp", "client_secret": "secret"});
+    let idp_token = token(json!({}));
+    // (mode, forward_authorization, where the credential is, whether it is forwarded)
+    let cases = [
+        (exchange_upstream(None), false, "header", false),
+        (exchange_upstream(None), false, "query", false),
+        (exchange_upstream(None), true, "header", false),
+        (exchange_upstream(None), true, "query", false),
+        (service_principal.clone(), false, "header", false),
+        (service_principal.clone(), false, "query", false),
+        (service_principal, true, "query", false),
+        (json!({"mode": "pass_through"}), false, "query", false),
+        (json!({"mode": "pass_through"}), true, "header", true),
+        (json!({"mode": "pass_through"}), true, "query", true),
+    ];
+    for (upstream, forward, place, forwarded) in cases {
+        let engine = engine_with(
+            json!({"upstream": upstream, "token_sources": sources}),
+            json!({"forward_authorization": forward}),
+        );
+        let query_path = format!("/api/2.1/clusters/list?cluster_id=1&access_token={idp_token}");
+        let (path, headers) = match place {
+            "header" => (
+                "/api/2.1/clusters/list?cluster_id=1",
+                vec![("x-idp-token", idp_token.as_str())],
+            ),
+            _ => (query_path.as_str(), vec![]),
+        };
+        let decision = decide(&engine, "GET", path, &headers, None);
+        let Decision::Allow { mutations, .. } = &decision else {
+            panic!("{upstream} {place}: {decision:?}")
+        };
+        let original: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .chain([(":path".to_string(), path.to_string())])
+            .collect();
+        let sent = mutations.applied_to(&original);
+        let carries_token = sent.iter().any(|(_, value)| value.contains(&idp_token));
+        assert_eq!(
+            carries_token, forwarded,
+            "{upstream} forward={forward} {place}: {sent:?}"
+        );
+        let sent_path = sent
+            .iter()
+            .rev()
+            .find(|(n, _)| n == ":path")
+            .map(|(_, v)| v.as_str());
+        if !forwarded {
+            assert_eq!(
+                sent_path,
+                Some("/api/2.1/clusters/list?cluster_id=1"),
+                "{upstream} {place}"
+            );
+        }
+    }
+}
+
+/// Finding 7 of issue 8: paths that could mean one route to brickgate and another upstream are
+/// refused before any rule decides, or decided by the rule of the path the upstream receives.
+#[test]
+fn ambiguous_paths_are_refused_before_a_rule_decides() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let admin = format!("Bearer {}", token(json!({"scope": "all-apis"})));
+    let secrets_reader = format!("Bearer {}", token(json!({"scope": "gw.secrets:read"})));
+    // (method, path, token, status, reason, deciding rule)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        u32,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let sensitive = Some("databricks:authentication:sensitive");
+    let cases: Vec<Case> = vec![
+        // `;` path parameters: never the anonymous OIDC rule, never around route_disabled.
+        (
+            "POST",
+            "/oidc/..;/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/..;/api/2.0/token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/%2e%2e;/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/oidc/..%3B/api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token;/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token;jsessionid=1/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%3b/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // Backslashes, raw as escaped.
+        (
+            "POST",
+            "/oidc/..\\api/2.0/token/create",
+            None,
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token\\create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%5Ccreate",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // Letter case that would change the rule.
+        (
+            "POST",
+            "/api/2.0/Token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/API/2.0/TOKEN/CREATE",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        ("POST", "/OIDC/v1/token", None, 400, Some("bad_path"), None),
+        // Dot- and space-ended segments.
+        (
+            "POST",
+            "/api/2.0/token./create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/token%20/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "POST",
+            "/api/2.0/.../token/create",
+            Some(&admin),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        // A secret's value is not a `:read`, suffix or not.
+        (
+            "GET",
+            "/api/2.0/secrets/get.json",
+            Some(&secrets_reader),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/get%2Ejson",
+            Some(&secrets_reader),
+            400,
+            Some("bad_path"),
+            None,
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/get",
+            Some(&secrets_reader),
+            403,
+            Some("insufficient_scope"),
+            Some("databricks:gw.secrets:full"),
+        ),
+        (
+            "GET",
+            "/api/2.0/secrets/list",
+            Some(&secrets_reader),
+            200,
+            None,
+            Some("databricks:gw.secrets:read"),
+        ),
+        // What brickgate resolves itself is decided by the rule of the resolved path.
+        (
+            "POST",
+            "/oidc/../api/2.0/token/create",
+            None,
+            403,
+            Some("route_disabled"),
+            sensitive,
+        ),
+        (
+            "POST",
+            "/api/2.0/token/create",
+            Some(&admin),
+            403,
+            Some("route_disabled"),
+            sensitive,
+        ),
+        (
+            "POST",
+            "/oidc/v1/token",
+            None,
+            200,
+            None,
+            Some("databricks:oauth:anonymous"),
+        ),
+    ];
+    for (method, path, auth, status, reason, rule) in cases {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let decision = decide(&engine, method, path, &headers, None);
+        let audit = decision.audit();
+        assert_eq!(
+            (audit.status, audit.reason, audit.rule.as_deref()),
+            (status, reason, rule),
+            "{method} {path}: {:?}",
+            audit.detail
+        );
+    }
+}
+
+/// Finding 8 of issue 8: one `model` per body, and endpoint names that differ from a configured
+/// one only in letter case are refused rather than sent to a looser rule.
+#[test]
+fn serving_bodies_and_endpoint_names_cannot_sidestep_endpoint_rules() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let outsider = format!(
+        "Bearer {}",
+        token(json!({"scope": "serving:FRAUD serving:churn"}))
+    );
+    let chat = "/serving-endpoints/chat/completions";
+    // (path, body, status, reason)
+    type Case<'a> = (&'a str, Option<&'a [u8]>, u32, Option<&'a str>);
+    let cases: [Case; 8] = [
+        (
+            chat,
+            Some(br#"{"model":"churn","model":"fraud"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"fraud","model":"churn"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"churn","mod\u0065l":"fraud"}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"FRAUD","messages":[]}"#),
+            400,
+            Some("bad_body"),
+        ),
+        (chat, Some(br#"{"model":"Fraud"}"#), 400, Some("bad_body")),
+        (
+            "/serving-endpoints/FRAUD/invocations",
+            None,
+            400,
+            Some("bad_path"),
+        ),
+        (
+            "/serving-endpoints/fraud/invocations",
+            None,
+            403,
+            Some("group_not_allowed"),
+        ),
+        (
+            chat,
+            Some(br#"{"model":"churn","messages":[{"model":"x"}]}"#),
+            200,
+            None,
+        ),
+    ];
+    for (path, body, status, reason) in cases {
+        let decision = decide(&engine, "POST", path, &[("authorization", &outsider)], body);
+        let audit = decision.audit();
+        assert_eq!(
+            (audit.status, audit.reason),
+            (status, reason),
+            "{path} {:?}: {:?}",
+            body.map(String::from_utf8_lossy),
+            audit.detail
+        );
+    }
 }

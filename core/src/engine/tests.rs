@@ -676,6 +676,92 @@ fn mutations_apply_to_a_header_list() {
     );
 }
 
+/// Method overrides and `_`-spelled identity headers, on every kind of rule that admits.
+#[test]
+fn request_hygiene_applies_to_every_admitted_request() {
+    let h = engine_with(json!({}));
+    let auth = format!("Bearer {}", rs(json!({})));
+    let token_read = ("GET", "/api/2.0/clusters/list");
+    let anonymous = ("GET", "/healthz");
+    type Case<'a> = (
+        &'a str,
+        (&'a str, &'a str),
+        Vec<(&'a str, &'a str)>,
+        Result<Vec<&'a str>, &'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "override naming the request's method is removed",
+            token_read,
+            vec![("authorization", &auth), ("X-HTTP-Method-Override", "GET")],
+            Ok(vec!["X-HTTP-Method-Override"]),
+        ),
+        (
+            "override naming another method is refused",
+            token_read,
+            vec![
+                ("authorization", &auth),
+                ("x-http-method-override", "DELETE"),
+            ],
+            Err("method_override"),
+        ),
+        (
+            "underscore override naming another method is refused",
+            token_read,
+            vec![("authorization", &auth), ("X_HTTP_Method", "POST")],
+            Err("method_override"),
+        ),
+        (
+            "anonymous rule: override refused",
+            anonymous,
+            vec![("x-method-override", "DELETE")],
+            Err("method_override"),
+        ),
+        (
+            "anonymous rule: identity look-alikes, override and proxy credentials removed",
+            anonymous,
+            vec![
+                ("X_Brickgate_Subject", "admin"),
+                ("x-method-override", "GET"),
+                ("proxy-authorization", "Basic dXNlcjpwdw=="),
+            ],
+            Ok(vec![
+                "X_Brickgate_Subject",
+                "x-method-override",
+                "proxy-authorization",
+            ]),
+        ),
+        (
+            "token rule: identity look-alikes removed, then set",
+            token_read,
+            vec![("authorization", &auth), ("x_brickgate_subject", "admin")],
+            Ok(vec!["x_brickgate_subject"]),
+        ),
+        (
+            "a second credential is refused before anything else",
+            token_read,
+            vec![
+                ("authorization", &auth),
+                ("proxy-authorization", "Basic dXNlcjpwdw=="),
+            ],
+            Err("multiple_tokens"),
+        ),
+    ];
+    for (name, (method, path), headers, expected) in cases {
+        let decision = decide_with(&h, method, path, &headers);
+        match (expected, &decision) {
+            (Ok(removed), Decision::Allow { mutations, .. }) => {
+                assert_eq!(mutations.remove_headers, removed, "{name}")
+            }
+            (Err(why), Decision::Deny { response, .. }) => {
+                assert_eq!(reason(&decision), Some(why), "{name}");
+                assert_eq!(response.status, 400, "{name}");
+            }
+            (_, other) => panic!("{name}: {other:?}"),
+        }
+    }
+}
+
 /// Rough native cost of a warm decision (`cargo test --release warm_decision_cost -- --ignored --nocapture`).
 #[test]
 #[ignore]

@@ -3,18 +3,17 @@
 
 use serde_json::{Map, Value};
 
+use crate::header_name::has_header_prefix;
 use crate::verify::claims::claim_at;
 
 const MAX_HEADER_VALUE_BYTES: usize = 4096;
 
-/// Names of request headers that start with `prefix`, whatever their case.
+/// Names of request headers that start with `prefix`, whatever their case and whether they
+/// are spelled with `_` or `-` (`X_Brickgate_Subject`): some upstreams read them as the same.
 pub fn headers_to_strip(headers: &[(String, String)], prefix: &str) -> Vec<String> {
     let mut names: Vec<String> = headers
         .iter()
-        .filter(|(name, _)| {
-            name.get(..prefix.len())
-                .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
-        })
+        .filter(|(name, _)| has_header_prefix(name, prefix))
         .map(|(name, _)| name.clone())
         .collect();
     names.dedup();
@@ -75,19 +74,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn strips_owned_headers_in_any_case() {
+    fn strips_owned_headers_in_any_case_and_spelling() {
         let headers: Vec<(String, String)> = [
             ("X-Brickgate-Subject", "admin"),
             ("x-brickgate-evil", "1"),
             ("x-other", "k"),
             ("x-brickgatex", "no"),
+            ("X_Brickgate_Subject", "admin"),
+            ("x-brickgate_rule", "api"),
+            ("x_brickgatex", "no"),
         ]
         .iter()
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
         assert_eq!(
             headers_to_strip(&headers, "x-brickgate-"),
-            ["X-Brickgate-Subject", "x-brickgate-evil"]
+            [
+                "X-Brickgate-Subject",
+                "x-brickgate-evil",
+                "X_Brickgate_Subject",
+                "x-brickgate_rule"
+            ]
         );
     }
 

@@ -8,4 +8,4 @@ mod verified;
 pub use audit::{AuditRecord, fingerprint};
 pub use headers::{header_value_safe, headers_to_strip, identity_headers};
 pub use principal::{PrincipalKind, client_id, principal_kind};
-pub use verified::{Holder, Verified};
+pub use verified::{FederatedSubject, Holder, Verified};

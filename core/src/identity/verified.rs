@@ -13,10 +13,22 @@ pub struct Holder {
     pub token_id: Option<String>,
 }
 
+/// The value of the claim a Databricks federation policy maps (`upstream.subject_claim`),
+/// read from the verified claims: what an exchanged Databricks token is cached under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FederatedSubject {
+    /// The provider does not exchange tokens.
+    NotExchanged,
+    Claim(String),
+    /// The claim is absent, not a string, or empty: the token cannot be exchanged. Says which.
+    Unusable(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     pub times: TokenTimes,
     pub holder: Holder,
+    pub federated_subject: FederatedSubject,
     pub kind: PrincipalKind,
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
@@ -33,6 +45,10 @@ impl Verified {
             .iter()
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
-        256 + strings(&self.scopes) + strings(&self.groups) + headers
+        let federated = match &self.federated_subject {
+            FederatedSubject::Claim(text) | FederatedSubject::Unusable(text) => text.len(),
+            FederatedSubject::NotExchanged => 0,
+        };
+        256 + strings(&self.scopes) + strings(&self.groups) + headers + federated
     }
 }

@@ -66,6 +66,15 @@ pub struct InMemorySharedData {
     entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
 }
 
+impl InMemorySharedData {
+    /// Every key written so far, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.entries.borrow().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+}
+
 impl SharedData for InMemorySharedData {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         match self.entries.borrow().get(key) {

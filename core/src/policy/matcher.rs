@@ -1,5 +1,9 @@
-//! Rules, matched in order by method and normalised path.
+//! Rules, matched in order by method and normalised path. A path whose letter case or
+//! extension suffix would change which rule applies is refused (docs/PATHS.md): brickgate
+//! cannot know whether the upstream routes case-insensitively or strips suffixes.
 
+use crate::error::{AuthError, Reason};
+use crate::policy::path::suffix_readings;
 use crate::policy::require::Requirement;
 
 /// Values bound by `{name}` template segments.
@@ -13,8 +17,37 @@ pub enum Segment {
     Variable(String),
 }
 
+/// How rule literals compare with the path: as written, or ignoring ASCII letter case (the
+/// reading of an upstream that routes case-insensitively).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LetterCase {
+    Exact,
+    Ignored,
+}
+
+impl LetterCase {
+    fn same(self, a: &str, b: &str) -> bool {
+        match self {
+            LetterCase::Exact => a == b,
+            LetterCase::Ignored => a.eq_ignore_ascii_case(b),
+        }
+    }
+
+    fn same_char(self, a: char, b: char) -> bool {
+        match self {
+            LetterCase::Exact => a == b,
+            LetterCase::Ignored => a.eq_ignore_ascii_case(&b),
+        }
+    }
+
+    fn starts_with(self, text: &str, prefix: &str) -> bool {
+        text.get(..prefix.len())
+            .is_some_and(|head| self.same(head, prefix))
+    }
+}
+
 /// Matches `text` against a segment with `[...]` character classes (validated at parse).
-fn glob_matches(pattern: &str, text: &str) -> bool {
+fn glob_matches(pattern: &str, text: &str, case: LetterCase) -> bool {
     let mut text = text.chars();
     let mut pattern = pattern.chars();
     while let Some(expected) = pattern.next() {
@@ -23,10 +56,10 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
         };
         if expected == '[' {
             let set: String = pattern.by_ref().take_while(|c| *c != ']').collect();
-            if !set.contains(actual) {
+            if !set.chars().any(|c| case.same_char(c, actual)) {
                 return false;
             }
-        } else if expected != actual {
+        } else if !case.same_char(expected, actual) {
             return false;
         }
     }
@@ -111,9 +144,13 @@ impl PathPattern {
 
     /// Matches a normalised path, returning the variables it binds.
     pub fn matches(&self, path: &str) -> Option<Bindings> {
+        self.matches_with(path, LetterCase::Exact)
+    }
+
+    fn matches_with(&self, path: &str, case: LetterCase) -> Option<Bindings> {
         match self {
-            PathPattern::Exact(exact) => (path == exact).then(Vec::new),
-            PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()).then(Vec::new),
+            PathPattern::Exact(exact) => case.same(path, exact).then(Vec::new),
+            PathPattern::Prefix(prefix) => case.starts_with(path, prefix).then(Vec::new),
             PathPattern::ServingEndpoint(_) => None,
             PathPattern::Template { segments, any_tail } => {
                 let mut parts = path.strip_prefix('/')?.split('/');
@@ -121,8 +158,8 @@ impl PathPattern {
                 for segment in segments {
                     let part = parts.next()?;
                     match segment {
-                        Segment::Literal(literal) if literal == part => {}
-                        Segment::Glob(glob) if glob_matches(glob, part) => {}
+                        Segment::Literal(literal) if case.same(literal, part) => {}
+                        Segment::Glob(glob) if glob_matches(glob, part, case) => {}
                         Segment::Variable(name) if !part.is_empty() => {
                             bindings.push((name.clone(), part.to_string()));
                         }
@@ -159,15 +196,107 @@ pub struct Rule {
     pub access: Access,
 }
 
-/// The first rule that fits the method and the normalised path.
+/// Why a path or serving endpoint cannot be matched safely: read another way that some
+/// upstream reads it, it falls under another rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleConflict {
+    /// The path's letter case or extension suffix changes its rule.
+    Path(String),
+    /// The serving endpoint's name differs only in letter case from one a rule names.
+    EndpointCase(String),
+}
+
+impl RuleConflict {
+    /// `bad_path` for the path, and for an endpoint named in it; `bad_body` for a `model`.
+    pub fn into_error(self, endpoint_from_body: bool) -> AuthError {
+        match self {
+            RuleConflict::Path(detail) => AuthError::new(Reason::BadPath, detail),
+            RuleConflict::EndpointCase(detail) if endpoint_from_body => {
+                AuthError::new(Reason::BadBody, detail)
+            }
+            RuleConflict::EndpointCase(detail) => AuthError::new(Reason::BadPath, detail),
+        }
+    }
+}
+
+/// The first rule that fits the method and the normalised path, provided every reading of the
+/// path an upstream may make (letter case ignored, extension suffix stripped) picks the same.
 /// `serving_endpoint` is the model-serving endpoint the request addresses, if any.
 pub fn match_rule<'a>(
     rules: &'a [Rule],
     method: &str,
     path: &str,
     serving_endpoint: Option<&str>,
-) -> Option<(&'a Rule, Bindings)> {
-    rules.iter().find_map(|rule| {
+) -> Result<Option<(&'a Rule, Bindings)>, RuleConflict> {
+    if let Some(endpoint) = serving_endpoint {
+        check_endpoint_case(rules, endpoint)?;
+    }
+    let chosen = first_match(rules, method, path, serving_endpoint, LetterCase::Exact);
+    let chosen_index = chosen.as_ref().map(|(index, _)| *index);
+    let name_of = |index: Option<usize>| {
+        index
+            .and_then(|i| rules.get(i))
+            .map_or_else(|| "(none)".to_string(), |rule| rule.name.clone())
+    };
+    let shown = truncate(path, 200);
+    let case_index = first_match(rules, method, path, serving_endpoint, LetterCase::Ignored)
+        .map(|(index, _)| index);
+    if case_index != chosen_index {
+        return Err(RuleConflict::Path(format!(
+            "the letter case of {shown:?} decides its rule: {} as sent, {} ignoring case; send \
+             the path in the case the API documents",
+            name_of(chosen_index),
+            name_of(case_index)
+        )));
+    }
+    for reading in suffix_readings(path) {
+        for case in [LetterCase::Exact, LetterCase::Ignored] {
+            let other = first_match(rules, method, &reading, serving_endpoint, case)
+                .map(|(index, _)| index);
+            if other != chosen_index {
+                return Err(RuleConflict::Path(format!(
+                    "the extension suffix of {shown:?} decides its rule: {} as sent, {} read \
+                     as {:?}; brickgate cannot tell whether the upstream strips it",
+                    name_of(chosen_index),
+                    name_of(other),
+                    truncate(&reading, 200)
+                )));
+            }
+        }
+    }
+    Ok(chosen.and_then(|(index, bindings)| rules.get(index).map(|rule| (rule, bindings))))
+}
+
+/// Databricks does not document whether serving endpoint names are case-sensitive: a name
+/// that differs only in case from one a rule names could be that endpoint, or another.
+fn check_endpoint_case(rules: &[Rule], endpoint: &str) -> Result<(), RuleConflict> {
+    let conflicting = rules.iter().find_map(|rule| match &rule.pattern {
+        PathPattern::ServingEndpoint(Segment::Literal(name))
+            if name != endpoint && name.eq_ignore_ascii_case(endpoint) =>
+        {
+            Some((rule, name))
+        }
+        _ => None,
+    });
+    match conflicting {
+        Some((rule, name)) => Err(RuleConflict::EndpointCase(format!(
+            "serving endpoint {:?} differs only in letter case from {name:?}, which rule {} \
+             names; use the endpoint's exact name",
+            truncate(endpoint, 200),
+            rule.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn first_match(
+    rules: &[Rule],
+    method: &str,
+    path: &str,
+    serving_endpoint: Option<&str>,
+    case: LetterCase,
+) -> Option<(usize, Bindings)> {
+    rules.iter().enumerate().find_map(|(index, rule)| {
         let method_fits = rule
             .methods
             .as_ref()
@@ -177,14 +306,21 @@ pub fn match_rule<'a>(
         }
         match (&rule.pattern, serving_endpoint) {
             (PathPattern::ServingEndpoint(Segment::Literal(name)), Some(endpoint)) => {
-                (name == endpoint).then(|| (rule, Vec::new()))
+                (name == endpoint).then(|| (index, Vec::new()))
             }
             (PathPattern::ServingEndpoint(Segment::Variable(var)), Some(endpoint)) => {
-                Some((rule, vec![(var.clone(), endpoint.to_string())]))
+                Some((index, vec![(var.clone(), endpoint.to_string())]))
             }
-            _ => rule.pattern.matches(path).map(|bindings| (rule, bindings)),
+            _ => rule
+                .pattern
+                .matches_with(path, case)
+                .map(|bindings| (index, bindings)),
         }
     })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 #[cfg(test)]
@@ -281,7 +417,9 @@ mod tests {
             rule("api", PathPattern::template("/api/**").unwrap(), None),
         ];
         let name = |method: &str, path: &str| {
-            match_rule(&rules, method, path, None).map(|(r, _)| r.name.clone())
+            match_rule(&rules, method, path, None)
+                .unwrap()
+                .map(|(r, _)| r.name.clone())
         };
         assert_eq!(name("GET", "/healthz").as_deref(), Some("health"));
         assert_eq!(name("POST", "/healthz"), None);
@@ -303,7 +441,9 @@ mod tests {
             rule("any", Segment::Variable("name".into())),
         ];
         let got = |endpoint: Option<&str>| {
-            match_rule(&rules, "POST", "/x", endpoint).map(|(r, b)| (r.name.clone(), b))
+            match_rule(&rules, "POST", "/x", endpoint)
+                .unwrap()
+                .map(|(r, b)| (r.name.clone(), b))
         };
         assert_eq!(got(Some("fraud")), Some(("fraud".to_string(), vec![])));
         assert_eq!(
@@ -314,5 +454,120 @@ mod tests {
             ))
         );
         assert_eq!(got(None), None);
+    }
+
+    fn token_rules() -> Vec<Rule> {
+        let rule = |name: &str, template: &str, methods: Option<Vec<&str>>| Rule {
+            name: name.to_string(),
+            pattern: PathPattern::template(template).unwrap(),
+            methods: methods.map(|m| m.into_iter().map(String::from).collect()),
+            access: Access::Anonymous,
+        };
+        vec![
+            rule("me", "/api/2.0/preview/scim/v2/Me", Some(vec!["GET"])),
+            rule("scim", "/api/2.0/preview/scim/v2/**", None),
+            rule("secret-value", "/api/2.0/secrets/get", Some(vec!["GET"])),
+            rule("secrets-read", "/api/2.0/secrets/**", Some(vec!["GET"])),
+            rule("token-list", "/api/2.0/token/list", Some(vec!["GET"])),
+            rule("tokens", "/api/2.0/token/**", None),
+            rule("jobs", "/api/2.[01]/jobs/**", None),
+            rule("uc", "/api/2.1/unity-catalog/**", None),
+            rule("default", "/api/**", None),
+        ]
+    }
+
+    #[test]
+    fn letter_case_and_suffixes_must_not_change_the_rule() {
+        let rules = token_rules();
+        // (method, path, the rule, or the words of the conflict)
+        let cases: &[(&str, &str, Result<&str, &str>)] = &[
+            ("GET", "/api/2.0/preview/scim/v2/Me", Ok("me")),
+            ("GET", "/api/2.0/preview/scim/v2/Users", Ok("scim")),
+            ("POST", "/api/2.0/token/create", Ok("tokens")),
+            ("POST", "/api/2.0/Token/create", Err("letter case")),
+            ("POST", "/API/2.0/token/create", Err("letter case")),
+            ("GET", "/api/2.0/preview/scim/v2/me", Err("letter case")),
+            ("GET", "/api/2.0/preview/scim/v2/ME", Err("letter case")),
+            ("GET", "/api/2.0/Secrets/get", Err("letter case")),
+            ("GET", "/API/2.1/JOBS/list", Err("letter case")),
+            // Case that does not change the rule is the upstream's business.
+            ("GET", "/api/2.1/jobs/List", Ok("jobs")),
+            (
+                "GET",
+                "/api/2.1/unity-catalog/tables/Main.Default.T",
+                Ok("uc"),
+            ),
+            // Suffixes: stripped, the last segment would fall under a stricter rule.
+            ("GET", "/api/2.0/secrets/get.json", Err("extension suffix")),
+            ("GET", "/api/2.0/secrets/get.json/", Err("extension suffix")),
+            ("GET", "/api/2.0/secrets/get.a.b", Err("extension suffix")),
+            ("GET", "/api/2.0/secrets/GET.json", Err("extension suffix")),
+            ("GET", "/api/2.0/token/list.json", Err("extension suffix")),
+            ("GET", "/api/2.0/secrets/list.json", Ok("secrets-read")),
+            (
+                "GET",
+                "/api/2.1/unity-catalog/tables/main.default.t",
+                Ok("uc"),
+            ),
+            (
+                "GET",
+                "/api/2.0/fs/files/Volumes/a/b/c/data.csv",
+                Ok("default"),
+            ),
+        ];
+        for (method, path, expected) in cases {
+            let got = match_rule(&rules, method, path, None);
+            match (expected, got) {
+                (Ok(name), Ok(Some((rule, _)))) => assert_eq!(rule.name, *name, "{path}"),
+                (Err(words), Err(RuleConflict::Path(detail))) => {
+                    assert!(detail.contains(words), "{path}: {detail}")
+                }
+                (expected, got) => panic!("{method} {path}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn endpoint_names_differing_only_in_case_are_refused() {
+        let rule = |name: &str, endpoint: Segment| Rule {
+            name: name.to_string(),
+            pattern: PathPattern::ServingEndpoint(endpoint),
+            methods: None,
+            access: Access::Anonymous,
+        };
+        let rules = vec![
+            rule("fraud", Segment::Literal("fraud".into())),
+            rule("any", Segment::Variable("name".into())),
+        ];
+        for name in ["FRAUD", "Fraud", "frauD"] {
+            let conflict = match_rule(&rules, "POST", "/x", Some(name)).unwrap_err();
+            let RuleConflict::EndpointCase(detail) = &conflict else {
+                panic!("{conflict:?}")
+            };
+            assert!(detail.contains("rule fraud"), "{detail}");
+            assert_eq!(conflict.clone().into_error(true).reason, Reason::BadBody);
+            assert_eq!(conflict.into_error(false).reason, Reason::BadPath);
+        }
+        let got = match_rule(&rules, "POST", "/x", Some("fraud")).unwrap();
+        assert_eq!(got.map(|(r, _)| r.name.clone()).as_deref(), Some("fraud"));
+        let got = match_rule(&rules, "POST", "/x", Some("frauds")).unwrap();
+        assert_eq!(got.map(|(r, _)| r.name.clone()).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn globs_and_prefixes_ignore_case_only_when_asked() {
+        assert!(glob_matches("2.[01]", "2.1", LetterCase::Exact));
+        assert!(!glob_matches("[ab]x", "Ax", LetterCase::Exact));
+        assert!(glob_matches("[ab]x", "AX", LetterCase::Ignored));
+        let prefix = PathPattern::Prefix("/api/".into());
+        assert!(prefix.matches("/API/x").is_none());
+        assert!(prefix.matches_with("/API/x", LetterCase::Ignored).is_some());
+        assert!(prefix.matches_with("/é", LetterCase::Ignored).is_none());
+        let exact = PathPattern::Exact("/healthz".into());
+        assert!(
+            exact
+                .matches_with("/HealthZ", LetterCase::Ignored)
+                .is_some()
+        );
     }
 }

@@ -4,6 +4,6 @@ mod matcher;
 mod path;
 mod require;
 
-pub use matcher::{Access, Bindings, PathPattern, Rule, Segment, match_rule};
-pub use path::{NormalizedPath, normalize_path};
+pub use matcher::{Access, Bindings, PathPattern, Rule, RuleConflict, Segment, match_rule};
+pub use path::{MAX_PATH_BYTES, NormalizedPath, normalize_path, suffix_readings};
 pub use require::{Requirement, ScopeTemplate};

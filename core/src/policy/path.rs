@@ -1,11 +1,22 @@
-//! Path normalisation before matching, so `/api/2.0/clusters/../secrets/get` is judged as
-//! `/api/2.0/secrets/get`, exactly as the upstream will resolve it.
+//! The canonical path (docs/PATHS.md): one reading of `:path` that rules are matched against
+//! and that the upstream receives. Whatever brickgate resolves itself (dot segments, repeated
+//! slashes, escaped letters) it forwards resolved, so the upstream sees what was judged; whatever
+//! an upstream might read differently (`;` parameters, backslashes, escaped dots, slashes and
+//! percent signs, dot- or space-ended segments, Unicode look-alikes) is refused with
+//! `bad_path`, never guessed at. Letter case and extension suffixes depend on the rules, so the
+//! matcher checks them ([`suffix_readings`]).
+
+/// Longest `:path` (query excluded) brickgate reads; Databricks paths are far shorter.
+pub const MAX_PATH_BYTES: usize = 8192;
+
+/// How much of an offending segment a refusal echoes.
+const ECHO_CHARS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
-    /// Decoded, with dot segments resolved and repeated slashes merged.
+    /// Decoded, with dot segments resolved and repeated slashes merged: what rules match.
     pub path: String,
-    /// The same path, percent-encoded where needed: what the upstream should see.
+    /// The same path in canonical encoding: what the upstream should see.
     pub encoded: String,
     /// The query string (without `?`), untouched.
     pub query: Option<String>,
@@ -13,34 +24,68 @@ pub struct NormalizedPath {
     pub rewritten: Option<String>,
 }
 
-/// Normalises a request's `:path`. Escapes that would change the path's structure once
-/// decoded (`%2F`, `%5C`) or smuggle control bytes are refused rather than guessed at.
+/// One path segment, decoded (for matching) and canonically encoded (for the upstream).
+#[derive(Default)]
+struct Segment {
+    decoded: Vec<u8>,
+    encoded: String,
+}
+
+/// Normalises a request's `:path`, or says precisely why it cannot be read safely.
 pub fn normalize_path(raw: &str) -> Result<NormalizedPath, String> {
     let (path_part, query) = match raw.split_once('?') {
         Some((path, query)) => (path, Some(query.to_string())),
         None => (raw, None),
     };
-    let path_part = path_part.split('#').next().unwrap_or_default();
-    if !path_part.starts_with('/') {
-        return Err("path does not start with /".to_string());
+    if path_part.len() > MAX_PATH_BYTES {
+        return Err(format!(
+            "path of {} bytes exceeds the {MAX_PATH_BYTES} bytes brickgate reads",
+            path_part.len()
+        ));
     }
-    let decoded = percent_decode(path_part)?;
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
+    let Some(relative) = path_part.strip_prefix('/') else {
+        return Err(format!(
+            "path {} does not start with /",
+            echo(path_part.as_bytes())
+        ));
+    };
+    let mut decoded_segments: Vec<String> = Vec::new();
+    let mut encoded_segments: Vec<String> = Vec::new();
+    for raw_segment in relative.split('/') {
+        let segment = read_segment(raw_segment)?;
+        let decoded = String::from_utf8(segment.decoded).map_err(|_| {
+            format!(
+                "segment {} is not UTF-8 once decoded (invalid or overlong sequence)",
+                echo(raw_segment.as_bytes())
+            )
+        })?;
+        check_characters(&decoded, raw_segment)?;
+        match decoded.as_str() {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                decoded_segments.pop();
+                encoded_segments.pop();
             }
-            other => segments.push(other),
+            _ if decoded.ends_with(['.', ' ']) => {
+                return Err(format!(
+                    "segment {} ends with a dot or a space, which some servers strip",
+                    echo(raw_segment.as_bytes())
+                ));
+            }
+            _ => {
+                decoded_segments.push(decoded);
+                encoded_segments.push(segment.encoded);
+            }
         }
     }
-    let ends_like_directory = ["/", "/.", "/.."].iter().any(|end| decoded.ends_with(end));
-    let mut path = format!("/{}", segments.join("/"));
-    if ends_like_directory && path != "/" {
+    let last_raw = relative.rsplit('/').next().unwrap_or_default();
+    let ends_like_directory = matches!(last_raw, "" | "." | "..") && !decoded_segments.is_empty();
+    let mut path = format!("/{}", decoded_segments.join("/"));
+    let mut encoded = format!("/{}", encoded_segments.join("/"));
+    if ends_like_directory {
         path.push('/');
+        encoded.push('/');
     }
-    let encoded = percent_encode(&path);
     let rewritten = (encoded != path_part).then(|| match &query {
         Some(query) => format!("{encoded}?{query}"),
         None => encoded.clone(),
@@ -53,101 +98,138 @@ pub fn normalize_path(raw: &str) -> Result<NormalizedPath, String> {
     })
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Decodes one raw segment: escaped unreserved characters are decoded (RFC 3986 §6.2.2.2),
+/// other escapes are kept (upper-case hex), escapes that change structure or smuggle bytes are
+/// refused, and raw characters outside RFC 3986 `pchar` are refused.
+fn read_segment(raw: &str) -> Result<Segment, String> {
+    let bytes = raw.as_bytes();
+    let mut segment = Segment::default();
     let mut index = 0;
     while let Some(&byte) = bytes.get(index) {
-        if byte != b'%' {
-            if byte < 0x20 || byte == 0x7f {
-                return Err("control character in path".to_string());
-            }
-            out.push(byte);
-            index += 1;
+        if byte == b'%' {
+            let rest = bytes.get(index..).unwrap_or_default();
+            let escape = rest.get(..3).unwrap_or(rest);
+            let value = escape
+                .get(1..3)
+                .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("invalid percent-escape {}", echo(escape)))?;
+            decode_escape(value, &mut segment)
+                .map_err(|problem| format!("{problem} in segment {}", echo(bytes)))?;
+            index += 3;
             continue;
         }
-        let hex = bytes
-            .get(index + 1..index + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or_else(|| "invalid percent-escape in path".to_string())?;
-        match hex {
-            b'/' | b'\\' => return Err("encoded slash or backslash in path".to_string()),
-            0..=0x1f | 0x7f => return Err("encoded control character in path".to_string()),
-            _ => out.push(hex),
-        }
-        index += 3;
+        check_raw_byte(byte).map_err(|problem| format!("{problem} in segment {}", echo(bytes)))?;
+        segment.decoded.push(byte);
+        segment.encoded.push(char::from(byte));
+        index += 1;
     }
-    String::from_utf8(out).map_err(|_| "path is not UTF-8 once decoded".to_string())
+    Ok(segment)
 }
 
-fn percent_encode(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for byte in path.bytes() {
-        let keep = byte.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&byte);
-        if keep {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
+fn decode_escape(value: u8, segment: &mut Segment) -> Result<(), String> {
+    let refused = match value {
+        b'/' => Some("escaped slash %2F"),
+        b'\\' => Some("escaped backslash %5C"),
+        b';' => Some("escaped semicolon %3B (path parameter)"),
+        b'.' => Some("escaped dot %2E"),
+        b'%' => Some("escaped percent sign %25 (double encoding)"),
+        0..=0x1f | 0x7f => Some("escaped control character"),
+        _ => None,
+    };
+    if let Some(problem) = refused {
+        return Err(problem.to_string());
+    }
+    segment.decoded.push(value);
+    if value.is_ascii_alphanumeric() || b"-_~".contains(&value) {
+        segment.encoded.push(char::from(value));
+    } else {
+        segment.encoded.push_str(&format!("%{value:02X}"));
+    }
+    Ok(())
+}
+
+fn check_raw_byte(byte: u8) -> Result<(), &'static str> {
+    match byte {
+        b';' => Err("path parameter separator ;"),
+        b'\\' => Err("backslash"),
+        b'#' => Err("fragment marker #"),
+        0..=0x1f | 0x7f => Err("control character"),
+        b' ' => Err("unescaped space"),
+        0x80.. => Err("unescaped non-ASCII byte (send it percent-encoded UTF-8)"),
+        _ if byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&byte) => Ok(()),
+        _ => Err("character not allowed unescaped in a path (RFC 3986)"),
+    }
+}
+
+/// Refuses decoded characters that another server may fold into something structural: C1
+/// controls, invisible format characters, non-ASCII whitespace, look-alikes of `. / \ ; % ? #`
+/// (NFKC or best-fit mappings), and letters whose case mapping is ASCII (`K` KELVIN SIGN,
+/// `ſ`, `ı`), which a Unicode case-insensitive comparison equates with an ASCII letter.
+fn check_characters(decoded: &str, raw: &str) -> Result<(), String> {
+    let Some(bad) = decoded.chars().find(|c| !c.is_ascii() && is_confusable(*c)) else {
+        return Ok(());
+    };
+    Err(format!(
+        "character U+{:04X} in segment {} may be read as another character by the upstream",
+        u32::from(bad),
+        echo(raw.as_bytes())
+    ))
+}
+
+fn is_confusable(c: char) -> bool {
+    let folds_to_ascii = c
+        .to_lowercase()
+        .chain(c.to_uppercase())
+        .any(|f| f.is_ascii());
+    let look_alike = matches!(
+        c,
+        '\u{037E}'              // Greek question mark, NFC ;
+            | '\u{2024}'..='\u{2026}' // dot leaders, ellipsis
+            | '\u{2044}' | '\u{2215}' // fraction and division slashes
+            | '\u{2488}'..='\u{249B}' // "1." … "20."
+            | '\u{FE50}'..='\u{FE6F}' // small form variants
+            | '\u{FF00}'..='\u{FFEF}' // half- and full-width forms
+            | '\u{1F100}'..='\u{1F10A}' // "0." … "9,"
+    );
+    let invisible = matches!(
+        c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+    );
+    c.is_control() || c.is_whitespace() || folds_to_ascii || look_alike || invisible
+}
+
+/// Other readings of a normalised path that some servers make: the last segment without its
+/// extension suffix, up to its first dot (Spring's suffix patterns) or its last (format
+/// suffixes). The matcher refuses a path whose readings fall under different rules.
+pub fn suffix_readings(path: &str) -> Vec<String> {
+    let trimmed = path.trim_end_matches('/');
+    let trailing = path.get(trimmed.len()..).unwrap_or_default();
+    let Some((parent, last)) = trimmed.rsplit_once('/') else {
+        return Vec::new();
+    };
+    let mut readings = Vec::new();
+    for cut in [last.find('.'), last.rfind('.')].into_iter().flatten() {
+        let stem = last.get(..cut).unwrap_or_default();
+        let reading = format!("{parent}/{stem}{trailing}");
+        if !stem.is_empty() && !readings.contains(&reading) {
+            readings.push(reading);
         }
     }
-    out
+    readings
+}
+
+/// A short, quoted, escaped rendering of client input for a refusal message.
+fn echo(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut shown: String = text.chars().take(ECHO_CHARS).collect();
+    if text.chars().count() > ECHO_CHARS {
+        shown.push('…');
+    }
+    format!("{shown:?}")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalises_dot_segments_slashes_escapes_and_query() {
-        let cases = [
-            ("/api/2.0/clusters/list", "/api/2.0/clusters/list", None),
-            (
-                "/api/2.0/clusters/../secrets/get",
-                "/api/2.0/secrets/get",
-                Some("/api/2.0/secrets/get"),
-            ),
-            (
-                "//api//2.0/./clusters/list",
-                "/api/2.0/clusters/list",
-                Some("/api/2.0/clusters/list"),
-            ),
-            (
-                "/api/2.0/clusters/list?x=1&y=2",
-                "/api/2.0/clusters/list",
-                None,
-            ),
-            (
-                "/api/2.0/%63lusters/list?a=b",
-                "/api/2.0/clusters/list",
-                Some("/api/2.0/clusters/list?a=b"),
-            ),
-            ("/api/2.0/%2e%2e/x", "/api/x", Some("/api/x")),
-            ("/../../etc/passwd", "/etc/passwd", Some("/etc/passwd")),
-            ("/api/", "/api/", None),
-            ("/api/x/..", "/api/", Some("/api/")),
-            ("/", "/", None),
-            ("/a%20b", "/a b", None),
-            (
-                "/serving-endpoints/m/invocations#frag",
-                "/serving-endpoints/m/invocations",
-                None,
-            ),
-        ];
-        for (raw, path, rewritten) in cases {
-            let got = normalize_path(raw).unwrap();
-            assert_eq!(got.path, path, "{raw}");
-            assert_eq!(got.rewritten.as_deref(), rewritten, "{raw}");
-        }
-    }
-
-    #[test]
-    fn refuses_structure_changing_escapes() {
-        for raw in [
-            "/api%2Fx", "/api%2fx", "/a%5Cb", "/a%00", "/a%zz", "/a%2", "relative", "/a\u{1}b",
-            "/%ff",
-        ] {
-            assert!(normalize_path(raw).is_err(), "{raw:?}");
-        }
-    }
-}
+mod tests;

@@ -1,8 +1,15 @@
 //! Extraction of the one credential a request may carry (RFC 6750 §2): strict syntax, a size
-//! limit before any decoding, and two different tokens refused (token smuggling).
+//! limit before any decoding, and any second credential refused (token smuggling): a different
+//! bearer token, or a credential of any other scheme next to the bearer token, since the
+//! upstream may authenticate with the one brickgate did not verify.
 
 use crate::config::TokenSource;
 use crate::error::{AuthError, Reason};
+use crate::header_name::same_header_name;
+
+/// Headers that carry a credential whether or not a provider reads its tokens there: a value
+/// in them next to a bearer token is a second credential.
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "proxy-authorization"];
 
 /// The credential found, and every place it was found (removed upstream when not forwarded).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +20,11 @@ pub struct Credential {
 
 /// Looks in `sources` (the union of the route's providers' sources). `headers` are the
 /// request headers with lower-case names; `query` is the raw query string.
+///
+/// Refuses with `multiple_tokens` two different bearer tokens, and a bearer token next to any
+/// other credential: another scheme in a token header (`Bearer a, Basic b`, one header or two),
+/// `Authorization` or `Proxy-Authorization` that no source reads, or a token header spelled
+/// differently (`X_Api_Token` for `x-api-token`), which some upstreams read as the same.
 pub fn extract_credential(
     headers: &[(String, String)],
     query: Option<&str>,
@@ -20,46 +32,12 @@ pub fn extract_credential(
     max_bytes: usize,
 ) -> Result<Option<Credential>, AuthError> {
     let mut found: Option<Credential> = None;
+    // Where a credential that is not a bearer token was seen, for the message.
     let mut foreign_scheme: Option<String> = None;
     for source in sources {
         let candidates: Vec<String> = match source {
             TokenSource::Header { name, prefix } => {
-                let mut tokens = Vec::new();
-                // Envoy joins repeated headers with ",", which no bearer token contains.
-                let values = headers
-                    .iter()
-                    .filter(|(n, _)| n == name)
-                    .flat_map(|(_, value)| value.split(','));
-                for value in values {
-                    let value = value.trim();
-                    if value.is_empty() {
-                        return Err(AuthError::new(
-                            Reason::MalformedCredential,
-                            format!("{name} header is empty"),
-                        ));
-                    }
-                    let Some(prefix) = prefix else {
-                        tokens.push(value.to_string());
-                        continue;
-                    };
-                    match strip_prefix_ignore_case(value, prefix) {
-                        Some(rest) => tokens.push(rest.trim_start().to_string()),
-                        None if prefix.trim().eq_ignore_ascii_case(value) => {
-                            return Err(AuthError::new(
-                                Reason::MalformedCredential,
-                                format!(
-                                    "{name} header has the {} scheme but no token",
-                                    prefix.trim()
-                                ),
-                            ));
-                        }
-                        None => {
-                            let scheme = scheme_name(value);
-                            foreign_scheme = Some(format!("{name} header uses {scheme}"));
-                        }
-                    }
-                }
-                tokens
+                header_tokens(headers, name, prefix.as_deref(), &mut foreign_scheme)?
             }
             TokenSource::Query { param } => query_values(query, param),
         };
@@ -90,13 +68,112 @@ pub fn extract_credential(
             }
         }
     }
-    if let (None, Some(scheme)) = (&found, foreign_scheme) {
-        return Err(AuthError::new(
+    let other = foreign_scheme.or_else(|| unread_credential_header(headers, sources));
+    match (found, other) {
+        (Some(credential), Some(other)) => Err(AuthError::new(
+            Reason::MultipleTokens,
+            format!(
+                "request carries a bearer token (in {}) and another credential ({other}); send exactly one",
+                describe(&credential.found_in)
+            ),
+        )),
+        (None, Some(other)) => Err(AuthError::new(
             Reason::MissingToken,
-            format!("no bearer token: {scheme}; this route needs a Bearer access token"),
-        ));
+            format!("no bearer token: {other}; this route needs a Bearer access token"),
+        )),
+        (found, None) => Ok(found),
     }
-    Ok(found)
+}
+
+/// The tokens in every `name` header. Envoy joins repeated headers with ",", which no bearer
+/// token contains: each part is a credential of its own. A part with another scheme is noted
+/// in `foreign_scheme`.
+fn header_tokens(
+    headers: &[(String, String)],
+    name: &str,
+    prefix: Option<&str>,
+    foreign_scheme: &mut Option<String>,
+) -> Result<Vec<String>, AuthError> {
+    let mut tokens = Vec::new();
+    let values = headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .flat_map(|(_, value)| value.split(','));
+    for value in values {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(AuthError::new(
+                Reason::MalformedCredential,
+                format!("{name} header is empty"),
+            ));
+        }
+        let Some(prefix) = prefix else {
+            tokens.push(value.to_string());
+            continue;
+        };
+        match strip_prefix_ignore_case(value, prefix) {
+            Some(rest) => tokens.push(rest.trim_start().to_string()),
+            None if prefix.trim().eq_ignore_ascii_case(value) => {
+                return Err(AuthError::new(
+                    Reason::MalformedCredential,
+                    format!(
+                        "{name} header has the {} scheme but no token",
+                        prefix.trim()
+                    ),
+                ));
+            }
+            None => {
+                foreign_scheme.get_or_insert_with(|| {
+                    format!("{name} header uses {}", describe_scheme(value))
+                });
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+/// A credential header no source reads exactly as sent: `Authorization` or
+/// `Proxy-Authorization` when no source names it, or any spelling of a credential header
+/// other than the one a source reads (`X_Api_Token`, `Authorization_`…).
+fn unread_credential_header(
+    headers: &[(String, String)],
+    sources: &[&TokenSource],
+) -> Option<String> {
+    let read_exactly = |name: &str| {
+        sources
+            .iter()
+            .any(|s| matches!(s, TokenSource::Header { name: n, .. } if n == name))
+    };
+    let source_names = sources.iter().filter_map(|s| match s {
+        TokenSource::Header { name, .. } => Some(name.as_str()),
+        TokenSource::Query { .. } => None,
+    });
+    let credential_headers: Vec<&str> =
+        CREDENTIAL_HEADERS.into_iter().chain(source_names).collect();
+    headers
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .find(|name| {
+            !read_exactly(name) && credential_headers.iter().any(|c| same_header_name(name, c))
+        })
+        .map(|name| format!("header {}", name.chars().take(40).collect::<String>()))
+}
+
+/// Names the scheme of a credential only when it is one (`Basic dXNl…` → `scheme "Basic"`):
+/// a bare value may be a secret, and messages never echo one.
+fn describe_scheme(value: &str) -> String {
+    match value.split_once(' ') {
+        Some((scheme, _))
+            if !scheme.is_empty()
+                && scheme.len() <= 20
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+        {
+            format!("scheme {scheme:?}")
+        }
+        _ => "a value that is not a Bearer credential".to_string(),
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
@@ -181,207 +258,5 @@ fn describe(sources: &[TokenSource]) -> String {
     }
 }
 
-/// The scheme of a non-bearer credential, named only when it looks like one: a header that
-/// holds a bare token (`Authorization: eyJ…`) must not have it repeated in the refusal.
-fn scheme_name(value: &str) -> String {
-    let word = value.split(' ').next().unwrap_or_default();
-    let plausible = (1..=20).contains(&word.len())
-        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if plausible {
-        format!("scheme {word:?}")
-    } else {
-        "no recognisable scheme".to_string()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bearer() -> TokenSource {
-        TokenSource::Header {
-            name: "authorization".into(),
-            prefix: Some("Bearer ".into()),
-        }
-    }
-
-    fn query() -> TokenSource {
-        TokenSource::Query {
-            param: "access_token".into(),
-        }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn a_bare_token_is_not_repeated_as_its_scheme() {
-        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
-        let cases = [
-            (
-                "Basic dXNlcjpwdw==",
-                "authorization header uses scheme \"Basic\"",
-            ),
-            (token, "authorization header uses no recognisable scheme"),
-            ("Digest-x", "authorization header uses scheme \"Digest-x\""),
-        ];
-        for (value, expected) in cases {
-            let error = extract_credential(
-                &headers(&[("authorization", value)]),
-                None,
-                &[&bearer()],
-                4096,
-            )
-            .unwrap_err();
-            assert_eq!(error.reason, Reason::MissingToken);
-            assert!(error.detail.contains(expected), "{}", error.detail);
-            assert!(!error.detail.contains("eyJ"), "{}", error.detail);
-        }
-    }
-
-    #[test]
-    fn extraction_table() {
-        let (b, q) = (bearer(), query());
-        let both = [&b, &q];
-        type Case<'a> = (
-            &'a str,
-            Vec<(String, String)>,
-            Option<&'a str>,
-            Result<Option<&'a str>, Reason>,
-        );
-        let cases: Vec<Case> = vec![
-            ("none", headers(&[]), None, Ok(None)),
-            (
-                "bearer",
-                headers(&[("authorization", "Bearer abc.def.ghi")]),
-                None,
-                Ok(Some("abc.def.ghi")),
-            ),
-            (
-                "case-insensitive scheme",
-                headers(&[("authorization", "bearer abc")]),
-                None,
-                Ok(Some("abc")),
-            ),
-            (
-                "padding allowed",
-                headers(&[("authorization", "Bearer abc==")]),
-                None,
-                Ok(Some("abc==")),
-            ),
-            (
-                "query",
-                headers(&[]),
-                Some("a=1&access_token=abc"),
-                Ok(Some("abc")),
-            ),
-            (
-                "same token twice",
-                headers(&[("authorization", "Bearer abc")]),
-                Some("access_token=abc"),
-                Ok(Some("abc")),
-            ),
-            (
-                "two tokens",
-                headers(&[("authorization", "Bearer abc")]),
-                Some("access_token=xyz"),
-                Err(Reason::MultipleTokens),
-            ),
-            (
-                "two headers",
-                headers(&[
-                    ("authorization", "Bearer abc"),
-                    ("authorization", "Bearer xyz"),
-                ]),
-                None,
-                Err(Reason::MultipleTokens),
-            ),
-            (
-                "extra words",
-                headers(&[("authorization", "Bearer abc def")]),
-                None,
-                Err(Reason::MalformedCredential),
-            ),
-            (
-                "scheme only",
-                headers(&[("authorization", "Bearer")]),
-                None,
-                Err(Reason::MalformedCredential),
-            ),
-            (
-                "bad characters",
-                headers(&[("authorization", "Bearer abc\"def")]),
-                None,
-                Err(Reason::MalformedCredential),
-            ),
-            (
-                "empty query token",
-                headers(&[]),
-                Some("access_token="),
-                Err(Reason::MalformedCredential),
-            ),
-            (
-                "basic",
-                headers(&[("authorization", "Basic dXNlcjpwdw==")]),
-                None,
-                Err(Reason::MissingToken),
-            ),
-            (
-                "too large",
-                headers(&[("authorization", &format!("Bearer {}", "a".repeat(65)))]),
-                None,
-                Err(Reason::TokenTooLarge),
-            ),
-            (
-                "other header ignored",
-                headers(&[("x-token", "Bearer abc")]),
-                None,
-                Ok(None),
-            ),
-        ];
-        for (name, headers, query, expected) in cases {
-            let got = extract_credential(&headers, query, &both, 64);
-            match expected {
-                Ok(token) => assert_eq!(
-                    got.unwrap().map(|c| c.token),
-                    token.map(String::from),
-                    "{name}"
-                ),
-                Err(reason) => assert_eq!(got.unwrap_err().reason, reason, "{name}"),
-            }
-        }
-    }
-
-    #[test]
-    fn query_sources_are_ignored_unless_configured() {
-        let got = extract_credential(&[], Some("access_token=abc"), &[&bearer()], 64).unwrap();
-        assert_eq!(got, None);
-    }
-
-    #[test]
-    fn messages_never_echo_the_token() {
-        let hs = headers(&[
-            ("authorization", "Bearer secret.token.value"),
-            ("authorization", "Bearer other.token.value"),
-        ]);
-        let error = extract_credential(&hs, None, &[&bearer()], 64).unwrap_err();
-        assert!(!error.detail.contains("secret") && !error.detail.contains("other"));
-    }
-
-    #[test]
-    fn found_in_lists_every_place() {
-        let got = extract_credential(
-            &headers(&[("authorization", "Bearer abc")]),
-            Some("access_token=abc"),
-            &[&bearer(), &query()],
-            64,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(got.found_in, vec![bearer(), query()]);
-    }
-}
+mod tests;

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use crate::config::{Config, IdpKind, JwksSource, TokenSource};
+use crate::databricks::exchange::UpstreamMode;
 use crate::policy::Access;
 
 const EC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
@@ -88,6 +89,25 @@ fn a_good_config_gets_documented_defaults() {
         (600, 5000, 262_144)
     );
     assert!(matches!(config.rules[0].access, Access::Anonymous));
+    assert_eq!(config.performance.upstream_token_slots, 4096);
+}
+
+#[test]
+fn exchange_maps_sub_unless_told_otherwise() {
+    let upstream =
+        json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://ws.example"});
+    let subject_claim = |upstream: Value| {
+        let config = compile(&with(base(), "/providers/idp/upstream", upstream)).unwrap();
+        match &config.providers[0].upstream {
+            UpstreamMode::Exchange { subject_claim, .. } => subject_claim.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(subject_claim(upstream.clone()), "sub");
+    assert_eq!(
+        subject_claim(with(upstream, "/subject_claim", json!("email"))),
+        "email"
+    );
 }
 
 #[test]
@@ -362,6 +382,43 @@ fn bad_configs_name_the_field() {
             with(base(), "/realm", json!("a\"b")),
             "realm",
             "printable",
+        ),
+        (
+            "subject_claim outside exchange mode",
+            with(
+                base(),
+                "/providers/idp/upstream",
+                json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
+                       "client_id": "sp", "client_secret": "s", "subject_claim": "email"}),
+            ),
+            "providers.idp.upstream.subject_claim",
+            "only for mode exchange",
+        ),
+        (
+            "empty subject_claim",
+            with(
+                base(),
+                "/providers/idp/upstream",
+                json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://ws.example", "subject_claim": ""}),
+            ),
+            "providers.idp.upstream.subject_claim",
+            "claim name",
+        ),
+        (
+            "subject_claim of the wrong type",
+            with(
+                base(),
+                "/providers/idp/upstream",
+                json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://ws.example", "subject_claim": ["sub"]}),
+            ),
+            "providers.idp.upstream.subject_claim",
+            "invalid type",
+        ),
+        (
+            "too few upstream token slots",
+            with(base(), "/performance", json!({"upstream_token_slots": 1})),
+            "performance.upstream_token_slots",
+            "outside",
         ),
         (
             "tiny token limit",

@@ -6,7 +6,9 @@ use super::*;
 use crate::policy::match_rule;
 
 fn decide(rules: &[Rule], method: &str, path: &str, scopes: &[&str]) -> Result<String, String> {
-    let (rule, bindings) = match_rule(rules, method, path, None).ok_or("no rule")?;
+    let (rule, bindings) = match_rule(rules, method, path, None)
+        .map_err(|conflict| format!("{conflict:?}"))?
+        .ok_or("no rule")?;
     let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
     match &rule.access {
         Access::Anonymous => Ok(rule.name.clone()),
@@ -194,8 +196,9 @@ fn route_coverage_of_the_go_sdk() {
         };
         let path = path.replace("{}", "x1");
         total += 1;
-        let (rule, _) =
-            match_rule(&rules, method, &path, None).expect("every /api route has a rule");
+        let (rule, _) = match_rule(&rules, method, &path, None)
+            .unwrap()
+            .expect("every /api route has a rule");
         *by_rule.entry(rule.name.clone()).or_default() += 1;
         if rule.name == DEFAULT_RULE {
             let family: String = path.split('/').take(4).collect::<Vec<_>>().join("/");

@@ -1,0 +1,92 @@
+//! One record per answered stream: the audit record and the counters it moves.
+
+use std::borrow::Cow;
+
+use crate::error::AuthError;
+use crate::identity::AuditRecord;
+use crate::metrics;
+
+/// Paths in records of requests refused before they were parsed are cut to this length.
+const MAX_RAW_PATH_CHARS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub audit: AuditRecord,
+    counters: Vec<&'static str>,
+}
+
+impl Record {
+    pub fn allowed(audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+        if audit.provider.is_none() {
+            counters.push(metrics::ALLOWED_ANONYMOUS);
+        } else {
+            counters.push(metrics::ALLOWED);
+            if audit.stale_keys {
+                counters.push(metrics::JWKS_STALE_SERVED);
+            }
+        }
+        Record { audit, counters }
+    }
+
+    pub fn denied(audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+        counters.push(metrics::DENIED);
+        Record { audit, counters }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.audit.decision == "allow"
+    }
+
+    /// Every counter this record moves by one.
+    pub fn counters(&self) -> impl Iterator<Item = Cow<'static, str>> + '_ {
+        let by_reason = (!self.is_allowed())
+            .then_some(self.audit.reason)
+            .flatten()
+            .map(|reason| Cow::Owned(format!("{}.{reason}", metrics::DENIED)));
+        self.counters
+            .iter()
+            .map(|name| Cow::Borrowed(*name))
+            .chain(by_reason)
+    }
+}
+
+/// Verified-token cache counters for a decision that looked at a token.
+pub fn cache_counters(audit: &AuditRecord) -> Vec<&'static str> {
+    match audit.cache {
+        Some("hit") => vec![metrics::TOKEN_CACHE_HIT],
+        Some(_) => vec![metrics::TOKEN_CACHE_MISS],
+        None => Vec::new(),
+    }
+}
+
+/// The record of a request refused outside the engine (body limit, host trouble).
+pub fn refusal_audit(headers: &[(String, String)], error: &AuthError, status: u32) -> AuditRecord {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let path = header(":path")
+        .unwrap_or_default()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(MAX_RAW_PATH_CHARS)
+        .collect();
+    AuditRecord {
+        decision: "deny",
+        reason: Some(error.reason.as_str()),
+        status,
+        method: header(":method")
+            .unwrap_or_default()
+            .chars()
+            .take(16)
+            .collect(),
+        path,
+        request_id: header("x-request-id").map(|id| id.chars().take(64).collect()),
+        detail: Some(error.detail.clone()),
+        ..AuditRecord::default()
+    }
+}

@@ -1,0 +1,609 @@
+//! The lifecycle driven through every order of host events by a fake host that models Envoy's
+//! pause semantics (with `allow_on_headers_stop_iteration: true`): what a callback pauses is
+//! buffered, what it continues (or a resume releases) goes upstream. The fake records exactly
+//! what the upstream received, and each run checks that nothing went upstream before an allow
+//! record covered it, that every answered stream has exactly one record, and that the verdict
+//! is the one the policy gives.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::cache::TokenCache;
+use crate::config::Config;
+use crate::error::Reason;
+use crate::jwks::shared::InMemorySharedData;
+use crate::jwks::{FetchOutcome, JwksStore};
+use crate::verify::InWasmVerifier;
+
+const NOW_S: u64 = 1_800_000_000;
+const RSA_1: &str = include_str!("../../../tests/keys/rsa-1.pem");
+const PUBLIC_JWKS: &str = include_str!("../../../tests/keys/public-jwks.json");
+const ISSUER: &str = "https://okta.test";
+
+/// How the provider gets its keys and how allowed requests authenticate upstream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    InlineKeys,
+    RemoteKeys,
+    Exchange,
+}
+
+fn engine(setup: Setup) -> Engine {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let keys = match setup {
+        Setup::RemoteKeys => {
+            json!({"remote": {"cluster": "idp", "uri": "https://okta.test/keys", "wait_for_keys_ms": 5000}})
+        }
+        Setup::InlineKeys | Setup::Exchange => json!({"inline": jwks}),
+    };
+    let upstream = match setup {
+        Setup::Exchange => {
+            json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://adb-1.azuredatabricks.net", "scopes": ["all-apis"]})
+        }
+        Setup::InlineKeys | Setup::RemoteKeys => json!({"mode": "pass_through"}),
+    };
+    let config = json!({
+        "providers": {"okta": {"issuer": ISSUER, "audiences": ["api"], "jwks": keys, "upstream": upstream}},
+        "rules": [
+            {"name": "fraud-team", "match": {"serving_endpoint": "fraud"}, "providers": ["okta"], "require": {"groups_any": ["fraud"]}},
+            {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"], "require": {"scopes_any": ["serving:{name}"]}},
+            {"name": "jobs", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["okta"]}
+        ],
+        "databricks": {"route_catalogue": false}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    Engine::new(config, Box::new(InWasmVerifier))
+}
+
+fn token(claims: Value) -> String {
+    let mut all = json!({"iss": ISSUER, "aud": "api", "sub": "alice@example.com", "iat": NOW_S, "exp": NOW_S + 600});
+    for (k, v) in claims.as_object().unwrap() {
+        all[k] = v.clone();
+    }
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-rsa-1".into());
+    encode(
+        &header,
+        &all,
+        &EncodingKey::from_rsa_pem(RSA_1.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+/// One host event, as the fake host delivers it.
+#[derive(Clone, Debug, PartialEq)]
+enum HostEvent {
+    Body(&'static str, bool),
+    Trailers(Vec<(&'static str, &'static str)>),
+    /// The provider's keys arrive (remote setup), then the root wakes held streams.
+    KeysArrive,
+    /// The Databricks token call answers.
+    TokenAnswer(Result<&'static str, ()>),
+    Wake,
+}
+
+/// What reached the upstream, and what the client got.
+#[derive(Default, Debug)]
+struct FakeHost {
+    /// Held by the host: headers, body bytes, trailers not yet released.
+    pending_headers: Option<Headers>,
+    pending_body: Vec<u8>,
+    pending_trailers: Option<Headers>,
+    /// Released to the upstream.
+    upstream_headers: Option<Headers>,
+    upstream_body: Vec<u8>,
+    upstream_trailers: Option<Headers>,
+    local_reply: Option<DenyResponse>,
+    records: Vec<Record>,
+    token_requests: usize,
+    /// Set once the client has got an answer: the host stops delivering events.
+    over: bool,
+}
+
+impl FakeHost {
+    fn release(&mut self) {
+        assert!(
+            self.records.iter().any(Record::is_allowed),
+            "released to the upstream without an allow record: {self:?}"
+        );
+        assert!(self.local_reply.is_none(), "released after a local reply");
+        if let Some(headers) = self.pending_headers.take() {
+            self.upstream_headers = Some(headers);
+        }
+        self.upstream_body.append(&mut self.pending_body);
+        if let Some(trailers) = self.pending_trailers.take() {
+            self.upstream_trailers = Some(trailers);
+        }
+    }
+
+    fn apply(&mut self, step: Step, in_callback: bool) {
+        for action in step.actions {
+            match action {
+                HostAction::SetRequestHeaders(headers) => {
+                    assert!(
+                        self.upstream_headers.is_none(),
+                        "headers changed after release"
+                    );
+                    self.pending_headers = Some(headers);
+                }
+                HostAction::SetRequestTrailers(trailers) => self.pending_trailers = Some(trailers),
+                HostAction::SendResponse(response) => {
+                    assert!(self.local_reply.is_none(), "two local replies");
+                    assert!(self.upstream_headers.is_none(), "local reply after release");
+                    self.local_reply = Some(response);
+                    self.over = true;
+                }
+                HostAction::Resume => {
+                    assert!(!in_callback, "resume from inside a callback");
+                    self.release();
+                }
+                HostAction::FetchUpstreamToken(_) => self.token_requests += 1,
+                HostAction::Record(record) => self.records.push(*record),
+                HostAction::Warn(_) => {}
+            }
+        }
+        if in_callback && step.reply == Reply::Continue {
+            self.release();
+        }
+    }
+}
+
+struct World {
+    engine: Engine,
+    store: JwksStore,
+    cache: TokenCache,
+    tokens: UpstreamTokens,
+    shared: InMemorySharedData,
+    now_ms: u64,
+}
+
+impl World {
+    fn new(setup: Setup) -> World {
+        let engine = engine(setup);
+        let store = JwksStore::new(&engine.config, 1);
+        World {
+            engine,
+            store,
+            cache: TokenCache::new(64, 1 << 20),
+            tokens: UpstreamTokens::default(),
+            shared: InMemorySharedData::default(),
+            now_ms: NOW_S * 1000,
+        }
+    }
+
+    fn step(&mut self, stream: &mut Stream, event: Event<'_>) -> Step {
+        let mut env = Env {
+            engine: &self.engine,
+            store: &mut self.store,
+            cache: &mut self.cache,
+            upstream_tokens: &mut self.tokens,
+            shared: &self.shared,
+            now_ms: self.now_ms,
+            fingerprint: true,
+        };
+        stream.step(&mut env, event)
+    }
+
+    fn keys_arrive(&mut self) {
+        let (fetches, _) = self.store.tick(&self.shared, self.now_ms);
+        assert!(!fetches.is_empty() || self.store.generation(0).is_some());
+        let outcome = FetchOutcome::Response {
+            status: 200,
+            body: PUBLIC_JWKS.as_bytes().to_vec(),
+            max_age_s: None,
+        };
+        self.store
+            .on_fetch_outcome(&self.shared, 0, outcome, self.now_ms);
+    }
+}
+
+fn headers(method: &str, path: &str, authorization: &str) -> Headers {
+    vec![
+        (":method".into(), method.into()),
+        (":path".into(), path.into()),
+        (":authority".into(), "gw.test".into()),
+        ("authorization".into(), authorization.into()),
+        ("x-brickgate-subject".into(), "spoofed".into()),
+    ]
+}
+
+/// Runs one stream: headers (with `end_of_stream` when `events` holds no body or trailers),
+/// then `events` in order. Returns the fake host.
+fn run(setup: Setup, request: Headers, events: &[HostEvent]) -> FakeHost {
+    let mut world = World::new(setup);
+    let mut host = FakeHost::default();
+    let mut stream = Stream::new();
+    let has_body = events
+        .iter()
+        .any(|e| matches!(e, HostEvent::Body(..) | HostEvent::Trailers(_)));
+    host.pending_headers = Some(request.clone());
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: request,
+            end_of_stream: !has_body,
+        },
+    );
+    host.apply(step, true);
+    let mut token_answer = None;
+    for event in events {
+        world.now_ms += 10;
+        if host.over {
+            break;
+        }
+        match event {
+            HostEvent::Body(chunk, end) => {
+                host.pending_body.extend_from_slice(chunk.as_bytes());
+                let bytes: &[u8] = if stream.wants_body_bytes() {
+                    chunk.as_bytes()
+                } else {
+                    &[]
+                };
+                let step = world.step(
+                    &mut stream,
+                    Event::RequestBody {
+                        bytes,
+                        end_of_stream: *end,
+                    },
+                );
+                host.apply(step, true);
+            }
+            HostEvent::Trailers(trailers) => {
+                let trailers: Headers = trailers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect();
+                host.pending_trailers = Some(trailers.clone());
+                let step = world.step(&mut stream, Event::RequestTrailers { trailers });
+                host.apply(step, true);
+            }
+            HostEvent::KeysArrive => {
+                if setup == Setup::RemoteKeys {
+                    world.keys_arrive();
+                }
+                if stream.wants_wake(&world.store, world.now_ms) {
+                    let step = world.step(&mut stream, Event::Wake);
+                    host.apply(step, false);
+                }
+            }
+            // The workspace answers; the answer reaches the stream once it has asked.
+            HostEvent::TokenAnswer(answer) => token_answer = Some(*answer),
+
+            HostEvent::Wake => {
+                let step = world.step(&mut stream, Event::Wake);
+                host.apply(step, false);
+            }
+        }
+        if let Some(answer) = token_answer
+            && stream.waits_for_token().is_some()
+            && !host.over
+        {
+            token_answer = None;
+            let result = answer
+                .map(str::to_string)
+                .map_err(|()| AuthError::new(Reason::ExchangeFailed, "workspace down"));
+            let step = world.step(&mut stream, Event::UpstreamToken(result));
+            host.apply(step, false);
+        }
+    }
+    host
+}
+
+/// All merges of `client` and `outside` that keep each list's own order.
+fn interleavings(client: &[HostEvent], outside: &[HostEvent]) -> Vec<Vec<HostEvent>> {
+    if client.is_empty() {
+        return vec![outside.to_vec()];
+    }
+    if outside.is_empty() {
+        return vec![client.to_vec()];
+    }
+    let mut all = Vec::new();
+    for mut rest in interleavings(&client[1..], outside) {
+        rest.insert(0, client[0].clone());
+        all.push(rest);
+    }
+    for mut rest in interleavings(client, &outside[1..]) {
+        rest.insert(0, outside[0].clone());
+        all.push(rest);
+    }
+    all
+}
+
+fn with_wakes(events: Vec<HostEvent>) -> Vec<HostEvent> {
+    events
+        .into_iter()
+        .flat_map(|event| [event, HostEvent::Wake])
+        .collect()
+}
+
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The body-ending variants of a chat request: end of stream on the last chunk, or trailers.
+fn chat_bodies(model: &str) -> Vec<Vec<HostEvent>> {
+    let body: &'static str =
+        Box::leak(format!(r#"{{"model": "{model}", "messages": []}}"#).into_boxed_str());
+    let (first, second) = body.split_at(10);
+    vec![
+        vec![HostEvent::Body(first, false), HostEvent::Body(second, true)],
+        vec![
+            HostEvent::Body(first, false),
+            HostEvent::Body(second, false),
+            HostEvent::Trailers(vec![("x-trace", "1"), ("x-brickgate-subject", "spoofed")]),
+        ],
+        vec![
+            HostEvent::Body(body, false),
+            HostEvent::Trailers(vec![("x-trace", "1")]),
+        ],
+    ]
+}
+
+const CHAT: &str = "/serving-endpoints/chat/completions";
+
+#[test]
+fn a_body_decided_request_reaches_the_upstream_only_after_its_verdict() {
+    let outsider = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    type Case = (&'static str, Option<&'static str>, &'static str);
+    let cases: [Case; 3] = [
+        ("churn", None, "per-endpoint"),
+        ("fraud", Some("group_not_allowed"), "fraud-team"),
+        ("other", Some("insufficient_scope"), "per-endpoint"),
+    ];
+    for (setup, outside) in [
+        (Setup::InlineKeys, vec![]),
+        (Setup::RemoteKeys, vec![HostEvent::KeysArrive]),
+        (
+            Setup::Exchange,
+            vec![HostEvent::TokenAnswer(Ok("dbx-token"))],
+        ),
+    ] {
+        for (model, refusal, rule) in cases {
+            for body in chat_bodies(model) {
+                for order in interleavings(&body, &outside) {
+                    let events = with_wakes(order.clone());
+                    let host = run(setup, headers("POST", CHAT, &outsider), &events);
+                    let context = format!("{setup:?} {model} {order:?}");
+                    assert_eq!(host.records.len(), 1, "{context}: {:?}", host.records);
+                    let record = &host.records[0];
+                    assert_eq!(record.audit.rule.as_deref(), Some(rule), "{context}");
+                    match refusal {
+                        Some(reason) => {
+                            assert_eq!(record.audit.reason, Some(reason), "{context}");
+                            assert!(host.upstream_headers.is_none(), "{context}");
+                            assert!(host.upstream_body.is_empty(), "{context}");
+                            assert!(host.local_reply.is_some(), "{context}");
+                        }
+                        None => {
+                            let sent = host.upstream_headers.as_ref().expect(&context);
+                            assert_eq!(
+                                header(sent, "x-brickgate-subject"),
+                                Some("alice@example.com"),
+                                "{context}"
+                            );
+                            assert_eq!(header(sent, "x-brickgate-rule"), Some(rule), "{context}");
+                            if setup == Setup::Exchange {
+                                assert_eq!(
+                                    header(sent, "authorization"),
+                                    Some("Bearer dbx-token"),
+                                    "{context}"
+                                );
+                            }
+                            let body = String::from_utf8(host.upstream_body.clone()).unwrap();
+                            assert!(body.contains(model), "{context}");
+                            if let Some(trailers) = &host.upstream_trailers {
+                                assert_eq!(
+                                    header(trailers, "x-brickgate-subject"),
+                                    None,
+                                    "{context}"
+                                );
+                                assert_eq!(header(trailers, "x-trace"), Some("1"), "{context}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_header_decided_request_waits_for_keys_and_holds_its_body() {
+    let member = format!("Bearer {}", token(json!({})));
+    let client = vec![
+        HostEvent::Body("abc", false),
+        HostEvent::Body("def", false),
+        HostEvent::Trailers(vec![("x-trace", "1")]),
+    ];
+    for order in interleavings(&client, &[HostEvent::KeysArrive]) {
+        let events = with_wakes(order.clone());
+        let host = run(
+            Setup::RemoteKeys,
+            headers("POST", "/api/2.1/jobs/run-now", &member),
+            &events,
+        );
+        assert_eq!(host.records.len(), 1, "{order:?}");
+        assert!(
+            host.records[0].is_allowed(),
+            "{order:?}: {:?}",
+            host.records
+        );
+        assert_eq!(host.upstream_body, b"abcdef", "{order:?}");
+        let sent = host.upstream_headers.as_ref().unwrap();
+        assert_eq!(
+            header(sent, "x-brickgate-subject"),
+            Some("alice@example.com")
+        );
+    }
+}
+
+#[test]
+fn keys_that_never_come_refuse_at_the_deadline_and_release_nothing() {
+    let member = format!("Bearer {}", token(json!({})));
+    let mut world = World::new(Setup::RemoteKeys);
+    let mut host = FakeHost::default();
+    let mut stream = Stream::new();
+    let request = headers("POST", "/api/2.1/jobs/run-now", &member);
+    host.pending_headers = Some(request.clone());
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: request,
+            end_of_stream: false,
+        },
+    );
+    host.apply(step, true);
+    assert_eq!(stream.phase(), "waiting_for_keys");
+    // The body (even its end) does not release a stream waiting for keys.
+    let step = world.step(
+        &mut stream,
+        Event::RequestBody {
+            bytes: b"",
+            end_of_stream: true,
+        },
+    );
+    assert_eq!(step.reply, Reply::Pause);
+    assert!(!stream.wants_wake(&world.store, world.now_ms + 4_000));
+    world.now_ms += 5_000;
+    assert!(stream.wants_wake(&world.store, world.now_ms));
+    let step = world.step(&mut stream, Event::Wake);
+    host.apply(step, false);
+    assert!(host.upstream_headers.is_none());
+    assert_eq!(host.records[0].audit.reason, Some("keys_unavailable"));
+    assert_eq!(host.local_reply.as_ref().unwrap().status, 503);
+}
+
+#[test]
+fn a_failed_token_exchange_refuses_with_everything_held() {
+    let member = format!("Bearer {}", token(json!({})));
+    let client = vec![HostEvent::Body("abc", true)];
+    for order in interleavings(&client, &[HostEvent::TokenAnswer(Err(()))]) {
+        let host = run(
+            Setup::Exchange,
+            headers("POST", "/api/2.1/jobs/run-now", &member),
+            &with_wakes(order.clone()),
+        );
+        assert_eq!(host.token_requests, 1, "{order:?}");
+        assert!(host.upstream_headers.is_none(), "{order:?}");
+        assert_eq!(host.records.len(), 1);
+        assert_eq!(host.records[0].audit.reason, Some("exchange_failed"));
+        assert_eq!(host.local_reply.as_ref().unwrap().status, 502);
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_is_refused_counted_and_audited() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let big: &'static str = Box::leak("x".repeat(1_048_577).into_boxed_str());
+    let host = run(
+        Setup::InlineKeys,
+        headers("POST", CHAT, &member),
+        &[HostEvent::Body(big, true)],
+    );
+    assert!(host.upstream_headers.is_none());
+    assert_eq!(host.local_reply.as_ref().unwrap().status, 413);
+    let record = &host.records[0];
+    assert_eq!(record.audit.reason, Some("body_too_large"));
+    let counters: Vec<String> = record.counters().map(|c| c.into_owned()).collect();
+    assert!(counters.contains(&"brickgate.denied.body_too_large".to_string()));
+}
+
+#[test]
+fn a_host_that_never_delivers_the_body_is_detected_and_refused() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    let mut host = FakeHost::default();
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", CHAT, &member),
+            end_of_stream: false,
+        },
+    );
+    host.apply(step, true);
+    assert_eq!(stream.phase(), "reading_body");
+    world.now_ms += FIRST_BODY_WAIT_MS;
+    assert!(stream.wants_wake(&world.store, world.now_ms));
+    let step = world.step(&mut stream, Event::Wake);
+    assert!(step.actions.iter().any(
+        |a| matches!(a, HostAction::Warn(line) if line.contains("allow_on_headers_stop_iteration"))
+    ));
+    host.apply(step, false);
+    assert!(host.upstream_headers.is_none());
+    assert_eq!(host.local_reply.as_ref().unwrap().status, 503);
+    // The gateway's fault, with its own reason and counter: not the IdP's keys.
+    assert_eq!(host.records[0].audit.reason, Some("internal_error"));
+}
+
+#[test]
+fn callbacks_out_of_order_never_release_an_undecided_stream() {
+    let engine_world = || World::new(Setup::InlineKeys);
+    // Body or trailers before headers.
+    for event in [
+        Event::RequestBody {
+            bytes: b"x",
+            end_of_stream: true,
+        },
+        Event::RequestTrailers {
+            trailers: Vec::new(),
+        },
+        Event::Wake,
+    ] {
+        let mut world = engine_world();
+        let mut stream = Stream::new();
+        let step = world.step(&mut stream, event);
+        assert_eq!(step.reply, Reply::Pause);
+        assert_eq!(stream.phase(), "refused");
+    }
+    // Headers twice while reading a body.
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = engine_world();
+    let mut stream = Stream::new();
+    for _ in 0..2 {
+        let step = world.step(
+            &mut stream,
+            Event::RequestHeaders {
+                headers: headers("POST", CHAT, &member),
+                end_of_stream: false,
+            },
+        );
+        assert_eq!(step.reply, Reply::Pause);
+    }
+    assert_eq!(stream.phase(), "refused");
+    // A host failure while carrying out an allow refuses the stream.
+    let mut world = engine_world();
+    let mut stream = Stream::new();
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("GET", "/api/2.1/jobs/list", &member),
+            end_of_stream: true,
+        },
+    );
+    assert_eq!(step.reply, Reply::Continue);
+    let step = world.step(&mut stream, Event::HostFailure("set_map failed".into()));
+    assert_eq!(step.reply, Reply::Pause);
+    assert!(step.actions.iter().any(
+        |a| matches!(a, HostAction::SendResponse(r) if r.status == 503
+                && r.header("x-brickgate-reason") == Some("internal_error"))
+    ));
+    assert!(
+        step.actions
+            .iter()
+            .any(|a| matches!(a, HostAction::Record(record)
+        if record.audit.reason == Some("internal_error") && record.audit.subject.is_none()))
+    );
+}
+
+#[test]
+fn a_request_without_a_body_on_a_body_route_is_decided_on_an_empty_body() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let host = run(Setup::InlineKeys, headers("POST", CHAT, &member), &[]);
+    assert!(host.upstream_headers.is_none());
+    assert_eq!(host.records[0].audit.reason, Some("bad_body"));
+}

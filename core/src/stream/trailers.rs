@@ -1,0 +1,48 @@
+//! Request trailers never carry credentials or identity upstream: an upstream that folds
+//! trailers into headers (some frameworks do) must not see a client-chosen identity.
+
+use super::{Headers, HostAction, Step};
+use crate::databricks::STRIPPED_HEADERS;
+use crate::engine::Engine;
+
+const CREDENTIAL_TRAILERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether a trailer name (any case, `_` or `-`) is one brickgate owns or one that carries
+/// credentials or identity.
+pub fn forbidden(name: &str, identity_prefix: &str) -> bool {
+    let folded: String = name
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let prefix = identity_prefix.to_ascii_lowercase().replace('_', "-");
+    folded.starts_with(&prefix)
+        || CREDENTIAL_TRAILERS.contains(&folded.as_str())
+        || STRIPPED_HEADERS.contains(&folded.as_str())
+}
+
+/// Adds the action that removes forbidden trailers, if any are present.
+pub fn strip_into(step: &mut Step, trailers: &Headers, engine: &Engine) {
+    let prefix = &engine.config.identity.header_prefix;
+    if !trailers.iter().any(|(name, _)| forbidden(name, prefix)) {
+        return;
+    }
+    let kept: Headers = trailers
+        .iter()
+        .filter(|(name, _)| !forbidden(name, prefix))
+        .cloned()
+        .collect();
+    // Before the reply (or the resume) that lets them go on.
+    step.actions.insert(0, HostAction::SetRequestTrailers(kept));
+}

@@ -1,0 +1,114 @@
+//! Drives one stream's lifecycle: the core's step for an event, then its host actions carried
+//! out in order. Shared by the HTTP context (its own callbacks) and the root context (wake-ups
+//! and token answers).
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MapType};
+
+use super::{HostSharedData, Shared, StreamCell, log, now_ms};
+use brickgate_core::stream::{Env, Event, HostAction, Record, Reply};
+
+/// Steps the stream with `event` and carries out what the step asks. The stream must be the
+/// host's effective context.
+pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Event<'_>) -> Reply {
+    let Ok(mut stream) = cell.try_borrow_mut() else {
+        // Re-entered while stepping (a host that calls back synchronously): hold, never release.
+        return Reply::Pause;
+    };
+    let mut event = Some(event);
+    let mut reply = Reply::Pause;
+    // At most two rounds: the event, then (if a host call failed) the failure.
+    for _ in 0..2 {
+        let Some(current) = event.take() else { break };
+        let mut env = Env {
+            engine: &shared.engine,
+            store: &mut shared.store,
+            cache: &mut shared.cache,
+            upstream_tokens: &mut shared.upstream_tokens,
+            shared: &HostSharedData,
+            now_ms: now_ms(),
+            fingerprint: shared.info_logging,
+        };
+        let step = stream.step(&mut env, current);
+        reply = step.reply;
+        for action in step.actions {
+            if let Err(why) = carry_out(shared, context_id, action) {
+                event = Some(Event::HostFailure(why));
+                break;
+            }
+        }
+    }
+    if stream.is_held() {
+        shared.held.insert(context_id, Rc::clone(cell));
+    } else {
+        shared.held.remove(&context_id);
+    }
+    reply
+}
+
+fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result<(), String> {
+    match action {
+        HostAction::SetRequestHeaders(headers) => {
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            hostcalls::set_map(MapType::HttpRequestHeaders, pairs)
+                .map_err(|e| format!("cannot set the request headers: {e:?}"))
+        }
+        HostAction::SetRequestTrailers(trailers) => {
+            let pairs: Vec<(&str, &str)> = trailers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            hostcalls::set_map(MapType::HttpRequestTrailers, pairs)
+                .map_err(|e| format!("cannot set the request trailers: {e:?}"))
+        }
+        HostAction::SendResponse(response) => {
+            let headers: Vec<(&str, &str)> = response
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            if let Err(status) =
+                hostcalls::send_http_response(response.status, headers, Some(&response.body))
+            {
+                // Nothing else to fall back on: the stream stays paused until Envoy times it out.
+                log(
+                    LogLevel::Error,
+                    &format!("brickgate: cannot send the refusal: {status:?}"),
+                );
+            }
+            Ok(())
+        }
+        HostAction::Resume => hostcalls::resume_http_request()
+            .map_err(|e| format!("cannot resume the request: {e:?}")),
+        HostAction::FetchUpstreamToken(request) => {
+            shared.calls.wait_for(request, context_id);
+            Ok(())
+        }
+        HostAction::Record(record) => {
+            record_decision(shared, &record);
+            Ok(())
+        }
+        HostAction::Warn(line) => {
+            log(LogLevel::Warn, &line);
+            Ok(())
+        }
+    }
+}
+
+/// Counts the decision and writes its audit record (when the host keeps info lines).
+pub fn record_decision(shared: &Shared, record: &Record) {
+    for counter in record.counters() {
+        shared.counters.add(&counter, 1);
+    }
+    if shared.info_logging {
+        log(
+            LogLevel::Info,
+            &format!("brickgate audit {}", record.audit.to_json()),
+        );
+    }
+}
