@@ -8,6 +8,7 @@ one, or a closed port). Each test starts from the workspace's default policy, us
 and uses subjects of its own, so brickgate's cached Databricks tokens never carry over.
 """
 
+import re
 import threading
 import time
 import urllib.parse
@@ -542,6 +543,29 @@ def test_user_agent_without_a_client_user_agent(gateway):
     echo = workspace_echo(send(gateway.ports["exchange"], "GET", PATH, gateway.idp_token(subject)))
     (request_id,) = echo["headers"]["x-request-id"]
     assert echo["user_agent"] == f"brickgate/{VERSION} req/{request_id}"
+
+
+@pytest.mark.parametrize("client_ua, request_id, kept", [
+    ("sdk/1 brickgate/9 req/victim", None, "sdk/1"),
+    ("BrickGate/0.1.0 REQ/victim", None, ""),
+    ("sdk/1", "victim req/other", "sdk/1"),
+    ("sdk/1", "under_score%", "sdk/1"),
+], ids=["client-marker", "client-marker-any-case", "request-id-with-space", "request-id-bad-characters"])
+def test_the_user_agent_marker_cannot_be_forged(gateway, client_ua, request_id, kept):
+    """The marker that joins Databricks' audit rows to brickgate's is always the last two words,
+    and names the request the workspace received: client-sent markers are removed, and a request
+    id that is not [A-Za-z0-9-]{1,64} becomes `-` (docs/DATABRICKS.md)."""
+    subject = new_subject("ua-forged")
+    add_users(gateway.workspace, subject)
+    headers = [("User-Agent", client_ua)] + ([("x-request-id", request_id)] if request_id else [])
+    echo = workspace_echo(send(gateway.ports["exchange"], "GET", PATH, gateway.idp_token(subject), headers=headers))
+    (received_id,) = echo["headers"]["x-request-id"]
+    valid = re.fullmatch(r"[A-Za-z0-9-]{1,64}", received_id)
+    marker = f"brickgate/{VERSION} req/{received_id if valid else '-'}"
+    assert echo["user_agent"] == f"{kept} {marker}".strip()
+    if request_id:
+        assert received_id == request_id and not valid, "Envoy keeps a client's x-request-id: the id itself is checked"
+    assert "victim" not in echo["user_agent"].split()[-1]
 
 
 def test_exchange_happens_once_before_the_api_call(gateway):
