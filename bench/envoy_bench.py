@@ -117,6 +117,7 @@ def listener(name: str, auth_filters: list[dict]) -> dict:
         "stat_prefix": f"bench_{name}",
         # As every shipped config: header names with `_` are refused (look-alikes of stripped headers).
         "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
+        "use_remote_address": True,
         "route_config": route_config(),
         "http_filters": [*auth_filters, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
     }

@@ -614,7 +614,11 @@ fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutations) {
 fn no_matching_rule(method: &str, path: &str) -> AuthError {
     AuthError::new(
         Reason::NoMatchingRule,
-        format!("no rule matches {method} {path}; requests are denied by default"),
+        format!(
+            "no rule matches {} {}; requests are denied by default",
+            crate::error::echo_at_most(method, 16),
+            crate::error::echo_at_most(path, 256)
+        ),
     )
 }
 

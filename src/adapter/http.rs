@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::stream::drive;
 use super::{SharedState, StreamCell, log};
-use brickgate_core::error::{AuthError, Reason};
+use brickgate_core::error::AuthError;
 use brickgate_core::stream::{Event, Reply, Stream};
 
 pub struct Filter {
@@ -53,11 +53,7 @@ impl Filter {
 
 /// No configuration (it was refused, or the VM is still starting): fail closed.
 fn refuse_unconfigured() {
-    let response = AuthError::new(
-        Reason::KeysUnavailable,
-        "brickgate is not configured; retry shortly",
-    )
-    .to_response("brickgate");
+    let response = AuthError::internal("brickgate is not configured").to_response("brickgate");
     let headers: Vec<(&str, &str)> = response
         .headers
         .iter()

@@ -174,6 +174,20 @@ fn report(shared: &Shared, events: &[StoreEvent]) {
                 shared
                     .counters
                     .add(metrics::JWKS_KEYS_SKIPPED, skipped.len() as i64);
+                if let Some(why) = shared
+                    .store
+                    .keys(*provider)
+                    .and_then(|keys| keys.too_many_without_kid())
+                    && *fetched_here
+                {
+                    shared
+                        .counters
+                        .add(metrics::JWKS_KEYS_WITHOUT_KID_CAPPED, 1);
+                    log(
+                        LogLevel::Warn,
+                        &format!("brickgate: provider {}: {why}", name(*provider)),
+                    );
+                }
                 // One line per key-set change in the whole Envoy: the VM that fetched it.
                 let level = if *fetched_here {
                     LogLevel::Info

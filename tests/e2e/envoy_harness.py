@@ -81,6 +81,9 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
     access_log = {"name": "envoy.access_loggers.stdout",
                   "typed_config": {"@type": STDOUT_ACCESS_LOG, "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}}}}
     hcm = {"@type": HCM, "stat_prefix": f"e2e_{name}", "codec_type": "AUTO", "route_config": route_config,
+           # At the edge, as every shipped config: Envoy replaces a client-sent x-request-id, which
+           # brickgate's audit marker names.
+           "use_remote_address": True,
            "access_log": [access_log],
            "common_http_protocol_options": ALLOW_UNDERSCORES if underscores_in_headers else REJECT_UNDERSCORES,
            "http_filters": [wasm_filter, {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
