@@ -54,11 +54,7 @@ impl Filter {
 /// No configuration (it was refused, or the VM is still starting): fail closed.
 fn refuse_unconfigured() {
     let response = AuthError::internal("brickgate is not configured").to_response("brickgate");
-    let headers: Vec<(&str, &str)> = response
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers = super::stream::pairs(&response.headers);
     if hostcalls::send_http_response(response.status, headers, Some(&response.body)).is_err() {
         log(LogLevel::Error, "brickgate: cannot send the refusal");
     }

@@ -51,30 +51,19 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
 fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result<(), String> {
     match action {
         HostAction::SetRequestHeaders(headers) => {
-            let pairs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            hostcalls::set_map(MapType::HttpRequestHeaders, pairs)
+            hostcalls::set_map(MapType::HttpRequestHeaders, pairs(&headers))
                 .map_err(|e| format!("cannot set the request headers: {e:?}"))
         }
         HostAction::SetRequestTrailers(trailers) => {
-            let pairs: Vec<(&str, &str)> = trailers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            hostcalls::set_map(MapType::HttpRequestTrailers, pairs)
+            hostcalls::set_map(MapType::HttpRequestTrailers, pairs(&trailers))
                 .map_err(|e| format!("cannot set the request trailers: {e:?}"))
         }
         HostAction::SendResponse(response) => {
-            let headers: Vec<(&str, &str)> = response
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str()))
-                .collect();
-            if let Err(status) =
-                hostcalls::send_http_response(response.status, headers, Some(&response.body))
-            {
+            if let Err(status) = hostcalls::send_http_response(
+                response.status,
+                pairs(&response.headers),
+                Some(&response.body),
+            ) {
                 // Nothing else to fall back on: the stream stays paused until Envoy times it out.
                 log(
                     LogLevel::Error,
@@ -98,6 +87,14 @@ fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result
             Ok(())
         }
     }
+}
+
+/// Header pairs as the SDK takes them.
+pub fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
 }
 
 /// Counts the decision and writes its audit record (when the host keeps info lines).
