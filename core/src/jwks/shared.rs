@@ -1,6 +1,15 @@
-//! Coordination between the VMs of one Envoy (one per worker thread) through proxy-wasm shared
-//! data: one JWKS fetch per provider per refresh, whatever `--concurrency`, and every VM adopts
-//! the keys another one fetched.
+//! Proxy-wasm shared data: the one key-value space all VMs of a plugin share in one Envoy (one
+//! VM per worker thread), and an in-memory model of it with the host's exact semantics.
+//!
+//! The semantics, from proxy-wasm-cpp-host `src/shared_data.cc` (`SharedData::get`/`set`),
+//! which Envoy uses as is:
+//! - `get` of a missing key answers `NotFound`: no value and no CAS (the Rust SDK returns
+//!   `(None, None)`).
+//! - `set` on a missing key always succeeds, *whatever* CAS it carries: the key is created.
+//! - `set` on an existing key with CAS 0 (`None` in the SDK) overwrites unconditionally; with a
+//!   non-zero CAS it answers `CasMismatch` unless the CAS equals the key's current one.
+//! - Every successful `set` gives the key a new CAS from one counter shared by all keys,
+//!   starting at 1 and skipping 0 when it wraps: 0 is never a key's CAS.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,35 +18,11 @@ use serde::{Deserialize, Serialize};
 
 /// The host's shared key-value space, with compare-and-swap.
 pub trait SharedData {
-    /// The value and its CAS token.
+    /// The value and its CAS token; `(None, None)` for a missing key.
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Writes `value` if `cas` still matches (or unconditionally with `None`); `false` on a
-    /// lost race or a host error.
+    /// Writes `value` unless the key exists with a CAS other than `cas` (`None` = 0 =
+    /// unconditional); `false` on a lost race or a host error.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-}
-
-/// The last good key set of a provider, as fetched by whichever VM held the lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedKeys {
-    pub generation: u64,
-    pub fetched_at_ms: u64,
-    pub ttl_ms: u64,
-    /// The JWKS location found by discovery, so the next lease holder can skip it.
-    pub discovered: Option<(String, String)>,
-}
-
-/// Who may fetch, and when: the fetch lease, the failure backoff and the rate limit of
-/// refetches caused by unknown `kid`s.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Coordination {
-    pub holder: u64,
-    pub lease_until_ms: u64,
-    pub retry_at_ms: u64,
-    pub failures: u32,
-    pub last_forced_ms: u64,
-    /// Incremented by every finished attempt, so waiting requests learn that one ended.
-    pub attempts: u64,
-    pub last_error: Option<String>,
 }
 
 pub fn read<T: for<'de> Deserialize<'de> + Default>(
@@ -60,10 +45,67 @@ pub fn write<T: Serialize>(
     serde_json::to_vec(value).is_ok_and(|bytes| shared.set(key, &bytes, cas))
 }
 
+/// What the host answers to a `set`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetResult {
+    Ok,
+    CasMismatch,
+}
+
+/// The host's shared-data table, as `proxy_wasm::SharedData` implements it (see the module
+/// doc); tests wrap it to share it between simulated VMs.
+#[derive(Debug, Clone)]
+pub struct HostSharedTable {
+    entries: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+impl Default for HostSharedTable {
+    fn default() -> Self {
+        HostSharedTable::starting_at(1)
+    }
+}
+
+impl HostSharedTable {
+    /// A table whose next CAS is `next_cas` (0 is skipped, as the host does), to test wrap-around.
+    pub fn starting_at(next_cas: u32) -> Self {
+        HostSharedTable {
+            entries: HashMap::new(),
+            next_cas: next_cas.max(1),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.entries.get(key).cloned()
+    }
+
+    pub fn set(&mut self, key: &str, value: &[u8], cas: u32) -> SetResult {
+        if let Some((_, current)) = self.entries.get(key)
+            && cas != 0
+            && cas != *current
+        {
+            return SetResult::CasMismatch;
+        }
+        let assigned = self.take_cas();
+        self.entries
+            .insert(key.to_string(), (value.to_vec(), assigned));
+        SetResult::Ok
+    }
+
+    fn take_cas(&mut self) -> u32 {
+        let assigned = self.next_cas;
+        self.next_cas = self.next_cas.wrapping_add(1);
+        if self.next_cas == 0 {
+            self.next_cas = 1;
+        }
+        assigned
+    }
+}
+
 /// Shared data for tests: several stores (simulated VMs) share one instance.
 #[derive(Debug, Default)]
 pub struct InMemorySharedData {
-    entries: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    table: RefCell<HostSharedTable>,
 }
 
 impl InMemorySharedData {
@@ -77,20 +119,14 @@ impl InMemorySharedData {
 
 impl SharedData for InMemorySharedData {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.entries.borrow().get(key) {
-            Some((value, cas)) => (Some(value.clone()), Some(*cas)),
+        match self.table.borrow().get(key) {
+            Some((value, cas)) => (Some(value), Some(cas)),
             None => (None, None),
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut entries = self.entries.borrow_mut();
-        let current = entries.get(key).map(|(_, cas)| *cas);
-        if cas.is_some() && cas != current {
-            return false;
-        }
-        entries.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
-        true
+        self.table.borrow_mut().set(key, value, cas.unwrap_or(0)) == SetResult::Ok
     }
 }
 
@@ -99,12 +135,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn compare_and_swap() {
+    fn compare_and_swap_as_the_host_does_it() {
         let shared = InMemorySharedData::default();
-        assert!(shared.set("k", b"1", None));
+        assert_eq!(shared.get("k"), (None, None), "missing: no value, no CAS");
+        assert!(
+            shared.set("k", b"1", Some(12345)),
+            "a missing key is created whatever the CAS"
+        );
         let (_, cas) = shared.get("k");
         assert!(shared.set("k", b"2", cas));
         assert!(!shared.set("k", b"3", cas), "stale CAS loses");
+        assert!(
+            !shared.set("k", b"3", Some(u32::MAX)),
+            "a CAS the key never had loses"
+        );
         assert_eq!(shared.get("k").0.unwrap(), b"2");
+        assert!(shared.set("k", b"4", None), "CAS 0 is unconditional");
+        assert_eq!(shared.get("k").0.unwrap(), b"4");
+    }
+
+    #[test]
+    fn one_cas_counter_for_all_keys_that_never_yields_zero() {
+        let mut table = HostSharedTable::starting_at(u32::MAX);
+        assert_eq!(table.set("a", b"1", 0), SetResult::Ok);
+        assert_eq!(table.set("b", b"1", 0), SetResult::Ok);
+        assert_eq!(table.set("a", b"2", 0), SetResult::Ok);
+        let cases: Vec<u32> = ["a", "b"]
+            .iter()
+            .filter_map(|key| table.get(key))
+            .map(|(_, cas)| cas)
+            .collect();
+        assert_eq!(cases, [2, 1], "u32::MAX, then 1 (0 skipped), then 2");
     }
 }

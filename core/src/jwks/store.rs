@@ -1,7 +1,17 @@
 //! Per-provider key state and the fetch schedule, as a pure state machine. The adapter calls
 //! `tick` periodically, performs the fetches it returns, and hands back their outcomes; all
-//! VMs of one Envoy coordinate through `SharedData`, so one of them fetches per refresh and
-//! the others adopt its keys.
+//! VMs of one Envoy coordinate through one shared record per provider (`record`), so one of
+//! them fetches per refresh and the others adopt its keys.
+//!
+//! Along the data flow: `refresh` (each tick: adopt the record, take the lease when a fetch is
+//! due), `fetch` (the outcome of a leased fetch: discovery steps, then publish or back off),
+//! `kid_miss` (a token names a `kid` the keys lack), `changes` (what changed, for logs).
+
+mod changes;
+mod fetch;
+mod kid_miss;
+mod record;
+mod refresh;
 
 use std::rc::Rc;
 
@@ -9,15 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, JwksLocation, JwksSource, RemoteJwks};
 use crate::jwks::FetchLocation;
-use crate::jwks::discovery::{OAUTH_WELL_KNOWN, OIDC_WELL_KNOWN, jwks_location_from};
-use crate::jwks::keys::{KeyOrigin, KeySet, parse_jwks};
-use crate::jwks::schedule::{backoff_ms, refresh_at_ms, ttl_ms, unit_jitter};
-use crate::jwks::shared::{Coordination, SharedData, SharedKeys, read, write};
+use crate::jwks::discovery::OIDC_WELL_KNOWN;
+use crate::jwks::keys::KeySet;
 
 pub type UnixMillis = u64;
-
-/// Slack added to a fetch lease beyond the fetch timeout.
-const LEASE_SLACK_MS: u64 = 2_000;
 
 /// An HTTP GET the adapter should send through an Envoy cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,18 +99,25 @@ enum Phase {
     Jwks,
 }
 
+/// A fetch this VM runs under its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct InFlight {
+    phase: Phase,
+    lease_serial: u64,
+}
+
 #[derive(Debug, Clone)]
 struct RemoteState {
     name: String,
     issuer: String,
     config: RemoteJwks,
-    shared_prefix: String,
+    record_key: String,
     keys: Option<Rc<KeySet>>,
     generation: u64,
     fetched_at_ms: UnixMillis,
     ttl_ms: u64,
     discovered: Option<FetchLocation>,
-    in_flight: Option<Phase>,
+    in_flight: Option<InFlight>,
     refetch_wanted: bool,
     attempts_seen: u64,
     last_error: Option<String>,
@@ -137,7 +149,7 @@ impl JwksStore {
                 JwksSource::Remote(remote) => ProviderState::Remote(Box::new(RemoteState {
                     name: provider.name.clone(),
                     issuer: provider.issuer.clone(),
-                    shared_prefix: shared_prefix(&provider.name, &provider.issuer, remote),
+                    record_key: record_key(&provider.name, &provider.issuer, remote),
                     config: remote.clone(),
                     keys: None,
                     generation: 0,
@@ -165,28 +177,7 @@ impl JwksStore {
         match self.providers.get(provider) {
             None => Availability::Expired(format!("no provider #{provider}")),
             Some(ProviderState::Inline(keys)) => Availability::Ready(keys),
-            Some(ProviderState::Remote(state)) => {
-                let Some(keys) = &state.keys else {
-                    return Availability::Cold;
-                };
-                let expires = state.fetched_at_ms + state.ttl_ms;
-                let grace_ends = expires + state.config.max_stale_s * 1000;
-                if now_ms <= expires {
-                    Availability::Ready(keys)
-                } else if now_ms <= grace_ends {
-                    Availability::Stale(keys)
-                } else {
-                    Availability::Expired(format!(
-                        "signing keys of provider {} expired {} s ago and could not be refreshed ({}); failing closed",
-                        state.name,
-                        (now_ms - expires) / 1000,
-                        state
-                            .last_error
-                            .as_deref()
-                            .unwrap_or("no successful fetch since")
-                    ))
-                }
-            }
+            Some(ProviderState::Remote(state)) => state.availability(now_ms),
         }
     }
 
@@ -218,135 +209,6 @@ impl JwksStore {
         }
     }
 
-    /// A token named a `kid` the key set lacks. Keys another VM already fetched are adopted
-    /// at once; otherwise a refetch is requested, unless one happened less than
-    /// `refetch_min_interval_s` ago (a flood of random `kid`s must not hammer the IdP). A fetch
-    /// in flight anywhere in this Envoy is worth waiting for.
-    pub fn on_unknown_kid(
-        &mut self,
-        shared: &dyn SharedData,
-        provider: usize,
-        now_ms: UnixMillis,
-    ) -> KidMiss {
-        let Some(state) = self.remote(provider) else {
-            return KidMiss::RateLimited;
-        };
-        let before = state.generation;
-        state.adopt(shared, provider);
-        if state.generation != before {
-            return KidMiss::Adopted;
-        }
-        let (coordination, _) = read::<Coordination>(shared, &state.coordination_key());
-        if coordination.lease_until_ms > now_ms {
-            return KidMiss::Wait;
-        }
-        if state.keys.is_some() && state.refetch_rate_limited(&coordination, now_ms) {
-            return KidMiss::RateLimited;
-        }
-        state.refetch_wanted = true;
-        KidMiss::Wait
-    }
-
-    /// Adopts keys other VMs fetched, and starts the fetches that are due and whose lease this
-    /// VM wins.
-    pub fn tick(
-        &mut self,
-        shared: &dyn SharedData,
-        now_ms: UnixMillis,
-    ) -> (Vec<FetchRequest>, Vec<StoreEvent>) {
-        let vm_id = self.vm_id;
-        let mut fetches = Vec::new();
-        let mut events = Vec::new();
-        for (index, provider) in self.providers.iter_mut().enumerate() {
-            let ProviderState::Remote(state) = provider else {
-                continue;
-            };
-            events.extend(state.adopt(shared, index));
-            if state.in_flight.is_some() {
-                continue;
-            }
-            if let Some((fetch, forced)) = state.start_fetch_if_due(shared, index, vm_id, now_ms) {
-                fetches.push(fetch);
-                if forced {
-                    events.push(StoreEvent::KidMissRefetch { provider: index });
-                }
-            }
-        }
-        (fetches, events)
-    }
-
-    /// Handles the outcome of a fetch this VM started; may start the next step (discovery →
-    /// JWKS, or the RFC 8414 fallback).
-    pub fn on_fetch_outcome(
-        &mut self,
-        shared: &dyn SharedData,
-        provider: usize,
-        outcome: FetchOutcome,
-        now_ms: UnixMillis,
-    ) -> (Vec<FetchRequest>, Vec<StoreEvent>) {
-        let vm_id = self.vm_id;
-        let Some(state) = self.remote(provider) else {
-            return (Vec::new(), Vec::new());
-        };
-        let Some(phase) = state.in_flight.take() else {
-            return (Vec::new(), Vec::new());
-        };
-        match (phase, outcome) {
-            (
-                Phase::Discovery(well_known),
-                FetchOutcome::Response {
-                    status: 200, body, ..
-                },
-            ) => match jwks_location_from(&body, &state.issuer) {
-                Ok(location) => {
-                    state.discovered = Some(location.clone());
-                    state.in_flight = Some(Phase::Jwks);
-                    (vec![state.request(provider, &location)], Vec::new())
-                }
-                Err(why) => state.fail(
-                    shared,
-                    provider,
-                    format!("{well_known}: {why}"),
-                    vm_id,
-                    now_ms,
-                ),
-            },
-            (Phase::Discovery(OIDC_WELL_KNOWN), FetchOutcome::Response { .. }) => {
-                state.in_flight = Some(Phase::Discovery(OAUTH_WELL_KNOWN));
-                let location = state.discovery_base().join(OAUTH_WELL_KNOWN);
-                (vec![state.request(provider, &location)], Vec::new())
-            }
-            (Phase::Discovery(_), FetchOutcome::Response { status, .. }) => state.fail(
-                shared,
-                provider,
-                format!("discovery answered HTTP {status}"),
-                vm_id,
-                now_ms,
-            ),
-            (_, FetchOutcome::TransportFailure(why)) => state.fail(
-                shared,
-                provider,
-                format!("fetch failed: {why}"),
-                vm_id,
-                now_ms,
-            ),
-            (
-                Phase::Jwks,
-                FetchOutcome::Response {
-                    status,
-                    body,
-                    max_age_s,
-                },
-            ) => match state.parse_response(status, &body) {
-                Ok(keys) => state.succeed(shared, provider, keys, body, max_age_s, now_ms),
-                Err(why) => {
-                    state.discovered = None;
-                    state.fail(shared, provider, why, vm_id, now_ms)
-                }
-            },
-        }
-    }
-
     /// The largest JWKS body worth reading (one byte over the cap, so an oversized body is
     /// still recognised as such).
     pub fn body_read_limit(&self, provider: usize) -> usize {
@@ -357,37 +219,54 @@ impl JwksStore {
     }
 }
 
-/// Shared-data keys are scoped by everything that decides which keys are right, so a changed
+/// The record's key is scoped by everything that decides which keys are right, so a changed
 /// configuration never adopts a stale set from the old one.
-fn shared_prefix(name: &str, issuer: &str, remote: &RemoteJwks) -> String {
+fn record_key(name: &str, issuer: &str, remote: &RemoteJwks) -> String {
     let identity = format!("{issuer}\n{}\n{:?}", remote.cluster, remote.location);
     let digest = Sha256::digest(identity.as_bytes());
     let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("brickgate.jwks.{name}.{tag}")
+    format!("brickgate.jwks.{name}.{tag}.record")
 }
 
 impl RemoteState {
-    fn refetch_rate_limited(&self, coordination: &Coordination, now_ms: UnixMillis) -> bool {
-        coordination.last_forced_ms > 0
-            && now_ms < coordination.last_forced_ms + self.config.refetch_min_interval_s * 1000
-    }
-
-    fn meta_key(&self) -> String {
-        format!("{}.meta", self.shared_prefix)
-    }
-
-    fn body_key(&self) -> String {
-        format!("{}.body", self.shared_prefix)
-    }
-
-    fn coordination_key(&self) -> String {
-        format!("{}.coordination", self.shared_prefix)
+    fn availability(&self, now_ms: UnixMillis) -> Availability<'_> {
+        let Some(keys) = &self.keys else {
+            return Availability::Cold;
+        };
+        let expires = self.fetched_at_ms + self.ttl_ms;
+        let grace_ends = expires + self.config.max_stale_s * 1000;
+        if now_ms <= expires {
+            Availability::Ready(keys)
+        } else if now_ms <= grace_ends {
+            Availability::Stale(keys)
+        } else {
+            Availability::Expired(format!(
+                "signing keys of provider {} expired {} s ago and could not be refreshed ({}); failing closed",
+                self.name,
+                (now_ms - expires) / 1000,
+                self.last_error
+                    .as_deref()
+                    .unwrap_or("no successful fetch since")
+            ))
+        }
     }
 
     fn discovery_base(&self) -> FetchLocation {
         match &self.config.location {
             JwksLocation::Discover { issuer } => issuer.clone(),
             JwksLocation::Fixed(location) => location.clone(),
+        }
+    }
+
+    /// Where a new attempt starts: the JWKS when its location is known, else discovery.
+    fn first_step(&self) -> (Phase, FetchLocation) {
+        match (&self.config.location, &self.discovered) {
+            (JwksLocation::Fixed(location), _) => (Phase::Jwks, location.clone()),
+            (JwksLocation::Discover { .. }, Some(location)) => (Phase::Jwks, location.clone()),
+            (JwksLocation::Discover { issuer }, None) => (
+                Phase::Discovery(OIDC_WELL_KNOWN),
+                issuer.join(OIDC_WELL_KNOWN),
+            ),
         }
     }
 
@@ -400,242 +279,9 @@ impl RemoteState {
             timeout_ms: self.config.timeout_ms,
         }
     }
-
-    /// Takes over what the shared record says: freshness always, keys when their generation
-    /// moved on.
-    fn adopt(&mut self, shared: &dyn SharedData, index: usize) -> Option<StoreEvent> {
-        let (coordination, _) = read::<Coordination>(shared, &self.coordination_key());
-        self.attempts_seen = coordination.attempts;
-        self.last_error = coordination.last_error;
-        let (meta, _) = read::<SharedKeys>(shared, &self.meta_key());
-        if meta.generation == 0 {
-            return None;
-        }
-        self.fetched_at_ms = meta.fetched_at_ms;
-        self.ttl_ms = meta.ttl_ms;
-        if self.discovered.is_none() {
-            self.discovered = meta
-                .discovered
-                .map(|(authority, path)| FetchLocation { authority, path });
-        }
-        if meta.generation <= self.generation {
-            return None;
-        }
-        let (body, _) = shared.get(&self.body_key());
-        let parsed = body
-            .and_then(|body| serde_json::from_slice(&body).ok())
-            .and_then(|document| parse_jwks(&document, KeyOrigin::Remote).ok());
-        let mut keys = parsed?;
-        keys.generation = meta.generation;
-        let event = changed_event(index, self.keys.as_deref(), &keys, false);
-        self.generation = meta.generation;
-        self.keys = Some(Rc::new(keys));
-        event
-    }
-
-    fn start_fetch_if_due(
-        &mut self,
-        shared: &dyn SharedData,
-        index: usize,
-        vm_id: u64,
-        now_ms: UnixMillis,
-    ) -> Option<(FetchRequest, bool)> {
-        let cold = self.keys.is_none();
-        let jitter = unit_jitter(vm_id, self.generation);
-        let refresh_due = !cold && now_ms >= refresh_at_ms(self.fetched_at_ms, self.ttl_ms, jitter);
-        if !(cold || refresh_due || self.refetch_wanted) {
-            return None;
-        }
-        let key = self.coordination_key();
-        let (coordination, cas) = read::<Coordination>(shared, &key);
-        if coordination.lease_until_ms > now_ms || now_ms < coordination.retry_at_ms {
-            return None;
-        }
-        let forced = self.refetch_wanted && !cold && !refresh_due;
-        if forced && self.refetch_rate_limited(&coordination, now_ms) {
-            // Another VM refetched for an unknown kid moments ago: its keys are adopted above.
-            self.refetch_wanted = false;
-            return None;
-        }
-        let leased = Coordination {
-            holder: vm_id,
-            lease_until_ms: now_ms + self.config.timeout_ms * 3 + LEASE_SLACK_MS,
-            last_forced_ms: if forced {
-                now_ms
-            } else {
-                coordination.last_forced_ms
-            },
-            ..coordination
-        };
-        if !write(shared, &key, &leased, cas) {
-            return None;
-        }
-        self.refetch_wanted = false;
-        let (phase, location) = match (&self.config.location, &self.discovered) {
-            (JwksLocation::Fixed(location), _) => (Phase::Jwks, location.clone()),
-            (JwksLocation::Discover { .. }, Some(location)) => (Phase::Jwks, location.clone()),
-            (JwksLocation::Discover { issuer }, None) => (
-                Phase::Discovery(OIDC_WELL_KNOWN),
-                issuer.join(OIDC_WELL_KNOWN),
-            ),
-        };
-        self.in_flight = Some(phase);
-        Some((self.request(index, &location), forced))
-    }
-
-    fn parse_response(&self, status: u32, body: &[u8]) -> Result<KeySet, String> {
-        if status != 200 {
-            // Envoy answers 503 (cannot connect, reset) and 504 (timeout) itself.
-            let hint = match status {
-                503 => " (or Envoy could not connect to the cluster)",
-                504 => " (or the fetch timed out)",
-                _ => "",
-            };
-            return Err(format!("JWKS endpoint answered HTTP {status}{hint}"));
-        }
-        if body.len() as u64 > self.config.max_bytes {
-            return Err(format!(
-                "JWKS body exceeds max_bytes {}",
-                self.config.max_bytes
-            ));
-        }
-        let document =
-            serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
-        parse_jwks(&document, KeyOrigin::Remote)
-    }
-
-    /// Publishes a successful fetch to every VM and releases the lease.
-    fn succeed(
-        &mut self,
-        shared: &dyn SharedData,
-        index: usize,
-        mut keys: KeySet,
-        body: Vec<u8>,
-        max_age_s: Option<u64>,
-        now_ms: UnixMillis,
-    ) -> (Vec<FetchRequest>, Vec<StoreEvent>) {
-        let (meta, _) = read::<SharedKeys>(shared, &self.meta_key());
-        let changed = changed_event(index, self.keys.as_deref(), &keys, true);
-        let generation = if changed.is_some() || meta.generation == 0 {
-            meta.generation.max(self.generation) + 1
-        } else {
-            meta.generation.max(self.generation)
-        };
-        if changed.is_some() || meta.generation == 0 {
-            shared.set(&self.body_key(), &body, None);
-        }
-        let ttl = ttl_ms(self.config.refresh_interval_s, max_age_s);
-        let published = SharedKeys {
-            generation,
-            fetched_at_ms: now_ms,
-            ttl_ms: ttl,
-            discovered: self.discovered.clone().map(|l| (l.authority, l.path)),
-        };
-        write(shared, &self.meta_key(), &published, None);
-        self.finish_attempt(shared, |c| {
-            c.failures = 0;
-            c.retry_at_ms = 0;
-            c.last_error = None;
-        });
-        keys.generation = generation;
-        self.generation = generation;
-        self.fetched_at_ms = now_ms;
-        self.ttl_ms = ttl;
-        self.last_error = None;
-        if changed.is_some() || self.keys.is_none() {
-            self.keys = Some(Rc::new(keys));
-        }
-        let mut events = vec![StoreEvent::FetchSucceeded { provider: index }];
-        events.extend(changed);
-        (Vec::new(), events)
-    }
-
-    fn fail(
-        &mut self,
-        shared: &dyn SharedData,
-        index: usize,
-        why: String,
-        vm_id: u64,
-        now_ms: UnixMillis,
-    ) -> (Vec<FetchRequest>, Vec<StoreEvent>) {
-        let ttl = if self.ttl_ms > 0 {
-            self.ttl_ms
-        } else {
-            self.config.refresh_interval_s * 1000
-        };
-        let message = why.clone();
-        self.finish_attempt(shared, |c| {
-            c.failures = c.failures.saturating_add(1);
-            c.retry_at_ms =
-                now_ms + backoff_ms(c.failures, ttl, unit_jitter(vm_id, u64::from(c.failures)));
-            c.last_error = Some(message.clone());
-        });
-        self.last_error = Some(why.clone());
-        (
-            Vec::new(),
-            vec![StoreEvent::FetchFailed {
-                provider: index,
-                why,
-            }],
-        )
-    }
-
-    /// Releases the lease and counts the attempt; CAS with a few retries against other VMs'
-    /// concurrent updates (rate-limit stamps).
-    fn finish_attempt(&mut self, shared: &dyn SharedData, update: impl Fn(&mut Coordination)) {
-        let key = self.coordination_key();
-        for _ in 0..5 {
-            let (mut coordination, cas) = read::<Coordination>(shared, &key);
-            coordination.lease_until_ms = 0;
-            coordination.attempts += 1;
-            update(&mut coordination);
-            if write(shared, &key, &coordination, cas) {
-                self.attempts_seen = coordination.attempts;
-                return;
-            }
-        }
-    }
 }
 
-fn changed_event(
-    provider: usize,
-    old: Option<&KeySet>,
-    new: &KeySet,
-    fetched_here: bool,
-) -> Option<StoreEvent> {
-    let same = old.is_some_and(|old| {
-        old.keys.len() == new.keys.len()
-            && old
-                .keys
-                .iter()
-                .zip(&new.keys)
-                .all(|(a, b)| a.kid == b.kid && a.alg == b.alg && a.material == b.material)
-    });
-    if same {
-        return None;
-    }
-    let old_kids = old.map(KeySet::kids).unwrap_or_default();
-    let new_kids = new.kids();
-    Some(StoreEvent::KeysChanged {
-        provider,
-        added: new_kids
-            .iter()
-            .filter(|k| !old_kids.contains(k))
-            .cloned()
-            .collect(),
-        removed: old_kids
-            .iter()
-            .filter(|k| !new_kids.contains(k))
-            .cloned()
-            .collect(),
-        skipped: new
-            .skipped
-            .iter()
-            .map(|s| format!("{}: {}", s.kid.as_deref().unwrap_or("(no kid)"), s.why))
-            .collect(),
-        fetched_here,
-    })
-}
-
+#[cfg(test)]
+mod interleavings;
 #[cfg(test)]
 mod tests;

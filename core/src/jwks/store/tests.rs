@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::jwks::shared::InMemorySharedData;
+use crate::jwks::shared::{InMemorySharedData, SharedData};
 
 const KEY_A: &str = r#"{"kty": "EC", "kid": "a", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
 const KEY_B: &str = r#"{"kty": "EC", "kid": "b", "crv": "P-256", "x": "YaCUTfPlU1DMXTQ3DbN89_ImdUX5unqzkMqAYFuoQIo", "y": "YUIcuUUtFMzx8Xssu9vpSegUk3ZPDvwk5ouUipdz1sY"}"#;
@@ -351,4 +351,37 @@ fn each_vm_asking_for_a_refetch_still_makes_one_fetch_per_interval() {
         }
     }
     assert_eq!(fetches, 1);
+}
+
+#[test]
+fn a_lease_outlived_by_its_fetch_is_taken_over_and_the_late_result_discarded() {
+    let config = fixed();
+    let shared = InMemorySharedData::default();
+    let (mut slow, mut other) = (JwksStore::new(&config, 1), JwksStore::new(&config, 2));
+    assert_eq!(
+        slow.tick(&shared, 1_000).0.len(),
+        1,
+        "the creator holds the lease"
+    );
+    assert!(
+        other.tick(&shared, 1_000).0.is_empty(),
+        "no second lease on the new record"
+    );
+    // Lease: 3 × 1 s timeout + 2 s slack.
+    assert!(other.tick(&shared, 5_999).0.is_empty());
+    assert_eq!(
+        other.tick(&shared, 6_000).0.len(),
+        1,
+        "taken over once it ends"
+    );
+    let (_, events) = slow.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_B])), 6_100);
+    assert!(
+        matches!(&events[..], [StoreEvent::FetchFailed { why, .. }] if why.contains("outlived its lease"))
+    );
+    other.on_fetch_outcome(&shared, 0, ok(jwks(&[KEY_A])), 6_200);
+    slow.tick(&shared, 6_300);
+    assert_eq!(
+        (kids(&slow), slow.generation(0)),
+        (vec!["a".to_string()], Some(1))
+    );
 }
