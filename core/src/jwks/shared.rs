@@ -111,7 +111,7 @@ pub struct InMemorySharedData {
 impl InMemorySharedData {
     /// Every key written so far, sorted.
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.entries.borrow().keys().cloned().collect();
+        let mut keys: Vec<String> = self.table.borrow().entries.keys().cloned().collect();
         keys.sort();
         keys
     }
