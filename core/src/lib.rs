@@ -18,6 +18,7 @@ pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod request_hygiene;
+pub mod shared_data;
 pub mod stream;
 pub mod token;
 pub mod verify;
@@ -27,3 +28,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Seconds since the Unix epoch. The core never reads a clock: callers pass `now` in.
 pub type UnixTime = u64;
+
+/// Milliseconds since the Unix epoch, as the host's clock reports them.
+pub type UnixMillis = u64;

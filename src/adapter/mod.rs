@@ -19,8 +19,8 @@ use proxy_wasm::types::{LogLevel, MetricType};
 use brickgate_core::cache::TokenCache;
 use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
-use brickgate_core::jwks::shared::SharedData;
 use brickgate_core::jwks::{JwksStore, UnixMillis};
+use brickgate_core::shared_data::SharedData;
 use brickgate_core::stream::{Stream, TokenCalls};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.

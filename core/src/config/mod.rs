@@ -9,7 +9,8 @@ use std::fmt;
 use crate::alg::Alg;
 use crate::databricks::DatabricksConfig;
 use crate::databricks::exchange::UpstreamMode;
-use crate::jwks::{FetchLocation, KeySet};
+pub use crate::jwks::{JwksLocation, JwksSource, RemoteJwks};
+use crate::jwks::{KeySources, ProviderKeys};
 use crate::policy::Rule;
 
 pub use compile::BUILT_IN_HEADER_SUFFIXES;
@@ -64,36 +65,6 @@ pub struct Provider {
     pub upstream: UpstreamMode,
 }
 
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    Inline(KeySet),
-    Remote(RemoteJwks),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RemoteJwks {
-    pub cluster: String,
-    pub location: JwksLocation,
-    pub refresh_interval_s: u64,
-    pub timeout_ms: u64,
-    pub max_bytes: u64,
-    /// How long the last good keys stay in use after they expire while the IdP cannot be reached.
-    pub max_stale_s: u64,
-    /// Least time between refetches caused by unknown `kid`s.
-    pub refetch_min_interval_s: u64,
-    /// How long a request may wait for keys (cold start, unknown `kid` refetch).
-    pub wait_for_keys_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum JwksLocation {
-    Fixed(FetchLocation),
-    /// Read `jwks_uri` from the issuer's discovery document.
-    Discover {
-        issuer: FetchLocation,
-    },
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     /// A request header (lower-case name), with an optional case-insensitive prefix.
@@ -146,5 +117,18 @@ impl fmt::Display for ConfigError {
         } else {
             write!(f, "{}: {}", self.field, self.problem)
         }
+    }
+}
+
+impl KeySources for Config {
+    fn key_sources(&self) -> Vec<ProviderKeys<'_>> {
+        self.providers
+            .iter()
+            .map(|provider| ProviderKeys {
+                name: &provider.name,
+                issuer: &provider.issuer,
+                source: &provider.jwks,
+            })
+            .collect()
     }
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::exchange::IssuedToken;
-use crate::jwks::UnixMillis;
-use crate::jwks::shared::{SharedData, read, write};
+use crate::UnixMillis;
+use crate::shared_data::{SharedData, read, write};
 
 /// Shared slots when the configuration does not say (`performance.upstream_token_slots`).
 pub const DEFAULT_SLOTS: usize = 4096;
@@ -123,7 +123,7 @@ impl UpstreamTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwks::shared::InMemorySharedData;
+    use crate::shared_data::InMemorySharedData;
 
     const HOUR: IssuedToken = IssuedToken {
         access_token: String::new(),

@@ -17,12 +17,12 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, JwksLocation, JwksSource, RemoteJwks};
+use super::{JwksLocation, JwksSource, KeySources, RemoteJwks};
 use crate::jwks::FetchLocation;
 use crate::jwks::discovery::OIDC_WELL_KNOWN;
 use crate::jwks::keys::KeySet;
 
-pub type UnixMillis = u64;
+pub use crate::UnixMillis;
 
 /// An HTTP GET the adapter should send through an Envoy cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,19 +137,19 @@ pub struct JwksStore {
 }
 
 impl JwksStore {
-    pub fn new(config: &Config, vm_id: u64) -> Self {
-        let providers = config
-            .providers
-            .iter()
-            .map(|provider| match &provider.jwks {
+    pub fn new(sources: &impl KeySources, vm_id: u64) -> Self {
+        let providers = sources
+            .key_sources()
+            .into_iter()
+            .map(|provider| match provider.source {
                 JwksSource::Inline(keys) => ProviderState::Inline(Rc::new(KeySet {
                     generation: 1,
                     ..keys.clone()
                 })),
                 JwksSource::Remote(remote) => ProviderState::Remote(Box::new(RemoteState {
-                    name: provider.name.clone(),
-                    issuer: provider.issuer.clone(),
-                    record_key: record_key(&provider.name, &provider.issuer, remote),
+                    name: provider.name.to_string(),
+                    issuer: provider.issuer.to_string(),
+                    record_key: record_key(provider.name, provider.issuer, remote),
                     config: remote.clone(),
                     keys: None,
                     generation: 0,

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use crate::UnixMillis;
 use crate::databricks::exchange::{TokenRequest, UpstreamTokens, parse_token_response};
 use crate::error::AuthError;
-use crate::jwks::UnixMillis;
-use crate::jwks::shared::SharedData;
+use crate::shared_data::SharedData;
 
 /// Streams (by context id) waiting for one token call.
 type Waiting = Vec<u32>;

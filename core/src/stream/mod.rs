@@ -34,8 +34,8 @@ use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
 use crate::engine::{Decision, Engine, Mutations, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse};
 use crate::identity::AuditRecord;
-use crate::jwks::shared::SharedData;
 use crate::jwks::{JwksStore, UnixMillis};
+use crate::shared_data::SharedData;
 use keys::{KeyWait, Parked};
 
 /// Request headers (or trailers) as the host delivers them: names in lower case.

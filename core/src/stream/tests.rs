@@ -12,8 +12,8 @@ use super::*;
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::error::Reason;
-use crate::jwks::shared::InMemorySharedData;
 use crate::jwks::{FetchOutcome, JwksStore};
+use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
 
 const NOW_S: u64 = 1_800_000_000;

@@ -12,7 +12,7 @@ use super::{
 use crate::jwks::discovery::{OAUTH_WELL_KNOWN, OIDC_WELL_KNOWN, jwks_location_from};
 use crate::jwks::keys::{KeyOrigin, KeySet, parse_jwks};
 use crate::jwks::schedule::{backoff_ms, ttl_ms, unit_jitter};
-use crate::jwks::shared::SharedData;
+use crate::shared_data::SharedData;
 
 type Next = (Vec<FetchRequest>, Vec<StoreEvent>);
 

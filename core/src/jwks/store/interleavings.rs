@@ -8,12 +8,13 @@
 //! makes exactly one; every key set a VM holds is the one published under its generation; in
 //! the end every VM holds the newest generation.
 
+use crate::config::Config;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
 use super::*;
-use crate::jwks::shared::{HostSharedTable, SetResult, SharedData};
+use crate::shared_data::{HostSharedTable, SetResult, SharedData};
 
 const WORKERS: usize = 3;
 /// The TTL of the configuration below (`refresh_interval_s: 1`).

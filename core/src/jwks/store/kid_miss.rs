@@ -3,7 +3,7 @@
 
 use super::record::Stored;
 use super::{JwksStore, KidMiss, UnixMillis};
-use crate::jwks::shared::SharedData;
+use crate::shared_data::SharedData;
 
 impl JwksStore {
     /// Keys another VM already fetched are adopted at once; otherwise a refetch is requested

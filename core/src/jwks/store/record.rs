@@ -36,7 +36,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::jwks::shared::SharedData;
+use crate::shared_data::SharedData;
 
 /// The CAS that creates a missing record and loses against an existing one (see above).
 pub const CREATE_ONLY: u32 = u32::MAX;
@@ -164,7 +164,7 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jwks::shared::InMemorySharedData;
+    use crate::shared_data::InMemorySharedData;
 
     #[test]
     fn the_document_travels_with_its_generation() {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::jwks::FetchLocation;
 use crate::jwks::schedule::{refresh_at_ms, unit_jitter};
-use crate::jwks::shared::SharedData;
+use crate::shared_data::SharedData;
 
 /// Slack added to a fetch lease beyond the longest attempt.
 const LEASE_SLACK_MS: u64 = 2_000;

@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::jwks::shared::{InMemorySharedData, SharedData};
+use crate::config::Config;
+use crate::shared_data::{InMemorySharedData, SharedData};
 
 const KEY_A: &str = r#"{"kty": "EC", "kid": "a", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
 const KEY_B: &str = r#"{"kty": "EC", "kid": "b", "crv": "P-256", "x": "YaCUTfPlU1DMXTQ3DbN89_ImdUX5unqzkMqAYFuoQIo", "y": "YUIcuUUtFMzx8Xssu9vpSegUk3ZPDvwk5ouUipdz1sY"}"#;
