@@ -18,6 +18,7 @@ import pytest
 from databricks_support import bootstrap_with, make_body_echo, routed_listener, send_json, wait_until_decided
 from devstack.httpbase import running
 from devstack.idp import make_idp
+from h2_client import StreamReset, h2_request
 from gateway_client import NO_CHALLENGE, Refusal, assert_refused, send
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
@@ -158,6 +159,29 @@ def test_finding_7_paths(policy_gateway, case, method, path, token_name, expecte
         assert sum(after.values()) == sum(before.values()) + 1, "the upstream should have received it once"
     else:
         assert after == before, f"a refused request reached the upstream: {after}"
+
+
+@pytest.mark.parametrize(("case", "method", "path", "token_name", "expected"), ATTACKS, ids=[a[0] for a in ATTACKS])
+def test_finding_7_paths_over_http2(policy_gateway, case, method, path, token_name, expected):
+    """The same paths as HTTP/2 `:path`s: brickgate decides them alike (or Envoy's HTTP/2 codec
+    refuses them first), and nothing refused reaches the upstream."""
+    token = policy_gateway.tokens[token_name] if token_name else None
+    headers = [("authorization", f"Bearer {token}")] if token else []
+    before = policy_gateway.echo.snapshot_counts()
+    try:
+        reply = h2_request(policy_gateway.port, method, path, headers)
+    except StreamReset:
+        reply = None  # Envoy's codec refused the :path
+    after = policy_gateway.echo.snapshot_counts()
+    if isinstance(expected, tuple) and expected[0] == "forwarded":
+        check(policy_gateway, reply, expected, token, path)
+        assert sum(after.values()) == sum(before.values()) + 1
+        return
+    assert after == before, f"a refused request reached the upstream: {after}"
+    if reply is not None and reply.header("x-brickgate-reason") is not None:
+        check(policy_gateway, reply, expected, token, path)
+    else:
+        assert reply is None or reply.status >= 400, reply.status
 
 
 def test_refusal_messages_quote_at_most_a_short_excerpt(policy_gateway):
