@@ -22,7 +22,7 @@ from devstack.httpbase import running
 from devstack.idp import make_idp
 from gateway_client import send
 from h2_client import h2_request
-from jwks_support import idp_control
+from jwks_support import idp_control, in_parallel
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
 
@@ -231,10 +231,12 @@ def test_body_decided_requests_signed_with_a_rotated_key_are_all_answered(lifecy
     # Past the kid-miss refetch interval (1 s here) since any earlier test's refetch.
     time.sleep(1.5)
     try:
-        replies = []
-        for _ in range(8):
-            token = raw.mint(raw.claims(lifecycle.idp.issuer, AUDIENCE, scope="serving:churn"), "rsa-2")
-            replies.append(h2_chat(lifecycle.port, token, chat_body("churn"), trailers=None, extra=()))
+        # At once, on both workers: every one waits for the same refetch, then is decided with
+        # the body it held (never parked again with nothing to wake it).
+        tokens = [raw.mint(raw.claims(lifecycle.idp.issuer, AUDIENCE, scope="serving:churn"), "rsa-2")
+                  for _ in range(24)]
+        replies = in_parallel([lambda t=t: h2_chat(lifecycle.port, t, chat_body("churn"), trailers=None)
+                               for t in tokens], workers=12)
         for reply in replies:
             assert reply.status == 200, (reply.status, reply.body)
             assert reply.forwarded["x-brickgate-rule"] == ["endpoint"]
