@@ -52,9 +52,9 @@ class Gateway:
     tokens: TokenFactory
 
 
-def plugin_config(provider: dict, forward_authorization: bool = True) -> dict:
+def plugin_config(provider: dict, forward_authorization: bool = True, **top_level) -> dict:
     return {"realm": REALM, "providers": {"idp": provider}, "rules": [], "databricks": {"route_catalogue": True},
-            "identity": {"forward_authorization": forward_authorization}}
+            "identity": {"forward_authorization": forward_authorization}, **top_level}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,9 @@ def gateway(start_envoy, wasm_path):
             "exchange_no_forward": plugin_config(provider(exchange(workspace, subject_claim="email")), forward_authorization=False),
             "exchange_forward": plugin_config(provider(exchange(workspace, subject_claim="email")), forward_authorization=True),
             "sp_no_forward": plugin_config(provider(service_principal(workspace)), forward_authorization=False),
+            # Finding 12: far fewer shared upstream-token slots than callers.
+            "few_slots": plugin_config(provider(exchange(workspace, subject_claim="email")),
+                                       performance={"upstream_token_slots": 16}),
         }
         config = bootstrap_with([routed_listener(name, wasm_path, cfg, "workspace") for name, cfg in listeners.items()],
                                 {"workspace": workspace.port, "idp": idp.port})
@@ -193,3 +196,19 @@ def test_the_client_credential_never_reaches_the_workspace_when_brickgate_sends_
     assert echo["principal"] == expected, "only brickgate's Databricks token authenticated the request"
     assert raw_tokens.payload_of(received_bearer(echo))["iss"] == gateway.workspace.issuer
     assert echo["headers"]["x-brickgate-subject"] == [caller]
+
+
+# --- finding 12: shared upstream-token entries are bounded, and a shared slot never mixes callers ------
+
+
+def test_more_callers_than_token_slots_each_get_their_own_databricks_token(gateway):
+    """16 shared slots, 48 callers: slots are overwritten (the shared entries stay bounded), yet
+    every request reaches the workspace with a Databricks token issued for its own caller."""
+    callers = [unique(f"slot{i}") for i in range(48)]
+    add_users(gateway, *callers)
+    port = gateway.ports["few_slots"]
+    for _ in range(2):  # the second round meets slots other callers overwrote
+        for email in callers:
+            echo = echo_of(send(port, "GET", PATH, gateway.tokens.idp(subject=SHARED_SUB, scope="clusters:read", email=email)))
+            assert echo["principal"] == email
+            assert raw_tokens.payload_of(received_bearer(echo))["sub"] == email
