@@ -20,6 +20,9 @@ pub struct Filter {
     /// How much of the host's buffered body this context has read (the host reports the
     /// whole buffered size to each body callback after a `Pause`).
     body_read: usize,
+    /// Refused because the plugin has no configuration: later callbacks only hold (one local
+    /// reply per stream).
+    refused_unconfigured: bool,
 }
 
 impl Filter {
@@ -29,6 +32,7 @@ impl Filter {
             shared,
             stream: Rc::new(RefCell::new(Stream::new())),
             body_read: 0,
+            refused_unconfigured: false,
         }
     }
 
@@ -37,7 +41,10 @@ impl Filter {
             return Action::Pause;
         };
         let Some(shared) = guard.as_mut() else {
-            refuse_unconfigured();
+            if !self.refused_unconfigured {
+                self.refused_unconfigured = true;
+                refuse_unconfigured();
+            }
             return Action::Pause;
         };
         match drive(shared, self.context_id, &self.stream, event) {
