@@ -25,8 +25,9 @@ pub struct RawConfig {
 pub struct RawDatabricks {
     #[serde(default)]
     pub route_catalogue: bool,
-    #[serde(default)]
-    pub allow_sensitive_routes: bool,
+    /// Replaced by `enable_route_classes`; kept only to name the replacement.
+    pub allow_sensitive_routes: Option<serde_json::Value>,
+    pub enable_route_classes: Option<Vec<String>>,
     pub catalogue_providers: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
     pub first_body_wait_ms: Option<u64>,

@@ -486,7 +486,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
         Option<&'a str>,
         Option<&'a str>,
     );
-    let sensitive = Some("databricks:authentication:sensitive");
+    let sensitive = Some("databricks:authentication:personal_access_tokens");
     let cases: Vec<Case> = vec![
         // `;` path parameters: never the anonymous OIDC rule, never around route_disabled.
         (
@@ -635,8 +635,8 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             "/api/2.0/secrets/get",
             Some(&secrets_reader),
             403,
-            Some("insufficient_scope"),
-            Some("databricks:gw.secrets:full"),
+            Some("route_disabled"),
+            Some("databricks:gw.secrets:secret_values"),
         ),
         (
             "GET",

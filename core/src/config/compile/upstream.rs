@@ -4,6 +4,7 @@ use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
 use super::{Result, in_range};
 use crate::databricks::DatabricksConfig;
+use crate::databricks::catalogue::RouteClass;
 use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
 use crate::jwks::FetchLocation;
 
@@ -133,9 +134,31 @@ pub(super) fn compile_databricks(
             "must name at least one provider",
         ));
     }
+    if raw.allow_sensitive_routes.is_some() {
+        return Err(ConfigError::new(
+            "databricks.allow_sensitive_routes",
+            format!(
+                "replaced by databricks.enable_route_classes, a list of the classes to allow: {}",
+                RouteClass::ALL.map(RouteClass::name).join(", ")
+            ),
+        ));
+    }
+    let mut enabled_route_classes = Vec::new();
+    for (index, name) in raw.enable_route_classes.iter().flatten().enumerate() {
+        let class = RouteClass::from_name(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("databricks.enable_route_classes[{index}]"),
+                format!(
+                    "{name:?} is not one of {}",
+                    RouteClass::ALL.map(RouteClass::name).join(", ")
+                ),
+            )
+        })?;
+        enabled_route_classes.push(class);
+    }
     Ok(Some(DatabricksConfig {
         route_catalogue: raw.route_catalogue,
-        allow_sensitive_routes: raw.allow_sensitive_routes,
+        enabled_route_classes,
         catalogue_providers,
         max_body_bytes: in_range(
             "databricks.max_body_bytes",
