@@ -62,6 +62,9 @@ pub struct Provider {
     pub scope_claims: Vec<String>,
     pub subject_claim: String,
     pub groups_claim: String,
+    pub roles_claim: String,
+    /// Scopes earned by groups, roles or IdP scopes (identity::grants).
+    pub grants: Vec<crate::identity::grants::Grant>,
     pub upstream: UpstreamMode,
 }
 

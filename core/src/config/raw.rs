@@ -73,6 +73,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub claims: RawClaims,
     pub upstream: Option<RawUpstream>,
+    /// `"group:<name>" | "role:<name>" | "scope:<name>"` → the scopes it earns.
+    pub grants: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +111,7 @@ pub struct RawClaims {
     pub scopes: Option<Vec<String>>,
     pub subject: Option<String>,
     pub groups: Option<String>,
+    pub roles: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

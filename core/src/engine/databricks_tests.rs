@@ -754,3 +754,81 @@ fn serving_bodies_and_endpoint_names_cannot_sidestep_endpoint_rules() {
         );
     }
 }
+
+/// Issue 9 point 3: an Entra ID (v1) token for AzureDatabricks carries `scp:
+/// user_impersonation` and app roles, never Databricks scopes; the provider's `grants` map them
+/// to catalogue scopes, so the catalogue decides on least privilege.
+#[test]
+fn entra_grants_map_roles_groups_and_idp_scopes_to_catalogue_scopes() {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let config = json!({
+        "providers": {
+            "entra": {
+                "issuer": "https://okta.test", "idp": "entra",
+                "audiences": ["2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"], "jwks": {"inline": jwks},
+                "claims": {"subject": "upn"},
+                "grants": {
+                    "group:ml-engineers": ["model-serving", "mlflow"],
+                    "role:Databricks.Reader": ["all-apis:read"],
+                    "scope:user_impersonation": ["sql"]
+                }
+            }
+        },
+        "databricks": {"route_catalogue": true}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let store = JwksStore::new(&config, 1);
+    let engine = (Engine::new(config, Box::new(InWasmVerifier)), store);
+    let entra = |claims: Value| {
+        let mut all =
+            json!({"aud": "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d", "upn": "alice@example.com"});
+        for (k, v) in claims.as_object().unwrap() {
+            all[k] = v.clone();
+        }
+        format!("Bearer {}", token(all))
+    };
+    let impersonation = entra(json!({"scp": "user_impersonation"}));
+    let reader = entra(json!({"roles": ["Databricks.Reader"]}));
+    let ml = entra(json!({"scp": "user_impersonation", "groups": ["ml-engineers"]}));
+    let nothing = entra(json!({}));
+    let cases = [
+        (&impersonation, "POST", "/api/2.0/sql/statements", None),
+        (
+            &impersonation,
+            "GET",
+            "/api/2.1/clusters/list",
+            Some("insufficient_scope"),
+        ),
+        (&reader, "GET", "/api/2.1/clusters/list", None),
+        (
+            &reader,
+            "POST",
+            "/api/2.1/clusters/create",
+            Some("insufficient_scope"),
+        ),
+        (&ml, "POST", "/serving-endpoints/fraud/invocations", None),
+        (&ml, "POST", "/api/2.0/mlflow/runs/search", None),
+        (&ml, "POST", "/sql/1.0/warehouses/w1", None),
+        (
+            &ml,
+            "POST",
+            "/api/2.0/jobs/create",
+            Some("insufficient_scope"),
+        ),
+        (
+            &nothing,
+            "GET",
+            "/api/2.1/clusters/list",
+            Some("insufficient_scope"),
+        ),
+    ];
+    for (auth, method, path, reason) in cases {
+        let decision = decide(&engine, method, path, &[("authorization", auth)], None);
+        assert_eq!(
+            decision.audit().reason,
+            reason,
+            "{method} {path}: {:?}",
+            decision.audit().detail
+        );
+    }
+}
