@@ -236,7 +236,7 @@ fn exchange_mode_asks_for_a_databricks_token_per_subject() {
 fn service_principal_mode_uses_brickgates_own_credentials() {
     let engine = engine(
         json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                               "client_id": "sp", "client_secret": "secret"}),
+                               "client_id": "sp", "client_secret": "secret", "scopes": ["all-apis"]}),
     );
     let auth = format!("Bearer {}", token(json!({"scope": "clusters"})));
     let decision = decide(
@@ -412,7 +412,7 @@ fn no_exchange_without_the_mapped_subject_claim_even_from_the_cache() {
 fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own() {
     let sources = json!([{"header": "authorization", "prefix": "Bearer "}, {"header": "x-idp-token"}, {"query": "access_token"}]);
     let service_principal = json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                                   "client_id": "sp", "client_secret": "secret"});
+                                   "client_id": "sp", "client_secret": "secret", "scopes": ["all-apis"]});
     let idp_token = token(json!({}));
     // (mode, forward_authorization, where the credential is, whether it is forwarded)
     let cases = [

@@ -420,6 +420,17 @@ fn bad_configs_name_the_field() {
             "printable",
         ),
         (
+            "service principal without scopes",
+            with(
+                base(),
+                "/providers/idp/upstream",
+                json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
+                       "client_id": "sp", "client_secret": "s"}),
+            ),
+            "providers.idp.upstream.scopes",
+            "required for service_principal",
+        ),
+        (
             "subject_claim outside exchange mode",
             with(
                 base(),

@@ -90,6 +90,15 @@ pub(super) fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result
             })
         }
         "service_principal" => {
+            // A scoped OAuth secret not granted the requested scopes is refused by Databricks
+            // ("Scopes 'all-apis' are not assigned"): the operator states what the secret holds.
+            if raw.scopes.is_none() {
+                return Err(ConfigError::new(
+                    format!("{field}.scopes"),
+                    "required for service_principal: the scopes granted to the OAuth secret \
+                     (e.g. [\"all-apis\"], or the scoped secret's own list)",
+                ));
+            }
             let endpoint = endpoint()?;
             if endpoint.client_id.is_none() || endpoint.client_secret.is_none() {
                 return Err(ConfigError::new(
