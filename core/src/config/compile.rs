@@ -136,6 +136,7 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         },
         databricks,
         reads_model_from_body,
+        bypass_cors_preflight: raw.bypass_cors_preflight,
     })
 }
 

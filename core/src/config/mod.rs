@@ -26,6 +26,8 @@ pub struct Config {
     pub databricks: Option<DatabricksConfig>,
     /// Some rule names a serving endpoint, so OpenAI-style serving requests need their body.
     pub reads_model_from_body: bool,
+    /// Forward CORS preflights without a token (engine::cors).
+    pub bypass_cors_preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub performance: RawPerformance,
     pub databricks: Option<RawDatabricks>,
+    /// CORS preflights (OPTIONS with Origin and Access-Control-Request-Method) pass without a
+    /// token, like Envoy jwt_authn's `bypass_cors_preflight`.
+    #[serde(default)]
+    pub bypass_cors_preflight: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

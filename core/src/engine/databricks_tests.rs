@@ -832,3 +832,115 @@ fn entra_grants_map_roles_groups_and_idp_scopes_to_catalogue_scopes() {
         );
     }
 }
+
+/// Issue 9 point 4: a per-endpoint rule cannot be side-stepped through one served model of the
+/// endpoint or through the AI Gateway, whose body's `model` names the endpoint.
+#[test]
+fn per_endpoint_rules_cover_served_models_and_the_ai_gateway() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let outsider = format!(
+        "Bearer {}",
+        token(json!({"scope": "all-apis serving:other"}))
+    );
+    let auth = [("authorization", outsider.as_str())];
+    let served = decide(
+        &engine,
+        "POST",
+        "/serving-endpoints/fraud/served-models/v2/invocations",
+        &auth,
+        None,
+    );
+    assert_eq!(
+        served.audit().reason,
+        Some("group_not_allowed"),
+        "{:?}",
+        served.audit().detail
+    );
+    assert_eq!(served.audit().rule.as_deref(), Some("fraud-team"));
+    let gateway = "/ai-gateway/mlflow/v1/chat/completions";
+    assert!(matches!(
+        decide(&engine, "POST", gateway, &auth, None),
+        Decision::NeedBody { .. }
+    ));
+    let body = br#"{"model": "fraud", "messages": []}"#;
+    let decided = decide(&engine, "POST", gateway, &auth, Some(body));
+    assert_eq!(decided.audit().reason, Some("group_not_allowed"));
+    let other = decide(
+        &engine,
+        "POST",
+        gateway,
+        &auth,
+        Some(br#"{"model": "other"}"#),
+    );
+    assert!(
+        matches!(other, Decision::Allow { .. }),
+        "{:?}",
+        other.audit().detail
+    );
+    assert_eq!(other.audit().rule.as_deref(), Some("per-endpoint"));
+    // reads name no endpoint: the catalogue decides them without a body
+    let read = decide(&engine, "GET", "/ai-gateway/mlflow/v1/models", &auth, None);
+    assert_eq!(
+        read.audit().rule.as_deref(),
+        Some("databricks:ai-gateway:read")
+    );
+}
+
+/// Issue 9 point 4: `bypass_cors_preflight` forwards browser preflights without a token (as
+/// Envoy's jwt_authn does); anything else under OPTIONS, or with the option off, needs one.
+#[test]
+fn cors_preflights_pass_only_when_enabled() {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let config = |bypass: bool| {
+        let raw = json!({
+            "providers": {"okta": {"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}}},
+            "databricks": {"route_catalogue": true},
+            "bypass_cors_preflight": bypass
+        });
+        let config = Config::from_json(raw.to_string().as_bytes()).unwrap();
+        let store = JwksStore::new(&config, 1);
+        (Engine::new(config, Box::new(InWasmVerifier)), store)
+    };
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("x-forwarded-email", "ceo@example.com"),
+        ("authorization", "Bearer junk"),
+    ];
+    let on = config(true);
+    let Decision::Allow {
+        mutations, audit, ..
+    } = decide(&on, "OPTIONS", "/api/2.0/sql/statements", &preflight, None)
+    else {
+        panic!("preflight refused");
+    };
+    assert_eq!(audit.rule.as_deref(), Some(CORS_PREFLIGHT_RULE));
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"authorization".to_string())
+    );
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"x-forwarded-email".to_string()),
+        "{:?}",
+        mutations.remove_headers
+    );
+    let not_preflight = decide(
+        &on,
+        "OPTIONS",
+        "/api/2.0/sql/statements",
+        &[("origin", "https://app.example")],
+        None,
+    );
+    assert_eq!(not_preflight.audit().reason, Some("missing_token"));
+    let off = decide(
+        &config(false),
+        "OPTIONS",
+        "/api/2.0/sql/statements",
+        &preflight[..2],
+        None,
+    );
+    assert_eq!(off.audit().reason, Some("missing_token"));
+}
