@@ -146,7 +146,7 @@ impl Engine {
         let body_limit = config
             .databricks
             .as_ref()
-            .map_or(1 << 20, |d| d.max_body_bytes);
+            .map_or(16 << 20, |d| d.max_body_bytes);
         let model = match request.body {
             _ if !(config.reads_model_from_body
                 && serving::endpoint_in_body(request.method, &path.path)) =>

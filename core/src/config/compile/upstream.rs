@@ -172,7 +172,8 @@ pub(super) fn compile_databricks(
         max_body_bytes: in_range(
             "databricks.max_body_bytes",
             raw.max_body_bytes,
-            1 << 20,
+            // Databricks' model-serving payload limit (foundation-model and agent endpoints: 4 MB).
+            16 << 20,
             1024,
             16 << 20,
         )? as usize,
