@@ -109,7 +109,7 @@ def test_dev_config_fits_databricks_serving_limits():
     text = (REPO_ROOT / "envoy" / "envoy.yaml").read_text()
     (limit,) = re.findall(r"per_connection_buffer_limit_bytes:\s*(\d+)", text)
     assert int(limit) > 16 * 1024 * 1024
-    assert "max_body_bytes" not in text, "the dev config relies on the 16 MiB default"
+    assert "\"max_body_bytes\"" not in text, "the dev config relies on the 16 MiB default"
     for prefix in ("/serving-endpoints/", "/ai-gateway/"):
         route = re.search(r'prefix: "' + re.escape(prefix) + r'" \}\s*\n\s*route: \{([^}]*)\}', text)
         assert route, prefix
