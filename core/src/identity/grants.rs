@@ -88,7 +88,8 @@ mod tests {
                 scopes: strings(&["sql"]),
             },
         ];
-        let cases: &[(&[&str], &[&str], &[&str], &[&str])] = &[
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a [&'a str]);
+        let cases: &[Case] = &[
             // (token scopes, groups, roles) → effective scopes
             (&[], &[], &[], &[]),
             (

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::policy::match_rule;
-use RouteClass::*;
 
 fn decide(rules: &[Rule], method: &str, path: &str, scopes: &[&str]) -> Result<String, String> {
     let (rule, bindings) = match_rule(rules, method, path, None)
