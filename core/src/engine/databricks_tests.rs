@@ -91,7 +91,7 @@ fn serving_rules_select_by_endpoint_in_path_or_body() {
         matches!(
             need,
             Decision::NeedBody {
-                max_bytes: 1_048_576,
+                max_bytes: 16_777_216,
                 ..
             }
         ),
