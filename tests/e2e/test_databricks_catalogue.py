@@ -18,6 +18,7 @@ from databricks_support import VERSION, bootstrap_with, make_body_echo, routed_l
 from devstack.httpbase import running
 from devstack.idp import make_idp
 from gateway_client import MISSING_TOKEN, NO_CHALLENGE, Refusal, assert_refused, parse_challenge, send
+from h2_client import h2_request
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
 
@@ -162,6 +163,7 @@ class CatalogueGateway:
     sensitive_port: int  # allow_sensitive_routes on
     tokens: dict[str, str]  # TOKENS name → token
     factory: TokenFactory
+    cors_port: int  # bypass_cors_preflight on
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,8 @@ def catalogue_gateway(start_envoy, wasm_path):
     with running(make_idp(0, audience=AUDIENCE)) as idp, running(make_body_echo()) as echo:
         factory = TokenFactory(idp.issuer)
         listeners = [routed_listener("catalogue", wasm_path, catalogue_config(idp, False), "echo"),
-                     routed_listener("sensitive", wasm_path, catalogue_config(idp, True), "echo")]
+                     routed_listener("sensitive", wasm_path, catalogue_config(idp, True), "echo"),
+                     routed_listener("cors", wasm_path, {**catalogue_config(idp, False), "bypass_cors_preflight": True}, "echo")]
         envoy = start_envoy(bootstrap_with(listeners, {"echo": echo.port, "idp": idp.port}), "databricks-catalogue")
         try:
             envoy.wait_ready()
@@ -178,7 +181,7 @@ def catalogue_gateway(start_envoy, wasm_path):
             for port in ports.values():
                 wait_until_decided(port, lambda p: send(p, "GET", "/api/2.0/clusters/list", probe))
             tokens = {name: factory.idp(subject=f"user-{name.replace(':', '-')}", scope=scope) for name, scope in TOKENS.items()}
-            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory)
+            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory, ports["cors"])
         finally:
             envoy.stop()
 
@@ -333,3 +336,23 @@ def test_header_hygiene_applies_to_anonymous_routes_too(catalogue_gateway):
     assert not {name.lower() for name, _ in smuggled} & set(headers), headers
     (request_id,) = headers["x-request-id"]
     assert headers["user-agent"] == [f"curl/8.5.0 brickgate/{VERSION} req/{request_id}"]
+
+
+PREFLIGHT = [("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST")]
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_cors_preflight_passes_only_with_the_option(catalogue_gateway, http2):
+    """bypass_cors_preflight (as in Envoy's jwt_authn): a browser preflight reaches the upstream without a
+    token, and without any Authorization header; other OPTIONS requests, or the option off, need a token."""
+    def options(port, headers):
+        if http2:
+            return h2_request(port, "OPTIONS", "/api/2.0/sql/statements", [(n.lower(), v) for n, v in headers])
+        return send(port, "OPTIONS", "/api/2.0/sql/statements", headers=headers)
+    reply = options(catalogue_gateway.cors_port, [*PREFLIGHT, ("Authorization", "Bearer not-a-token")])
+    assert reply.status == 200 and reply.header("x-brickgate-reason") is None, reply.body[:300]
+    echo = reply.json()
+    assert echo["method"] == "OPTIONS" and "authorization" not in echo["headers"], echo["headers"]
+    for port, headers in [(catalogue_gateway.cors_port, PREFLIGHT[:1]), (catalogue_gateway.port, PREFLIGHT)]:
+        refused = options(port, headers)
+        assert refused.status == 401 and refused.header("x-brickgate-reason") == "missing_token", refused.body[:300]
