@@ -64,5 +64,8 @@ pub fn source(scope: &str) -> Option<String> {
     }
     let base = scope.strip_suffix(":read")?;
     let (_, base_source) = SCOPES.iter().find(|(name, _)| *name == base)?;
+    if *base_source == SCOPE_MODIFIERS {
+        return Some(SCOPE_MODIFIERS.to_string());
+    }
     Some(format!("{base_source}; {SCOPE_MODIFIERS}"))
 }
