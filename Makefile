@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build test unit e2e lint run token bench clean deps
+.PHONY: build test unit e2e route-coverage lint run token bench clean deps
 
 build: $(WASM)
 
@@ -46,6 +46,10 @@ e2e: $(WASM) $(VENV)/.installed
 	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) $(PYTHON) -m pytest tests/e2e -q
 
 test: unit e2e
+
+# Regenerates docs/databricks-route-coverage.md (per SDK route family: rule and scopes).
+route-coverage:
+	BRICKGATE_BLESS=1 cargo test --locked -p brickgate-core route_coverage
 
 lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo fmt --check

@@ -29,6 +29,7 @@ import json
 import re
 import threading
 import time
+import uuid
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -178,9 +179,20 @@ def scope_grantable(requested: str, allowed: Iterable[str]) -> bool:
 
 
 # --- routes ---------------------------------------------------------------------------------
+# Which scope a route needs, written from Databricks' documentation (the URL beside each entry),
+# independently of brickgate's catalogue (core/src/databricks/catalogue.rs): the two can disagree,
+# and tests/e2e/test_catalogue_vs_fake.py lists where they do.
+#   SCOPE_MODIFIERS = https://docs.databricks.com/aws/en/dev-tools/auth/scope-modifiers
+#     `S:read`: GET and HEAD of scope S. `sql:restricted-query`: read-only queries through the
+#     Statement Execution API and the SQL drivers; no other SQL API. `sql:read:restricted-query`:
+#     both. (`all-apis:read` is the `:read` modifier on `all-apis`.)
+#   WORKSPACE_SCOPES = https://docs.databricks.com/api/workspace/scopes (SCIM Me is in every scope)
+#   ACCOUNT_SCOPES = https://docs.databricks.com/api/account/scopes (`authentication`: service
+#     principal secrets and federation policies)
 
-ANY_API_SCOPE = "*"  # SCIM Me: every Databricks scope lists it (facts §1.4)
+ANY_API_SCOPE = "*"  # SCIM Me: every Databricks scope lists it (WORKSPACE_SCOPES)
 READ_METHODS = frozenset({"GET", "HEAD"})
+RESTRICTED_QUERY = "restricted-query"
 
 
 @dataclass(frozen=True)
@@ -189,15 +201,20 @@ class Route:
     pattern: re.Pattern
     service: str | None  # the service scope S; None: only `all-apis`; ANY_API_SCOPE: any API scope
     methods: frozenset | None = None  # None: any method
-    also_accepted: tuple[str, ...] = ()  # further scopes that satisfy it (e.g. sql:restricted-query)
+    also_accepted: tuple[str, ...] = ()  # further scopes that satisfy it
     body_model: bool = False  # OpenAI-compatible serving: the endpoint is the JSON body's `model`
+    query: bool = False  # a SQL query route: `sql:restricted-query` satisfies it (SCOPE_MODIFIERS)
 
     def matches(self, method: str, path: str) -> bool:
         return (self.methods is None or method in self.methods) and self.pattern.fullmatch(path) is not None
 
+    def needed(self) -> str:
+        """The scope a 403 names: the service scope, or all-apis."""
+        return self.service if self.service not in (None, ANY_API_SCOPE) else DEFAULT_SCOPE
+
     def satisfied_by(self, method: str, scopes: set[str]) -> bool:
-        """facts §3.5: `all-apis`; the service scope S; `S:read` for GET/HEAD only."""
-        if DEFAULT_SCOPE in scopes:
+        read = method in READ_METHODS
+        if DEFAULT_SCOPE in scopes or (read and f"{DEFAULT_SCOPE}:read" in scopes):
             return True
         if self.service is None:
             return False
@@ -206,28 +223,48 @@ class Route:
         accepted = {self.service, *self.also_accepted}
         if scopes & accepted:
             return True
-        return method in READ_METHODS and any(f"{scope}:read" in scopes for scope in accepted)
+        if read and any(f"{scope}:read" in scopes for scope in accepted):
+            return True
+        if self.service == "sql":
+            if self.query and scopes & {"sql:restricted-query", "sql:read:restricted-query"}:
+                return True
+            if read and "sql:read:restricted-query" in scopes:
+                return True
+        return False
 
 
 def _route(name, regex, service, methods=None, **kwargs) -> Route:
     return Route(name, re.compile(regex), service, frozenset(methods) if methods else None, **kwargs)
 
 
-# First match wins. The representative routes are covered by their service families; paths outside
-# these families under /api/ need `all-apis`; anything else is 404 like an unknown Databricks API.
+# First match wins. Paths outside these families under /api/ need `all-apis`; anything else is 404
+# like an unknown Databricks API.
 ROUTES = (
-    _route("scim-me", r"/api/2\.0/preview/scim/v2/Me", ANY_API_SCOPE, ("GET", "HEAD")),
-    _route("sql-statements", r"/api/2\.0/sql/statements/?", "sql", ("POST",), also_accepted=("sql:restricted-query",)),
-    _route("sql-statement", r"/api/2\.0/sql/statements/[^/]+(/.*)?", "sql", also_accepted=("sql:restricted-query",)),
-    _route("clusters", r"/api/2\.[01]/clusters/.+", "clusters"),
+    _route("scim-me", r"/api/2\.0/preview/scim/v2/Me", ANY_API_SCOPE, ("GET", "HEAD")),  # WORKSPACE_SCOPES
+    _route("sql-statements", r"/api/2\.0/sql/statements(/.*)?", "sql", query=True),  # SCOPE_MODIFIERS
+    # The Thrift endpoints of the SQL drivers (JDBC/ODBC/Python/dbt): "SQL drivers and connectors"
+    _route("sql-thrift-warehouse", r"/sql/1\.0/(warehouses|endpoints)/[^/]+", "sql", query=True),
+    _route("sql-thrift-cluster", r"/sql/protocolv1/o/[^/]+/[^/]+", "sql", query=True),
+    _route("clusters", r"/api/2\.[01]/clusters/.+", "clusters"),  # SCOPE_MODIFIERS example
     _route("jobs", r"/api/2\.[012]/jobs/.+", "jobs"),
     _route("mlflow", r"/api/[23]\.0/mlflow/.+", "mlflow"),
-    _route("unity-catalog", r"/api/2\.1/unity-catalog/.+", "unity-catalog"),
+    _route("unity-catalog", r"/api/2\.[01]/unity-catalog/.+", "unity-catalog"),
+    _route("alerts", r"/api/2\.0/sql/alerts(/.*)?", "alerts"),  # WORKSPACE_SCOPES
     _route("sql", r"/api/2\.0/sql/.+", "sql"),
+    _route("permissions", r"/api/2\.0/permissions/.+", "access-management"),  # WORKSPACE_SCOPES
+    _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
+    _route("apps", r"/api/2\.0/apps(/.*)?", "apps"),  # WORKSPACE_SCOPES
+    _route("sp-secrets", r"/api/2\.0/accounts/(?:[^/]+/)?servicePrincipals/[^/]+/credentials/secrets(/.*)?",
+           "authentication"),  # ACCOUNT_SCOPES: service principal secrets (proxy on the workspace)
+    _route("federation-policies", r"/api/2\.0/accounts/[^/]+/(?:servicePrincipals/[^/]+/)?federationPolicies(/.*)?",
+           "authentication"),  # ACCOUNT_SCOPES
     _route("serving-endpoints-api", r"/api/2\.0/serving-endpoints(/.*)?", "model-serving"),
     _route("serving-openai", r"/serving-endpoints/(chat/completions|completions|embeddings|responses)", "model-serving",
            ("POST",), body_model=True),
     _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",)),
+    _route("served-model-invocations", r"/serving-endpoints/[^/]+/served-models/[^/]+/invocations", "model-serving",
+           ("POST",)),
+    _route("ai-gateway", r"/ai-gateway/.+", "ai-gateway"),  # Apps auth page names the ai-gateway scope
     _route("api", r"/api/.*", None),
 )
 
@@ -477,10 +514,10 @@ class WorkspaceServer(DevServer):
 
     # --- tokens ---
 
-    def issue(self, subject: str, client_id: str, scopes: list[str]) -> dict:
-        claims = tokens.databricks_claims(self.issuer, subject, " ".join(scopes), client_id=client_id, lifetime_s=TOKEN_LIFETIME_S)
+    def issue(self, subject: str, client_id: str, scopes: list[str], lifetime_s: int = TOKEN_LIFETIME_S) -> dict:
+        claims = tokens.databricks_claims(self.issuer, subject, " ".join(scopes), client_id=client_id, lifetime_s=lifetime_s)
         token = tokens.mint(claims, SIGNING_KEY.name, header={"typ": "JWT"})
-        return {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S, "scope": " ".join(scopes)}
+        return {"access_token": token, "token_type": "Bearer", "expires_in": lifetime_s, "scope": " ".join(scopes)}
 
     def verify_access_token(self, token: str) -> dict:
         """Claims of a token this workspace issued; ValueError(reason) otherwise."""
@@ -595,8 +632,14 @@ class WorkspaceHandler(JsonHandler):
                 body = self.server.issue(principal.application_id, principal.application_id, scopes)
             elif grant_type == GRANT_TOKEN_EXCHANGE:
                 subject = _unverified_subject(form.get("subject_token"))
+                self.subject_exp = None
                 principal_sub, client_id, scopes = self.token_exchange(form)
-                body = self.server.issue(principal_sub, client_id, scopes)
+                # Databricks derives the exchanged token's lifetime from the federated token's
+                # (oauth-federation-exchange page): never longer than the subject token lives.
+                lifetime = TOKEN_LIFETIME_S
+                if self.subject_exp is not None:
+                    lifetime = max(1, min(TOKEN_LIFETIME_S, int(self.subject_exp - time.time())))
+                body = self.server.issue(principal_sub, client_id, scopes, lifetime)
             else:
                 raise OAuthError("unsupported_grant_type", f"Unsupported grant_type {_shown(grant_type)}")
         except OAuthError as err:
@@ -604,7 +647,9 @@ class WorkspaceHandler(JsonHandler):
             headers = dict(NO_STORE)
             if err.status == 401 and err.error == "invalid_client":
                 headers["WWW-Authenticate"] = 'Basic realm="databricks"'
-            self.send_json(err.status, {"error": err.error, "error_description": err.description}, headers)
+            # error_id: the handle Databricks support asks for (oauth-federation-exchange page)
+            self.send_json(err.status, {"error": err.error, "error_description": err.description,
+                                        "error_id": new_error_id()}, headers)
             return
         except Exception:  # never let a traceback (which could quote request data) reach stderr
             self.server.stats.token_outcome(grant_label, subject, scope, "server_error")
@@ -670,6 +715,7 @@ class WorkspaceHandler(JsonHandler):
             try:
                 verified = self.verify_subject_token(subject_token, header, policy)
                 subject = self.check_claims(verified, policy, principal, users, service_principals)
+                self.subject_exp = verified.get("exp")
             except OAuthError as err:
                 if err.status >= 500:
                     raise
@@ -758,7 +804,8 @@ class WorkspaceHandler(JsonHandler):
         raw_scope = claims.get("scope", "")
         scopes = raw_scope.split() if isinstance(raw_scope, str) else [s for s in raw_scope if isinstance(s, str)]
         if not route.satisfied_by(self.command, set(scopes)):
-            self.api_error(403, "PERMISSION_DENIED", "Provided OAuth token does not have required scopes")
+            self.api_error(403, "PERMISSION_DENIED",
+                           f"Provided OAuth token does not have required scopes: {route.needed()}")
             return
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():
@@ -781,7 +828,8 @@ class WorkspaceHandler(JsonHandler):
 
     def api_error(self, status: int, code: str, message: str) -> None:
         self.server.stats.api(status)
-        self.send_json(status, {"error_code": code, "message": message}, {"X-Databricks-Org-Id": WORKSPACE_ID})
+        self.send_json(status, {"error_code": code, "message": message, "error_id": new_error_id()},
+                       {"X-Databricks-Org-Id": WORKSPACE_ID})
 
     # --- control ------------------------------------------------------------------------------------
 
@@ -803,6 +851,10 @@ class WorkspaceHandler(JsonHandler):
             self.send_json(400, {"error": str(err)})
             return
         self.send_json(200, state)
+
+
+def new_error_id() -> str:
+    return str(uuid.uuid4())
 
 
 def _select_key(jwks: dict, header: dict):

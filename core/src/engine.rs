@@ -140,13 +140,16 @@ impl Engine {
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();
+        if config.bypass_cors_preflight && is_cors_preflight(request) {
+            return Ok(self.cors_preflight(request, audit));
+        }
         let body_limit = config
             .databricks
             .as_ref()
-            .map_or(1 << 20, |d| d.max_body_bytes);
+            .map_or(16 << 20, |d| d.max_body_bytes);
         let model = match request.body {
             _ if !(config.reads_model_from_body
-                && serving::is_openai_route(request.method, &path.path)) =>
+                && serving::endpoint_in_body(request.method, &path.path)) =>
             {
                 None
             }
@@ -278,6 +281,34 @@ fn no_matching_rule(method: &str, path: &str) -> AuthError {
         ),
     )
 }
+
+/// A CORS preflight, as Envoy jwt_authn defines it: OPTIONS with `Origin` and
+/// `Access-Control-Request-Method`. Browsers send it without credentials.
+fn is_cors_preflight(request: &Request<'_>) -> bool {
+    request.method == "OPTIONS"
+        && header(request.headers, "origin").is_some()
+        && header(request.headers, "access-control-request-method").is_some()
+}
+
+impl Engine {
+    /// `bypass_cors_preflight`: forwarded without a token, but with the same header hygiene, and
+    /// without any credential (a preflight carries none; one that does is not trusted).
+    fn cors_preflight(&self, request: &Request<'_>, audit: &mut AuditRecord) -> Verdict {
+        audit.rule = Some(CORS_PREFLIGHT_RULE.to_string());
+        let mut mutations = Mutations {
+            remove_headers: headers_to_strip(request.headers, &self.config.identity.header_prefix),
+            ..Mutations::default()
+        };
+        if self.config.databricks.is_some() {
+            databricks_hygiene(request, &mut mutations);
+        }
+        mutations.remove_headers.push("authorization".to_string());
+        Verdict::Allowed(mutations, UpstreamAction::Forward)
+    }
+}
+
+/// The rule name a bypassed CORS preflight is audited under.
+pub const CORS_PREFLIGHT_RULE: &str = "cors-preflight";
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers

@@ -56,6 +56,9 @@ pub enum Reason {
     BodyTooLarge,
     ExchangeRejected,
     ExchangeFailed,
+    /// Service-principal mode: Databricks refused brickgate's own client credentials (wrong
+    /// secret, scopes not granted to a scoped secret). The gateway's fault, not the client's.
+    UpstreamCredentialsRejected,
     /// brickgate itself could not decide (not configured, a host call failed): a gateway-side
     /// fault, never blamed on the client, answered 503 so the client retries.
     Internal,
@@ -104,6 +107,7 @@ impl Reason {
         Reason::BodyTooLarge,
         Reason::ExchangeRejected,
         Reason::ExchangeFailed,
+        Reason::UpstreamCredentialsRejected,
         Reason::Internal,
     ];
 
@@ -139,6 +143,7 @@ impl Reason {
             Reason::BodyTooLarge => "body_too_large",
             Reason::ExchangeRejected => "exchange_rejected",
             Reason::ExchangeFailed => "exchange_failed",
+            Reason::UpstreamCredentialsRejected => "upstream_credentials_rejected",
             Reason::Internal => "internal_error",
         }
     }
@@ -151,7 +156,7 @@ impl Reason {
             ChallengeError::NoChallenge => match self {
                 Reason::BadPath | Reason::MethodOverride | Reason::BadBody => 400,
                 Reason::BodyTooLarge => 413,
-                Reason::ExchangeFailed => 502,
+                Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
                 Reason::KeysUnavailable | Reason::Internal => 503,
                 _ => 403,
             },
@@ -175,6 +180,7 @@ impl Reason {
             | Reason::BadBody
             | Reason::BodyTooLarge
             | Reason::ExchangeFailed
+            | Reason::UpstreamCredentialsRejected
             | Reason::Internal => ChallengeError::NoChallenge,
             _ => ChallengeError::InvalidToken,
         }
@@ -358,6 +364,12 @@ mod tests {
             (Reason::Internal, 503, "TEMPORARILY_UNAVAILABLE", None),
             (Reason::BodyTooLarge, 413, "BAD_REQUEST", None),
             (Reason::ExchangeFailed, 502, "INTERNAL_ERROR", None),
+            (
+                Reason::UpstreamCredentialsRejected,
+                502,
+                "INTERNAL_ERROR",
+                None,
+            ),
         ];
         for (reason, status, code, challenge) in cases {
             let response = AuthError::new(*reason, "why").to_response("r");
@@ -447,7 +459,8 @@ mod tests {
             Reason::BodyTooLarge => 26,
             Reason::ExchangeRejected => 27,
             Reason::ExchangeFailed => 28,
-            Reason::Internal => 29,
+            Reason::UpstreamCredentialsRejected => 29,
+            Reason::Internal => 30,
         }
     }
 

@@ -4,8 +4,10 @@ Tokens with one scope each are sent to a representative set of routes; what each
 written here from Databricks' semantics, independently of src/databricks/catalogue.rs: `all-apis`
 satisfies everything; a service scope `S` its routes; `S:read` only GET/HEAD reads (so not MLflow's
 POST searches); SCIM Me takes any token; unknown `/api/**` routes need `all-apis`; routes that mint
-credentials or run code are refused (403 route_disabled) unless `allow_sensitive_routes`; `/oidc/**`
-and `/.well-known/databricks-config` need no token. Pass-through mode; allowed requests reach an echo.
+credentials or run code are refused (403 route_disabled, naming their class) unless
+`databricks.enable_route_classes` names the class; `all-apis:read` satisfies every GET/HEAD (Databricks'
+scope-modifiers page); `sql:restricted-query` only statements and the SQL drivers' Thrift endpoints;
+`/oidc/**` and `/.well-known/databricks-config` need no token. Pass-through mode; allowed requests reach an echo.
 """
 
 from dataclasses import dataclass
@@ -16,16 +18,19 @@ from databricks_support import VERSION, bootstrap_with, make_body_echo, routed_l
 from devstack.httpbase import running
 from devstack.idp import make_idp
 from gateway_client import MISSING_TOKEN, NO_CHALLENGE, Refusal, assert_refused, parse_challenge, send
+from h2_client import h2_request
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
 
 ANONYMOUS = "anonymous"  # no token needed
 ANY_TOKEN = "any token"  # any valid token, whatever its scopes
-DISABLED = "disabled"  # refused with route_disabled unless allow_sensitive_routes
+DISABLED = "disabled"  # refused with route_disabled unless its class is enabled
 
 # token name → its `scope` claim (None: no scope claim at all)
 TOKENS = {
     "all-apis": "all-apis",
+    "all-apis:read": "all-apis:read",
+    "sql:read:restricted-query": "sql:read:restricted-query",
     "clusters": "clusters",
     "clusters:read": "clusters:read",
     "jobs:read": "jobs:read",
@@ -43,7 +48,8 @@ class Route:
     method: str
     path: str
     accepts: frozenset | str  # the scopes besides all-apis that satisfy it, or ANONYMOUS / ANY_TOKEN / DISABLED
-    sensitive_scopes: frozenset = frozenset()  # with allow_sensitive_routes: the scopes besides all-apis
+    sensitive_scopes: frozenset = frozenset()  # with its class enabled: the scopes besides all-apis
+    route_class: str = ""  # the class a DISABLED route belongs to
 
     @property
     def id(self) -> str:
@@ -78,14 +84,24 @@ ROUTES = [
     Route("POST", "/api/2.1/unity-catalog/schemas", scopes("unity-catalog")),
     Route("DELETE", "/api/2.1/unity-catalog/tables/main.default.trips", scopes("unity-catalog")),
     # SQL: statements also take sql:restricted-query, warehouses do not
-    Route("POST", "/api/2.0/sql/statements", scopes("sql", "sql:restricted-query")),
-    Route("GET", "/api/2.0/sql/statements/01ef-0000-statement", scopes("sql", "sql:restricted-query", "sql:read")),
-    Route("POST", "/api/2.0/sql/statements/01ef-0000-statement/cancel", scopes("sql", "sql:restricted-query")),
-    Route("GET", "/api/2.0/sql/warehouses", scopes("sql", "sql:read")),
+    Route("POST", "/api/2.0/sql/statements", scopes("sql", "sql:restricted-query", "sql:read:restricted-query")),
+    Route("GET", "/api/2.0/sql/statements/01ef-0000-statement",
+          scopes("sql", "sql:restricted-query", "sql:read", "sql:read:restricted-query")),
+    Route("POST", "/api/2.0/sql/statements/01ef-0000-statement/cancel",
+          scopes("sql", "sql:restricted-query", "sql:read:restricted-query")),
+    Route("GET", "/api/2.0/sql/warehouses", scopes("sql", "sql:read", "sql:read:restricted-query")),
+    # the Thrift endpoints of the SQL connectors, JDBC, ODBC and dbt
+    Route("POST", "/sql/1.0/warehouses/abc123", scopes("sql", "sql:restricted-query", "sql:read:restricted-query")),
+    Route("POST", "/sql/protocolv1/o/1234567890/0123-456789-abcdefgh",
+          scopes("sql", "sql:restricted-query", "sql:read:restricted-query")),
     Route("POST", "/api/2.0/sql/warehouses/abc123/start", scopes("sql")),
     # model serving
     Route("POST", "/serving-endpoints/any-model/invocations", scopes("model-serving", "serving.serving-endpoints")),
     Route("POST", "/serving-endpoints/chat/completions", scopes("model-serving", "serving.serving-endpoints")),
+    Route("POST", "/serving-endpoints/any-model/served-models/v2/invocations",
+          scopes("model-serving", "serving.serving-endpoints")),
+    Route("GET", "/ai-gateway/mlflow/v1/models", scopes("ai-gateway", "ai-gateway:read")),
+    Route("POST", "/ai-gateway/mlflow/v1/chat/completions", scopes("ai-gateway")),
     Route("POST", "/serving-endpoints/embeddings", scopes("model-serving", "serving.serving-endpoints")),
     Route("GET", "/api/2.0/serving-endpoints", scopes("model-serving", "model-serving:read")),
     Route("PUT", "/api/2.0/serving-endpoints/e1/config", scopes("model-serving")),
@@ -97,12 +113,31 @@ ROUTES = [
     Route("POST", "/api/2.0/unknown-service/things", scopes()),
     # tokens: listing is a read, minting is sensitive
     Route("GET", "/api/2.0/token/list", scopes("authentication", "authentication:read")),
-    Route("POST", "/api/2.0/token/create", DISABLED, scopes("authentication")),
-    Route("POST", "/api/2.0/token/delete", DISABLED, scopes("authentication")),
-    Route("GET", "/api/2.0/token-management/tokens", DISABLED, scopes("authentication")),
-    Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("gw.command-execution")),
-    Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("gw.command-execution")),
-    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("gw.workspace-admin")),
+    Route("POST", "/api/2.0/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/2.0/token/delete", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("GET", "/api/2.0/token-management/tokens", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("gw.command-execution"), "code_execution"),
+    Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("gw.command-execution"), "code_execution"),
+    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("gw.workspace-admin"), "code_execution"),
+    Route("POST", "/spark.connect.SparkConnectService/ExecutePlan", DISABLED, scopes("gw.command-execution"),
+          "code_execution"),
+    # credential minting: OAuth secrets (served on the workspace host too), federation, cloud and database
+    # credentials, IdP token exchange, secret values
+    Route("POST", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", DISABLED, scopes("authentication"),
+          "oauth_secrets_and_federation"),
+    Route("POST", "/api/2.0/accounts/acc-1/federationPolicies", DISABLED, scopes("authentication"),
+          "oauth_secrets_and_federation"),
+    Route("POST", "/api/2.0/credentials-manager/exchange-tokens/token", DISABLED, scopes("gw.workspace-admin"),
+          "oauth_secrets_and_federation"),
+    Route("POST", "/api/2.0/unity-catalog/temporary-table-credentials", DISABLED, scopes("unity-catalog"),
+          "cloud_credentials"),
+    Route("POST", "/api/2.1/unity-catalog/temporary-service-credentials", DISABLED, scopes("unity-catalog"),
+          "cloud_credentials"),
+    Route("POST", "/api/2.0/database/credentials", DISABLED, scopes("postgres"), "database_credentials"),
+    Route("POST", "/api/2.0/postgres/credentials", DISABLED, scopes("postgres"), "database_credentials"),
+    Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("gw.secrets"), "secret_values"),
+    # their non-minting neighbours are ordinary routes
+    Route("GET", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", scopes("authentication", "authentication:read")),
     # OAuth and host metadata: no token
     Route("POST", "/oidc/v1/token", ANONYMOUS),
     Route("GET", "/oidc/.well-known/oauth-authorization-server", ANONYMOUS),
@@ -117,7 +152,8 @@ def catalogue_config(idp, allow_sensitive: bool) -> dict:
         "realm": REALM,
         "providers": {"idp": idp_provider(idp.issuer, idp.port)},
         "rules": [],
-        "databricks": {"route_catalogue": True, "allow_sensitive_routes": allow_sensitive},
+        "databricks": {"route_catalogue": True,
+                       "enable_route_classes": sorted({r.route_class for r in SENSITIVE_ROUTES}) if allow_sensitive else []},
     }
 
 
@@ -127,6 +163,7 @@ class CatalogueGateway:
     sensitive_port: int  # allow_sensitive_routes on
     tokens: dict[str, str]  # TOKENS name → token
     factory: TokenFactory
+    cors_port: int  # bypass_cors_preflight on
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +171,8 @@ def catalogue_gateway(start_envoy, wasm_path):
     with running(make_idp(0, audience=AUDIENCE)) as idp, running(make_body_echo()) as echo:
         factory = TokenFactory(idp.issuer)
         listeners = [routed_listener("catalogue", wasm_path, catalogue_config(idp, False), "echo"),
-                     routed_listener("sensitive", wasm_path, catalogue_config(idp, True), "echo")]
+                     routed_listener("sensitive", wasm_path, catalogue_config(idp, True), "echo"),
+                     routed_listener("cors", wasm_path, {**catalogue_config(idp, False), "bypass_cors_preflight": True}, "echo")]
         envoy = start_envoy(bootstrap_with(listeners, {"echo": echo.port, "idp": idp.port}), "databricks-catalogue")
         try:
             envoy.wait_ready()
@@ -143,7 +181,7 @@ def catalogue_gateway(start_envoy, wasm_path):
             for port in ports.values():
                 wait_until_decided(port, lambda p: send(p, "GET", "/api/2.0/clusters/list", probe))
             tokens = {name: factory.idp(subject=f"user-{name.replace(':', '-')}", scope=scope) for name, scope in TOKENS.items()}
-            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory)
+            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory, ports["cors"])
         finally:
             envoy.stop()
 
@@ -158,6 +196,8 @@ def expected_allowed(route: Route, token_name: str, sensitive_enabled: bool = Fa
         return True
     if route.accepts == DISABLED:
         return sensitive_enabled and bool(have & ({"all-apis"} | route.sensitive_scopes))
+    if "all-apis:read" in have and route.method in ("GET", "HEAD"):
+        return True
     return bool(have & ({"all-apis"} | route.accepts))
 
 
@@ -205,7 +245,8 @@ def test_scope_matrix(catalogue_gateway, route):
         if expected_allowed(route, name):
             problems = check_allowed(reply, route)
         else:
-            problems = check_insufficient_scope(reply, {"all-apis"} | set(route.accepts))
+            reads = {"all-apis:read"} if route.method in ("GET", "HEAD") else set()
+            problems = check_insufficient_scope(reply, {"all-apis"} | reads | set(route.accepts))
         failures += [f"token {name!r}: {problem}" for problem in problems]
     assert not failures, f"{route.id}:\n" + "\n".join(failures)
 
@@ -219,7 +260,8 @@ def test_catalogue_routes_need_a_token(catalogue_gateway, route):
 def test_sensitive_routes_are_disabled_by_default(catalogue_gateway, route):
     """route_disabled whatever the token, all-apis included, and without one: the route decides first."""
     expected = Refusal(403, "route_disabled", "PERMISSION_DENIED", NO_CHALLENGE,
-                       message_contains=("databricks.allow_sensitive_routes",))
+                       message_contains=(f'databricks.enable_route_classes includes "{route.route_class}"',
+                                         f"route class {route.route_class}"))
     for name, token in [*catalogue_gateway.tokens.items(), ("(none)", None)]:
         reply = send(catalogue_gateway.port, route.method, route.path, token)
         assert reply.header("x-brickgate-reason") == "route_disabled", f"token {name}: {reply.status} {reply.body[:300]!r}"
@@ -294,3 +336,23 @@ def test_header_hygiene_applies_to_anonymous_routes_too(catalogue_gateway):
     assert not {name.lower() for name, _ in smuggled} & set(headers), headers
     (request_id,) = headers["x-request-id"]
     assert headers["user-agent"] == [f"curl/8.5.0 brickgate/{VERSION} req/{request_id}"]
+
+
+PREFLIGHT = [("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "POST")]
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+def test_cors_preflight_passes_only_with_the_option(catalogue_gateway, http2):
+    """bypass_cors_preflight (as in Envoy's jwt_authn): a browser preflight reaches the upstream without a
+    token, and without any Authorization header; other OPTIONS requests, or the option off, need a token."""
+    def options(port, headers):
+        if http2:
+            return h2_request(port, "OPTIONS", "/api/2.0/sql/statements", [(n.lower(), v) for n, v in headers])
+        return send(port, "OPTIONS", "/api/2.0/sql/statements", headers=headers)
+    reply = options(catalogue_gateway.cors_port, [*PREFLIGHT, ("Authorization", "Bearer not-a-token")])
+    assert reply.status == 200 and reply.header("x-brickgate-reason") is None, reply.body[:300]
+    echo = reply.json()
+    assert echo["method"] == "OPTIONS" and "authorization" not in echo["headers"], echo["headers"]
+    for port, headers in [(catalogue_gateway.cors_port, PREFLIGHT[:1]), (catalogue_gateway.port, PREFLIGHT)]:
+        refused = options(port, headers)
+        assert refused.status == 401 and refused.header("x-brickgate-reason") == "missing_token", refused.body[:300]

@@ -128,7 +128,18 @@ def gateway(start_envoy, wasm_path):
             "exchange_b": (plugin_config({"xch": remote_idp(**exchange_upstream("workspace_b", workspace_b, scopes=["all-apis"]))}), "workspace_b"),
             "sp": (plugin_config({"spm": remote_idp(mode="service_principal", cluster="workspace",
                                                     workspace_url=f"http://127.0.0.1:{workspace.port}",
-                                                    client_id=SP_GATEWAY.application_id, client_secret=SP_GATEWAY.secret)}), "workspace"),
+                                                    client_id=SP_GATEWAY.application_id, client_secret=SP_GATEWAY.secret,
+                                                    scopes=["all-apis"])}), "workspace"),
+            # Databricks refuses brickgate's own credentials: a wrong secret; scopes not granted to the secret
+            "sp_bad_secret": (plugin_config({"spb": remote_idp(mode="service_principal", cluster="workspace",
+                                                               workspace_url=f"http://127.0.0.1:{workspace.port}",
+                                                               client_id=SP_GATEWAY.application_id, client_secret="wrong",
+                                                               scopes=["all-apis"])}), "workspace"),
+            "sp_scope_not_granted": (plugin_config({"sps": remote_idp(mode="service_principal", cluster="workspace",
+                                                                      workspace_url=f"http://127.0.0.1:{workspace.port}",
+                                                                      client_id=SP_READER.application_id,
+                                                                      client_secret=SP_READER.secret,
+                                                                      scopes=["all-apis"])}), "workspace"),
             "down": (plugin_config({"dwn": remote_idp(**exchange_upstream("closed", workspace))}), "workspace"),
             "timeout": (plugin_config({"tmo": remote_idp(**exchange_upstream("workspace", workspace, timeout_ms=500))}), "workspace"),
             "sql_scope": (plugin_config({"xsql": remote_idp(**exchange_upstream("workspace", workspace, scopes=["sql"]))}), "workspace"),
@@ -154,6 +165,22 @@ def gateway(start_envoy, wasm_path):
             yield UpstreamGateway(envoy, ports, workspace, workspace_b, quoting, factory, idp.port)
         finally:
             envoy.stop()
+
+
+@pytest.mark.parametrize(("listener", "databricks_error"), [("sp_bad_secret", "invalid_client"),
+                                                          ("sp_scope_not_granted", "invalid_scope")])
+def test_service_principal_mode_blames_the_gateway_when_databricks_refuses_its_credentials(gateway, listener,
+                                                                                         databricks_error):
+    """Issue 9 point 5: the client's token is fine, brickgate's own client credentials are not: 502 with
+    its own reason (not 401 invalid_token), and Databricks' error_id kept for a support ticket."""
+    reply = send(gateway.ports[listener], "GET", PATH, gateway.idp_token(new_subject("sp-erin"), "clusters:read"))
+    assert reply.status == 502, reply.body
+    assert reply.header("x-brickgate-reason") == "upstream_credentials_rejected"
+    assert reply.header("www-authenticate") is None, "nothing tells the client its token is bad"
+    message = reply.json()["message"]
+    assert databricks_error in message and "not your token" in message, message
+    error_id = re.search(r"error_id ([0-9a-f-]{36})", message)
+    assert error_id and uuid.UUID(error_id.group(1)), message
 
 
 def sp_policy(gateway) -> dict:
@@ -426,7 +453,7 @@ FAILURES = {
     "unknown-subject": ("exchange", lambda g: {}, False, rejected("subject", "not a user of this workspace")),
     "scope-not-granted": ("sql_scope", lambda g: {}, "clusters:read", rejected("invalid_scope", "sql")),
     "federation-not-enabled-404": ("exchange", lambda g: {"token_endpoint_fault": "404"}, True,
-                                   failed("HTTP 404", "federation is probably not enabled")),
+                                   failed("HTTP 404", "federation not enabled, or not a Databricks workspace host")),
     "token-endpoint-500": ("exchange", lambda g: {"token_endpoint_fault": "500"}, True, failed("HTTP 500")),
     "workspace-down": ("down", lambda g: {}, True, failed()),  # wording: test_transport_failures_are_not_blamed_on_databricks
     "token-endpoint-timeout": ("timeout", lambda g: {"token_endpoint_fault": "slow", "delay_s": 2.0}, True, failed()),

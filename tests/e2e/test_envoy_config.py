@@ -100,3 +100,18 @@ def test_invalid_plugin_config_fails_validate_mode(envoy_bin, wasm_path, idp, up
     result = run_validate(envoy_bin, config_path, cwd=tmp_path)
     assert result.returncode != 0
     assert "brickgate: invalid configuration:" in result.stdout + result.stderr
+
+
+def test_dev_config_fits_databricks_serving_limits():
+    """Issue 9 point 6: the listener buffers a whole 16 MiB serving body (Databricks' payload limit,
+    brickgate's default databricks.max_body_bytes) with headers to spare, and serving routes wait
+    out Databricks' longest model execution (297 s)."""
+    text = (REPO_ROOT / "envoy" / "envoy.yaml").read_text()
+    (limit,) = re.findall(r"per_connection_buffer_limit_bytes:\s*(\d+)", text)
+    assert int(limit) > 16 * 1024 * 1024
+    assert "\"max_body_bytes\"" not in text, "the dev config relies on the 16 MiB default"
+    for prefix in ("/serving-endpoints/", "/ai-gateway/"):
+        route = re.search(r'prefix: "' + re.escape(prefix) + r'" \}\s*\n\s*route: \{([^}]*)\}', text)
+        assert route, prefix
+        timeouts = dict(re.findall(r"(timeout|idle_timeout): (\d+)s", route.group(1)))
+        assert int(timeouts["timeout"]) >= 297 and int(timeouts["idle_timeout"]) >= 297, (prefix, timeouts)

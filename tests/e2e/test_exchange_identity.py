@@ -41,7 +41,7 @@ def exchange(workspace: WorkspaceServer, **extra) -> dict:
 
 def service_principal(workspace: WorkspaceServer) -> dict:
     return {"mode": "service_principal", "cluster": "workspace", "workspace_url": f"http://127.0.0.1:{workspace.port}",
-            "client_id": SP_GATEWAY.application_id, "client_secret": SP_GATEWAY.secret}
+            "client_id": SP_GATEWAY.application_id, "client_secret": SP_GATEWAY.secret, "scopes": ["all-apis"]}
 
 
 @dataclass

@@ -37,7 +37,7 @@ def bad_body(*words: str) -> Refusal:
 
 
 ROUTE_DISABLED = Refusal(403, "route_disabled", "PERMISSION_DENIED", NO_CHALLENGE,
-                         message_contains=("databricks.allow_sensitive_routes",))
+                         message_contains=("databricks.enable_route_classes",))
 
 
 def policy_config(idp) -> dict:

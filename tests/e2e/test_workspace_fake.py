@@ -6,6 +6,7 @@ It gets its own fake IdP so its JWKS fetches never disturb the session IdP's cou
 import base64
 import http.client
 import json
+import uuid
 import time
 import urllib.parse
 
@@ -214,7 +215,7 @@ def test_exchange_real_idp_token(workspace, ws_idp):
     assert answer.status == 200, answer.body
     body = answer.json()
     assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
-    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600 and body["scope"] == "all-apis"
+    assert body["token_type"] == "Bearer" and 3590 <= body["expires_in"] <= 3600 and body["scope"] == "all-apis"
     claims = verify_dbx(workspace, body["access_token"])
     assert claims["sub"] == "demo-reader" and claims["client_id"] == FEDERATION_CLIENT_ID
     assert claims["iss"] == workspace.issuer and "aud" not in claims
@@ -349,7 +350,8 @@ def test_exchange_failure(workspace, ws_idp, case, capfd):
     answer = exchange(workspace, subject_token, scope, **form_extra)
     assert answer.status == status, answer.body
     body = answer.json()
-    assert set(body) == {"error", "error_description"} and body["error"] == error
+    assert set(body) == {"error", "error_description", "error_id"} and body["error"] == error
+    uuid.UUID(body["error_id"])  # the handle Databricks support asks for
     assert described.lower() in body["error_description"].lower(), body
     assert answer.header("Cache-Control") == "no-store"
     assert_no_token_in(answer, subject_token)
@@ -451,6 +453,20 @@ ROUTE_CASES = [
     ("GET", "/api/2.0/secrets/list", "all-apis", 200),  # catch-all
     ("GET", "/api/2.0/secrets/list", "clusters", 403),
     ("DELETE", "/api/2.0/workspace/delete", "sql", 403),
+    # issue 9: all-apis:read, the restricted-query modifiers, the drivers' Thrift endpoints, served
+    # models, the AI gateway, service-principal secrets (authentication)
+    ("GET", "/api/2.1/clusters/get", "all-apis:read", 200),
+    ("POST", "/api/2.1/clusters/create", "all-apis:read", 403),
+    ("POST", "/sql/1.0/warehouses/abc123", "sql:restricted-query", 200),
+    ("POST", "/sql/protocolv1/o/1234/0123-abc", "sql:read:restricted-query", 200),
+    ("POST", "/sql/1.0/warehouses/abc123", "clusters", 403),
+    ("GET", "/api/2.0/sql/warehouses", "sql:restricted-query", 403),
+    ("GET", "/api/2.0/sql/warehouses", "sql:read:restricted-query", 200),
+    ("POST", "/serving-endpoints/demo-model/served-models/v2/invocations", "model-serving", 200),
+    ("POST", "/ai-gateway/mlflow/v1/chat/completions", "ai-gateway", 200),
+    ("GET", "/ai-gateway/mlflow/v1/models", "ai-gateway:read", 200),
+    ("POST", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", "authentication", 200),
+    ("POST", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", "clusters", 403),
     ("GET", "/not-an-api", "all-apis", 404),
     ("GET", "/serving-endpoints/demo-model/invocations", "all-apis", 404),
 ]
@@ -458,6 +474,7 @@ ROUTE_CASES = [
 
 @pytest.mark.parametrize(("method", "path", "scope", "status"), ROUTE_CASES)
 def test_route_scopes(workspace, method, path, scope, status):
+    needed = needed_scope(path)
     answer = request(workspace.port, method, path, b"{}" if method == "POST" else None,
                      {"Authorization": f"Bearer {dbx_token(workspace, scope)}", "Content-Type": "application/json"})
     assert answer.status == status, answer.body
@@ -466,9 +483,43 @@ def test_route_scopes(workspace, method, path, scope, status):
         assert echo["principal"] == "demo-reader" and echo["scopes"] == scope.split()
         assert echo["method"] == method and echo["path"] == path
     elif status == 403:
-        assert answer.json() == {"error_code": "PERMISSION_DENIED", "message": "Provided OAuth token does not have required scopes"}
+        body = answer.json()
+        assert set(body) == {"error_code", "message", "error_id"} and body["error_code"] == "PERMISSION_DENIED"
+        assert body["message"] == f"Provided OAuth token does not have required scopes: {needed}", body
     else:
         assert answer.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+# The scope a 403 names, by path prefix (the first that matches; the rest: all-apis).
+NEEDED = [
+    ("/api/2.0/preview/scim/v2/Me", "all-apis"),
+    ("/api/2.1/clusters", "clusters"), ("/api/2.0/clusters", "clusters"),
+    ("/api/2.1/jobs", "jobs"), ("/api/2.0/jobs", "jobs"), ("/api/2.2/jobs", "jobs"),
+    ("/api/2.0/mlflow", "mlflow"), ("/api/3.0/mlflow", "mlflow"),
+    ("/api/2.1/unity-catalog", "unity-catalog"),
+    ("/api/2.0/sql/", "sql"), ("/sql/", "sql"),
+    ("/serving-endpoints/", "model-serving"), ("/api/2.0/serving-endpoints", "model-serving"),
+    ("/ai-gateway/", "ai-gateway"),
+    ("/api/2.0/accounts/servicePrincipals/", "authentication"),
+]
+
+
+def needed_scope(path: str) -> str:
+    return next((scope for prefix, scope in NEEDED if path.startswith(prefix)), "all-apis")
+
+
+@pytest.mark.parametrize("subject_lifetime_s", [120, 3600, 7200])
+def test_exchanged_tokens_live_no_longer_than_the_subject_token(workspace, ws_idp, subject_lifetime_s):
+    """Databricks derives the exchanged token's lifetime from the federated token's."""
+    subject_token = tokens.mint(tokens.claims(ws_idp.issuer, AUDIENCE, subject="demo-reader",
+                                              lifetime_s=subject_lifetime_s), "rsa-1")
+    answer = exchange(workspace, subject_token, "all-apis")
+    assert answer.status == 200, answer.body
+    body = answer.json()
+    subject_exp = jwt.decode(subject_token, options={"verify_signature": False})["exp"]
+    claims = verify_dbx(workspace, body["access_token"])
+    assert claims["exp"] <= subject_exp and body["expires_in"] <= min(subject_lifetime_s, 3600)
+    assert body["expires_in"] >= min(subject_lifetime_s, 3600) - 5
 
 
 def test_echo_shape(workspace):

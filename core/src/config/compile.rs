@@ -85,7 +85,7 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
     if let Some(databricks) = databricks.as_ref().filter(|d| d.route_catalogue) {
         rules.extend(catalogue::rules(
             &databricks.catalogue_providers,
-            databricks.allow_sensitive_routes,
+            &databricks.enabled_route_classes,
         ));
     }
     let reads_model_from_body = rules
@@ -136,6 +136,7 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         },
         databricks,
         reads_model_from_body,
+        bypass_cors_preflight: raw.bypass_cors_preflight,
     })
 }
 

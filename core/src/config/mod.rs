@@ -26,6 +26,8 @@ pub struct Config {
     pub databricks: Option<DatabricksConfig>,
     /// Some rule names a serving endpoint, so OpenAI-style serving requests need their body.
     pub reads_model_from_body: bool,
+    /// Forward CORS preflights without a token (engine::cors).
+    pub bypass_cors_preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,9 @@ pub struct Provider {
     pub scope_claims: Vec<String>,
     pub subject_claim: String,
     pub groups_claim: String,
+    pub roles_claim: String,
+    /// Scopes earned by groups, roles or IdP scopes (identity::grants).
+    pub grants: Vec<crate::identity::grants::Grant>,
     pub upstream: UpstreamMode,
 }
 

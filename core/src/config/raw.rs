@@ -18,6 +18,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub performance: RawPerformance,
     pub databricks: Option<RawDatabricks>,
+    /// CORS preflights (OPTIONS with Origin and Access-Control-Request-Method) pass without a
+    /// token, like Envoy jwt_authn's `bypass_cors_preflight`.
+    #[serde(default)]
+    pub bypass_cors_preflight: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -25,8 +29,9 @@ pub struct RawConfig {
 pub struct RawDatabricks {
     #[serde(default)]
     pub route_catalogue: bool,
-    #[serde(default)]
-    pub allow_sensitive_routes: bool,
+    /// Replaced by `enable_route_classes`; kept only to name the replacement.
+    pub allow_sensitive_routes: Option<serde_json::Value>,
+    pub enable_route_classes: Option<Vec<String>>,
     pub catalogue_providers: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
     pub first_body_wait_ms: Option<u64>,
@@ -72,6 +77,8 @@ pub struct RawProvider {
     #[serde(default)]
     pub claims: RawClaims,
     pub upstream: Option<RawUpstream>,
+    /// `"group:<name>" | "role:<name>" | "scope:<name>"` → the scopes it earns.
+    pub grants: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +115,7 @@ pub struct RawClaims {
     pub scopes: Option<Vec<String>>,
     pub subject: Option<String>,
     pub groups: Option<String>,
+    pub roles: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

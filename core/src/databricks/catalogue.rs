@@ -1,11 +1,22 @@
 //! The built-in catalogue of Databricks REST routes and the scopes they need, following
-//! Databricks' own semantics: `all-apis` satisfies everything; a service scope `S` satisfies
-//! its routes; `S:read` satisfies only GET and HEAD reads. Routes that mint credentials or run
-//! arbitrary code are refused unless the configuration enables them; any other `/api/**`
-//! route needs `all-apis`. Scope names prefixed `gw.` are brickgate's own, for services
-//! Databricks publishes no scope for (see docs/DATABRICKS.md).
+//! Databricks' own semantics: `all-apis` satisfies everything and `all-apis:read` every GET and
+//! HEAD; a service scope `S` satisfies its routes; `S:read` satisfies only GET and HEAD reads;
+//! `sql:restricted-query` only statement execution and the SQL drivers' Thrift endpoints.
+//! Routes that mint credentials or run arbitrary code belong to a [`RouteClass`] and are
+//! refused unless the configuration enables that class; any other `/api/**` route needs
+//! `all-apis` (`all-apis:read` for reads). Every scope's source is in [`scopes::SCOPES`];
+//! names prefixed `gw.` are brickgate's own, for services Databricks publishes no scope for.
+
+pub mod classes;
+pub mod scopes;
+
+pub use classes::RouteClass;
 
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
+use RouteClass::{
+    CloudCredentials, CodeExecution, DatabaseCredentials, OauthSecretsAndFederation,
+    PersonalAccessTokens, SecretValues, SharingTokens,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Methods {
@@ -13,25 +24,35 @@ enum Methods {
     Read,
     /// POST, PUT, PATCH and DELETE.
     Write,
+    /// POST, PUT and PATCH: creating or changing, not deleting.
+    Change,
     Post,
     Any,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// Satisfied by `S:read` too.
+    /// Satisfied by `S:read` and `all-apis:read` too.
     Read,
     /// Reads, writes, executions: `S` or `all-apis`.
     Full,
-    /// Mints credentials or runs arbitrary code: refused unless enabled, then `S` or `all-apis`.
-    Sensitive,
+    /// Mints credentials or runs arbitrary code: refused unless its class is enabled, then
+    /// `S` or `all-apis`.
+    Sensitive(RouteClass),
     /// Any valid token (SCIM `Me`, which every Databricks scope includes).
     AnyScope,
     Anonymous,
 }
 
 use Class::{Anonymous, AnyScope, Full, Read, Sensitive};
-use Methods::{Any, Post, Write};
+use Methods::{Any, Change, Post, Write};
+
+const SERVING: &str = "model-serving|serving.serving-endpoints";
+/// Statement execution and the Thrift endpoints: read-only queries are allowed with
+/// `sql:restricted-query` (Databricks' scope-modifiers page).
+const SQL_QUERY: &str = "sql|sql:restricted-query|sql:read:restricted-query";
+/// Other SQL reads: `sql:read:restricted-query` includes the `sql` scope's reads.
+const SQL_READ: &str = "sql|sql:read:restricted-query";
 
 /// (template, methods, scopes (first is the service scope; `|` adds alternatives), class).
 /// Order matters: the first match wins, so specific routes come before their family.
@@ -44,37 +65,19 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Anonymous,
     ),
     // Model serving and AI gateway
+    ("/serving-endpoints/{name}/invocations", Post, SERVING, Full),
     (
-        "/serving-endpoints/{name}/invocations",
+        "/serving-endpoints/{name}/served-models/{model}/invocations",
         Post,
-        "model-serving|serving.serving-endpoints",
+        SERVING,
         Full,
     ),
-    (
-        "/serving-endpoints/chat/completions",
-        Post,
-        "model-serving|serving.serving-endpoints",
-        Full,
-    ),
-    (
-        "/serving-endpoints/completions",
-        Post,
-        "model-serving|serving.serving-endpoints",
-        Full,
-    ),
-    (
-        "/serving-endpoints/embeddings",
-        Post,
-        "model-serving|serving.serving-endpoints",
-        Full,
-    ),
-    (
-        "/serving-endpoints/responses",
-        Post,
-        "model-serving|serving.serving-endpoints",
-        Full,
-    ),
-    ("/ai-gateway/**", Post, "ai-gateway", Full),
+    ("/serving-endpoints/chat/completions", Post, SERVING, Full),
+    ("/serving-endpoints/completions", Post, SERVING, Full),
+    ("/serving-endpoints/embeddings", Post, SERVING, Full),
+    ("/serving-endpoints/responses", Post, SERVING, Full),
+    ("/ai-gateway/**", Methods::Read, "ai-gateway", Read),
+    ("/ai-gateway/**", Write, "ai-gateway", Full),
     (
         "/api/2.0/serving-endpoints/**",
         Methods::Read,
@@ -110,25 +113,14 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/apps/**", Write, "apps", Full),
     ("/api/2.0/apps-settings/**", Methods::Read, "apps", Read),
     ("/api/2.0/apps-settings/**", Write, "apps", Full),
-    // SQL
-    (
-        "/api/2.0/sql/statements",
-        Post,
-        "sql|sql:restricted-query",
-        Full,
-    ),
-    (
-        "/api/2.0/sql/statements/{id}/cancel",
-        Post,
-        "sql|sql:restricted-query",
-        Full,
-    ),
-    (
-        "/api/2.0/sql/statements/**",
-        Methods::Read,
-        "sql|sql:restricted-query",
-        Read,
-    ),
+    // SQL: statements and the Thrift endpoints of the SQL drivers (JDBC, ODBC, Python, dbt)
+    // also take `:restricted-query` (read-only queries); other SQL APIs do not.
+    ("/api/2.0/sql/statements", Post, SQL_QUERY, Full),
+    ("/api/2.0/sql/statements/{id}/cancel", Post, SQL_QUERY, Full),
+    ("/api/2.0/sql/statements/**", Methods::Read, SQL_QUERY, Read),
+    ("/sql/1.0/warehouses/{id}", Any, SQL_QUERY, Full),
+    ("/sql/1.0/endpoints/{id}", Any, SQL_QUERY, Full),
+    ("/sql/protocolv1/o/{org}/{cluster}", Any, SQL_QUERY, Full),
     ("/api/2.0/sql/alerts/**", Methods::Read, "alerts", Read),
     ("/api/2.0/sql/alerts/**", Write, "alerts", Full),
     (
@@ -138,12 +130,61 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/preview/sql/alerts/**", Write, "alerts", Full),
-    ("/api/2.0/sql/**", Methods::Read, "sql", Read),
+    ("/api/2.0/sql/**", Methods::Read, SQL_READ, Read),
     ("/api/2.0/sql/**", Write, "sql", Full),
-    ("/api/2.0/preview/sql/**", Any, "sql", Full),
-    ("/api/warehouses/v1/**", Methods::Read, "sql", Read),
+    ("/api/2.0/preview/sql/**", Methods::Read, SQL_READ, Read),
+    ("/api/2.0/preview/sql/**", Write, "sql", Full),
+    ("/api/warehouses/v1/**", Methods::Read, SQL_READ, Read),
     ("/api/warehouses/v1/**", Write, "sql", Full),
-    // Unity Catalog and Delta Sharing
+    // Unity Catalog and Delta Sharing: credential vending first.
+    (
+        "/api/2.[01]/unity-catalog/temporary-table-credentials",
+        Any,
+        "unity-catalog",
+        Sensitive(CloudCredentials),
+    ),
+    (
+        "/api/2.[01]/unity-catalog/temporary-volume-credentials",
+        Any,
+        "unity-catalog",
+        Sensitive(CloudCredentials),
+    ),
+    (
+        "/api/2.[01]/unity-catalog/temporary-path-credentials",
+        Any,
+        "unity-catalog",
+        Sensitive(CloudCredentials),
+    ),
+    (
+        "/api/2.[01]/unity-catalog/temporary-service-credentials",
+        Any,
+        "unity-catalog",
+        Sensitive(CloudCredentials),
+    ),
+    (
+        "/api/2.1/unity-catalog/secrets/{id}",
+        Methods::Read,
+        "unity-catalog",
+        Sensitive(SecretValues),
+    ),
+    (
+        "/api/2.1/unity-catalog/recipients",
+        Post,
+        "unity-catalog",
+        Sensitive(SharingTokens),
+    ),
+    (
+        "/api/2.1/unity-catalog/recipients/{name}/rotate-token",
+        Post,
+        "unity-catalog",
+        Sensitive(SharingTokens),
+    ),
+    (
+        "/api/2.1/unity-catalog/public/data_sharing_activation/**",
+        Any,
+        "unity-catalog",
+        Sensitive(SharingTokens),
+    ),
     (
         "/api/2.[01]/unity-catalog/**",
         Methods::Read,
@@ -151,6 +192,12 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.[01]/unity-catalog/**", Write, "unity-catalog", Full),
+    (
+        "/api/2.0/data-sharing/recipients/{name}/federation-policies/**",
+        Change,
+        "unity-catalog",
+        Sensitive(OauthSecretsAndFederation),
+    ),
     (
         "/api/2.[01]/data-sharing/**",
         Methods::Read,
@@ -208,19 +255,21 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "/api/2.0/global-init-scripts/**",
         Any,
         "gw.workspace-admin",
-        Sensitive,
+        Sensitive(CodeExecution),
     ),
     (
-        "/api/1.2/contexts/**",
+        "/api/1.2/**",
         Any,
         "gw.command-execution",
-        Sensitive,
+        Sensitive(CodeExecution),
     ),
+    // Spark Connect (Databricks Connect) is gRPC over HTTP/2: it runs the client's plans and
+    // UDFs on a cluster, so it is code execution.
     (
-        "/api/1.2/commands/**",
+        "/spark.connect.SparkConnectService/**",
         Any,
         "gw.command-execution",
-        Sensitive,
+        Sensitive(CodeExecution),
     ),
     // MLflow
     ("/api/[23].0/mlflow/**", Methods::Read, "mlflow", Read),
@@ -243,8 +292,13 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/repos/**", Methods::Read, "gw.repos", Read),
     ("/api/2.0/repos/**", Write, "gw.repos", Full),
     ("/api/2.0/git-credentials/**", Any, "gw.repos", Full),
-    // A secret's value is never a `:read`.
-    ("/api/2.0/secrets/get", Methods::Read, "gw.secrets", Full),
+    // A secret's value is never a `:read`, and is refused unless enabled.
+    (
+        "/api/2.0/secrets/get",
+        Any,
+        "gw.secrets",
+        Sensitive(SecretValues),
+    ),
     ("/api/2.0/secrets/**", Methods::Read, "gw.secrets", Read),
     ("/api/2.0/secrets/**", Write, "gw.secrets", Full),
     ("/api/2.0/fs/**", Methods::Read, "files|files.files", Read),
@@ -253,12 +307,97 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/dbfs/**", Write, "gw.dbfs", Full),
     // Tokens: minting credentials that bypass the gateway
     ("/api/2.0/token/list", Methods::Read, "authentication", Read),
-    ("/api/2.0/token/**", Any, "authentication", Sensitive),
+    (
+        "/api/2.0/token/**",
+        Any,
+        "authentication",
+        Sensitive(PersonalAccessTokens),
+    ),
     (
         "/api/2.0/token-management/**",
         Any,
         "authentication",
-        Sensitive,
+        Sensitive(PersonalAccessTokens),
+    ),
+    // OAuth secrets and federation policies (Databricks' `authentication` scope); the
+    // workspace host serves the service-principal secret API too.
+    (
+        "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets",
+        Post,
+        "authentication",
+        Sensitive(OauthSecretsAndFederation),
+    ),
+    (
+        "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets/**",
+        Methods::Read,
+        "authentication",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets/**",
+        Write,
+        "authentication",
+        Full,
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/credentials/secrets",
+        Post,
+        "authentication",
+        Sensitive(OauthSecretsAndFederation),
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/credentials/secrets/**",
+        Methods::Read,
+        "authentication",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/credentials/secrets/**",
+        Write,
+        "authentication",
+        Full,
+    ),
+    (
+        "/api/2.0/accounts/{account}/federationPolicies/**",
+        Change,
+        "authentication",
+        Sensitive(OauthSecretsAndFederation),
+    ),
+    (
+        "/api/2.0/accounts/{account}/federationPolicies/**",
+        Methods::Read,
+        "authentication",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/federationPolicies/**",
+        Write,
+        "authentication",
+        Full,
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/federationPolicies/**",
+        Change,
+        "authentication",
+        Sensitive(OauthSecretsAndFederation),
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/federationPolicies/**",
+        Methods::Read,
+        "authentication",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/servicePrincipals/{id}/federationPolicies/**",
+        Write,
+        "authentication",
+        Full,
+    ),
+    (
+        "/api/2.0/credentials-manager/exchange-tokens/token",
+        Any,
+        "gw.workspace-admin",
+        Sensitive(OauthSecretsAndFederation),
     ),
     // Permissions and identity
     (
@@ -273,7 +412,19 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/preview/scim/v2/**", Write, "scim", Full),
     ("/api/2.0/identity/**", Methods::Read, "scim", Read),
     ("/api/2.0/identity/**", Write, "scim", Full),
-    // Lakebase
+    // Lakebase: login tokens first
+    (
+        "/api/2.0/database/credentials",
+        Any,
+        "postgres",
+        Sensitive(DatabaseCredentials),
+    ),
+    (
+        "/api/2.0/postgres/credentials",
+        Any,
+        "postgres",
+        Sensitive(DatabaseCredentials),
+    ),
     ("/api/2.0/postgres/**", Methods::Read, "postgres", Read),
     ("/api/2.0/postgres/**", Write, "postgres", Full),
     ("/api/2.0/database/**", Methods::Read, "postgres", Read),
@@ -331,13 +482,15 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ),
 ];
 
-/// The rule every unknown `/api/**` route falls to.
+/// The rule every unknown `/api/**` route falls to (reads: [`DEFAULT_READ_RULE`]).
 pub const DEFAULT_RULE: &str = "databricks:default";
+pub const DEFAULT_READ_RULE: &str = "databricks:default:read";
 
 fn methods(group: Methods) -> Option<Vec<String>> {
     let names: &[&str] = match group {
         Methods::Read => &["GET", "HEAD"],
         Methods::Write => &["POST", "PUT", "PATCH", "DELETE"],
+        Methods::Change => &["POST", "PUT", "PATCH"],
         Methods::Post => &["POST"],
         Methods::Any => return None,
     };
@@ -348,8 +501,35 @@ fn scopes(names: &[&str]) -> Vec<ScopeTemplate> {
     names.iter().map(|s| ScopeTemplate(s.to_string())).collect()
 }
 
+/// Every scope name the catalogue's rules can ask for (for the source check and the docs).
+pub fn scope_names() -> Vec<String> {
+    let mut names: Vec<String> = vec!["all-apis".into(), "all-apis:read".into()];
+    for (_, _, list, class) in ENTRIES {
+        for scope in list.split('|').filter(|s| !s.is_empty()) {
+            names.push(scope.to_string());
+            if *class == Read && !scope.contains(':') && list.split('|').next() == Some(scope) {
+                names.push(format!("{scope}:read"));
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The route class of the catalogue entry that decides `method path`, if it is one of the
+/// classes refused by default.
+pub fn route_class(method: &str, path: &str) -> Option<RouteClass> {
+    let rules = rules(&[0], &[]);
+    let (rule, _) = crate::policy::match_rule(&rules, method, path, None).ok()??;
+    RouteClass::ALL
+        .into_iter()
+        .find(|class| rule.name.ends_with(&format!(":{}", class.name())))
+}
+
 /// The catalogue as rules accepting `providers`, to be appended after the user's own rules.
-pub fn rules(providers: &[usize], allow_sensitive: bool) -> Vec<Rule> {
+/// Routes of a class not in `enabled` are refused, naming the class and the setting.
+pub fn rules(providers: &[usize], enabled: &[RouteClass]) -> Vec<Rule> {
     let token = |scopes_any: Vec<ScopeTemplate>| Access::Token {
         providers: providers.to_vec(),
         require: Requirement {
@@ -373,17 +553,24 @@ pub fn rules(providers: &[usize], allow_sensitive: bool) -> Vec<Rule> {
                 Anonymous => ("anonymous", Access::Anonymous),
                 AnyScope => ("any-scope", token(Vec::new())),
                 Read => {
-                    let mut with_read: Vec<&str> = vec![&read_scope];
-                    with_read.extend(&any);
+                    let mut with_read: Vec<&str> = Vec::new();
+                    if !service.contains(':') {
+                        with_read.push(&read_scope);
+                    }
+                    with_read.extend(&alternatives);
+                    with_read.extend(["all-apis:read", "all-apis"]);
                     ("read", token(scopes(&with_read)))
                 }
                 Full => ("full", token(scopes(&any))),
-                Sensitive if allow_sensitive => ("sensitive", token(scopes(&any))),
-                Sensitive => (
-                    "sensitive",
+                Sensitive(class) if enabled.contains(class) => (class.name(), token(scopes(&any))),
+                Sensitive(class) => (
+                    class.name(),
                     Access::Refuse(format!(
-                        "{template} mints credentials or runs arbitrary code; it is disabled by \
-                         brickgate's configuration (databricks.allow_sensitive_routes)"
+                        "{template} is in route class {} (it {}); brickgate refuses it unless \
+                         databricks.enable_route_classes includes \"{}\"",
+                        class.name(),
+                        class.what(),
+                        class.name()
                     )),
                 ),
             };
@@ -397,6 +584,12 @@ pub fn rules(providers: &[usize], allow_sensitive: bool) -> Vec<Rule> {
         })
         .collect();
     if let Ok(pattern) = PathPattern::template("/api/**") {
+        rules.push(Rule {
+            name: DEFAULT_READ_RULE.to_string(),
+            pattern: pattern.clone(),
+            methods: methods(Methods::Read),
+            access: token(scopes(&["all-apis:read", "all-apis"])),
+        });
         rules.push(Rule {
             name: DEFAULT_RULE.to_string(),
             pattern,

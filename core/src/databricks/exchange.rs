@@ -290,19 +290,41 @@ pub fn parse_token_response(
             let description = field("error_description")
                 .or_else(|| field("message"))
                 .unwrap_or("");
+            let scrubbed = |text: &str| scrub(text, request.subject_token.as_deref());
+            // Databricks' handle for support tickets; kept in the message and the audit record.
+            let error_id = field("error_id")
+                .filter(|id| {
+                    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .map(|id| format!(" (error_id {id})"))
+                .unwrap_or_default();
+            if request.subject_token.is_none() {
+                // brickgate's own client credentials: the client's token is fine.
+                return Err(AuthError::new(
+                    Reason::UpstreamCredentialsRejected,
+                    format!(
+                        "Databricks refused brickgate's own service principal credentials \
+                         (HTTP {status}): {}: {}{error_id}; the gateway's client_id, \
+                         client_secret or upstream.scopes need fixing, not your token",
+                        scrubbed(error),
+                        scrubbed(description)
+                    ),
+                ));
+            }
             Err(AuthError::new(
                 Reason::ExchangeRejected,
                 format!(
-                    "Databricks refused the {what}: {}: {}",
-                    scrub(error, request.subject_token.as_deref()),
-                    scrub(description, request.subject_token.as_deref())
+                    "Databricks refused the {what}: {}: {}{error_id}",
+                    scrubbed(error),
+                    scrubbed(description)
                 ),
             ))
         }
         404 => Err(AuthError::new(
             Reason::ExchangeFailed,
             format!(
-                "Databricks {what} endpoint not found (HTTP 404): OAuth token federation is probably not enabled for this workspace"
+                "Databricks {what} endpoint not found (HTTP 404): federation not enabled, or not a \
+                 Databricks workspace host (check upstream.workspace_url and the cluster)"
             ),
         )),
         0 => Err(AuthError::new(
@@ -468,7 +490,7 @@ mod tests {
                 404,
                 b"",
                 Reason::ExchangeFailed,
-                "federation is probably not enabled",
+                "federation not enabled, or not a Databricks workspace host",
             ),
             (500, b"oops", Reason::ExchangeFailed, "HTTP 500"),
             (0, b"", Reason::ExchangeFailed, "no response"),
@@ -484,6 +506,53 @@ mod tests {
             assert_eq!(error.reason, reason, "{status}");
             assert!(error.detail.contains(text), "{}", error.detail);
         }
+    }
+
+    /// Issue 9 point 5: when Databricks refuses brickgate's own client credentials, the client
+    /// is not told its token is bad; Databricks' `error_id` survives for support tickets.
+    #[test]
+    fn service_principal_refusals_blame_the_gateway_and_keep_the_error_id() {
+        let request = endpoint(Some("sp-client")).client_credentials("idp");
+        let cases: [(u32, &[u8]); 3] = [
+            (401, br#"{"error": "invalid_client", "error_description": "Client authentication failed", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
+            (400, br#"{"error": "access_denied", "error_description": "Scopes 'all-apis' are not assigned", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
+            (403, br#"{"error_code": "PERMISSION_DENIED", "message": "no", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
+        ];
+        for (status, body) in cases {
+            let error = parse_token_response(&request, status, body).unwrap_err();
+            assert_eq!(
+                error.reason,
+                Reason::UpstreamCredentialsRejected,
+                "{status}"
+            );
+            assert_eq!(error.to_response("r").status, 502);
+            assert!(
+                error
+                    .detail
+                    .contains("error_id 7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"),
+                "{}",
+                error.detail
+            );
+            assert!(error.detail.contains("not your token"), "{}", error.detail);
+        }
+        let exchange = endpoint(None).exchange(ISSUER, "sub", "alice", "a.b.c");
+        let error = parse_token_response(
+            &exchange,
+            401,
+            br#"{"error": "invalid_request", "error_description": "x", "error_id": "abc-123"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(error.reason, Reason::ExchangeRejected);
+        assert!(
+            error.detail.ends_with("(error_id abc-123)"),
+            "{}",
+            error.detail
+        );
+        // an error_id that is not a plain id is dropped, not relayed
+        let error =
+            parse_token_response(&exchange, 401, br#"{"error": "e", "error_id": "<script>"}"#)
+                .unwrap_err();
+        assert!(!error.detail.contains("script"), "{}", error.detail);
     }
 
     #[test]

@@ -11,8 +11,8 @@ pub mod upstream_tokens;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabricksConfig {
     pub route_catalogue: bool,
-    /// PAT minting, token management, command execution and global init scripts.
-    pub allow_sensitive_routes: bool,
+    /// The classes of credential-minting and code-running routes the catalogue allows.
+    pub enabled_route_classes: Vec<catalogue::RouteClass>,
     /// Providers the catalogue's rules accept (indices into `Config::providers`).
     pub catalogue_providers: Vec<usize>,
     /// Largest request body read to find the serving endpoint (`model`) of OpenAI-style routes.

@@ -1,5 +1,7 @@
-//! Model serving endpoints: named in the path (`/serving-endpoints/{name}/invocations`) or, on
-//! the OpenAI-compatible routes, in the JSON body's `model` field. The body is read strictly:
+//! Model serving endpoints: named in the path (`/serving-endpoints/{name}/invocations`, and
+//! `/serving-endpoints/{name}/served-models/{model}/invocations` for one served model) or, on
+//! the OpenAI-compatible routes and every AI Gateway POST (`/ai-gateway/**`), in the JSON body's
+//! `model` field: otherwise a per-endpoint rule could be side-stepped through them. The body is read strictly:
 //! one top-level object whose keys are unique, so `{"model":"a","model":"b"}` cannot mean one
 //! endpoint to brickgate and another to the upstream. Names that differ from a configured one
 //! only in letter case are refused by the matcher (`policy::match_rule`).
@@ -17,19 +19,31 @@ pub const OPENAI_ROUTES: [&str; 4] = [
     "/serving-endpoints/responses",
 ];
 
-pub fn is_openai_route(method: &str, path: &str) -> bool {
-    method == "POST" && OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
+/// The AI Gateway's routes; its POSTs name their endpoint in the body's `model`.
+pub const AI_GATEWAY_PREFIX: &str = "/ai-gateway/";
+
+/// Whether the request's serving endpoint is its body's `model`: the OpenAI-compatible routes
+/// and every AI Gateway POST. These are the only routes whose body brickgate reads.
+pub fn endpoint_in_body(method: &str, path: &str) -> bool {
+    method == "POST"
+        && (OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
+            || path.starts_with(AI_GATEWAY_PREFIX))
 }
 
 /// The serving endpoint a request addresses, if it addresses one.
 pub fn endpoint<'a>(method: &str, path: &'a str, model: Option<&'a str>) -> Option<&'a str> {
-    if is_openai_route(method, path) {
+    if endpoint_in_body(method, path) {
         return model;
     }
-    let name = path
+    let rest = path
         .strip_prefix("/serving-endpoints/")?
         .trim_end_matches('/')
         .strip_suffix("/invocations")?;
+    let name = match rest.split_once("/served-models/") {
+        Some((name, served)) if !served.is_empty() && !served.contains('/') => name,
+        Some(_) => return None,
+        None => rest,
+    };
     (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
@@ -102,6 +116,44 @@ mod tests {
             None
         );
         assert_eq!(endpoint("POST", "/api/2.0/serving-endpoints/x", None), None);
+        // one served model of an endpoint is still that endpoint
+        assert_eq!(
+            endpoint(
+                "POST",
+                "/serving-endpoints/fraud/served-models/v2/invocations",
+                None
+            ),
+            Some("fraud")
+        );
+        assert_eq!(
+            endpoint(
+                "POST",
+                "/serving-endpoints/fraud/served-models//invocations",
+                None
+            ),
+            None
+        );
+        assert_eq!(
+            endpoint(
+                "POST",
+                "/serving-endpoints/fraud/served-models/a/b/invocations",
+                None
+            ),
+            None
+        );
+        // the AI gateway names its endpoint in the body
+        assert_eq!(
+            endpoint(
+                "POST",
+                "/ai-gateway/mlflow/v1/chat/completions",
+                Some("fraud")
+            ),
+            Some("fraud")
+        );
+        assert_eq!(endpoint("POST", "/ai-gateway/anything", None), None);
+        assert!(endpoint_in_body("POST", "/ai-gateway/mlflow/v1/embeddings"));
+        assert!(!endpoint_in_body("GET", "/ai-gateway/mlflow/v1/models"));
+        assert!(!endpoint_in_body("POST", "/ai-gatewayx/v1"));
     }
 
     #[test]

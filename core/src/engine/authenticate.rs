@@ -11,6 +11,7 @@ use crate::cache::{CachedToken, TokenCache, TokenDigest};
 use crate::config::{Provider, TokenSource};
 use crate::databricks::exchange::UpstreamMode;
 use crate::error::{AuthError, Reason, echo};
+use crate::identity::grants::effective_scopes;
 use crate::identity::{
     AuditRecord, FederatedSubject, Holder, Verified, client_id, identity_headers, principal_kind,
 };
@@ -101,8 +102,14 @@ impl Engine {
         holder: Holder,
     ) -> Result<Verified, AuthError> {
         let kind = principal_kind(provider.idp, claims, holder.subject.as_deref());
-        let scopes = scopes_of(provider, claims);
         let groups = string_list(claims, &provider.groups_claim);
+        let roles = string_list(claims, &provider.roles_claim);
+        let scopes = effective_scopes(
+            &provider.grants,
+            scopes_of(provider, claims),
+            &groups,
+            &roles,
+        );
         let identity = &self.config.identity;
         let built_in = vec![
             ("subject", holder.subject.clone()),

@@ -91,7 +91,7 @@ fn serving_rules_select_by_endpoint_in_path_or_body() {
         matches!(
             need,
             Decision::NeedBody {
-                max_bytes: 1_048_576,
+                max_bytes: 16_777_216,
                 ..
             }
         ),
@@ -236,7 +236,7 @@ fn exchange_mode_asks_for_a_databricks_token_per_subject() {
 fn service_principal_mode_uses_brickgates_own_credentials() {
     let engine = engine(
         json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                               "client_id": "sp", "client_secret": "secret"}),
+                               "client_id": "sp", "client_secret": "secret", "scopes": ["all-apis"]}),
     );
     let auth = format!("Bearer {}", token(json!({"scope": "clusters"})));
     let decision = decide(
@@ -412,7 +412,7 @@ fn no_exchange_without_the_mapped_subject_claim_even_from_the_cache() {
 fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own() {
     let sources = json!([{"header": "authorization", "prefix": "Bearer "}, {"header": "x-idp-token"}, {"query": "access_token"}]);
     let service_principal = json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                                   "client_id": "sp", "client_secret": "secret"});
+                                   "client_id": "sp", "client_secret": "secret", "scopes": ["all-apis"]});
     let idp_token = token(json!({}));
     // (mode, forward_authorization, where the credential is, whether it is forwarded)
     let cases = [
@@ -486,7 +486,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
         Option<&'a str>,
         Option<&'a str>,
     );
-    let sensitive = Some("databricks:authentication:sensitive");
+    let sensitive = Some("databricks:authentication:personal_access_tokens");
     let cases: Vec<Case> = vec![
         // `;` path parameters: never the anonymous OIDC rule, never around route_disabled.
         (
@@ -635,8 +635,8 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             "/api/2.0/secrets/get",
             Some(&secrets_reader),
             403,
-            Some("insufficient_scope"),
-            Some("databricks:gw.secrets:full"),
+            Some("route_disabled"),
+            Some("databricks:gw.secrets:secret_values"),
         ),
         (
             "GET",
@@ -753,4 +753,194 @@ fn serving_bodies_and_endpoint_names_cannot_sidestep_endpoint_rules() {
             audit.detail
         );
     }
+}
+
+/// Issue 9 point 3: an Entra ID (v1) token for AzureDatabricks carries `scp:
+/// user_impersonation` and app roles, never Databricks scopes; the provider's `grants` map them
+/// to catalogue scopes, so the catalogue decides on least privilege.
+#[test]
+fn entra_grants_map_roles_groups_and_idp_scopes_to_catalogue_scopes() {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let config = json!({
+        "providers": {
+            "entra": {
+                "issuer": "https://okta.test", "idp": "entra",
+                "audiences": ["2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"], "jwks": {"inline": jwks},
+                "claims": {"subject": "upn"},
+                "grants": {
+                    "group:ml-engineers": ["model-serving", "mlflow"],
+                    "role:Databricks.Reader": ["all-apis:read"],
+                    "scope:user_impersonation": ["sql"]
+                }
+            }
+        },
+        "databricks": {"route_catalogue": true}
+    });
+    let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+    let store = JwksStore::new(&config, 1);
+    let engine = (Engine::new(config, Box::new(InWasmVerifier)), store);
+    let entra = |claims: Value| {
+        let mut all =
+            json!({"aud": "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d", "upn": "alice@example.com"});
+        for (k, v) in claims.as_object().unwrap() {
+            all[k] = v.clone();
+        }
+        format!("Bearer {}", token(all))
+    };
+    let impersonation = entra(json!({"scp": "user_impersonation"}));
+    let reader = entra(json!({"roles": ["Databricks.Reader"]}));
+    let ml = entra(json!({"scp": "user_impersonation", "groups": ["ml-engineers"]}));
+    let nothing = entra(json!({}));
+    let cases = [
+        (&impersonation, "POST", "/api/2.0/sql/statements", None),
+        (
+            &impersonation,
+            "GET",
+            "/api/2.1/clusters/list",
+            Some("insufficient_scope"),
+        ),
+        (&reader, "GET", "/api/2.1/clusters/list", None),
+        (
+            &reader,
+            "POST",
+            "/api/2.1/clusters/create",
+            Some("insufficient_scope"),
+        ),
+        (&ml, "POST", "/serving-endpoints/fraud/invocations", None),
+        (&ml, "POST", "/api/2.0/mlflow/runs/search", None),
+        (&ml, "POST", "/sql/1.0/warehouses/w1", None),
+        (
+            &ml,
+            "POST",
+            "/api/2.0/jobs/create",
+            Some("insufficient_scope"),
+        ),
+        (
+            &nothing,
+            "GET",
+            "/api/2.1/clusters/list",
+            Some("insufficient_scope"),
+        ),
+    ];
+    for (auth, method, path, reason) in cases {
+        let decision = decide(&engine, method, path, &[("authorization", auth)], None);
+        assert_eq!(
+            decision.audit().reason,
+            reason,
+            "{method} {path}: {:?}",
+            decision.audit().detail
+        );
+    }
+}
+
+/// Issue 9 point 4: a per-endpoint rule cannot be side-stepped through one served model of the
+/// endpoint or through the AI Gateway, whose body's `model` names the endpoint.
+#[test]
+fn per_endpoint_rules_cover_served_models_and_the_ai_gateway() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let outsider = format!(
+        "Bearer {}",
+        token(json!({"scope": "all-apis serving:other"}))
+    );
+    let auth = [("authorization", outsider.as_str())];
+    let served = decide(
+        &engine,
+        "POST",
+        "/serving-endpoints/fraud/served-models/v2/invocations",
+        &auth,
+        None,
+    );
+    assert_eq!(
+        served.audit().reason,
+        Some("group_not_allowed"),
+        "{:?}",
+        served.audit().detail
+    );
+    assert_eq!(served.audit().rule.as_deref(), Some("fraud-team"));
+    let gateway = "/ai-gateway/mlflow/v1/chat/completions";
+    assert!(matches!(
+        decide(&engine, "POST", gateway, &auth, None),
+        Decision::NeedBody { .. }
+    ));
+    let body = br#"{"model": "fraud", "messages": []}"#;
+    let decided = decide(&engine, "POST", gateway, &auth, Some(body));
+    assert_eq!(decided.audit().reason, Some("group_not_allowed"));
+    let other = decide(
+        &engine,
+        "POST",
+        gateway,
+        &auth,
+        Some(br#"{"model": "other"}"#),
+    );
+    assert!(
+        matches!(other, Decision::Allow { .. }),
+        "{:?}",
+        other.audit().detail
+    );
+    assert_eq!(other.audit().rule.as_deref(), Some("per-endpoint"));
+    // reads name no endpoint: the catalogue decides them without a body
+    let read = decide(&engine, "GET", "/ai-gateway/mlflow/v1/models", &auth, None);
+    assert_eq!(
+        read.audit().rule.as_deref(),
+        Some("databricks:ai-gateway:read")
+    );
+}
+
+/// Issue 9 point 4: `bypass_cors_preflight` forwards browser preflights without a token (as
+/// Envoy's jwt_authn does); anything else under OPTIONS, or with the option off, needs one.
+#[test]
+fn cors_preflights_pass_only_when_enabled() {
+    let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let config = |bypass: bool| {
+        let raw = json!({
+            "providers": {"okta": {"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}}},
+            "databricks": {"route_catalogue": true},
+            "bypass_cors_preflight": bypass
+        });
+        let config = Config::from_json(raw.to_string().as_bytes()).unwrap();
+        let store = JwksStore::new(&config, 1);
+        (Engine::new(config, Box::new(InWasmVerifier)), store)
+    };
+    let preflight = [
+        ("origin", "https://app.example"),
+        ("access-control-request-method", "POST"),
+        ("x-forwarded-email", "ceo@example.com"),
+        ("authorization", "Bearer junk"),
+    ];
+    let on = config(true);
+    let Decision::Allow {
+        mutations, audit, ..
+    } = decide(&on, "OPTIONS", "/api/2.0/sql/statements", &preflight, None)
+    else {
+        panic!("preflight refused");
+    };
+    assert_eq!(audit.rule.as_deref(), Some(CORS_PREFLIGHT_RULE));
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"authorization".to_string())
+    );
+    assert!(
+        mutations
+            .remove_headers
+            .contains(&"x-forwarded-email".to_string()),
+        "{:?}",
+        mutations.remove_headers
+    );
+    let not_preflight = decide(
+        &on,
+        "OPTIONS",
+        "/api/2.0/sql/statements",
+        &[("origin", "https://app.example")],
+        None,
+    );
+    assert_eq!(not_preflight.audit().reason, Some("missing_token"));
+    let off = decide(
+        &config(false),
+        "OPTIONS",
+        "/api/2.0/sql/statements",
+        &preflight[..2],
+        None,
+    );
+    assert_eq!(off.audit().reason, Some("missing_token"));
 }

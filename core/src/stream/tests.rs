@@ -498,7 +498,7 @@ fn a_failed_token_exchange_refuses_with_everything_held() {
 #[test]
 fn a_body_over_the_limit_is_refused_counted_and_audited() {
     let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
-    let big: &'static str = Box::leak("x".repeat(1_048_577).into_boxed_str());
+    let big: &'static str = Box::leak("x".repeat((16 << 20) + 1).into_boxed_str());
     let host = run(
         Setup::InlineKeys,
         headers("POST", CHAT, &member),

@@ -9,6 +9,7 @@ use super::super::{
 use super::upstream::compile_upstream;
 use super::{Result, in_range};
 use crate::alg::{Alg, KeyFamily};
+use crate::identity::grants::{Grant, GrantSource};
 use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
 
 pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provider> {
@@ -136,6 +137,8 @@ pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Re
         scope_claims,
         subject_claim: claim_name("subject", raw.claims.subject.as_ref(), "sub")?,
         groups_claim: claim_name("groups", raw.claims.groups.as_ref(), "groups")?,
+        roles_claim: claim_name("roles", raw.claims.roles.as_ref(), "roles")?,
+        grants: compile_grants(&format!("{field}.grants"), raw.grants.as_ref())?,
         upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref())?,
     })
 }
@@ -302,4 +305,35 @@ pub(super) fn is_header_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `grants`: each key `group:<name>`, `role:<name>` or `scope:<name>`, each value a non-empty
+/// list of scope names (the ones rules and the catalogue ask for).
+fn compile_grants(
+    field: &str,
+    raw: Option<&std::collections::BTreeMap<String, Vec<String>>>,
+) -> Result<Vec<Grant>> {
+    let mut grants = Vec::new();
+    for (key, scopes) in raw.into_iter().flatten() {
+        let field = format!("{field}.{key}");
+        let source = GrantSource::parse(key).ok_or_else(|| {
+            ConfigError::new(
+                &field,
+                "a grant key is group:<name>, role:<name> or scope:<name>",
+            )
+        })?;
+        let valid =
+            |s: &String| !s.is_empty() && s.len() <= 256 && !s.contains(char::is_whitespace);
+        if scopes.is_empty() || !scopes.iter().all(valid) {
+            return Err(ConfigError::new(
+                &field,
+                "must be a non-empty list of scope names without whitespace",
+            ));
+        }
+        grants.push(Grant {
+            source,
+            scopes: scopes.clone(),
+        });
+    }
+    Ok(grants)
 }

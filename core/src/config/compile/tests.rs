@@ -114,6 +114,42 @@ fn exchange_maps_sub_unless_told_otherwise() {
 fn bad_configs_name_the_field() {
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         (
+            "grant key without a kind",
+            with(
+                base(),
+                "/providers/idp/grants",
+                json!({"ml-engineers": ["mlflow"]}),
+            ),
+            "providers.idp.grants.ml-engineers",
+            "group:<name>, role:<name> or scope:<name>",
+        ),
+        (
+            "grant without scopes",
+            with(base(), "/providers/idp/grants", json!({"role:Reader": []})),
+            "providers.idp.grants.role:Reader",
+            "non-empty list",
+        ),
+        (
+            "the old sensitive-routes boolean",
+            with(
+                base(),
+                "/databricks",
+                json!({"route_catalogue": true, "allow_sensitive_routes": true}),
+            ),
+            "databricks.allow_sensitive_routes",
+            "replaced by databricks.enable_route_classes",
+        ),
+        (
+            "unknown route class",
+            with(
+                base(),
+                "/databricks",
+                json!({"route_catalogue": true, "enable_route_classes": ["tokens"]}),
+            ),
+            "databricks.enable_route_classes[0]",
+            "is not one of personal_access_tokens",
+        ),
+        (
             "unknown top-level field",
             with(base(), "/extra", json!(1)),
             "extra",
@@ -382,6 +418,17 @@ fn bad_configs_name_the_field() {
             with(base(), "/realm", json!("a\"b")),
             "realm",
             "printable",
+        ),
+        (
+            "service principal without scopes",
+            with(
+                base(),
+                "/providers/idp/upstream",
+                json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
+                       "client_id": "sp", "client_secret": "s"}),
+            ),
+            "providers.idp.upstream.scopes",
+            "required for service_principal",
         ),
         (
             "subject_claim outside exchange mode",

@@ -4,6 +4,7 @@ use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
 use super::{Result, in_range};
 use crate::databricks::DatabricksConfig;
+use crate::databricks::catalogue::RouteClass;
 use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
 use crate::jwks::FetchLocation;
 
@@ -89,6 +90,15 @@ pub(super) fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result
             })
         }
         "service_principal" => {
+            // A scoped OAuth secret not granted the requested scopes is refused by Databricks
+            // ("Scopes 'all-apis' are not assigned"): the operator states what the secret holds.
+            if raw.scopes.is_none() {
+                return Err(ConfigError::new(
+                    format!("{field}.scopes"),
+                    "required for service_principal: the scopes granted to the OAuth secret \
+                     (e.g. [\"all-apis\"], or the scoped secret's own list)",
+                ));
+            }
             let endpoint = endpoint()?;
             if endpoint.client_id.is_none() || endpoint.client_secret.is_none() {
                 return Err(ConfigError::new(
@@ -133,14 +143,37 @@ pub(super) fn compile_databricks(
             "must name at least one provider",
         ));
     }
+    if raw.allow_sensitive_routes.is_some() {
+        return Err(ConfigError::new(
+            "databricks.allow_sensitive_routes",
+            format!(
+                "replaced by databricks.enable_route_classes, a list of the classes to allow: {}",
+                RouteClass::ALL.map(RouteClass::name).join(", ")
+            ),
+        ));
+    }
+    let mut enabled_route_classes = Vec::new();
+    for (index, name) in raw.enable_route_classes.iter().flatten().enumerate() {
+        let class = RouteClass::from_name(name).ok_or_else(|| {
+            ConfigError::new(
+                format!("databricks.enable_route_classes[{index}]"),
+                format!(
+                    "{name:?} is not one of {}",
+                    RouteClass::ALL.map(RouteClass::name).join(", ")
+                ),
+            )
+        })?;
+        enabled_route_classes.push(class);
+    }
     Ok(Some(DatabricksConfig {
         route_catalogue: raw.route_catalogue,
-        allow_sensitive_routes: raw.allow_sensitive_routes,
+        enabled_route_classes,
         catalogue_providers,
         max_body_bytes: in_range(
             "databricks.max_body_bytes",
             raw.max_body_bytes,
-            1 << 20,
+            // Databricks' model-serving payload limit (foundation-model and agent endpoints: 4 MB).
+            16 << 20,
             1024,
             16 << 20,
         )? as usize,

@@ -1,0 +1,71 @@
+//! Every scope name the catalogue uses, with where Databricks defines it. Names Databricks
+//! does not define carry brickgate's `gw.` prefix; their source is this project's own docs.
+//! A test checks that every scope in the catalogue appears here.
+
+/// Databricks' scope reference pages (the per-API scope lists).
+pub const WORKSPACE_SCOPES: &str = "https://docs.databricks.com/api/workspace/scopes";
+pub const ACCOUNT_SCOPES: &str = "https://docs.databricks.com/api/account/scopes";
+/// `:read` (GET and HEAD), `:restricted-query` (sql only), and `sql:read:restricted-query`.
+pub const SCOPE_MODIFIERS: &str =
+    "https://docs.databricks.com/aws/en/dev-tools/auth/scope-modifiers";
+pub const APPS_AUTH: &str = "https://docs.databricks.com/aws/en/dev-tools/databricks-apps/auth";
+pub const MANAGED_MCP: &str = "https://docs.databricks.com/aws/en/generative-ai/mcp/managed-mcp";
+/// The Go SDK's scoped-profile test data names `jobs`, `pipelines`, `mlflow`, `iam:read`,
+/// `files:read`, `model-serving`, `clusters` as scopes a profile may request.
+pub const SDK_GO_SCOPES_TESTDATA: &str =
+    "databricks/databricks-sdk-go config/testdata/scopes/.databrickscfg";
+/// `CreateCustomAppIntegration.Scopes`: "all-apis, sql, offline_access, openid, profile, email".
+pub const SDK_GO_OAUTH2_MODEL: &str = "databricks/databricks-sdk-go service/oauth2/model.go";
+pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
+
+/// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
+/// cited to [`SCOPE_MODIFIERS`]; `all-apis:read` is the `:read` modifier on `all-apis`.
+pub const SCOPES: &[(&str, &str)] = &[
+    ("all-apis", SDK_GO_OAUTH2_MODEL),
+    ("sql", SDK_GO_OAUTH2_MODEL),
+    ("sql:restricted-query", SCOPE_MODIFIERS),
+    ("sql:read:restricted-query", SCOPE_MODIFIERS),
+    ("clusters", SCOPE_MODIFIERS),
+    ("dashboards", WORKSPACE_SCOPES),
+    ("access-management", WORKSPACE_SCOPES),
+    ("alerts", WORKSPACE_SCOPES),
+    ("apps", WORKSPACE_SCOPES),
+    ("authentication", ACCOUNT_SCOPES),
+    ("genie", MANAGED_MCP),
+    ("unity-catalog", MANAGED_MCP),
+    ("ai-search", MANAGED_MCP),
+    ("vector-search", APPS_AUTH),
+    ("model-serving", APPS_AUTH),
+    ("files", APPS_AUTH),
+    ("postgres", APPS_AUTH),
+    ("ai-gateway", APPS_AUTH),
+    ("scim", APPS_AUTH),
+    ("workspace.workspace", APPS_AUTH),
+    ("serving.serving-endpoints", APPS_AUTH),
+    ("dashboards.genie", APPS_AUTH),
+    ("files.files", APPS_AUTH),
+    ("jobs", SDK_GO_SCOPES_TESTDATA),
+    ("pipelines", SDK_GO_SCOPES_TESTDATA),
+    ("mlflow", SDK_GO_SCOPES_TESTDATA),
+    ("gw.compute-admin", GW_OWN),
+    ("gw.workspace-admin", GW_OWN),
+    ("gw.command-execution", GW_OWN),
+    ("gw.feature-store", GW_OWN),
+    ("gw.repos", GW_OWN),
+    ("gw.secrets", GW_OWN),
+    ("gw.dbfs", GW_OWN),
+];
+
+/// The source of a scope name, modifiers included (`clusters:read` → the `clusters` source and
+/// the modifiers page).
+pub fn source(scope: &str) -> Option<String> {
+    if let Some((_, source)) = SCOPES.iter().find(|(name, _)| *name == scope) {
+        return Some(source.to_string());
+    }
+    let base = scope.strip_suffix(":read")?;
+    let (_, base_source) = SCOPES.iter().find(|(name, _)| *name == base)?;
+    if *base_source == SCOPE_MODIFIERS {
+        return Some(SCOPE_MODIFIERS.to_string());
+    }
+    Some(format!("{base_source}; {SCOPE_MODIFIERS}"))
+}
