@@ -72,8 +72,8 @@ def start_envoy(envoy_bin, tmp_path_factory):
     """Factory: start an Envoy for a bootstrap dict; every one is stopped at the end of the session."""
     started = []
 
-    def start(config: dict, name: str, concurrency: int = 2) -> EnvoyProcess:
-        envoy = EnvoyProcess(envoy_bin, config, tmp_path_factory.mktemp(name), concurrency=concurrency).start()
+    def start(config: dict, name: str, concurrency: int = 2, env: dict | None = None) -> EnvoyProcess:
+        envoy = EnvoyProcess(envoy_bin, config, tmp_path_factory.mktemp(name), concurrency=concurrency, env=env).start()
         started.append(envoy)
         RUNNING_ENVOYS.append(envoy)
         return envoy

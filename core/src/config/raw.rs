@@ -18,6 +18,11 @@ pub struct RawConfig {
     #[serde(default)]
     pub performance: RawPerformance,
     pub databricks: Option<RawDatabricks>,
+    /// `enforce` (default) or `dry_run`: report refusals instead of sending them.
+    pub mode: Option<String>,
+    /// Development only: accept secrets written into the configuration itself.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,6 +46,8 @@ pub struct RawUpstream {
     pub scopes: Option<Vec<String>>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// The environment variable (handed to the VM) that holds the client secret.
+    pub client_secret_env: Option<String>,
     pub timeout_ms: Option<u64>,
     pub subject_claim: Option<String>,
 }
@@ -72,6 +79,7 @@ pub struct RawProvider {
     #[serde(default)]
     pub claims: RawClaims,
     pub upstream: Option<RawUpstream>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +128,7 @@ pub struct RawRule {
     pub allow_anonymous: bool,
     pub providers: Option<Vec<String>>,
     pub require: Option<RawRequire>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,12 +6,18 @@ use super::super::raw::{RawJwks, RawProvider, RawRemoteJwks, RawTokenSource};
 use super::super::{
     ConfigError, IdpKind, JwksLocation, JwksSource, Provider, RemoteJwks, TokenSource,
 };
+use super::secrets::Secrets;
 use super::upstream::compile_upstream;
 use super::{Result, in_range};
 use crate::alg::{Alg, KeyFamily};
 use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
 
-pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provider> {
+pub(super) fn compile_provider(
+    field: &str,
+    name: &str,
+    raw: &RawProvider,
+    secrets: Secrets<'_>,
+) -> Result<Provider> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -136,7 +142,11 @@ pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Re
         scope_claims,
         subject_claim: claim_name("subject", raw.claims.subject.as_ref(), "sub")?,
         groups_claim: claim_name("groups", raw.claims.groups.as_ref(), "groups")?,
-        upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref())?,
+        upstream: compile_upstream(
+            &format!("{field}.upstream"),
+            raw.upstream.as_ref(),
+            secrets,
+        )?,
     })
 }
 

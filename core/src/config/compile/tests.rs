@@ -389,7 +389,7 @@ fn bad_configs_name_the_field() {
                 base(),
                 "/providers/idp/upstream",
                 json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                       "client_id": "sp", "client_secret": "s", "subject_claim": "email"}),
+                       "client_id": "sp", "client_secret_env": "SP_SECRET", "subject_claim": "email"}),
             ),
             "providers.idp.upstream.subject_claim",
             "only for mode exchange",
