@@ -9,7 +9,11 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     };
     let config = load_config(path)?;
     println!("configuration {path} is valid");
-    let top = if config.dry_run.everything { "dry_run" } else { "enforce" };
+    let top = if config.dry_run.everything {
+        "dry_run"
+    } else {
+        "enforce"
+    };
     println!("mode: {top}, realm {:?}", config.realm);
     println!("providers:");
     for index in 0..config.providers.len() {
@@ -22,7 +26,11 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     println!(
         "rules, first match wins ({} rules{}):",
         config.rules.len(),
-        if catalogue { ", Databricks route catalogue included" } else { "" }
+        if catalogue {
+            ", Databricks route catalogue included"
+        } else {
+            ""
+        }
     );
     for (index, rule) in config.rules.iter().enumerate() {
         println!("{}", describe::rule(&config, index, rule));

@@ -8,7 +8,9 @@ pub fn pattern(pattern: &PathPattern) -> String {
     match pattern {
         PathPattern::Exact(path) => format!("path {path}"),
         PathPattern::Prefix(prefix) => format!("prefix {prefix}"),
-        PathPattern::ServingEndpoint(segment) => format!("serving endpoint {}", segment_text(segment)),
+        PathPattern::ServingEndpoint(segment) => {
+            format!("serving endpoint {}", segment_text(segment))
+        }
         PathPattern::Template { segments, any_tail } => {
             let mut text: String = segments
                 .iter()
@@ -58,7 +60,10 @@ pub fn requirement(require: &Requirement) -> String {
         ));
     }
     if !require.groups_any.is_empty() {
-        parts.push(format!("any of groups [{}]", list(require.groups_any.clone())));
+        parts.push(format!(
+            "any of groups [{}]",
+            list(require.groups_any.clone())
+        ));
     }
     if parts.is_empty() {
         "a verified token".to_string()
@@ -101,17 +106,20 @@ pub fn provider(config: &Config, index: usize) -> String {
     let keys = match &p.jwks {
         JwksSource::Inline(keys) => format!("inline keys [{}]", keys.kids().join(", ")),
         JwksSource::Remote(remote) => match &remote.location {
-            JwksLocation::Fixed(at) => format!("keys from {}{} via cluster {}", at.authority, at.path, remote.cluster),
+            JwksLocation::Fixed(at) => format!(
+                "keys from {}{} via cluster {}",
+                at.authority, at.path, remote.cluster
+            ),
             JwksLocation::Discover { issuer } => format!(
                 "keys discovered from {}{} via cluster {}",
                 issuer.authority, issuer.path, remote.cluster
             ),
         },
     };
-    let audiences = p
-        .audiences
-        .as_ref()
-        .map_or_else(|| "any audience".to_string(), |a| format!("audiences [{}]", a.join(", ")));
+    let audiences = p.audiences.as_ref().map_or_else(
+        || "any audience".to_string(),
+        |a| format!("audiences [{}]", a.join(", ")),
+    );
     let algorithms: Vec<&str> = p.algorithms.iter().map(|a| a.name()).collect();
     let upstream = match &p.upstream {
         UpstreamMode::PassThrough => "pass_through",

@@ -14,7 +14,9 @@ use brickgate_core::identity::fingerprint;
 use brickgate_core::jwks::{Availability, JwksStore};
 use brickgate_core::policy::{Access, Bindings, Rule, match_rule, normalize_path};
 use brickgate_core::token::UnverifiedJwt;
-use brickgate_core::verify::claims::{check_audience, check_lifetime, format_time, string_claim, string_list, token_times};
+use brickgate_core::verify::claims::{
+    check_audience, check_lifetime, format_time, string_claim, string_list, token_times,
+};
 use brickgate_core::verify::{InWasmVerifier, verify_for_provider};
 
 use crate::args::{Args, load_config, read_file};
@@ -27,7 +29,11 @@ impl Line {
         println!("  ok    {what:<12} {}", detail.as_ref());
     }
     fn fail(what: &str, error: &AuthError) {
-        println!("  FAIL  {what:<12} {} ({})", error.detail, error.reason.as_str());
+        println!(
+            "  FAIL  {what:<12} {} ({})",
+            error.detail,
+            error.reason.as_str()
+        );
     }
     fn info(what: &str, detail: impl AsRef<str>) {
         println!("        {what:<12} {}", detail.as_ref());
@@ -53,9 +59,14 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     let mut config = load_config(args.required("config")?)?;
     let token = read_token(args.required("token")?)?;
     let method = args.flag("method").unwrap_or("GET").to_ascii_uppercase();
-    let body = args.flag("body").map(|f| read_file(f, "body")).transpose()?;
+    let body = args
+        .flag("body")
+        .map(|f| read_file(f, "body"))
+        .transpose()?;
     let now_s = match args.flag("now") {
-        Some(now) => now.parse::<u64>().map_err(|_| format!("--now {now:?} is not Unix seconds"))?,
+        Some(now) => now
+            .parse::<u64>()
+            .map_err(|_| format!("--now {now:?} is not Unix seconds"))?,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|e| format!("clock: {e}"))?
@@ -66,12 +77,23 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         keys::use_file(&mut config, jwks)?;
     }
 
-    println!("request: {method} {path} (token fingerprint {})", fingerprint(&token));
+    println!(
+        "request: {method} {path} (token fingerprint {})",
+        fingerprint(&token)
+    );
     let (store, key_lines) = keys::fetch_all(&config, now_ms);
     for line in key_lines {
         println!("  {line}");
     }
-    let headers = trace(&config, &store, &method, path, &token, body.as_deref(), now_s);
+    let headers = trace(
+        &config,
+        &store,
+        &method,
+        path,
+        &token,
+        body.as_deref(),
+        now_s,
+    );
     verdict(config, &store, &method, path, &headers, body, now_ms)
 }
 
@@ -85,7 +107,8 @@ fn read_token(given: &str) -> Result<String, String> {
             .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
         text
     } else if let Some(file) = given.strip_prefix('@') {
-        String::from_utf8(read_file(file, "token")?).map_err(|_| "the token file is not UTF-8".to_string())?
+        String::from_utf8(read_file(file, "token")?)
+            .map_err(|_| "the token file is not UTF-8".to_string())?
     } else {
         given.to_string()
     };
@@ -123,22 +146,30 @@ fn trace(
             return headers;
         }
     };
-    let limit = config.databricks.as_ref().map_or(1 << 20, |d| d.max_body_bytes);
+    let limit = config
+        .databricks
+        .as_ref()
+        .map_or(1 << 20, |d| d.max_body_bytes);
     let model = match body {
-        Some(body) if serving::is_openai_route(method, &normalized.path) => match serving::model_from_body(body, limit) {
-            Ok(model) => Some(model),
-            Err(error) => {
-                Line::fail("body", &error);
-                return headers;
+        Some(body) if serving::is_openai_route(method, &normalized.path) => {
+            match serving::model_from_body(body, limit) {
+                Ok(model) => Some(model),
+                Err(error) => {
+                    Line::fail("body", &error);
+                    return headers;
+                }
             }
-        },
+        }
         _ => None,
     };
     let endpoint = serving::endpoint(method, &normalized.path, model.as_deref());
     let (rule, bindings) = match match_rule(&config.rules, method, &normalized.path, endpoint) {
         Ok(Some(found)) => found,
         Ok(None) => {
-            Line::info("rule", format!("no rule matches {method} {}", normalized.path));
+            Line::info(
+                "rule",
+                format!("no rule matches {method} {}", normalized.path),
+            );
             return headers;
         }
         Err(conflict) => {
@@ -148,7 +179,13 @@ fn trace(
     };
     Line::pass(
         "rule",
-        format!("{} ({} {}): {}", rule.name, describe::methods(rule), describe::pattern(&rule.pattern), describe::access(config, rule)),
+        format!(
+            "{} ({} {}): {}",
+            rule.name,
+            describe::methods(rule),
+            describe::pattern(&rule.pattern),
+            describe::access(config, rule)
+        ),
     );
     let Access::Token { providers, require } = &rule.access else {
         return headers;
@@ -161,7 +198,13 @@ fn trace(
 
 /// The request as a client of this rule sends it: the token where the first of the rule's
 /// providers' token sources reads it.
-fn place_token(config: &Config, providers: &[usize], method: &str, path: &str, token: &str) -> Vec<(String, String)> {
+fn place_token(
+    config: &Config,
+    providers: &[usize],
+    method: &str,
+    path: &str,
+    token: &str,
+) -> Vec<(String, String)> {
     let source = providers
         .iter()
         .filter_map(|i| config.providers.get(*i))
@@ -171,21 +214,42 @@ fn place_token(config: &Config, providers: &[usize], method: &str, path: &str, t
     match source {
         Some(TokenSource::Query { param }) => {
             let joiner = if path.contains('?') { '&' } else { '?' };
-            headers.push((":path".to_string(), format!("{path}{joiner}{param}={token}")));
+            headers.push((
+                ":path".to_string(),
+                format!("{path}{joiner}{param}={token}"),
+            ));
             Line::info("credential", format!("sent in query parameter {param}"));
         }
         Some(TokenSource::Header { name, prefix }) => {
             headers.push((":path".to_string(), path.to_string()));
             let prefix = prefix.clone().unwrap_or_default();
             headers.push((name.clone(), format!("{prefix}{token}")));
-            Line::info("credential", format!("sent in header {name}{}", if prefix.is_empty() { String::new() } else { format!(" ({})", prefix.trim()) }));
+            Line::info(
+                "credential",
+                format!(
+                    "sent in header {name}{}",
+                    if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", prefix.trim())
+                    }
+                ),
+            );
         }
         None => headers.push((":path".to_string(), path.to_string())),
     }
     headers
 }
 
-fn token_checks(config: &Config, store: &JwksStore, rule: &Rule, providers: &[usize], bindings: &Bindings, token: &str, now: u64) {
+fn token_checks(
+    config: &Config,
+    store: &JwksStore,
+    rule: &Rule,
+    providers: &[usize],
+    bindings: &Bindings,
+    token: &str,
+    now: u64,
+) {
     let jwt = match UnverifiedJwt::parse(token) {
         Ok(jwt) => jwt,
         Err(error) => {
@@ -195,65 +259,142 @@ fn token_checks(config: &Config, store: &JwksStore, rule: &Rule, providers: &[us
     };
     Line::pass(
         "token",
-        format!("JWT alg {} kid {} typ {}", jwt.header.alg, jwt.header.kid.as_deref().unwrap_or("-"), jwt.header.typ.as_deref().unwrap_or("-")),
+        format!(
+            "JWT alg {} kid {} typ {}",
+            jwt.header.alg,
+            jwt.header.kid.as_deref().unwrap_or("-"),
+            jwt.header.typ.as_deref().unwrap_or("-")
+        ),
     );
     let iss = string_claim(&jwt.claims, "iss");
-    let accepted: Vec<(usize, &Provider)> = providers.iter().filter_map(|i| config.providers.get(*i).map(|p| (*i, p))).collect();
+    let accepted: Vec<(usize, &Provider)> = providers
+        .iter()
+        .filter_map(|i| config.providers.get(*i).map(|p| (*i, p)))
+        .collect();
     let issuers: Vec<&str> = accepted.iter().map(|(_, p)| p.issuer.as_str()).collect();
-    let Some((index, provider)) = accepted.iter().find(|(_, p)| Some(&p.issuer) == iss.as_ref()).copied() else {
-        Line::info("issuer", format!("FAIL iss {:?} is not one of [{}] (issuer_not_accepted)", iss.unwrap_or_default(), issuers.join(", ")));
+    let Some((index, provider)) = accepted
+        .iter()
+        .find(|(_, p)| Some(&p.issuer) == iss.as_ref())
+        .copied()
+    else {
+        Line::info(
+            "issuer",
+            format!(
+                "FAIL iss {:?} is not one of [{}] (issuer_not_accepted)",
+                iss.unwrap_or_default(),
+                issuers.join(", ")
+            ),
+        );
         return;
     };
-    Line::pass("issuer", format!("iss {} -> provider {}", provider.issuer, provider.name));
+    Line::pass(
+        "issuer",
+        format!("iss {} -> provider {}", provider.issuer, provider.name),
+    );
     let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
     let alg_ok = algorithms.contains(&jwt.header.alg.as_str());
     let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
     let mut ok = alg_ok;
-    if alg_ok { Line::pass("algorithm", alg_line) } else { Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)")) }
+    if alg_ok {
+        Line::pass("algorithm", alg_line)
+    } else {
+        Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
+    }
     if provider.require_typ {
-        Line::info("typ", format!("{:?}, at+jwt required", jwt.header.typ.as_deref().unwrap_or("")));
+        Line::info(
+            "typ",
+            format!(
+                "{:?}, at+jwt required",
+                jwt.header.typ.as_deref().unwrap_or("")
+            ),
+        );
     }
     let times = token_times(&jwt.claims).map(|t| {
         let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
         format!(
             "now {}; exp {}, nbf {}, iat {}; skew {} s, lifetime at most {} s",
-            format_time(now), format_time(t.exp), show(t.nbf), show(t.iat), provider.clock_skew_s, provider.max_lifetime_s
+            format_time(now),
+            format_time(t.exp),
+            show(t.nbf),
+            show(t.iat),
+            provider.clock_skew_s,
+            provider.max_lifetime_s
         )
     });
-    let lifetime = check_lifetime(&jwt.claims, now, provider.clock_skew_s, provider.max_lifetime_s);
+    let lifetime = check_lifetime(
+        &jwt.claims,
+        now,
+        provider.clock_skew_s,
+        provider.max_lifetime_s,
+    );
     ok &= Line::check("time", lifetime.and(times));
-    let aud = jwt.claims.get("aud").map_or("none".to_string(), |v| v.to_string());
+    let aud = jwt
+        .claims
+        .get("aud")
+        .map_or("none".to_string(), |v| v.to_string());
     match &provider.audiences {
         Some(audiences) => {
-            let result = check_audience(&jwt.claims, audiences).map(|()| format!("aud {aud} holds one of [{}]", audiences.join(", ")));
+            let result = check_audience(&jwt.claims, audiences)
+                .map(|()| format!("aud {aud} holds one of [{}]", audiences.join(", ")));
             if let Err(error) = &result {
                 ok = false;
                 Line::fail("audience", error);
-                Line::info("", format!("token aud {aud}; expected one of [{}]", audiences.join(", ")));
+                Line::info(
+                    "",
+                    format!(
+                        "token aud {aud}; expected one of [{}]",
+                        audiences.join(", ")
+                    ),
+                );
             } else {
                 Line::check("audience", result);
             }
         }
-        None => Line::pass("audience", format!("aud {aud} (provider accepts any audience)")),
+        None => Line::pass(
+            "audience",
+            format!("aud {aud} (provider accepts any audience)"),
+        ),
     }
     let keys = match store.availability(index, now * 1000) {
         Availability::Ready(keys) | Availability::Stale(keys) => {
-            Line::pass("keys", format!("provider {} has [{}]", provider.name, keys.kids().join(", ")));
+            Line::pass(
+                "keys",
+                format!(
+                    "provider {} has [{}]",
+                    provider.name,
+                    keys.kids().join(", ")
+                ),
+            );
             Ok(keys)
         }
-        Availability::Cold => Err(AuthError::new(brickgate_core::error::Reason::KeysUnavailable, format!("no keys for provider {}", provider.name))),
-        Availability::Expired(why) => Err(AuthError::new(brickgate_core::error::Reason::KeysUnavailable, why)),
+        Availability::Cold => Err(AuthError::new(
+            brickgate_core::error::Reason::KeysUnavailable,
+            format!("no keys for provider {}", provider.name),
+        )),
+        Availability::Expired(why) => Err(AuthError::new(
+            brickgate_core::error::Reason::KeysUnavailable,
+            why,
+        )),
     };
     if !ok {
-        Line::info("signature", "not checked: the plugin stops at the first failed check");
+        Line::info(
+            "signature",
+            "not checked: the plugin stops at the first failed check",
+        );
         return;
     }
-    let signature = verify_for_provider(provider, &jwt, keys, now, &InWasmVerifier)
-        .map(|alg| format!("{alg} signature verifies with key {}", jwt.header.kid.as_deref().unwrap_or("(no kid)")));
+    let signature = verify_for_provider(provider, &jwt, keys, now, &InWasmVerifier).map(|alg| {
+        format!(
+            "{alg} signature verifies with key {}",
+            jwt.header.kid.as_deref().unwrap_or("(no kid)")
+        )
+    });
     if !Line::check("signature", signature) {
         return;
     }
-    let Access::Token { require, .. } = &rule.access else { return };
+    let Access::Token { require, .. } = &rule.access else {
+        return;
+    };
     let mut scopes: Vec<String> = Vec::new();
     for claim in &provider.scope_claims {
         for scope in string_list(&jwt.claims, claim) {
@@ -263,7 +404,15 @@ fn token_checks(config: &Config, store: &JwksStore, rule: &Rule, providers: &[us
         }
     }
     let groups = string_list(&jwt.claims, &provider.groups_claim);
-    Line::info("token has", format!("scopes [{}] (claims {}), groups [{}]", scopes.join(" "), provider.scope_claims.join(", "), groups.join(" ")));
+    Line::info(
+        "token has",
+        format!(
+            "scopes [{}] (claims {}), groups [{}]",
+            scopes.join(" "),
+            provider.scope_claims.join(", "),
+            groups.join(" ")
+        ),
+    );
     let requirement = require
         .check(&rule.name, bindings, &scopes, &groups)
         .map(|()| format!("requires {}", describe::requirement(require)));
@@ -279,11 +428,21 @@ fn verdict(
     body: Option<Vec<u8>>,
     now_ms: u64,
 ) -> Result<Outcome, String> {
-    let path = headers.iter().find(|(n, _)| n == ":path").map_or(path, |(_, v)| v.as_str()).to_string();
+    let path = headers
+        .iter()
+        .find(|(n, _)| n == ":path")
+        .map_or(path, |(_, v)| v.as_str())
+        .to_string();
     let engine = Engine::new(config, Box::new(InWasmVerifier));
     let mut cache = TokenCache::new(0, 4096);
     let decide = |body: Option<&[u8]>, cache: &mut TokenCache| {
-        let request = Request { method, path: &path, headers, body, fingerprint: true };
+        let request = Request {
+            method,
+            path: &path,
+            headers,
+            body,
+            fingerprint: true,
+        };
         engine.decide(&request, store, cache, now_ms)
     };
     let mut decision = decide(body.as_deref(), &mut cache);
@@ -301,7 +460,11 @@ fn verdict(
             println!("  body: {}", String::from_utf8_lossy(&response.body));
             Outcome::Refused
         }
-        Decision::Allow { mutations, upstream, audit } => {
+        Decision::Allow {
+            mutations,
+            upstream,
+            audit,
+        } => {
             if audit.decision == WOULD_DENY {
                 println!(
                     "  would_deny (dry-run): would answer HTTP {} ({}); the request goes on",

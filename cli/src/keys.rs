@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use brickgate_core::config::{Config, JwksSource};
 use brickgate_core::jwks::schedule::max_age;
-use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, KeyOrigin, StoreEvent, parse_jwks};
+use brickgate_core::jwks::{
+    FetchOutcome, FetchRequest, JwksStore, KeyOrigin, StoreEvent, parse_jwks,
+};
 use brickgate_core::shared_data::InMemorySharedData;
 
 use crate::args::read_file;
@@ -53,7 +55,8 @@ pub fn fetch_all(config: &Config, now_ms: u64) -> (JwksStore, Vec<String>) {
 /// configuration allows it only there), https otherwise.
 fn url(fetch: &FetchRequest) -> String {
     let host = fetch.authority.split(':').next().unwrap_or_default();
-    let loopback = host == "localhost" || host.starts_with("127.") || fetch.authority.starts_with("[::1]");
+    let loopback =
+        host == "localhost" || host.starts_with("127.") || fetch.authority.starts_with("[::1]");
     let scheme = if loopback { "http" } else { "https" };
     format!("{scheme}://{}{}", fetch.authority, fetch.path)
 }
@@ -93,15 +96,30 @@ fn get(store: &JwksStore, fetch: &FetchRequest) -> FetchOutcome {
 }
 
 fn describe_events(config: &Config, events: &[StoreEvent]) -> Vec<String> {
-    let name = |i: &usize| config.providers.get(*i).map_or("?", |p| p.name.as_str()).to_string();
+    let name = |i: &usize| {
+        config
+            .providers
+            .get(*i)
+            .map_or("?", |p| p.name.as_str())
+            .to_string()
+    };
     events
         .iter()
         .filter_map(|event| match event {
-            StoreEvent::KeysChanged { provider, added, skipped, .. } => Some(format!(
+            StoreEvent::KeysChanged {
+                provider,
+                added,
+                skipped,
+                ..
+            } => Some(format!(
                 "keys: provider {}: fetched [{}]{}",
                 name(provider),
                 added.join(", "),
-                if skipped.is_empty() { String::new() } else { format!(", skipped [{}]", skipped.join(", ")) }
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", skipped [{}]", skipped.join(", "))
+                }
             )),
             StoreEvent::FetchFailed { provider, why } => {
                 Some(format!("keys: provider {}: {why}", name(provider)))

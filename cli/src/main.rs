@@ -10,9 +10,9 @@
 
 mod args;
 mod check;
+mod describe;
 mod explain;
 mod keys;
-mod describe;
 mod route;
 
 use std::process::ExitCode;
@@ -33,10 +33,11 @@ exit codes: 0 allowed (check: the configuration is valid), 1 refused, 2 bad inpu
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    let rest = argv.get(1..).unwrap_or_default();
     let result = match argv.first().map(String::as_str) {
-        Some("check") => args::parse(&argv[1..]).and_then(|a| check::run(&a)),
-        Some("explain") => args::parse(&argv[1..]).and_then(|a| explain::run(&a)),
-        Some("route") => args::parse(&argv[1..]).and_then(|a| route::run(&a)),
+        Some("check") => args::parse(rest).and_then(|a| check::run(&a)),
+        Some("explain") => args::parse(rest).and_then(|a| explain::run(&a)),
+        Some("route") => args::parse(rest).and_then(|a| route::run(&a)),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

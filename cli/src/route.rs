@@ -25,7 +25,10 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         None => Config::from_json(CATALOGUE_ONLY.as_bytes())
             .map_err(|e| format!("built-in catalogue: {e}"))?,
     };
-    let body = args.flag("body").map(|f| read_file(f, "body")).transpose()?;
+    let body = args
+        .flag("body")
+        .map(|f| read_file(f, "body"))
+        .transpose()?;
     let method = method.to_ascii_uppercase();
     let normalized = match normalize_path(path) {
         Ok(normalized) => normalized,
@@ -35,7 +38,10 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         }
     };
     println!("canonical path: {}", normalized.path);
-    let limit = config.databricks.as_ref().map_or(1 << 20, |d| d.max_body_bytes);
+    let limit = config
+        .databricks
+        .as_ref()
+        .map_or(1 << 20, |d| d.max_body_bytes);
     let model = match &body {
         Some(body) if serving::is_openai_route(&method, &normalized.path) => {
             Some(serving::model_from_body(body, limit).map_err(|e| e.detail)?)
@@ -55,10 +61,18 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         }
     };
     let Some((rule, bindings)) = chosen else {
-        println!("no rule matches {method} {}: refused (no_matching_rule)", normalized.path);
+        println!(
+            "no rule matches {method} {}: refused (no_matching_rule)",
+            normalized.path
+        );
         return Ok(Outcome::Refused);
     };
-    println!("rule: {} ({} {})", rule.name, describe::methods(rule), describe::pattern(&rule.pattern));
+    println!(
+        "rule: {} ({} {})",
+        rule.name,
+        describe::methods(rule),
+        describe::pattern(&rule.pattern)
+    );
     for (name, value) in &bindings {
         println!("  binds {{{name}}} = {value}");
     }
@@ -73,7 +87,10 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         }
         Access::Token { providers, require } => {
             let render = |list: &[brickgate_core::policy::ScopeTemplate]| {
-                list.iter().map(|s| s.render(&bindings)).collect::<Vec<_>>().join(" ")
+                list.iter()
+                    .map(|s| s.render(&bindings))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             };
             println!(
                 "needs: a token from [{}]",

@@ -1,7 +1,7 @@
 //! Raw DTOs → validated domain types. Every check names the field it concerns.
 
-use super::raw::{RawConfig, RawIdentity};
 use super::dry_run::{DryRun, parse_mode};
+use super::raw::{RawConfig, RawIdentity};
 use super::{Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
 use crate::policy::PathPattern;

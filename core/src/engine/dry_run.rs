@@ -40,10 +40,7 @@ impl Engine {
     /// it, less the identity headers only brickgate may set.
     pub(super) fn unverified_passage(&self, request: &Request<'_>) -> Mutations {
         let mut mutations = Mutations {
-            remove_headers: headers_to_strip(
-                request.headers,
-                &self.config.identity.header_prefix,
-            ),
+            remove_headers: headers_to_strip(request.headers, &self.config.identity.header_prefix),
             ..Mutations::default()
         };
         if self.config.databricks.is_some() {

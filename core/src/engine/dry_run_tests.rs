@@ -64,7 +64,9 @@ fn decide(engine: &(Engine, JwksStore), path: &str, token: Option<&str>) -> Deci
 }
 
 /// (decision, reason, status, identity header set, client's forged header stripped)
-fn outcome(decision: &Decision) -> (&'static str, Option<&'static str>, u32, bool, bool) {
+type Outcome = (&'static str, Option<&'static str>, u32, bool, bool);
+
+fn outcome(decision: &Decision) -> Outcome {
     let audit = decision.audit();
     let (identity, stripped) = match decision {
         Decision::Allow { mutations, .. } => (
@@ -79,7 +81,13 @@ fn outcome(decision: &Decision) -> (&'static str, Option<&'static str>, u32, boo
         ),
         _ => (false, false),
     };
-    (audit.decision, audit.reason, audit.status, identity, stripped)
+    (
+        audit.decision,
+        audit.reason,
+        audit.status,
+        identity,
+        stripped,
+    )
 }
 
 #[test]
@@ -90,7 +98,7 @@ fn reported_refusals_go_through_with_their_reason_and_identity_only_when_verifie
     let trial_forged = token("https://trial.test", "api", "attacker");
     let strict_forged = token("https://strict.test", "api", "attacker");
     #[rustfmt::skip]
-    let cases: [(&str, &str, Option<&str>, (&str, Option<&str>, u32, bool, bool)); 9] = [
+    let cases: [(&str, &str, Option<&str>, Outcome); 9] = [
         // rule new-policy reports: verified but lacking the scope → identity headers set
         ("enforce", "/new/x", Some(&strict_no_scope), ("would_deny", Some("insufficient_scope"), 403, true, true)),
         ("enforce", "/new/x", Some(&good_new), ("allow", None, 200, true, true)),
@@ -111,7 +119,10 @@ fn reported_refusals_go_through_with_their_reason_and_identity_only_when_verifie
         let decision = decide(&engine, path, token);
         assert_eq!(outcome(&decision), expected, "{top} {path}");
         if expected.0 == "would_deny" {
-            let Decision::Allow { upstream, audit, .. } = &decision else {
+            let Decision::Allow {
+                upstream, audit, ..
+            } = &decision
+            else {
                 panic!("a reported refusal is a passage");
             };
             assert_eq!(*upstream, UpstreamAction::Forward);
@@ -132,7 +143,10 @@ fn hygiene_refusals_are_enforced_even_in_dry_run() {
 fn a_bad_mode_names_its_field() {
     for (config, field) in [
         (json!({"mode": "audit"}), "mode"),
-        (json!({"rules": [{"match": {"prefix": "/"}, "providers": ["p"], "mode": "dryrun"}]}), "rules[0].mode"),
+        (
+            json!({"rules": [{"match": {"prefix": "/"}, "providers": ["p"], "mode": "dryrun"}]}),
+            "rules[0].mode",
+        ),
     ] {
         let mut base = json!({
             "providers": {"p": {"issuer": "https://p.test", "audiences": ["api"],

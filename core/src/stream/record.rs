@@ -112,9 +112,17 @@ mod tests {
             provider: Some("p".into()),
             ..AuditRecord::default()
         };
-        let counted = |record: Record| record.counters().map(|c| c.into_owned()).collect::<Vec<_>>();
+        let counted = |record: Record| {
+            record
+                .counters()
+                .map(|c| c.into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            counted(Record::allowed(audit("would_deny", Some("expired")), vec![])),
+            counted(Record::allowed(
+                audit("would_deny", Some("expired")),
+                vec![]
+            )),
             ["brickgate.would_deny", "brickgate.would_deny.expired"]
         );
         assert_eq!(

@@ -142,11 +142,7 @@ pub(super) fn compile_provider(
         scope_claims,
         subject_claim: claim_name("subject", raw.claims.subject.as_ref(), "sub")?,
         groups_claim: claim_name("groups", raw.claims.groups.as_ref(), "groups")?,
-        upstream: compile_upstream(
-            &format!("{field}.upstream"),
-            raw.upstream.as_ref(),
-            secrets,
-        )?,
+        upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref(), secrets)?,
     })
 }
 

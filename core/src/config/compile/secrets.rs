@@ -134,7 +134,10 @@ mod tests {
                 (Err(error), Err((field, problem))) => {
                     assert_eq!(error.field, field, "{secret}");
                     assert!(error.to_string().contains(problem), "{error}");
-                    assert!(!error.to_string().contains(SECRET), "errors never show the value");
+                    assert!(
+                        !error.to_string().contains(SECRET),
+                        "errors never show the value"
+                    );
                 }
                 (result, expected) => panic!("{secret}: {result:?} vs {expected:?}"),
             }
@@ -145,7 +148,8 @@ mod tests {
     fn exchange_mode_takes_no_secret_from_anywhere() {
         let upstream = json!({"mode": "exchange", "cluster": "ws", "workspace_url": "https://ws.example",
                               "client_secret_env": "SP_SECRET"});
-        let error = Config::from_json_with_env(config(upstream, false).as_bytes(), &env).unwrap_err();
+        let error =
+            Config::from_json_with_env(config(upstream, false).as_bytes(), &env).unwrap_err();
         assert_eq!(error.field, "providers.idp.upstream.client_secret");
     }
 }
