@@ -23,7 +23,8 @@ ACCESS_LOG_FORMAT = "[access] %REQ(:METHOD)% %PATH(NQ)% -> %RESPONSE_CODE% reaso
 # /config_dump shows): Envoy hands these over from its own environment (`host_env_keys`). Every
 # listener lists the same keys, so all of them keep sharing the one VM `brickgate`.
 VM_SECRET_ENV = "BRICKGATE_E2E_SP_SECRET"
-VM_ENVIRONMENT = {"host_env_keys": [VM_SECRET_ENV]}
+VM_HMAC_JWKS_ENV = "BRICKGATE_E2E_HMAC_JWKS"  # an HS256 key is a secret too (jwks.inline_env)
+VM_ENVIRONMENT = {"host_env_keys": [VM_SECRET_ENV, VM_HMAC_JWKS_ENV]}
 
 # Hot-restart shared memory is keyed by base id: derive it from our pid so parallel runs never clash.
 _base_ids = itertools.count(os.getpid() * 16)

@@ -15,7 +15,7 @@ import pytest
 from devstack.httpbase import running
 from devstack.idp import DEMO_CLIENTS, make_idp
 from devstack.token import fetch_token
-from plugin_configs import AUDIENCE, main_config
+from plugin_configs import AUDIENCE, VM_ENV, main_config
 from token_factory import TokenFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,7 +23,9 @@ CLI = os.environ.get("BRICKGATE_CLI", str(REPO / "target" / "release" / "brickga
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, input=stdin, timeout=30)
+    # Secrets named by `*_env` fields (the HMAC provider's JWKS) come from the tool's environment.
+    return subprocess.run([CLI, *args], capture_output=True, text=True, input=stdin, timeout=30,
+                          env={**os.environ, **VM_ENV})
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def stack(tmp_path_factory):
         pytest.fail(f"no brickgate binary at {CLI}: run `make cli` (or set BRICKGATE_CLI)")
     with running(make_idp(0, audience=AUDIENCE)) as idp:
         config = tmp_path_factory.mktemp("cli") / "brickgate.json"
-        config.write_text(json.dumps({**main_config(idp.issuer, idp.port), "allow_inline_secrets": True}))
+        config.write_text(json.dumps(main_config(idp.issuer, idp.port)))
         yield idp, config
 
 

@@ -86,6 +86,8 @@ pub struct RawProvider {
 #[serde(deny_unknown_fields)]
 pub struct RawJwks {
     pub inline: Option<serde_json::Value>,
+    /// The environment variable (handed to the VM) holding an inline JWKS with secret keys.
+    pub inline_env: Option<String>,
     pub remote: Option<RawRemoteJwks>,
 }
 

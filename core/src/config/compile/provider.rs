@@ -59,7 +59,7 @@ pub(super) fn compile_provider(
             Some(list.clone())
         }
     };
-    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.issuer, &raw.jwks)?;
+    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.issuer, &raw.jwks, secrets)?;
     let algorithms = compile_algorithms(
         &format!("{field}.algorithms"),
         raw.algorithms.as_deref(),
@@ -146,8 +146,26 @@ pub(super) fn compile_provider(
     })
 }
 
-fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> {
-    match (&raw.inline, &raw.remote) {
+fn compile_jwks(
+    field: &str,
+    issuer: &str,
+    raw: &RawJwks,
+    secrets: Secrets<'_>,
+) -> Result<JwksSource> {
+    // A JWKS from the environment is read as an inline one written as a string.
+    let from_env = match &raw.inline_env {
+        Some(_) if raw.inline.is_some() => {
+            return Err(ConfigError::new(
+                format!("{field}.inline"),
+                "give either inline or inline_env, not both",
+            ));
+        }
+        Some(variable) => secrets
+            .read(field, "inline", None, Some(variable))?
+            .map(Value::String),
+        None => None,
+    };
+    match (raw.inline.as_ref().or(from_env.as_ref()), &raw.remote) {
         (Some(inline), None) => {
             let field = format!("{field}.inline");
             let document = match inline {
@@ -167,6 +185,16 @@ fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> 
             if keys.keys.is_empty() {
                 return Err(ConfigError::new(field, "holds no keys"));
             }
+            let holds_secret = keys.keys.iter().any(|k| k.family == KeyFamily::Hmac);
+            if holds_secret && raw.inline.is_some() && !secrets.allow_inline {
+                return Err(ConfigError::new(
+                    field,
+                    "a symmetric (kty \"oct\") key is a secret, and Envoy's /config_dump shows the \
+                     plugin configuration: put the JWKS in an environment variable of the Wasm VM \
+                     (vm_config.environment_variables) and name it with inline_env, or set \
+                     \"allow_inline_secrets\": true for development",
+                ));
+            }
             Ok(JwksSource::Inline(keys))
         }
         (None, Some(remote)) => Ok(JwksSource::Remote(compile_remote(
@@ -176,7 +204,7 @@ fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> 
         )?)),
         _ => Err(ConfigError::new(
             field,
-            "exactly one of \"inline\" or \"remote\" is required",
+            "exactly one of \"inline\" (or \"inline_env\") or \"remote\" is required",
         )),
     }
 }
