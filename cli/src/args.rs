@@ -77,3 +77,37 @@ pub fn load_config(path: &str) -> Result<Config, String> {
     Config::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
         .map_err(|e| format!("invalid configuration {path}: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_and_positionals_in_any_order() {
+        let args = parse(&argv(&["--method", "post", "/x", "--config=c.json"])).unwrap();
+        assert_eq!(args.flag("method"), Some("post"));
+        assert_eq!(args.flag("config"), Some("c.json"));
+        assert_eq!(args.positionals(&["PATH"]).unwrap(), ["/x"]);
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        #[rustfmt::skip]
+        let cases: [(&[&str], &str); 3] = [
+            (&["--token"], "--token needs a value"),
+            (&["--bogus", "x"], "unknown option --bogus"),
+            (&["--jwks", "a", "--jwks", "b"], "--jwks given twice"),
+        ];
+        for (words, problem) in cases {
+            let error = parse(&argv(words)).err().unwrap_or_default();
+            assert!(error.contains(problem), "{words:?}: {error}");
+        }
+        let args = parse(&argv(&["a", "b"])).unwrap();
+        assert!(args.positionals(&["PATH"]).is_err());
+        assert!(args.required("config").is_err());
+    }
+}

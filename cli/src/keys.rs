@@ -7,7 +7,7 @@ use std::time::Duration;
 use brickgate_core::config::{Config, JwksSource};
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{
-    FetchOutcome, FetchRequest, JwksStore, KeyOrigin, StoreEvent, parse_jwks,
+    FetchLocation, FetchOutcome, FetchRequest, JwksStore, KeyOrigin, StoreEvent, parse_jwks,
 };
 use brickgate_core::shared_data::InMemorySharedData;
 
@@ -54,9 +54,8 @@ pub fn fetch_all(config: &Config, now_ms: u64) -> (JwksStore, Vec<String>) {
 /// The URL the plugin's Envoy cluster would reach: plain http only on loopback (as the
 /// configuration allows it only there), https otherwise.
 fn url(fetch: &FetchRequest) -> String {
-    let host = fetch.authority.split(':').next().unwrap_or_default();
-    let loopback =
-        host == "localhost" || host.starts_with("127.") || fetch.authority.starts_with("[::1]");
+    // The core's own judgement: its URL parser takes plain http only for loopback hosts.
+    let loopback = FetchLocation::parse(&format!("http://{}/", fetch.authority)).is_ok();
     let scheme = if loopback { "http" } else { "https" };
     format!("{scheme}://{}{}", fetch.authority, fetch.path)
 }
@@ -127,4 +126,35 @@ fn describe_events(config: &Config, events: &[StoreEvent]) -> Vec<String> {
             StoreEvent::FetchSucceeded { .. } | StoreEvent::KidMissRefetch { .. } => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetch(authority: &str) -> FetchRequest {
+        FetchRequest {
+            provider: 0,
+            cluster: "idp".into(),
+            authority: authority.into(),
+            path: "/jwks.json".into(),
+            timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        for (authority, url) in [
+            ("127.0.0.1:9400", "http://127.0.0.1:9400/jwks.json"),
+            ("localhost:8080", "http://localhost:8080/jwks.json"),
+            ("[::1]:9400", "http://[::1]:9400/jwks.json"),
+            ("login.example.com", "https://login.example.com/jwks.json"),
+            (
+                "127.0.0.1.evil.example",
+                "https://127.0.0.1.evil.example/jwks.json",
+            ),
+        ] {
+            assert_eq!(super::url(&fetch(authority)), url);
+        }
+    }
 }
