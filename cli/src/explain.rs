@@ -301,13 +301,14 @@ fn token_checks(
         Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
     }
     if provider.require_typ {
-        Line::info(
-            "typ",
-            format!(
-                "{:?}, at+jwt required",
-                jwt.header.typ.as_deref().unwrap_or("")
-            ),
-        );
+        let typ = jwt.header.typ.as_deref().unwrap_or("");
+        let line = format!("typ {typ:?}; at+jwt required (RFC 9068)");
+        if typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt") {
+            Line::pass("typ", line);
+        } else {
+            ok = false;
+            Line::info("typ", format!("FAIL {line} (typ_mismatch)"));
+        }
     }
     let times = token_times(&jwt.claims).map(|t| {
         let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
