@@ -291,15 +291,7 @@ fn token_checks(
         "issuer",
         format!("iss {} -> provider {}", provider.issuer, provider.name),
     );
-    let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
-    let alg_ok = algorithms.contains(&jwt.header.alg.as_str());
-    let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
-    let mut ok = alg_ok;
-    if alg_ok {
-        Line::pass("algorithm", alg_line)
-    } else {
-        Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
-    }
+    let mut ok = true;
     if provider.require_typ {
         let typ = jwt.header.typ.as_deref().unwrap_or("");
         let line = format!("typ {typ:?}; at+jwt required (RFC 9068)");
@@ -309,6 +301,15 @@ fn token_checks(
             ok = false;
             Line::info("typ", format!("FAIL {line} (typ_mismatch)"));
         }
+    }
+    let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
+    let alg_ok = algorithms.contains(&jwt.header.alg.as_str());
+    let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
+    ok &= alg_ok;
+    if alg_ok {
+        Line::pass("algorithm", alg_line)
+    } else {
+        Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
     }
     let times = token_times(&jwt.claims).map(|t| {
         let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
