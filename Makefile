@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build test unit e2e route-coverage lint run token bench clean deps
+.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps
 
 build: $(WASM)
 
@@ -39,11 +39,19 @@ $(WASM): $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell
 	cp target/$(TARGET)/release/brickgate.wasm $@
 	@echo "built $@: $$(wc -c < $@) bytes"
 
+# The command-line tool (cli/): target/release/brickgate. Or `cargo install --path cli`.
+CLI := target/release/brickgate
+cli: $(CLI)
+
+$(CLI): Cargo.toml Cargo.lock cli/Cargo.toml $(shell find cli/src core/src -name "*.rs") core/Cargo.toml
+	cargo build --release --locked -p brickgate-cli
+	@echo "built $@"
+
 unit:
 	cargo test --locked --workspace
 
-e2e: $(WASM) $(VENV)/.installed
-	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) $(PYTHON) -m pytest tests/e2e -q
+e2e: $(WASM) $(CLI) $(VENV)/.installed
+	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) $(PYTHON) -m pytest tests/e2e -q
 
 test: unit e2e
 
@@ -56,8 +64,8 @@ lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo clippy --locked --workspace --all-targets -- -D warnings
 	cargo clippy --locked --release --target $(TARGET) -p brickgate -- -D warnings
 
-run: $(WASM) $(VENV)/.installed
-	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY)
+run: $(WASM) $(CLI) $(VENV)/.installed
+	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY) --cli $(CLI)
 
 # Throughput and latency against native jwt_authn on the same Envoy, in the same run.
 # DURATION=10 (seconds per measurement), WORKLOADS=warm,cold_rs256,... (default: all).

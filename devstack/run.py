@@ -13,7 +13,10 @@ GET /healthz is anonymous and goes to the echo upstream.
 """
 
 import argparse
+import json
+import re
 import shutil
+import textwrap
 import signal
 import subprocess
 import sys
@@ -49,6 +52,43 @@ def envoy_config(port: int, wasm: Path) -> Path:
     rendered = RUN_DIR / "envoy.yaml"
     rendered.write_text(text)
     return rendered
+
+
+def plugin_config_text(envoy_yaml: str) -> str:
+    """The brickgate plugin configuration embedded in an Envoy YAML (the block under `value: |`)."""
+    lines = envoy_yaml.splitlines()
+    for at, line in enumerate(lines):
+        if line.strip() == "value: |":
+            indent = len(line) - len(line.lstrip())
+            block = []
+            for following in lines[at + 1:]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                block.append(following)
+            text = textwrap.dedent("\n".join(block))
+            json.loads(text)  # the plugin's configuration is JSON
+            return text
+    raise SystemExit("no plugin configuration (`value: |`) in the Envoy config")
+
+
+def access_log_location(envoy_yaml: str, log_path: Path) -> str:
+    """Where the dev config writes its access log: a file logger's path, else Envoy's stdout."""
+    match = re.search(r"envoy\.access_loggers\.file[\s\S]*?\bpath:\s*\"?([^\s\"]+)", envoy_yaml)
+    if match:
+        return match.group(1)
+    return f"{log_path.relative_to(REPO_ROOT)} (Envoy's stdout: the lines next to the application log)"
+
+
+def where_to_look(port: int, log_path: Path, envoy_yaml: str, plugin_config: Path, cli: str) -> str:
+    """The pointers `make run` prints: access log, Prometheus metrics, and `brickgate explain` for
+    the refused demo request (POST /api/2.1/clusters/create with demo-reader's clusters:read)."""
+    config = plugin_config.relative_to(REPO_ROOT) if plugin_config.is_relative_to(REPO_ROOT) else plugin_config
+    return f"""Where to look:
+  access log: {access_log_location(envoy_yaml, log_path)}
+  metrics:    curl -s http://127.0.0.1:{ADMIN_PORT}/stats/prometheus | grep brickgate
+  why was it refused? the plugin's decision, check by check (the token is read from stdin, never printed):
+    make -s token | {cli} explain --config {config} --token - --method POST /api/2.1/clusters/create
+"""
 
 
 def http_status(url: str, token: str | None = None) -> int:
@@ -135,6 +175,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="Envoy listener port on 127.0.0.1")
     parser.add_argument("--wasm", type=Path, default=Path("dist/brickgate.wasm"))
     parser.add_argument("--envoy", default="envoy", help="Envoy binary (path or name on PATH)")
+    parser.add_argument("--cli", default="target/release/brickgate", help="the brickgate command-line tool (make cli)")
     args = parser.parse_args()
 
     wasm = (args.wasm if args.wasm.is_absolute() else Path.cwd() / args.wasm).resolve()
@@ -168,7 +209,12 @@ def main() -> int:
             # Own session: a terminal Ctrl-C reaches only us, and we stop Envoy in order.
             envoy = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until_serving(envoy, args.port, log_path)
+        config_path = envoy_config(args.port, wasm)
+        envoy_yaml = config_path.read_text()
+        plugin_config = RUN_DIR / "brickgate.json"
+        plugin_config.write_text(plugin_config_text(envoy_yaml))
         print(banner(args.port, log_path), flush=True)
+        print(where_to_look(args.port, log_path, envoy_yaml, plugin_config, args.cli), flush=True)
         envoy.wait()  # until Ctrl-C, or Envoy dies
         print(f"Envoy exited with {envoy.returncode}; last log lines:\n{tail(log_path)}", file=sys.stderr)
         return 1

@@ -17,8 +17,10 @@ use crate::verify::SignatureVerifier;
 use mutations::{databricks_hygiene, remove_credential};
 
 mod authenticate;
+mod dry_run;
 mod mutations;
 
+pub use dry_run::WOULD_DENY;
 pub use mutations::{Mutations, UpstreamAction};
 
 type Claims = Map<String, Value>;
@@ -107,8 +109,10 @@ impl Engine {
         };
         match self.evaluate(request, keys, cache, now_ms, &mut audit) {
             Ok(Verdict::Allowed(mutations, upstream)) => {
-                audit.decision = "allow";
-                audit.status = 200;
+                if audit.decision != WOULD_DENY {
+                    audit.decision = "allow";
+                    audit.status = 200;
+                }
                 Decision::Allow {
                     mutations,
                     upstream,
@@ -116,6 +120,14 @@ impl Engine {
                 }
             }
             Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
+            Err(error) if self.reports(&error, &audit) => {
+                dry_run::mark_would_deny(&mut audit, error);
+                Decision::Allow {
+                    mutations: self.unverified_passage(request),
+                    upstream: UpstreamAction::Forward,
+                    audit,
+                }
+            }
             Err(error) => {
                 let response = error.to_response(&self.config.realm);
                 audit.decision = "deny";
@@ -224,7 +236,11 @@ impl Engine {
             )
         })?;
         audit.principal_kind = Some(verified.kind.as_str());
-        requirement.check(&rule.name, bindings, &verified.scopes, &verified.groups)?;
+        if let Err(error) =
+            requirement.check(&rule.name, bindings, &verified.scopes, &verified.groups)
+        {
+            self.report_or_refuse(error, audit)?;
+        }
 
         let upstream = match &provider.upstream {
             UpstreamMode::PassThrough => UpstreamAction::Forward,
@@ -322,3 +338,6 @@ mod tests;
 
 #[cfg(test)]
 mod databricks_tests;
+
+#[cfg(test)]
+mod dry_run_tests;

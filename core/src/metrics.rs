@@ -6,6 +6,8 @@ use crate::error::Reason;
 pub const ALLOWED: &str = "brickgate.allowed";
 pub const ALLOWED_ANONYMOUS: &str = "brickgate.allowed_anonymous";
 pub const DENIED: &str = "brickgate.denied";
+/// Dry-run: refusals reported instead of sent (`brickgate.would_deny.<reason>` by reason).
+pub const WOULD_DENY: &str = "brickgate.would_deny";
 pub const JWKS_FETCH_SUCCESS: &str = "brickgate.jwks.fetch_success";
 pub const JWKS_FETCH_FAILED: &str = "brickgate.jwks.fetch_failed";
 pub const JWKS_KEYS_SKIPPED: &str = "brickgate.jwks.keys_skipped";
@@ -24,12 +26,17 @@ pub fn denied_for(reason: Reason) -> String {
     format!("{DENIED}.{}", reason.as_str())
 }
 
+pub fn would_deny_for(reason: Reason) -> String {
+    format!("{WOULD_DENY}.{}", reason.as_str())
+}
+
 /// Every counter the filter defines.
 pub fn all_counters() -> Vec<String> {
     let mut names: Vec<String> = [
         ALLOWED,
         ALLOWED_ANONYMOUS,
         DENIED,
+        WOULD_DENY,
         JWKS_FETCH_SUCCESS,
         JWKS_FETCH_FAILED,
         JWKS_KEYS_SKIPPED,
@@ -46,6 +53,7 @@ pub fn all_counters() -> Vec<String> {
     .map(|name| name.to_string())
     .collect();
     names.extend(Reason::ALL.iter().map(|reason| denied_for(*reason)));
+    names.extend(Reason::ALL.iter().map(|reason| would_deny_for(*reason)));
     names
 }
 

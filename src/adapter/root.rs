@@ -74,8 +74,10 @@ impl Root {
         let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
             .map_err(|e| format!("cannot read the plugin configuration: {e:?}"))?
             .unwrap_or_default();
-        let config =
-            Config::from_json(&bytes).map_err(|e| format!("invalid configuration: {e}"))?;
+        // Secrets come from the VM's environment (WASI environ_get, which Envoy serves from
+        // vm_config.environment_variables), never from the configuration.
+        let config = Config::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
+            .map_err(|e| format!("invalid configuration: {e}"))?;
         // Randomly seeded by the host: identifies this VM in fetch leases.
         let vm_id = RandomState::new().hash_one(now_ms());
         let summary = format!(

@@ -21,7 +21,7 @@ from devstack.idp import IdpServer, make_idp  # noqa: E402
 from devstack.upstream import make_upstream  # noqa: E402
 from envoy_harness import EnvoyProcess, bootstrap, brickgate_listener  # noqa: E402
 from gateway_client import send  # noqa: E402
-from plugin_configs import AUDIENCE, identity_config, main_config  # noqa: E402
+from plugin_configs import AUDIENCE, VM_ENV, identity_config, main_config  # noqa: E402
 from token_factory import TokenFactory  # noqa: E402
 
 JWKS_READY_TIMEOUT_S = 20.0
@@ -72,8 +72,9 @@ def start_envoy(envoy_bin, tmp_path_factory):
     """Factory: start an Envoy for a bootstrap dict; every one is stopped at the end of the session."""
     started = []
 
-    def start(config: dict, name: str, concurrency: int = 2) -> EnvoyProcess:
-        envoy = EnvoyProcess(envoy_bin, config, tmp_path_factory.mktemp(name), concurrency=concurrency).start()
+    def start(config: dict, name: str, concurrency: int = 2, env: dict | None = None) -> EnvoyProcess:
+        envoy = EnvoyProcess(envoy_bin, config, tmp_path_factory.mktemp(name), concurrency=concurrency,
+                              env={**VM_ENV, **(env or {})}).start()
         started.append(envoy)
         RUNNING_ENVOYS.append(envoy)
         return envoy

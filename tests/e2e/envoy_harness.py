@@ -19,6 +19,13 @@ STDOUT_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stream.
 # One line per request in the Envoy log (printed when a test fails); the query is left out, tokens can be in it.
 ACCESS_LOG_FORMAT = "[access] %REQ(:METHOD)% %PATH(NQ)% -> %RESPONSE_CODE% reason=%RESP(X-BRICKGATE-REASON)%\n"
 
+# Secrets reach the plugin as environment variables of its VM, never in its configuration (which
+# /config_dump shows): Envoy hands these over from its own environment (`host_env_keys`). Every
+# listener lists the same keys, so all of them keep sharing the one VM `brickgate`.
+VM_SECRET_ENV = "BRICKGATE_E2E_SP_SECRET"
+VM_HMAC_JWKS_ENV = "BRICKGATE_E2E_HMAC_JWKS"  # an HS256 key is a secret too (jwks.inline_env)
+VM_ENVIRONMENT = {"host_env_keys": [VM_SECRET_ENV, VM_HMAC_JWKS_ENV]}
+
 # Hot-restart shared memory is keyed by base id: derive it from our pid so parallel runs never clash.
 _base_ids = itertools.count(os.getpid() * 16)
 
@@ -69,7 +76,8 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
                 "root_id": root_id,
                 "failure_policy": "FAIL_CLOSED",
                 "allow_on_headers_stop_iteration": hold_body,
-                "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}}},
+                "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}},
+                              "environment_variables": VM_ENVIRONMENT},
                 "configuration": {"@type": STRING_VALUE, "value": configuration},
             },
         },
@@ -109,8 +117,9 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
 class EnvoyProcess:
     """One Envoy process; its config, admin address file and log live in `work_dir`."""
 
-    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, concurrency: int = 2):
+    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, concurrency: int = 2, env: dict | None = None):
         self.work_dir = work_dir
+        self.env = {**os.environ, **(env or {})}
         self.config_path = work_dir / "envoy.json"
         self.admin_address_path = work_dir / "admin-address.txt"
         self.log_path = work_dir / "envoy.log"
@@ -128,7 +137,8 @@ class EnvoyProcess:
     def start(self) -> "EnvoyProcess":
         self.admin_address_path.unlink(missing_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir)
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, cwd=self.work_dir,
+                                            env=self.env)
         return self
 
     def log_text(self) -> str:

@@ -1,6 +1,9 @@
 """The brickgate plugin configurations (docs/CONFIG.md) the e2e Envoy serves, one per listener."""
 
+import json
+
 from devstack.keys import TEST_KEYS, oct_jwk
+from envoy_harness import VM_HMAC_JWKS_ENV
 
 REALM = "brickgate-e2e"
 AUDIENCE = "brickgate-e2e"
@@ -8,6 +11,8 @@ LOCAL_ISSUER = "https://local.test"
 HMAC_ISSUER = "https://hmac.test"
 HMAC_SECRET = b"e2e-hmac-secret-that-is-32-bytes!"
 HMAC_KID = "test-hmac-1"
+# What every test Envoy hands its VM (host_env_keys): the HMAC provider's JWKS, a secret.
+VM_ENV = {VM_HMAC_JWKS_ENV: json.dumps({"keys": [oct_jwk(HMAC_SECRET, HMAC_KID)]})}
 SQL_ADMINS = "sql-admins"
 
 
@@ -39,7 +44,7 @@ def main_config(idp_issuer: str, idp_port: int) -> dict:
             "hmac": {
                 "issuer": HMAC_ISSUER,
                 "audiences": [AUDIENCE],
-                "jwks": {"inline": {"keys": [oct_jwk(HMAC_SECRET, HMAC_KID)]}},
+                "jwks": {"inline_env": VM_HMAC_JWKS_ENV},
                 "algorithms": ["HS256"],
             },
         },

@@ -51,7 +51,7 @@ from devstack.workspace import (
     exchange_token,
     make_workspace,
 )
-from envoy_harness import EnvoyProcess
+from envoy_harness import VM_SECRET_ENV, EnvoyProcess, http_get
 from gateway_client import NO_CHALLENGE, Refusal, Reply, assert_refused, send
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
@@ -92,8 +92,8 @@ def exchange_upstream(cluster: str, workspace: WorkspaceServer, **extra) -> dict
     return {"mode": "exchange", "cluster": cluster, "workspace_url": f"http://127.0.0.1:{workspace.port}", **extra}
 
 
-def plugin_config(providers: dict) -> dict:
-    return {"realm": REALM, "providers": providers, "rules": [], "databricks": {"route_catalogue": True}}
+def plugin_config(providers: dict, **top_level) -> dict:
+    return {"realm": REALM, "providers": providers, "rules": [], "databricks": {"route_catalogue": True}, **top_level}
 
 
 @dataclass
@@ -128,18 +128,18 @@ def gateway(start_envoy, wasm_path):
             "exchange_b": (plugin_config({"xch": remote_idp(**exchange_upstream("workspace_b", workspace_b, scopes=["all-apis"]))}), "workspace_b"),
             "sp": (plugin_config({"spm": remote_idp(mode="service_principal", cluster="workspace",
                                                     workspace_url=f"http://127.0.0.1:{workspace.port}",
-                                                    client_id=SP_GATEWAY.application_id, client_secret=SP_GATEWAY.secret,
+                                                    client_id=SP_GATEWAY.application_id, client_secret_env=VM_SECRET_ENV,
                                                     scopes=["all-apis"])}), "workspace"),
             # Databricks refuses brickgate's own credentials: a wrong secret; scopes not granted to the secret
             "sp_bad_secret": (plugin_config({"spb": remote_idp(mode="service_principal", cluster="workspace",
                                                                workspace_url=f"http://127.0.0.1:{workspace.port}",
                                                                client_id=SP_GATEWAY.application_id, client_secret="wrong",
-                                                               scopes=["all-apis"])}), "workspace"),
+                                                               scopes=["all-apis"])}, allow_inline_secrets=True), "workspace"),
             "sp_scope_not_granted": (plugin_config({"sps": remote_idp(mode="service_principal", cluster="workspace",
                                                                       workspace_url=f"http://127.0.0.1:{workspace.port}",
                                                                       client_id=SP_READER.application_id,
                                                                       client_secret=SP_READER.secret,
-                                                                      scopes=["all-apis"])}), "workspace"),
+                                                                      scopes=["all-apis"])}, allow_inline_secrets=True), "workspace"),
             "down": (plugin_config({"dwn": remote_idp(**exchange_upstream("closed", workspace))}), "workspace"),
             "timeout": (plugin_config({"tmo": remote_idp(**exchange_upstream("workspace", workspace, timeout_ms=500))}), "workspace"),
             "sql_scope": (plugin_config({"xsql": remote_idp(**exchange_upstream("workspace", workspace, scopes=["sql"]))}), "workspace"),
@@ -151,7 +151,7 @@ def gateway(start_envoy, wasm_path):
         clusters = {"workspace": workspace.port, "workspace_b": workspace_b.port, "idp": idp.port, "closed": closed_port(),
                     "quoting": quoting.port}
         config = bootstrap_with([routed_listener(name, wasm_path, cfg, cluster) for name, (cfg, cluster) in listeners.items()], clusters)
-        envoy = start_envoy(config, "databricks-upstream")
+        envoy = start_envoy(config, "databricks-upstream", env={VM_SECRET_ENV: SP_GATEWAY.secret})
         try:
             envoy.wait_ready()
             ports = envoy.listener_ports()
@@ -338,6 +338,20 @@ def test_service_principal_mode_names_the_caller_in_identity_headers(gateway):
     refused = send(gateway.ports["sp"], "POST", "/api/2.1/clusters/create", gateway.idp_token(callers[0], "clusters:read"))
     assert refused.status == 403 and refused.header("x-brickgate-reason") == "insufficient_scope", \
         "the service principal's all-apis never widens what the caller may do"
+
+
+def test_the_service_principal_secret_is_neither_in_config_dump_nor_in_any_log_line(gateway):
+    """The secret reaches the VM through `vm_config.environment_variables` (host_env_keys): the
+    service principal above authenticated with it, yet Envoy's /config_dump and every line Envoy
+    and brickgate logged (access log, audit records, token fetches) are free of it."""
+    echo = workspace_echo(send(gateway.ports["sp"], "GET", PATH, gateway.idp_token(new_subject("sp-erin"))))
+    assert echo["principal"] == SP_GATEWAY.application_id, "the secret from the environment authenticated"
+    status, dump = http_get(f"{gateway.envoy.admin_url}/config_dump?include_eds", timeout_s=5.0)
+    assert status == 200 and "client_secret_env" in dump and VM_SECRET_ENV in dump
+    assert SP_GATEWAY.secret not in dump, "/config_dump shows the variable's name, never its value"
+    log = gateway.envoy.log_text()
+    assert "brickgate audit" in log and log.count("\n") > 20
+    assert SP_GATEWAY.secret not in log, "no log line carries the secret"
 
 
 def test_exchange_with_client_id_uses_the_service_principal_federation_policy(gateway):

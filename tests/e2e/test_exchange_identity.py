@@ -22,7 +22,7 @@ from devstack import tokens as raw_tokens
 from devstack.httpbase import running
 from devstack.idp import make_idp
 from devstack.workspace import SERVICE_PRINCIPALS, FederationPolicy, WorkspaceServer, make_workspace
-from envoy_harness import EnvoyProcess
+from envoy_harness import VM_SECRET_ENV, EnvoyProcess
 from gateway_client import Reply, assert_refused, invalid_token, send
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
@@ -41,7 +41,7 @@ def exchange(workspace: WorkspaceServer, **extra) -> dict:
 
 def service_principal(workspace: WorkspaceServer) -> dict:
     return {"mode": "service_principal", "cluster": "workspace", "workspace_url": f"http://127.0.0.1:{workspace.port}",
-            "client_id": SP_GATEWAY.application_id, "client_secret": SP_GATEWAY.secret, "scopes": ["all-apis"]}
+            "client_id": SP_GATEWAY.application_id, "client_secret_env": VM_SECRET_ENV, "scopes": ["all-apis"]}
 
 
 @dataclass
@@ -76,7 +76,7 @@ def gateway(start_envoy, wasm_path):
         }
         config = bootstrap_with([routed_listener(name, wasm_path, cfg, "workspace") for name, cfg in listeners.items()],
                                 {"workspace": workspace.port, "idp": idp.port})
-        envoy = start_envoy(config, "exchange-identity")
+        envoy = start_envoy(config, "exchange-identity", env={VM_SECRET_ENV: SP_GATEWAY.secret})
         try:
             envoy.wait_ready()
             ports = envoy.listener_ports()

@@ -1,5 +1,6 @@
 //! Raw DTOs → validated domain types. Every check names the field it concerns.
 
+use super::dry_run::{DryRun, parse_mode};
 use super::raw::{RawConfig, RawIdentity};
 use super::{Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
@@ -22,7 +23,11 @@ const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 mod provider;
 mod rule;
+mod secrets;
 mod upstream;
+
+pub use secrets::EnvLookup;
+use secrets::Secrets;
 
 use provider::{compile_provider, is_header_name};
 use rule::compile_rule;
@@ -30,7 +35,7 @@ use upstream::compile_databricks;
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub fn compile(bytes: &[u8]) -> Result<Config> {
+pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::new(
             "",
@@ -52,10 +57,14 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
             "at least one provider is required",
         ));
     }
+    let secrets = Secrets {
+        env,
+        allow_inline: raw.allow_inline_secrets,
+    };
     let mut providers = Vec::new();
     for (name, provider) in &raw.providers {
         let field = format!("providers.{name}");
-        let compiled = compile_provider(&field, name, provider)?;
+        let compiled = compile_provider(&field, name, provider, secrets)?;
         if let Some(other) = providers
             .iter()
             .find(|p: &&Provider| p.issuer == compiled.issuer)
@@ -88,6 +97,7 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
             &databricks.enabled_route_classes,
         ));
     }
+    let dry_run = compile_dry_run(&raw)?;
     let reads_model_from_body = rules
         .iter()
         .any(|rule| matches!(rule.pattern, PathPattern::ServingEndpoint(_)));
@@ -137,7 +147,31 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         databricks,
         reads_model_from_body,
         bypass_cors_preflight: raw.bypass_cors_preflight,
+        dry_run,
     })
+}
+
+/// The `mode` fields: which rules and providers (or everything) only report refusals.
+fn compile_dry_run(raw: &RawConfig) -> Result<DryRun> {
+    let mode = |field: String, value: Option<&String>| {
+        parse_mode(value.map(String::as_str)).map_err(|problem| ConfigError::new(field, problem))
+    };
+    let mut dry_run = DryRun {
+        everything: mode("mode".to_string(), raw.mode.as_ref())?,
+        ..DryRun::default()
+    };
+    for (name, provider) in &raw.providers {
+        if mode(format!("providers.{name}.mode"), provider.mode.as_ref())? {
+            dry_run.providers.push(name.clone());
+        }
+    }
+    for (index, rule) in raw.rules.iter().enumerate() {
+        if mode(format!("rules[{index}].mode"), rule.mode.as_ref())? {
+            let name = rule.name.clone().unwrap_or_else(|| format!("rule-{index}"));
+            dry_run.rules.push(name);
+        }
+    }
+    Ok(dry_run)
 }
 
 pub(super) fn in_range(

@@ -2,6 +2,7 @@
 //! every value is validated; errors name the field.
 
 mod compile;
+mod dry_run;
 mod raw;
 
 use std::fmt;
@@ -13,7 +14,8 @@ pub use crate::jwks::{JwksLocation, JwksSource, RemoteJwks};
 use crate::jwks::{KeySources, ProviderKeys};
 use crate::policy::Rule;
 
-pub use compile::BUILT_IN_HEADER_SUFFIXES;
+pub use compile::{BUILT_IN_HEADER_SUFFIXES, EnvLookup};
+pub use dry_run::DryRun;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -28,6 +30,8 @@ pub struct Config {
     pub reads_model_from_body: bool,
     /// Forward CORS preflights without a token (engine::cors).
     pub bypass_cors_preflight: bool,
+    /// Refusals reported (`would_deny`) instead of sent.
+    pub dry_run: DryRun,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,9 +46,16 @@ pub struct Performance {
 }
 
 impl Config {
-    /// Parses and validates the plugin configuration.
+    /// Parses and validates the plugin configuration, without an environment: a secret named
+    /// by an environment variable is reported missing.
     pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
-        compile::compile(bytes)
+        compile::compile(bytes, &|_| None)
+    }
+
+    /// Parses and validates the plugin configuration; secrets named by environment variables
+    /// (`client_secret_env`) are read with `env`, as the plugin reads the VM's environment.
+    pub fn from_json_with_env(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        compile::compile(bytes, env)
     }
 }
 

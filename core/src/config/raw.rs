@@ -22,6 +22,11 @@ pub struct RawConfig {
     /// token, like Envoy jwt_authn's `bypass_cors_preflight`.
     #[serde(default)]
     pub bypass_cors_preflight: bool,
+    /// `enforce` (default) or `dry_run`: report refusals instead of sending them.
+    pub mode: Option<String>,
+    /// Development only: accept secrets written into the configuration itself.
+    #[serde(default)]
+    pub allow_inline_secrets: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +51,8 @@ pub struct RawUpstream {
     pub scopes: Option<Vec<String>>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
+    /// The environment variable (handed to the VM) that holds the client secret.
+    pub client_secret_env: Option<String>,
     pub timeout_ms: Option<u64>,
     pub subject_claim: Option<String>,
 }
@@ -79,12 +86,15 @@ pub struct RawProvider {
     pub upstream: Option<RawUpstream>,
     /// `"group:<name>" | "role:<name>" | "scope:<name>"` → the scopes it earns.
     pub grants: Option<BTreeMap<String, Vec<String>>>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwks {
     pub inline: Option<serde_json::Value>,
+    /// The environment variable (handed to the VM) holding an inline JWKS with secret keys.
+    pub inline_env: Option<String>,
     pub remote: Option<RawRemoteJwks>,
 }
 
@@ -128,6 +138,7 @@ pub struct RawRule {
     pub allow_anonymous: bool,
     pub providers: Option<Vec<String>>,
     pub require: Option<RawRequire>,
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,7 +21,8 @@ fn engine(upstream: Value) -> (Engine, JwksStore) {
             {"name": "fraud-team", "match": {"serving_endpoint": "fraud"}, "providers": ["okta"], "require": {"groups_any": ["fraud"]}},
             {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"], "require": {"scopes_any": ["serving:{name}"]}}
         ],
-        "databricks": {"route_catalogue": true}
+        "databricks": {"route_catalogue": true},
+        "allow_inline_secrets": true
     });
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let store = JwksStore::new(&config, 1);
@@ -328,6 +329,7 @@ fn engine_with(provider: Value, identity: Value) -> (Engine, JwksStore) {
         "providers": {"okta": okta},
         "rules": [{"name": "any", "match": {"prefix": "/"}, "providers": ["okta"]}],
         "identity": identity,
+        "allow_inline_secrets": true
     });
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     let store = JwksStore::new(&config, 1);

@@ -39,7 +39,8 @@ fn config(identity: Value) -> Config {
             {"name": "ml-team", "match": {"prefix": "/team/"}, "providers": ["local"], "require": {"groups_any": ["ml"]}},
             {"name": "api", "match": {"template": "/api/**"}, "providers": ["local"], "require": {"scopes_all": ["all-apis"]}}
         ],
-        "identity": identity
+        "identity": identity,
+        "allow_inline_secrets": true
     });
     Config::from_json(config.to_string().as_bytes()).unwrap()
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use crate::engine::WOULD_DENY;
 use crate::error::AuthError;
 use crate::identity::AuditRecord;
 use crate::metrics;
@@ -17,7 +18,10 @@ pub struct Record {
 
 impl Record {
     pub fn allowed(audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
-        if audit.provider.is_none() {
+        if audit.decision == WOULD_DENY {
+            // Dry-run: counted apart from what was allowed outright (and by reason below).
+            counters.push(metrics::WOULD_DENY);
+        } else if audit.provider.is_none() {
             counters.push(metrics::ALLOWED_ANONYMOUS);
         } else {
             counters.push(metrics::ALLOWED);
@@ -39,10 +43,15 @@ impl Record {
 
     /// Every counter this record moves by one.
     pub fn counters(&self) -> impl Iterator<Item = Cow<'static, str>> + '_ {
+        let family = if self.audit.decision == WOULD_DENY {
+            metrics::WOULD_DENY
+        } else {
+            metrics::DENIED
+        };
         let by_reason = (!self.is_allowed())
             .then_some(self.audit.reason)
             .flatten()
-            .map(|reason| Cow::Owned(format!("{}.{reason}", metrics::DENIED)));
+            .map(|reason| Cow::Owned(format!("{family}.{reason}")));
         self.counters
             .iter()
             .map(|name| Cow::Borrowed(*name))
@@ -88,5 +97,41 @@ pub fn refusal_audit(headers: &[(String, String)], error: &AuthError, status: u3
         request_id: header("x-request-id").map(|id| id.chars().take(64).collect()),
         detail: Some(error.detail.clone()),
         ..AuditRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reported_refusal_is_counted_apart_by_reason() {
+        let audit = |decision, reason| AuditRecord {
+            decision,
+            reason,
+            provider: Some("p".into()),
+            ..AuditRecord::default()
+        };
+        let counted = |record: Record| {
+            record
+                .counters()
+                .map(|c| c.into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            counted(Record::allowed(
+                audit("would_deny", Some("expired")),
+                vec![]
+            )),
+            ["brickgate.would_deny", "brickgate.would_deny.expired"]
+        );
+        assert_eq!(
+            counted(Record::allowed(audit("allow", None), vec![])),
+            ["brickgate.allowed"]
+        );
+        assert_eq!(
+            counted(Record::denied(audit("deny", Some("expired")), vec![])),
+            ["brickgate.denied", "brickgate.denied.expired"]
+        );
     }
 }

@@ -6,13 +6,19 @@ use super::super::raw::{RawJwks, RawProvider, RawRemoteJwks, RawTokenSource};
 use super::super::{
     ConfigError, IdpKind, JwksLocation, JwksSource, Provider, RemoteJwks, TokenSource,
 };
+use super::secrets::Secrets;
 use super::upstream::compile_upstream;
 use super::{Result, in_range};
 use crate::alg::{Alg, KeyFamily};
 use crate::identity::grants::{Grant, GrantSource};
 use crate::jwks::{FetchLocation, KeyOrigin, parse_jwks};
 
-pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Result<Provider> {
+pub(super) fn compile_provider(
+    field: &str,
+    name: &str,
+    raw: &RawProvider,
+    secrets: Secrets<'_>,
+) -> Result<Provider> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -54,7 +60,7 @@ pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Re
             Some(list.clone())
         }
     };
-    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.issuer, &raw.jwks)?;
+    let jwks = compile_jwks(&format!("{field}.jwks"), &raw.issuer, &raw.jwks, secrets)?;
     let algorithms = compile_algorithms(
         &format!("{field}.algorithms"),
         raw.algorithms.as_deref(),
@@ -139,12 +145,30 @@ pub(super) fn compile_provider(field: &str, name: &str, raw: &RawProvider) -> Re
         groups_claim: claim_name("groups", raw.claims.groups.as_ref(), "groups")?,
         roles_claim: claim_name("roles", raw.claims.roles.as_ref(), "roles")?,
         grants: compile_grants(&format!("{field}.grants"), raw.grants.as_ref())?,
-        upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref())?,
+        upstream: compile_upstream(&format!("{field}.upstream"), raw.upstream.as_ref(), secrets)?,
     })
 }
 
-fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> {
-    match (&raw.inline, &raw.remote) {
+fn compile_jwks(
+    field: &str,
+    issuer: &str,
+    raw: &RawJwks,
+    secrets: Secrets<'_>,
+) -> Result<JwksSource> {
+    // A JWKS from the environment is read as an inline one written as a string.
+    let from_env = match &raw.inline_env {
+        Some(_) if raw.inline.is_some() => {
+            return Err(ConfigError::new(
+                format!("{field}.inline"),
+                "give either inline or inline_env, not both",
+            ));
+        }
+        Some(variable) => secrets
+            .read(field, "inline", None, Some(variable))?
+            .map(Value::String),
+        None => None,
+    };
+    match (raw.inline.as_ref().or(from_env.as_ref()), &raw.remote) {
         (Some(inline), None) => {
             let field = format!("{field}.inline");
             let document = match inline {
@@ -164,6 +188,16 @@ fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> 
             if keys.keys.is_empty() {
                 return Err(ConfigError::new(field, "holds no keys"));
             }
+            let holds_secret = keys.keys.iter().any(|k| k.family == KeyFamily::Hmac);
+            if holds_secret && raw.inline.is_some() && !secrets.allow_inline {
+                return Err(ConfigError::new(
+                    field,
+                    "a symmetric (kty \"oct\") key is a secret, and Envoy's /config_dump shows the \
+                     plugin configuration: put the JWKS in an environment variable of the Wasm VM \
+                     (vm_config.environment_variables) and name it with inline_env, or set \
+                     \"allow_inline_secrets\": true for development",
+                ));
+            }
             Ok(JwksSource::Inline(keys))
         }
         (None, Some(remote)) => Ok(JwksSource::Remote(compile_remote(
@@ -173,7 +207,7 @@ fn compile_jwks(field: &str, issuer: &str, raw: &RawJwks) -> Result<JwksSource> 
         )?)),
         _ => Err(ConfigError::new(
             field,
-            "exactly one of \"inline\" or \"remote\" is required",
+            "exactly one of \"inline\" (or \"inline_env\") or \"remote\" is required",
         )),
     }
 }

@@ -422,7 +422,7 @@ fn bad_configs_name_the_field() {
         (
             "service principal without scopes",
             with(
-                base(),
+                with(base(), "/allow_inline_secrets", json!(true)),
                 "/providers/idp/upstream",
                 json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
                        "client_id": "sp", "client_secret": "s"}),
@@ -436,7 +436,7 @@ fn bad_configs_name_the_field() {
                 base(),
                 "/providers/idp/upstream",
                 json!({"mode": "service_principal", "cluster": "ws", "workspace_url": "https://ws.example",
-                       "client_id": "sp", "client_secret": "s", "subject_claim": "email"}),
+                       "client_id": "sp", "client_secret_env": "SP_SECRET", "subject_claim": "email"}),
             ),
             "providers.idp.upstream.subject_claim",
             "only for mode exchange",
@@ -513,7 +513,36 @@ fn inline_jwks_may_be_a_string_and_hs_needs_an_oct_key() {
         )),
     );
     let config = with(config, "/providers/local/algorithms", json!(["HS256"]));
+    // A symmetric key is a secret: inline only for development.
+    let refused = compile(&config).unwrap_err();
+    assert_eq!(refused.field, "providers.local.jwks.inline");
+    assert!(refused.problem.contains("inline_env"), "{refused}");
+    assert!(!refused.to_string().contains(secret));
+    let config = with(config, "/allow_inline_secrets", json!(true));
     assert!(compile(&config).is_ok());
+}
+
+#[test]
+fn a_jwks_with_secret_keys_comes_from_the_environment() {
+    let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA";
+    let jwks = format!(r#"{{"keys": [{{"kty": "oct", "kid": "s", "k": "{secret}"}}]}}"#);
+    let config = with(
+        base(),
+        "/providers/local/jwks",
+        json!({"inline_env": "HS_JWKS"}),
+    );
+    let config = with(config, "/providers/local/algorithms", json!(["HS256"]));
+    let text = config.to_string();
+    let env = |name: &str| (name == "HS_JWKS").then(|| jwks.clone());
+    let compiled = Config::from_json_with_env(text.as_bytes(), &env).unwrap();
+    assert!(
+        matches!(&compiled.providers[1].jwks, JwksSource::Inline(keys) if keys.kids() == ["s"])
+    );
+    let unset = Config::from_json(text.as_bytes()).unwrap_err();
+    assert_eq!(unset.field, "providers.local.jwks.inline_env");
+    let both = with(config, "/providers/local/jwks/inline", json!(jwks.clone()));
+    let both = Config::from_json_with_env(both.to_string().as_bytes(), &env).unwrap_err();
+    assert_eq!(both.field, "providers.local.jwks.inline");
 }
 
 #[test]

@@ -2,16 +2,39 @@
 
 use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
+use super::secrets::Secrets;
 use super::{Result, in_range};
 use crate::databricks::DatabricksConfig;
 use crate::databricks::catalogue::RouteClass;
 use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
 use crate::jwks::FetchLocation;
 
-pub(super) fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result<UpstreamMode> {
+pub(super) fn compile_upstream(
+    field: &str,
+    raw: Option<&RawUpstream>,
+    secrets: Secrets<'_>,
+) -> Result<UpstreamMode> {
     let Some(raw) = raw else {
         return Ok(UpstreamMode::PassThrough);
     };
+    if raw.mode == "exchange" && (raw.client_secret.is_some() || raw.client_secret_env.is_some()) {
+        return Err(ConfigError::new(
+            format!("{field}.client_secret"),
+            "token exchange sends no secret; client_id alone selects a service-principal federation policy",
+        ));
+    }
+    if raw.subject_claim.is_some() && raw.mode != "exchange" {
+        return Err(ConfigError::new(
+            format!("{field}.subject_claim"),
+            "only for mode exchange (the claim the federation policy maps)",
+        ));
+    }
+    let client_secret = secrets.read(
+        field,
+        "client_secret",
+        raw.client_secret.as_deref(),
+        raw.client_secret_env.as_deref(),
+    )?;
     let endpoint = || -> Result<TokenEndpoint> {
         let cluster = raw
             .cluster
@@ -49,7 +72,7 @@ pub(super) fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result
             },
             scopes,
             client_id: raw.client_id.clone().filter(|c| !c.is_empty()),
-            client_secret: raw.client_secret.clone().filter(|c| !c.is_empty()),
+            client_secret: client_secret.clone(),
             timeout_ms: in_range(
                 &format!("{field}.timeout_ms"),
                 raw.timeout_ms,
@@ -59,21 +82,9 @@ pub(super) fn compile_upstream(field: &str, raw: Option<&RawUpstream>) -> Result
             )?,
         })
     };
-    if raw.subject_claim.is_some() && raw.mode != "exchange" {
-        return Err(ConfigError::new(
-            format!("{field}.subject_claim"),
-            "only for mode exchange (the claim the federation policy maps)",
-        ));
-    }
     match raw.mode.as_str() {
         "pass_through" => Ok(UpstreamMode::PassThrough),
         "exchange" => {
-            if raw.client_secret.is_some() {
-                return Err(ConfigError::new(
-                    format!("{field}.client_secret"),
-                    "token exchange sends no secret; client_id alone selects a service-principal federation policy",
-                ));
-            }
             let subject_claim = raw
                 .subject_claim
                 .clone()

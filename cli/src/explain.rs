@@ -1,0 +1,501 @@
+//! `brickgate explain`: one request replayed through the plugin's decision code. Each check
+//! is printed in order with the core function that makes it (so the lines say what the plugin
+//! compares), then the answer comes from `Engine::decide` itself. The token is never printed:
+//! only its fingerprint, as the audit record has it.
+
+use std::io::Read;
+
+use brickgate_core::cache::TokenCache;
+use brickgate_core::config::{Config, Provider, TokenSource};
+use brickgate_core::databricks::serving;
+use brickgate_core::engine::{Decision, Engine, Request, UpstreamAction, WOULD_DENY};
+use brickgate_core::error::AuthError;
+use brickgate_core::identity::fingerprint;
+use brickgate_core::jwks::{Availability, JwksStore};
+use brickgate_core::policy::{Access, Bindings, Rule, match_rule, normalize_path};
+use brickgate_core::token::UnverifiedJwt;
+use brickgate_core::verify::claims::{
+    check_audience, check_lifetime, format_time, string_claim, string_list, token_times,
+};
+use brickgate_core::verify::{InWasmVerifier, verify_for_provider};
+
+use crate::args::{Args, load_config, read_file};
+use crate::{Outcome, describe, keys};
+
+struct Line;
+
+impl Line {
+    fn pass(what: &str, detail: impl AsRef<str>) {
+        println!("  ok    {what:<12} {}", detail.as_ref());
+    }
+    fn fail(what: &str, error: &AuthError) {
+        println!(
+            "  FAIL  {what:<12} {} ({})",
+            error.detail,
+            error.reason.as_str()
+        );
+    }
+    fn info(what: &str, detail: impl AsRef<str>) {
+        println!("        {what:<12} {}", detail.as_ref());
+    }
+    fn check(what: &str, result: Result<String, AuthError>) -> bool {
+        match result {
+            Ok(detail) => {
+                Line::pass(what, detail);
+                true
+            }
+            Err(error) => {
+                Line::fail(what, &error);
+                false
+            }
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<Outcome, String> {
+    let [path] = args.positionals(&["PATH"])? else {
+        return Err("expected PATH".to_string());
+    };
+    let mut config = load_config(args.required("config")?)?;
+    let token = read_token(args.required("token")?)?;
+    let method = args.flag("method").unwrap_or("GET").to_ascii_uppercase();
+    let body = args
+        .flag("body")
+        .map(|f| read_file(f, "body"))
+        .transpose()?;
+    let now_s = match args.flag("now") {
+        Some(now) => now
+            .parse::<u64>()
+            .map_err(|_| format!("--now {now:?} is not Unix seconds"))?,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| format!("clock: {e}"))?
+            .as_secs(),
+    };
+    let now_ms = now_s * 1000;
+    if let Some(jwks) = args.flag("jwks") {
+        keys::use_file(&mut config, jwks)?;
+    }
+
+    println!(
+        "request: {method} {path} (token fingerprint {})",
+        fingerprint(&token)
+    );
+    let (store, key_lines) = keys::fetch_all(&config, now_ms);
+    for line in key_lines {
+        println!("  {line}");
+    }
+    let headers = trace(
+        &config,
+        &store,
+        &method,
+        path,
+        &token,
+        body.as_deref(),
+        now_s,
+    );
+    verdict(config, &store, &method, path, &headers, body, now_ms)
+}
+
+/// `-` reads the token from stdin, `@FILE` from a file: a token on the command line is visible
+/// to every user of the machine (`ps`).
+fn read_token(given: &str) -> Result<String, String> {
+    let text = if given == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the token from stdin: {e}"))?;
+        text
+    } else if let Some(file) = given.strip_prefix('@') {
+        String::from_utf8(read_file(file, "token")?)
+            .map_err(|_| "the token file is not UTF-8".to_string())?
+    } else {
+        given.to_string()
+    };
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err("the token is empty".to_string());
+    }
+    Ok(token)
+}
+
+/// Prints each check in the plugin's order; returns the request headers, the token placed
+/// where the rule's providers read it.
+fn trace(
+    config: &Config,
+    store: &JwksStore,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&[u8]>,
+    now: u64,
+) -> Vec<(String, String)> {
+    let mut headers = vec![
+        (":method".to_string(), method.to_string()),
+        (":path".to_string(), path.to_string()),
+        ("authorization".to_string(), format!("Bearer {token}")),
+    ];
+    println!("checks, in the plugin's order:");
+    let normalized = match normalize_path(path) {
+        Ok(normalized) => {
+            Line::pass("path", format!("canonical {}", normalized.path));
+            normalized
+        }
+        Err(problem) => {
+            Line::info("path", format!("refused: {problem}"));
+            return headers;
+        }
+    };
+    let limit = config
+        .databricks
+        .as_ref()
+        .map_or(1 << 20, |d| d.max_body_bytes);
+    let model = match body {
+        Some(body) if serving::endpoint_in_body(method, &normalized.path) => {
+            match serving::model_from_body(body, limit) {
+                Ok(model) => Some(model),
+                Err(error) => {
+                    Line::fail("body", &error);
+                    return headers;
+                }
+            }
+        }
+        _ => None,
+    };
+    let endpoint = serving::endpoint(method, &normalized.path, model.as_deref());
+    let (rule, bindings) = match match_rule(&config.rules, method, &normalized.path, endpoint) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            Line::info(
+                "rule",
+                format!("no rule matches {method} {}", normalized.path),
+            );
+            return headers;
+        }
+        Err(conflict) => {
+            Line::fail("rule", &conflict.into_error(model.is_some()));
+            return headers;
+        }
+    };
+    Line::pass(
+        "rule",
+        format!(
+            "{} ({} {}): {}",
+            rule.name,
+            describe::methods(rule),
+            describe::pattern(&rule.pattern),
+            describe::access(config, rule)
+        ),
+    );
+    let Access::Token { providers, require } = &rule.access else {
+        return headers;
+    };
+    headers = place_token(config, providers, method, path, token);
+    token_checks(config, store, rule, providers, &bindings, token, now);
+    let _ = require;
+    headers
+}
+
+/// The request as a client of this rule sends it: the token where the first of the rule's
+/// providers' token sources reads it.
+fn place_token(
+    config: &Config,
+    providers: &[usize],
+    method: &str,
+    path: &str,
+    token: &str,
+) -> Vec<(String, String)> {
+    let source = providers
+        .iter()
+        .filter_map(|i| config.providers.get(*i))
+        .flat_map(|p| p.token_sources.iter())
+        .next();
+    let mut headers = vec![(":method".to_string(), method.to_string())];
+    match source {
+        Some(TokenSource::Query { param }) => {
+            let joiner = if path.contains('?') { '&' } else { '?' };
+            headers.push((
+                ":path".to_string(),
+                format!("{path}{joiner}{param}={token}"),
+            ));
+            Line::info("credential", format!("sent in query parameter {param}"));
+        }
+        Some(TokenSource::Header { name, prefix }) => {
+            headers.push((":path".to_string(), path.to_string()));
+            let prefix = prefix.clone().unwrap_or_default();
+            headers.push((name.clone(), format!("{prefix}{token}")));
+            Line::info(
+                "credential",
+                format!(
+                    "sent in header {name}{}",
+                    if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", prefix.trim())
+                    }
+                ),
+            );
+        }
+        None => headers.push((":path".to_string(), path.to_string())),
+    }
+    headers
+}
+
+fn token_checks(
+    config: &Config,
+    store: &JwksStore,
+    rule: &Rule,
+    providers: &[usize],
+    bindings: &Bindings,
+    token: &str,
+    now: u64,
+) {
+    let jwt = match UnverifiedJwt::parse(token) {
+        Ok(jwt) => jwt,
+        Err(error) => {
+            Line::fail("token", &error);
+            return;
+        }
+    };
+    Line::pass(
+        "token",
+        format!(
+            "JWT alg {} kid {} typ {}",
+            jwt.header.alg,
+            jwt.header.kid.as_deref().unwrap_or("-"),
+            jwt.header.typ.as_deref().unwrap_or("-")
+        ),
+    );
+    let iss = string_claim(&jwt.claims, "iss");
+    let accepted: Vec<(usize, &Provider)> = providers
+        .iter()
+        .filter_map(|i| config.providers.get(*i).map(|p| (*i, p)))
+        .collect();
+    let issuers: Vec<&str> = accepted.iter().map(|(_, p)| p.issuer.as_str()).collect();
+    let Some((index, provider)) = accepted
+        .iter()
+        .find(|(_, p)| Some(&p.issuer) == iss.as_ref())
+        .copied()
+    else {
+        Line::info(
+            "issuer",
+            format!(
+                "FAIL iss {:?} is not one of [{}] (issuer_not_accepted)",
+                iss.unwrap_or_default(),
+                issuers.join(", ")
+            ),
+        );
+        return;
+    };
+    Line::pass(
+        "issuer",
+        format!("iss {} -> provider {}", provider.issuer, provider.name),
+    );
+    let mut ok = true;
+    if provider.require_typ {
+        let typ = jwt.header.typ.as_deref().unwrap_or("");
+        let line = format!("typ {typ:?}; at+jwt required (RFC 9068)");
+        if typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt") {
+            Line::pass("typ", line);
+        } else {
+            ok = false;
+            Line::info("typ", format!("FAIL {line} (typ_mismatch)"));
+        }
+    }
+    let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
+    let alg_ok = algorithms.contains(&jwt.header.alg.as_str());
+    let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
+    ok &= alg_ok;
+    if alg_ok {
+        Line::pass("algorithm", alg_line)
+    } else {
+        Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
+    }
+    let times = token_times(&jwt.claims).map(|t| {
+        let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
+        format!(
+            "now {}; exp {}, nbf {}, iat {}; skew {} s, lifetime at most {} s",
+            format_time(now),
+            format_time(t.exp),
+            show(t.nbf),
+            show(t.iat),
+            provider.clock_skew_s,
+            provider.max_lifetime_s
+        )
+    });
+    let lifetime = check_lifetime(
+        &jwt.claims,
+        now,
+        provider.clock_skew_s,
+        provider.max_lifetime_s,
+    );
+    ok &= Line::check("time", lifetime.and(times));
+    let aud = jwt
+        .claims
+        .get("aud")
+        .map_or("none".to_string(), |v| v.to_string());
+    match &provider.audiences {
+        Some(audiences) => {
+            let result = check_audience(&jwt.claims, audiences)
+                .map(|()| format!("aud {aud} holds one of [{}]", audiences.join(", ")));
+            if let Err(error) = &result {
+                ok = false;
+                Line::fail("audience", error);
+                Line::info(
+                    "",
+                    format!(
+                        "token aud {aud}; expected one of [{}]",
+                        audiences.join(", ")
+                    ),
+                );
+            } else {
+                Line::check("audience", result);
+            }
+        }
+        None => Line::pass(
+            "audience",
+            format!("aud {aud} (provider accepts any audience)"),
+        ),
+    }
+    let keys = match store.availability(index, now * 1000) {
+        Availability::Ready(keys) | Availability::Stale(keys) => {
+            Line::pass(
+                "keys",
+                format!(
+                    "provider {} has [{}]",
+                    provider.name,
+                    keys.kids().join(", ")
+                ),
+            );
+            Ok(keys)
+        }
+        Availability::Cold => Err(AuthError::new(
+            brickgate_core::error::Reason::KeysUnavailable,
+            format!("no keys for provider {}", provider.name),
+        )),
+        Availability::Expired(why) => Err(AuthError::new(
+            brickgate_core::error::Reason::KeysUnavailable,
+            why,
+        )),
+    };
+    if !ok {
+        Line::info(
+            "signature",
+            "not checked: the plugin stops at the first failed check",
+        );
+        return;
+    }
+    let signature = verify_for_provider(provider, &jwt, keys, now, &InWasmVerifier).map(|alg| {
+        format!(
+            "{alg} signature verifies with key {}",
+            jwt.header.kid.as_deref().unwrap_or("(no kid)")
+        )
+    });
+    if !Line::check("signature", signature) {
+        return;
+    }
+    let Access::Token { require, .. } = &rule.access else {
+        return;
+    };
+    let mut scopes: Vec<String> = Vec::new();
+    for claim in &provider.scope_claims {
+        for scope in string_list(&jwt.claims, claim) {
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+    }
+    let groups = string_list(&jwt.claims, &provider.groups_claim);
+    Line::info(
+        "token has",
+        format!(
+            "scopes [{}] (claims {}), groups [{}]",
+            scopes.join(" "),
+            provider.scope_claims.join(", "),
+            groups.join(" ")
+        ),
+    );
+    let requirement = require
+        .check(&rule.name, bindings, &scopes, &groups)
+        .map(|()| format!("requires {}", describe::requirement(require)));
+    Line::check("requirement", requirement);
+}
+
+fn verdict(
+    config: Config,
+    store: &JwksStore,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<Vec<u8>>,
+    now_ms: u64,
+) -> Result<Outcome, String> {
+    let path = headers
+        .iter()
+        .find(|(n, _)| n == ":path")
+        .map_or(path, |(_, v)| v.as_str())
+        .to_string();
+    let engine = Engine::new(config, Box::new(InWasmVerifier));
+    let mut cache = TokenCache::new(0, 4096);
+    let decide = |body: Option<&[u8]>, cache: &mut TokenCache| {
+        let request = Request {
+            method,
+            path: &path,
+            headers,
+            body,
+            fingerprint: true,
+        };
+        engine.decide(&request, store, cache, now_ms)
+    };
+    let mut decision = decide(body.as_deref(), &mut cache);
+    if let Decision::NeedBody { .. } = decision {
+        // As the plugin does once the request is complete: decide on the body (or none).
+        decision = decide(Some(body.as_deref().unwrap_or_default()), &mut cache);
+    }
+    println!("decision (Engine::decide):");
+    let outcome = match &decision {
+        Decision::Deny { response, .. } => {
+            println!("  refused: HTTP {}", response.status);
+            for (name, value) in &response.headers {
+                println!("  {name}: {value}");
+            }
+            println!("  body: {}", String::from_utf8_lossy(&response.body));
+            Outcome::Refused
+        }
+        Decision::Allow {
+            mutations,
+            upstream,
+            audit,
+        } => {
+            if audit.decision == WOULD_DENY {
+                println!(
+                    "  would_deny (dry-run): would answer HTTP {} ({}); the request goes on",
+                    audit.status,
+                    audit.reason.unwrap_or_default()
+                );
+            } else {
+                println!("  allowed: forwarded upstream");
+            }
+            for (name, value) in &mutations.set_headers {
+                println!("  sets {name}: {value}");
+            }
+            for name in &mutations.remove_headers {
+                println!("  removes {name}");
+            }
+            if let Some(rewritten) = &mutations.set_path {
+                println!("  path becomes {rewritten}");
+            }
+            match upstream {
+                UpstreamAction::Forward => println!("  upstream: the request as authorised"),
+                UpstreamAction::Fetch(request) => println!(
+                    "  upstream: Authorization replaced by a Databricks token from {}{} (cluster {})",
+                    request.authority, request.path, request.cluster
+                ),
+            }
+            Outcome::Allowed
+        }
+        Decision::NeedBody { .. } => return Err("the decision still needs a body".to_string()),
+    };
+    println!("audit: {}", decision.audit().to_json());
+    Ok(outcome)
+}

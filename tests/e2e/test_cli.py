@@ -1,0 +1,115 @@
+"""`brickgate`, the command-line tool (cli/), run as a binary against the dev stack's fake IdP: `check`
+validates as the plugin does, `route` names a request's rule and scopes, `explain` fetches the keys
+from the IdP as the plugin does (discovery off: the configured JWKS URI) and replays a request
+through the plugin's decision code. Exit codes: 0 allowed, 1 refused, 2 bad input. No Envoy here:
+the tool runs the same core; its agreement with the plugin is the core's own tests' business.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devstack.httpbase import running
+from devstack.idp import DEMO_CLIENTS, make_idp
+from devstack.token import fetch_token
+from plugin_configs import AUDIENCE, VM_ENV, main_config
+from token_factory import TokenFactory
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = os.environ.get("BRICKGATE_CLI", str(REPO / "target" / "release" / "brickgate"))
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    # Secrets named by `*_env` fields (the HMAC provider's JWKS) come from the tool's environment.
+    return subprocess.run([CLI, *args], capture_output=True, text=True, input=stdin, timeout=30,
+                          env={**os.environ, **VM_ENV})
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    if not Path(CLI).is_file():
+        pytest.fail(f"no brickgate binary at {CLI}: run `make cli` (or set BRICKGATE_CLI)")
+    with running(make_idp(0, audience=AUDIENCE)) as idp:
+        config = tmp_path_factory.mktemp("cli") / "brickgate.json"
+        config.write_text(json.dumps(main_config(idp.issuer, idp.port)))
+        yield idp, config
+
+
+def test_check_prints_the_compiled_table_and_refuses_a_bad_field_by_its_path(stack, tmp_path):
+    _, config = stack
+    checked = run("check", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "clusters-read  GET prefix /api/2.0/clusters/  -> token from [idp], requires any of scopes" in checked.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**json.loads(config.read_text()), "rules": [{"match": {"prefix": "/"}, "providers": ["nope"]}]}))
+    refused = run("check", str(bad))
+    assert refused.returncode == 2 and "rules[0].providers" in refused.stderr, refused.stderr
+    assert run("check").returncode == 2, "a missing argument is bad input"
+
+
+@pytest.mark.parametrize("method, path, code, expected", [
+    ("GET", "/api/2.0/clusters/list", 0, "rule: clusters-read"),
+    ("POST", "/serving-endpoints/fraud/invocations", 0, "with any of scopes: serving:fraud all-apis"),
+    ("GET", "/elsewhere", 1, "no rule matches GET /elsewhere"),
+])
+def test_route_names_the_rule_and_the_scopes(stack, method, path, code, expected):
+    _, config = stack
+    result = run("route", "--config", str(config), method, path)
+    assert result.returncode == code and expected in result.stdout, result.stdout
+
+
+def test_route_without_a_configuration_answers_from_the_databricks_catalogue():
+    result = run("route", "POST", "/api/2.1/clusters/create")
+    assert result.returncode == 0 and "databricks:clusters" in result.stdout and "clusters all-apis" in result.stdout
+
+
+def test_explain_fetches_the_keys_and_allows_a_token_from_the_idp(stack):
+    idp, config = stack
+    token = fetch_token(idp.issuer, "demo-reader", DEMO_CLIENTS["demo-reader"].secret)
+    result = run("explain", "--config", str(config), "--token", "-", "/api/2.0/clusters/list", stdin=token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("keys: provider idp: fetched", "ok    signature", "ok    requirement", "allowed: forwarded upstream",
+                 '"decision":"allow"'):
+        assert line in result.stdout, result.stdout
+    assert token not in result.stdout + result.stderr, "the token is never printed"
+
+
+def test_explain_shows_the_audience_mismatch_and_the_exact_refusal(stack):
+    idp, config = stack
+    token = TokenFactory(idp.issuer).idp(subject="alice", scope="clusters:read", aud="someone-else")
+    result = run("explain", "--config", str(config), "--token", token, "/api/2.0/clusters/list")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL  audience" in result.stdout and "expected one of [brickgate-e2e]" in result.stdout
+    assert "refused: HTTP 401" in result.stdout and "x-brickgate-reason: audience_mismatch" in result.stdout
+    assert 'www-authenticate: Bearer realm="brickgate-e2e", error="invalid_token"' in result.stdout
+    assert token not in result.stdout + result.stderr, "the token is never printed"
+
+
+def test_explain_offline_with_a_jwks_file_and_bad_input(stack, tmp_path):
+    idp, config = stack
+    token = TokenFactory(idp.issuer).idp(subject="bob", scope="clusters:read")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": []}))
+    refused = run("explain", "--config", str(config), "--jwks", str(jwks), "--token", token, "/api/2.0/clusters/list")
+    assert refused.returncode == 1 and "unknown_kid" in refused.stdout, refused.stdout
+    assert run("explain", "--config", str(config), "/api/2.0/clusters/list").returncode == 2, "no token: bad input"
+    assert run("explain", "--config", str(config), "--token", token, "--bogus", "x", "/").returncode == 2
+
+
+def test_make_run_points_at_the_access_log_the_metrics_and_a_working_explain_line(tmp_path):
+    """The dev stack's plugin configuration, as `make run` writes it to .run/brickgate.json, passes
+    `brickgate check`; the printed pointers name the admin's /stats/prometheus and an explain line."""
+    from devstack import run as devstack_run
+
+    envoy_yaml = devstack_run.DEV_CONFIG.read_text()
+    config = tmp_path / "brickgate.json"
+    config.write_text(devstack_run.plugin_config_text(envoy_yaml))
+    assert run("check", str(config)).returncode == 0
+    pointers = devstack_run.where_to_look(10000, devstack_run.RUN_DIR / "envoy.log", envoy_yaml, config, CLI)
+    assert "http://127.0.0.1:9901/stats/prometheus" in pointers
+    assert "access log: " in pointers
+    explain_line = next(line for line in pointers.splitlines() if " explain " in line)
+    assert f"{CLI} explain --config {config} --token - --method POST /api/2.1/clusters/create" in explain_line
