@@ -67,6 +67,7 @@ impl Context for Filter {
             && let Some(shared) = guard.as_mut()
         {
             shared.held.remove(&self.context_id);
+            shared.started_ns.remove(&self.context_id);
             shared.calls.forget(self.context_id);
         }
         true
@@ -75,6 +76,11 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let Ok(mut guard) = self.shared.try_borrow_mut()
+            && let Some(shared) = guard.as_mut()
+        {
+            shared.started_ns.insert(self.context_id, super::now_ns());
+        }
         match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => self.handle(Event::RequestHeaders {
                 headers,

@@ -1,7 +1,7 @@
 //! Raw DTOs → validated domain types. Every check names the field it concerns.
 
 use super::raw::{RawConfig, RawIdentity};
-use super::{Config, ConfigError, IdentityConfig, Performance, Provider};
+use super::{AuditOutputs, Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
 use crate::policy::PathPattern;
 
@@ -136,6 +136,10 @@ pub fn compile(bytes: &[u8]) -> Result<Config> {
         },
         databricks,
         reads_model_from_body,
+        audit: AuditOutputs {
+            log_line: raw.audit.log_line.unwrap_or(false),
+            filter_state: raw.audit.filter_state.unwrap_or(true),
+        },
     })
 }
 

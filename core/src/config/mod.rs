@@ -26,6 +26,17 @@ pub struct Config {
     pub databricks: Option<DatabricksConfig>,
     /// Some rule names a serving endpoint, so OpenAI-style serving requests need their body.
     pub reads_model_from_body: bool,
+    pub audit: AuditOutputs,
+}
+
+/// Where each decision's audit record goes (docs/OPERATIONS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditOutputs {
+    /// The `brickgate audit {json}` line in Envoy's application log (off by default: the
+    /// access log carries the record).
+    pub log_line: bool,
+    /// The filter-state object `wasm.brickgate` that access logs read (on by default).
+    pub filter_state: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

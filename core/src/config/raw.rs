@@ -18,6 +18,15 @@ pub struct RawConfig {
     #[serde(default)]
     pub performance: RawPerformance,
     pub databricks: Option<RawDatabricks>,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub log_line: Option<bool>,
+    pub filter_state: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
