@@ -5,6 +5,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,35 @@ def test_application_log_audit_line_on_request(start_envoy, wasm_path, idp, upst
         time.sleep(0.1)
     records = [json.loads(line.split("brickgate audit ", 1)[1]) for line in envoy.log_text().splitlines() if "brickgate audit {" in line]
     assert records and records[-1]["reason"] == "missing_token", records
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "docs" / "grafana" / "brickgate.json"
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md"
+PROMETHEUS_FUNCTIONS = {"sum", "rate", "topk", "histogram_quantile", "by", "le", "increase", "max", "min", "avg"}
+
+
+def queries() -> list[str]:
+    """Every query of the Grafana dashboard and every ```promql block of docs/OPERATIONS.md."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    found += re.findall(r"```promql\n(.*?)```", OPERATIONS.read_text(), re.S)
+    return found
+
+
+def test_every_dashboard_and_doc_query_names_exposed_metrics(observed, tokens):
+    envoy, port = observed
+    send(port, "GET", CLUSTERS, tokens.idp(scope="clusters:read", aud="nobody"))
+    deadline = time.monotonic() + 10  # histograms appear after the first stats flush
+    while "brickgate_decision_time_us_bucket" not in (body := prometheus(envoy)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    exposed = {match for match in re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", body, re.M)}
+    label_names = set(re.findall(r'[{,]([a-z_]+)="', body))
+    assert len(queries()) >= 12
+    for query in queries():
+        without_strings = re.sub(r'"[^"]*"', '""', query)
+        names = set(re.findall(r"\b(brickgate_[a-z0-9_]+)", without_strings))
+        assert names, query
+        assert names <= exposed, f"{query}: not exposed: {names - exposed}"
+        for label in re.findall(r"(?:by|without) \(([^)]*)\)", without_strings) + re.findall(r"(\w+)=", without_strings):
+            for name in label.replace(" ", "").split(","):
+                assert name in label_names | {"le"}, f"{query}: label {name} not exposed"
