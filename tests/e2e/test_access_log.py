@@ -192,3 +192,39 @@ def test_every_dashboard_and_doc_query_names_exposed_metrics(observed, tokens):
         for label in re.findall(r"(?:by|without) \(([^)]*)\)", without_strings) + re.findall(r"(\w+)=", without_strings):
             for name in label.replace(" ", "").split(","):
                 assert name in label_names | {"le"}, f"{query}: label {name} not exposed"
+
+
+def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, idp, upstream, tokens):
+    """envoy/otel-access-log.yaml as shipped, its collector cluster pointed at a fake collector."""
+    import yaml
+
+    from otlp_collector import OtlpCollector
+
+    collector = OtlpCollector()
+    try:
+        otel = yaml.safe_load((Path(__file__).resolve().parents[2] / "envoy" / "otel-access-log.yaml").read_text())
+        cluster = otel["clusters"][0]
+        cluster["type"] = "STATIC"
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = collector.port
+        listener = brickgate_listener("main", str(wasm_path), main_config(idp.issuer, idp.port))
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["access_log"] = otel["access_log"]
+        config = bootstrap([listener], upstream.port, idp.port)
+        config["static_resources"]["clusters"].append(cluster)
+        envoy = start_envoy(config, "otel")
+        envoy.wait_ready()
+        port = envoy.listener_ports()["main"]
+        path = unique(CLUSTERS)
+        token = tokens.idp(scope="clusters:read", subject="otel-mallory", aud="someone-else")
+        assert send(port, "GET", path, token).status == 401
+        deadline = time.monotonic() + 10  # the logger flushes every second
+        while path.encode() not in collector.received() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        received = collector.received()
+        assert path.encode() in received, "no OpenTelemetry log record for the request"
+        # The attribute `brickgate` is the record's JSON text (the Struct in its Any wrapper).
+        assert b'{"@type":"type.googleapis.com/google.protobuf.Struct","value":{' in received
+        for expected in (b"brickgate", b"audience_mismatch", b"otel-mallory", b"clusters-read", b"401"):
+            assert expected in received, expected
+        assert token.encode() not in received
+    finally:
+        collector.close()
