@@ -76,11 +76,6 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        if let Ok(mut guard) = self.shared.try_borrow_mut()
-            && let Some(shared) = guard.as_mut()
-        {
-            shared.started_ns.insert(self.context_id, super::now_ns());
-        }
         match hostcalls::get_map(MapType::HttpRequestHeaders) {
             Ok(headers) => self.handle(Event::RequestHeaders {
                 headers,

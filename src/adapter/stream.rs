@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use super::{HostSharedData, Shared, StreamCell, access_log, log, now_ms, now_ns};
+use super::{HostSharedData, Shared, StreamCell, access_log, log, now_ns};
 use brickgate_core::stream::{Env, Event, HostAction, Record, Reply};
 
 /// Steps the stream with `event` and carries out what the step asks. The stream must be the
@@ -23,13 +23,18 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
     // At most two rounds: the event, then (if a host call failed) the failure.
     for _ in 0..2 {
         let Some(current) = event.take() else { break };
+        // One clock read per step, also timing the decision (headers → record).
+        let now_ns = now_ns();
+        if matches!(current, Event::RequestHeaders { .. }) {
+            shared.started_ns.insert(context_id, now_ns);
+        }
         let mut env = Env {
             engine: &shared.engine,
             store: &mut shared.store,
             cache: &mut shared.cache,
             upstream_tokens: &mut shared.upstream_tokens,
             shared: &HostSharedData,
-            now_ms: now_ms(),
+            now_ms: now_ns / 1_000_000,
             fingerprint,
         };
         let step = stream.step(&mut env, current);
@@ -106,6 +111,7 @@ pub fn record_decision(shared: &mut Shared, context_id: u32, record: &Record) {
     }
     shared.counters.add_labelled(record.request_counter());
     if let Some(started) = shared.started_ns.remove(&context_id) {
+        // A fresh clock read: the step's own read is where a decision made at once started.
         let micros = now_ns().saturating_sub(started) / 1000;
         shared.counters.record_decision_time(micros);
     }

@@ -132,3 +132,16 @@ def test_otel_access_log_validates(envoy_bin, wasm_path, tmp_path):
     path.write_text(json.dumps(config))
     result = run_validate(envoy_bin, path, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_shipped_config_sets_the_same_stats_tags():
+    import yaml
+
+    tags = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())["stats_config"]["stats_tags"]
+    assert {tag["tag_name"] for tag in tags} == {"decision", "reason", "rule"}
+    assert yaml.safe_load((REPO_ROOT / "envoy" / "envoy-ecds.yaml").read_text())["stats_config"]["stats_tags"] == tags
+    istio = yaml.safe_load((REPO_ROOT / "deploy" / "istio" / "stats-tags.yaml").read_text())
+    assert istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"] == tags
+    operations = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text()
+    for tag in tags:
+        assert tag["regex"] in operations, "docs/OPERATIONS.md shows the shipped regexes"
