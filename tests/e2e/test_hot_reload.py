@@ -63,7 +63,8 @@ def jwks_fetches(idp) -> int:
     return sum(count for key, count in idp.snapshot_counts().items() if "jwks" in str(key))
 
 
-def test_policy_change_under_load(start_envoy, wasm_path, idp, upstream, tokens, tmp_path):
+def start_with_ecds(start_envoy, wasm_path, idp, upstream, tmp_path, name: str):
+    """An Envoy whose brickgate filter comes from a watched ECDS file (policy `a` to start with)."""
     directory = tmp_path / "ecds"
     directory.mkdir()
     write_filter_config(directory, wasm_path, policy(idp, "a"), "a")
@@ -75,14 +76,22 @@ def test_policy_change_under_load(start_envoy, wasm_path, idp, upstream, tokens,
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
     config = with_shipped_observability(bootstrap([listener], upstream.port, idp.port))
     config["node"] = {"id": "e2e", "cluster": "e2e"}
-    envoy = start_envoy(config, "reload")
+    envoy = start_envoy(config, name)
     envoy.wait_ready()
-    port = envoy.listener_ports()["reload"]
-    token = {"a": tokens.idp(scope="scope-a"), "b": tokens.idp(scope="scope-b")}
+    return envoy, envoy.listener_ports()["reload"], directory
+
+
+def wait_allowed(port, token) -> None:
     deadline = time.monotonic() + 20
-    while send(port, "GET", PREFIX + "warm", token["a"]).status != 200:
+    while send(port, "GET", PREFIX + "warm", token).status != 200:
         assert time.monotonic() < deadline, "policy a never served"
         time.sleep(0.2)
+
+
+def test_policy_change_under_load(start_envoy, wasm_path, idp, upstream, tokens, tmp_path):
+    envoy, port, directory = start_with_ecds(start_envoy, wasm_path, idp, upstream, tmp_path, "reload")
+    token = {"a": tokens.idp(scope="scope-a"), "b": tokens.idp(scope="scope-b")}
+    wait_allowed(port, token["a"])
     fetches_before = jwks_fetches(idp)
 
     sent: list[tuple[str, str, int]] = []  # (token's scope, path, status)
@@ -138,6 +147,24 @@ def test_policy_change_under_load(start_envoy, wasm_path, idp, upstream, tokens,
     assert fetches_before >= 1, idp.snapshot_counts()
     assert jwks_fetches(idp) == fetches_before, "the new configuration fetched keys again"
     print(f"reload under load: {len(sent)} requests, {sum(s == 200 for _, _, s in sent)} allowed, jwks fetches {fetches_before}")
+    assert envoy.process.poll() is None
+
+
+def test_refused_configuration_keeps_the_previous_one(start_envoy, wasm_path, idp, upstream, tokens, tmp_path):
+    envoy, port, directory = start_with_ecds(start_envoy, wasm_path, idp, upstream, tmp_path, "reload-bad")
+    token = tokens.idp(scope="scope-a")
+    wait_allowed(port, token)
+    broken = policy(idp, "b")
+    broken["rules"][0]["providers"] = ["nobody"]
+    offset = envoy.log_size()
+    write_filter_config(directory, wasm_path, broken, "broken")
+    deadline = time.monotonic() + 10
+    while "brickgate: invalid configuration" not in envoy.log_since(offset) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "brickgate: invalid configuration" in envoy.log_since(offset)
+    time.sleep(0.5)
+    for _ in range(10):
+        assert send(port, "GET", PREFIX + uuid.uuid4().hex, token).status == 200, "the previous policy stopped serving"
     assert envoy.process.poll() is None
 
 
