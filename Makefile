@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps
+.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps oci
 
 build: $(WASM)
 
@@ -47,10 +47,18 @@ $(CLI): Cargo.toml Cargo.lock cli/Cargo.toml $(shell find cli/src core/src -name
 	cargo build --release --locked -p brickgate-cli
 	@echo "built $@"
 
+# The plugin as an OCI image (Istio's compat Wasm image, which Istio and Envoy Gateway pull), built
+# without a container daemon; push with `skopeo copy oci:dist/oci:$(OCI_TAG) docker://REGISTRY/brickgate:$(OCI_TAG)`.
+OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+oci: $(WASM)
+	rm -rf dist/oci
+	python3 deploy/oci/build.py $(WASM) dist/oci $(OCI_TAG)
+
 unit:
 	cargo test --locked --workspace
 
-e2e: $(WASM) $(CLI) $(VENV)/.installed
+# The OCI test (tests/e2e/test_oci.py) pushes `make oci`'s image to Debian's docker-registry with skopeo.
+e2e: $(WASM) $(CLI) $(VENV)/.installed $(STAMPS)/apt-skopeo $(STAMPS)/apt-docker-registry
 	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) $(PYTHON) -m pytest tests/e2e -q
 
 test: unit e2e

@@ -5,6 +5,7 @@
 //! keeps host calls out of it on every target; the `brickgate` crate (the wasm module) is the
 //! thin adapter. Data flows config → token → jwks → verify → policy → identity → engine → stream.
 
+pub mod access_log;
 pub mod alg;
 pub mod cache;
 pub mod config;

@@ -22,6 +22,26 @@ pub const UPSTREAM_TOKEN_FAILED: &str = "brickgate.upstream_token.failed";
 pub const TOKEN_CACHE_HIT: &str = "brickgate.token_cache.hit";
 pub const TOKEN_CACHE_MISS: &str = "brickgate.token_cache.miss";
 
+/// One counter per (decision, reason, rule) seen, defined on first use: the name carries the
+/// labels, and Envoy's stats tag extraction (`stats_config.stats_tags`, docs/OPERATIONS.md)
+/// turns it into `brickgate_requests_total{decision=…,reason=…,rule=…}`. Bounded by the
+/// configuration: decisions × reasons × rules. The rule comes last: its name may hold dots.
+pub const REQUESTS: &str = "brickgate.requests_total";
+/// Histogram of the time from a request's headers to its decision, in microseconds
+/// (includes waiting for keys or a Databricks token).
+pub const DECISION_TIME_US: &str = "brickgate.decision_time_us";
+/// Label value when a request has no reason (allowed) or no rule (refused before one matched).
+pub const NO_LABEL: &str = "none";
+
+/// The labelled request counter's full name.
+pub fn request_counter(decision: &str, reason: Option<&str>, rule: Option<&str>) -> String {
+    format!(
+        "{REQUESTS}.decision.{decision}.reason.{}.rule.{}",
+        reason.unwrap_or(NO_LABEL),
+        rule.unwrap_or(NO_LABEL)
+    )
+}
+
 pub fn denied_for(reason: Reason) -> String {
     format!("{DENIED}.{}", reason.as_str())
 }
@@ -71,6 +91,14 @@ mod tests {
         for &reason in Reason::ALL {
             assert!(names.contains(&denied_for(reason)), "{reason:?}");
         }
+        assert_eq!(
+            request_counter("deny", Some("expired"), Some("databricks:clusters:list")),
+            "brickgate.requests_total.decision.deny.reason.expired.rule.databricks:clusters:list"
+        );
+        assert_eq!(
+            request_counter("allow", None, None),
+            "brickgate.requests_total.decision.allow.reason.none.rule.none"
+        );
         for name in [
             "brickgate.denied.internal_error",
             "brickgate.denied.body_too_large",

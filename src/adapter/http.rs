@@ -74,6 +74,7 @@ impl Context for Filter {
             && let Some(shared) = guard.as_mut()
         {
             shared.held.remove(&self.context_id);
+            shared.started_ns.remove(&self.context_id);
             shared.calls.forget(self.context_id);
         }
         true

@@ -1,6 +1,7 @@
 //! The only code that talks to the proxy-wasm host. It reads what the host offers, hands it
 //! to the pure core, and carries out the decisions the core returns.
 
+mod access_log;
 mod host_verify;
 mod http;
 mod root;
@@ -20,6 +21,7 @@ use brickgate_core::cache::TokenCache;
 use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
 use brickgate_core::jwks::{JwksStore, UnixMillis};
+use brickgate_core::metrics;
 use brickgate_core::shared_data::SharedData;
 use brickgate_core::stream::{Stream, TokenCalls};
 
@@ -58,14 +60,30 @@ pub struct Shared {
     pub info_logging: bool,
     /// The root context's id: calls it sends must belong to it, not to a stream.
     pub root_context_id: u32,
+    /// Each record goes to the `wasm.brickgate` filter state (`audit.filter_state`, and the
+    /// host could declare it).
+    pub filter_state: bool,
+    /// When each undecided stream's headers arrived (host nanoseconds), by context id: the
+    /// decision-time histogram.
+    pub started_ns: HashMap<u32, u64>,
+}
+
+impl Shared {
+    /// Whether decisions go to the application log too (`audit.log_line`, and the host keeps
+    /// info lines).
+    pub fn audit_log_line(&self) -> bool {
+        self.info_logging && self.engine.config.audit.log_line
+    }
 }
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;
 
-/// Counter ids, defined once at configure time.
+/// Counter ids: the fixed set defined at configure time, labelled ones on first use.
 #[derive(Default)]
 pub struct Counters {
     ids: HashMap<String, u32>,
+    /// The decision-time histogram, if the host defines histograms.
+    decision_time: Option<u32>,
 }
 
 impl Counters {
@@ -78,7 +96,27 @@ impl Counters {
                     .map(|id| (name.clone(), id))
             })
             .collect();
-        Counters { ids }
+        let decision_time =
+            hostcalls::define_metric(MetricType::Histogram, metrics::DECISION_TIME_US).ok();
+        Counters { ids, decision_time }
+    }
+
+    /// Moves a counter whose name is only known per request (bounded by the configuration).
+    pub fn add_labelled(&mut self, name: String) {
+        let id = match self.ids.get(&name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => *self.ids.entry(name).or_insert(id),
+                Err(_) => return,
+            },
+        };
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+
+    pub fn record_decision_time(&self, micros: u64) {
+        if let Some(id) = self.decision_time {
+            let _ = hostcalls::record_metric(id, micros);
+        }
     }
 
     pub fn add(&self, name: &str, amount: i64) {
@@ -113,6 +151,14 @@ pub fn now_ms() -> UnixMillis {
 
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
+}
+
+/// The host's clock in nanoseconds (0 if it cannot tell).
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 /// Whether the host would keep an info line: lets hot paths skip formatting audit records

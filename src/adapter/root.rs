@@ -86,6 +86,7 @@ impl Root {
             config.rules.len()
         );
         let performance = config.performance;
+        let filter_state = config.audit.filter_state && super::access_log::declare();
         let shared = Shared {
             store: JwksStore::new(&config, vm_id),
             engine: Rc::new(Engine::new(
@@ -102,6 +103,8 @@ impl Root {
             held: HashMap::new(),
             info_logging: super::info_enabled(),
             root_context_id: self.context_id,
+            filter_state,
+            started_ns: HashMap::new(),
         };
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)

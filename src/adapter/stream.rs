@@ -7,7 +7,7 @@ use std::rc::Rc;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
-use super::{HostSharedData, Shared, StreamCell, log, now_ms};
+use super::{HostSharedData, Shared, StreamCell, access_log, log, now_ns};
 use brickgate_core::stream::{Env, Event, HostAction, Record, Reply};
 
 /// Steps the stream with `event` and carries out what the step asks. The stream must be the
@@ -19,17 +19,23 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
     };
     let mut event = Some(event);
     let mut reply = Reply::Pause;
+    let fingerprint = shared.filter_state || shared.audit_log_line();
     // At most two rounds: the event, then (if a host call failed) the failure.
     for _ in 0..2 {
         let Some(current) = event.take() else { break };
+        // One clock read per step, also timing the decision (headers → record).
+        let now_ns = now_ns();
+        if matches!(current, Event::RequestHeaders { .. }) {
+            shared.started_ns.insert(context_id, now_ns);
+        }
         let mut env = Env {
             engine: &shared.engine,
             store: &mut shared.store,
             cache: &mut shared.cache,
             upstream_tokens: &mut shared.upstream_tokens,
             shared: &HostSharedData,
-            now_ms: now_ms(),
-            fingerprint: shared.info_logging,
+            now_ms: now_ns / 1_000_000,
+            fingerprint,
         };
         let step = stream.step(&mut env, current);
         reply = step.reply;
@@ -79,7 +85,7 @@ fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result
             Ok(())
         }
         HostAction::Record(record) => {
-            record_decision(shared, &record);
+            record_decision(shared, context_id, &record);
             Ok(())
         }
         HostAction::Warn(line) => {
@@ -97,12 +103,22 @@ pub fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Counts the decision and writes its audit record (when the host keeps info lines).
-pub fn record_decision(shared: &Shared, record: &Record) {
+/// Counts and times the decision, hands its record to the access log (filter state) and, when
+/// configured and the host keeps info lines, writes the application-log audit line.
+pub fn record_decision(shared: &mut Shared, context_id: u32, record: &Record) {
     for counter in record.counters() {
         shared.counters.add(&counter, 1);
     }
-    if shared.info_logging {
+    shared.counters.add_labelled(record.request_counter());
+    if let Some(started) = shared.started_ns.remove(&context_id) {
+        // A fresh clock read: the step's own read is where a decision made at once started.
+        let micros = now_ns().saturating_sub(started) / 1000;
+        shared.counters.record_decision_time(micros);
+    }
+    if shared.filter_state {
+        access_log::publish(&record.audit);
+    }
+    if shared.audit_log_line() {
         log(
             LogLevel::Info,
             &format!("brickgate audit {}", record.audit.to_json()),

@@ -130,6 +130,8 @@ class EnvoyProcess:
             "--concurrency", str(concurrency),
             "--admin-address-path", str(self.admin_address_path),
             "--log-level", "info", "--component-log-level", "wasm:debug",
+            # Access logs reach the log file within 0.2 s instead of Envoy's default 10 s.
+            "--file-flush-interval-msec", "200",
         ]
         self.process: subprocess.Popen | None = None
         self.admin_url = ""

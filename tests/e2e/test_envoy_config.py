@@ -115,3 +115,48 @@ def test_dev_config_fits_databricks_serving_limits():
         assert route, prefix
         timeouts = dict(re.findall(r"(timeout|idle_timeout): (\d+)s", route.group(1)))
         assert int(timeouts["timeout"]) >= 297 and int(timeouts["idle_timeout"]) >= 297, (prefix, timeouts)
+
+
+def _with_wasm(text: str, wasm_path: Path) -> str:
+    return text.replace("filename: dist/brickgate.wasm", f"filename: {wasm_path}")
+
+
+def test_ecds_config_validates_and_matches_the_static_one(envoy_bin, wasm_path, tmp_path):
+    """envoy/envoy-ecds.yaml validates, and its ECDS file carries the same filter as envoy/envoy.yaml."""
+    import yaml
+    from shipped_config import shipped_hcm
+
+    static = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())
+    static_filter = next(f for f in shipped_hcm(static)["http_filters"] if f["name"] == "envoy.filters.http.wasm")
+    ecds = yaml.safe_load((REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml").read_text())
+    assert ecds["resources"][0]["typed_config"] == static_filter["typed_config"]
+    result = run_validate(envoy_bin, REPO_ROOT / "envoy" / "envoy-ecds.yaml", cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_otel_access_log_validates(envoy_bin, wasm_path, tmp_path):
+    """The OpenTelemetry access log of envoy/otel-access-log.yaml, spliced into envoy/envoy.yaml."""
+    import yaml
+    from shipped_config import shipped_hcm
+
+    config = yaml.safe_load(_with_wasm((REPO_ROOT / "envoy" / "envoy.yaml").read_text(), wasm_path))
+    otel = yaml.safe_load((REPO_ROOT / "envoy" / "otel-access-log.yaml").read_text())
+    shipped_hcm(config)["access_log"] = otel["access_log"]
+    config["static_resources"]["clusters"] += otel["clusters"]
+    path = tmp_path / "envoy-otel.json"
+    path.write_text(json.dumps(config))
+    result = run_validate(envoy_bin, path, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_shipped_config_sets_the_same_stats_tags():
+    import yaml
+
+    tags = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())["stats_config"]["stats_tags"]
+    assert {tag["tag_name"] for tag in tags} == {"decision", "reason", "rule"}
+    assert yaml.safe_load((REPO_ROOT / "envoy" / "envoy-ecds.yaml").read_text())["stats_config"]["stats_tags"] == tags
+    istio = yaml.safe_load((REPO_ROOT / "deploy" / "istio" / "stats-tags.yaml").read_text())
+    assert istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"] == tags
+    operations = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text()
+    for tag in tags:
+        assert tag["regex"] in operations, "docs/OPERATIONS.md shows the shipped regexes"

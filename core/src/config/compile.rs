@@ -2,7 +2,7 @@
 
 use super::dry_run::{DryRun, parse_mode};
 use super::raw::{RawConfig, RawIdentity};
-use super::{Config, ConfigError, IdentityConfig, Performance, Provider};
+use super::{AuditOutputs, Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
 use crate::policy::PathPattern;
 
@@ -148,6 +148,10 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
         reads_model_from_body,
         bypass_cors_preflight: raw.bypass_cors_preflight,
         dry_run,
+        audit: AuditOutputs {
+            log_line: raw.audit.log_line.unwrap_or(false),
+            filter_state: raw.audit.filter_state.unwrap_or(true),
+        },
     })
 }
 

@@ -32,6 +32,17 @@ pub struct Config {
     pub bypass_cors_preflight: bool,
     /// Refusals reported (`would_deny`) instead of sent.
     pub dry_run: DryRun,
+    pub audit: AuditOutputs,
+}
+
+/// Where each decision's audit record goes (docs/OPERATIONS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditOutputs {
+    /// The `brickgate audit {json}` line in Envoy's application log (off by default: the
+    /// access log carries the record).
+    pub log_line: bool,
+    /// The filter-state object `wasm.brickgate` that access logs read (on by default).
+    pub filter_state: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

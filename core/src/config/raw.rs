@@ -27,6 +27,15 @@ pub struct RawConfig {
     /// Development only: accept secrets written into the configuration itself.
     #[serde(default)]
     pub allow_inline_secrets: bool,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub log_line: Option<bool>,
+    pub filter_state: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,12 @@ impl Record {
         self.audit.decision == "allow"
     }
 
+    /// The labelled request counter this record moves (`metrics::request_counter`).
+    pub fn request_counter(&self) -> String {
+        let reason = (!self.is_allowed()).then_some(self.audit.reason).flatten();
+        metrics::request_counter(self.audit.decision, reason, self.audit.rule.as_deref())
+    }
+
     /// Every counter this record moves by one.
     pub fn counters(&self) -> impl Iterator<Item = Cow<'static, str>> + '_ {
         let family = if self.audit.decision == WOULD_DENY {

@@ -468,6 +468,18 @@ fn bad_configs_name_the_field() {
             "outside",
         ),
         (
+            "audit switch of the wrong type",
+            with(base(), "/audit", json!({"log_line": "yes"})),
+            "audit.log_line",
+            "invalid type",
+        ),
+        (
+            "unknown audit output",
+            with(base(), "/audit", json!({"syslog": true})),
+            "audit.syslog",
+            "unknown field",
+        ),
+        (
             "tiny token limit",
             with(base(), "/max_token_bytes", json!(10)),
             "max_token_bytes",
@@ -481,6 +493,19 @@ fn bad_configs_name_the_field() {
         assert_eq!(error.field, field, "{name}: {error}");
         assert!(error.problem.contains(problem), "{name}: {error}");
     }
+}
+
+#[test]
+fn audit_goes_to_filter_state_and_not_the_application_log_by_default() {
+    let config = compile(&base()).unwrap();
+    assert!(config.audit.filter_state && !config.audit.log_line);
+    let config = compile(&with(
+        base(),
+        "/audit",
+        json!({"log_line": true, "filter_state": false}),
+    ))
+    .unwrap();
+    assert!(!config.audit.filter_state && config.audit.log_line);
 }
 
 #[test]

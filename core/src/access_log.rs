@@ -1,0 +1,89 @@
+//! The decision as Envoy's access log reads it: one filter-state object per request.
+//!
+//! Envoy's wasm host stores `set_property(["brickgate"], value)` as the filter-state object
+//! `wasm.brickgate`. Declared (once, by the root context) as a `google.protobuf.Struct`, the
+//! object is rendered by `%FILTER_STATE(wasm.brickgate)%` as a JSON object (nested in a
+//! `json_format` access log, an AnyValue map in the OpenTelemetry one) — so the whole record
+//! costs one host call per request. This module writes the two protobuf messages involved;
+//! the adapter only hands them to the host.
+
+use serde_json::Value;
+
+use crate::identity::AuditRecord;
+
+/// The property name; Envoy prefixes `wasm.` for the filter-state key.
+pub const PROPERTY: &str = "brickgate";
+/// The filter-state key access logs name: `%FILTER_STATE(wasm.brickgate)%`.
+pub const FILTER_STATE_KEY: &str = "wasm.brickgate";
+const STRUCT_TYPE_URL: &str = "type.googleapis.com/google.protobuf.Struct";
+
+/// Fields Envoy logs itself (`%RESPONSE_CODE%`, `%REQ(:METHOD)%`, `%PATH(NQ)%`,
+/// `%REQ(X-REQUEST-ID)%`): left out so each fact is logged once.
+const ENVOY_OWN_FIELDS: [&str; 4] = ["status", "method", "path", "request_id"];
+
+/// `envoy.source.extensions.common.wasm.DeclarePropertyArguments` (the `declare_property`
+/// foreign function): a read-write `Struct` living as long as the filter chain.
+pub fn declare_property_arguments() -> Vec<u8> {
+    let mut out = Vec::new();
+    bytes_field(&mut out, 1, PROPERTY.as_bytes()); // name
+    varint_field(&mut out, 3, 3); // type: Protobuf
+    bytes_field(&mut out, 4, STRUCT_TYPE_URL.as_bytes()); // schema: the type URL
+    // span 0 (FilterChain) and readonly false are the defaults, so not written.
+    out
+}
+
+/// The audit record as a serialized `google.protobuf.Struct`.
+pub fn filter_state_struct(record: &AuditRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let Ok(Value::Object(fields)) = serde_json::to_value(record) else {
+        return out;
+    };
+    let mut entry = Vec::with_capacity(128);
+    let mut value = Vec::with_capacity(96);
+    for (name, field) in &fields {
+        if ENVOY_OWN_FIELDS.contains(&name.as_str()) {
+            continue;
+        }
+        value.clear();
+        match field {
+            Value::String(text) => bytes_field(&mut value, 3, text.as_bytes()),
+            Value::Bool(flag) => varint_field(&mut value, 4, u64::from(*flag)),
+            Value::Number(number) => {
+                tag(&mut value, 2, 1);
+                value.extend_from_slice(&number.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+            _ => continue,
+        }
+        entry.clear();
+        bytes_field(&mut entry, 1, name.as_bytes());
+        bytes_field(&mut entry, 2, &value);
+        bytes_field(&mut out, 1, &entry);
+    }
+    out
+}
+
+fn tag(out: &mut Vec<u8>, field: u64, wire_type: u64) {
+    varint(out, (field << 3) | wire_type);
+}
+
+fn varint_field(out: &mut Vec<u8>, field: u64, value: u64) {
+    tag(out, field, 0);
+    varint(out, value);
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    tag(out, field, 2);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+"""deploy/: the Istio and Envoy Gateway manifests against schemas written from their API references,
+and the Envoy filter each amounts to (as Istio or Envoy Gateway renders it) run in a real Envoy."""
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from envoy_harness import HCM, ROUTER, STRING_VALUE, WASM, loopback, static_cluster
+from gateway_client import send
+from plugin_configs import AUDIENCE
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+MANIFESTS = sorted((DEPLOY / "istio").glob("*.yaml")) + sorted((DEPLOY / "envoy-gateway").glob("*.yaml"))
+
+
+def documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def schema(kind: str) -> dict:
+    return json.loads((DEPLOY / "schemas" / f"{kind}.json").read_text())
+
+
+def manifest(path: str, kind: str) -> dict:
+    return next(doc for doc in documents(DEPLOY / path) if doc["kind"] == kind)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_manifests_match_their_schemas(path):
+    for doc in documents(path):
+        jsonschema.validate(doc, schema(doc["kind"]))
+
+
+def _set(path: str, value):
+    def mutate(doc):
+        *parents, leaf = path.split(".")
+        target = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target[int(leaf) if isinstance(target, list) else leaf] = value
+    return mutate
+
+
+# The schemas refuse what the references do not allow (so a typo in a manifest is caught).
+SCHEMA_REFUSALS = [
+    pytest.param("istio/wasmplugin.yaml", "WasmPlugin", _set("spec.phase", "AUTHENTICATION"), id="wasmplugin-bad-phase"),
+    pytest.param("istio/wasmplugin.yaml", "WasmPlugin", _set("spec.failStrategy", "FAIL_CLOSED"), id="wasmplugin-bad-fail-strategy"),
+    pytest.param("istio/wasmplugin.yaml", "WasmPlugin", _set("spec.vmConfig.env.0.valueFrom", "SECRET"), id="wasmplugin-bad-env-source"),
+    pytest.param("istio/wasmplugin.yaml", "WasmPlugin", _set("spec.pluginconfig", {}), id="wasmplugin-unknown-field"),
+    pytest.param("istio/external-services.yaml", "ServiceEntry", _set("spec.resolution", "DNS_ROUNDROBIN"), id="serviceentry-bad-resolution"),
+    pytest.param("istio/external-services.yaml", "DestinationRule", _set("spec.trafficPolicy.tls.mode", "TLS"), id="destinationrule-bad-tls"),
+    pytest.param("envoy-gateway/extension-policy.yaml", "EnvoyExtensionPolicy", _set("spec.wasm.0.code.type", "OCI"), id="eep-bad-code-type"),
+    pytest.param("envoy-gateway/extension-policy.yaml", "EnvoyExtensionPolicy", _set("spec.wasm.0.failopen", False), id="eep-unknown-field"),
+    pytest.param("envoy-gateway/extension-policy.yaml", "Backend", _set("spec.endpoints.0.fqdn.port", "443"), id="backend-port-not-integer"),
+]
+
+
+@pytest.mark.parametrize(("path", "kind", "mutate"), SCHEMA_REFUSALS)
+def test_schemas_refuse_what_the_references_do_not_allow(path, kind, mutate):
+    doc = copy.deepcopy(manifest(path, kind))
+    mutate(doc)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema(kind))
+
+
+def test_istio_plugin_fails_closed_in_authn_and_reaches_its_hosts():
+    plugin = manifest("istio/wasmplugin.yaml", "WasmPlugin")["spec"]
+    assert plugin["phase"] == "AUTHN" and plugin["failStrategy"] == "FAIL_CLOSE"
+    assert plugin["url"].startswith("oci://")
+    assert "client_secret" not in json.dumps(plugin["pluginConfig"]), "secrets go through vmConfig.env"
+    external = documents(DEPLOY / "istio" / "external-services.yaml")
+    hosts = {host for doc in external if doc["kind"] == "ServiceEntry" for host in doc["spec"]["hosts"]}
+    tls = {doc["spec"]["host"] for doc in external if doc["kind"] == "DestinationRule" and doc["spec"]["trafficPolicy"]["tls"]["mode"] == "SIMPLE"}
+    for cluster in plugin_clusters(plugin["pluginConfig"]):
+        direction, port, _, host = cluster.split("|")
+        assert (direction, port) == ("outbound", "443") and host in hosts and host in tls, cluster
+
+
+def test_envoy_gateway_plugin_fails_closed_and_reaches_its_backends():
+    policy = manifest("envoy-gateway/extension-policy.yaml", "EnvoyExtensionPolicy")["spec"]["wasm"][0]
+    assert policy["failOpen"] is False and policy["code"]["type"] == "Image"
+    assert "client_secret" not in json.dumps(policy["config"])
+    route = manifest("envoy-gateway/extension-policy.yaml", "HTTPRoute")
+    backends = {doc["metadata"]["name"] for doc in documents(DEPLOY / "envoy-gateway" / "extension-policy.yaml") if doc["kind"] == "Backend"}
+    for cluster in plugin_clusters(policy["config"]):
+        _, namespace, name, _, index = cluster.split("/")
+        assert (namespace, name) == (route["metadata"]["namespace"], route["metadata"]["name"]), cluster
+        assert route["spec"]["rules"][int(index)]["backendRefs"][0]["name"] in backends
+
+
+def plugin_clusters(plugin_config: dict) -> list[str]:
+    clusters = []
+    for provider in plugin_config["providers"].values():
+        clusters.append(provider["jwks"]["remote"]["cluster"])
+        if "upstream" in provider:
+            clusters.append(provider["upstream"]["cluster"])
+    return clusters
+
+
+def rendered_filter(plugin_config: dict, wasm_path: Path, env_keys: list[str]) -> dict:
+    """The wasm filter as Istio (WasmPlugin) and Envoy Gateway (EnvoyExtensionPolicy) render it: the
+    plugin config as a JSON string value, one shared vm_id, fail closed, the proxy's environment
+    variables handed to the VM, and allow_on_headers_stop_iteration (brickgate holds bodies)."""
+    return {"name": "envoy.filters.http.wasm", "typed_config": {"@type": WASM, "config": {
+        "name": "brickgate", "root_id": "brickgate", "failure_policy": "FAIL_CLOSED",
+        "allow_on_headers_stop_iteration": True,
+        "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": str(wasm_path)}},
+                      "environment_variables": {"host_env_keys": env_keys}},
+        "configuration": {"@type": STRING_VALUE, "value": json.dumps(plugin_config)},
+    }}}
+
+
+def run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, name):
+    """Runs the rendered filter with the manifest's cluster names pointed at the fake IdP; the
+    issuer and JWKS URI become the fake IdP's, everything else is the manifest's."""
+    plugin_config = copy.deepcopy(plugin_config)
+    callouts = []
+    for provider in plugin_config["providers"].values():
+        provider.update(issuer=idp.issuer, audiences=[AUDIENCE])
+        provider["jwks"]["remote"]["uri"] = f"http://127.0.0.1:{idp.port}/jwks.json"
+        callouts.append(static_cluster(provider["jwks"]["remote"]["cluster"], idp.port))
+        if "upstream" in provider:
+            callouts.append(static_cluster(provider["upstream"]["cluster"], upstream.port))
+    hcm = {"@type": HCM, "stat_prefix": name, "codec_type": "AUTO",
+           "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}]},
+           "http_filters": [rendered_filter(plugin_config, wasm_path, env_keys), {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
+    config = {"admin": {"address": loopback(0)}, "static_resources": {
+        "listeners": [{"name": name, "address": loopback(0), "filter_chains": [{"filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+        "clusters": [static_cluster("upstream", upstream.port), *callouts]}}
+    envoy = start_envoy(config, name)
+    envoy.wait_ready()
+    return envoy, envoy.listener_ports()[name]
+
+
+def refuses_for_the_right_reasons(envoy, port, tokens) -> None:
+    import time
+    assert send(port, "GET", "/api/2.0/clusters/list").status == 401
+    # Insufficient scope is decided after the signature: the keys came through the manifest's cluster.
+    token = tokens.idp(scope="nothing-useful")
+    deadline = time.monotonic() + 20
+    while (reply := send(port, "GET", "/api/2.0/clusters/list", token)).header("x-brickgate-reason") != "insufficient_scope":
+        assert time.monotonic() < deadline, (reply.status, reply.headers)
+        time.sleep(0.2)
+    assert reply.status == 403
+
+
+@pytest.mark.parametrize(("path", "kind"), [("istio/wasmplugin.yaml", "WasmPlugin"), ("envoy-gateway/extension-policy.yaml", "EnvoyExtensionPolicy")])
+def test_rendered_filter_runs_in_envoy(start_envoy, wasm_path, idp, upstream, tokens, monkeypatch, path, kind):
+    spec = manifest(path, kind)["spec"]
+    if kind == "WasmPlugin":
+        plugin_config, env_keys = spec["pluginConfig"], [e["name"] for e in spec["vmConfig"]["env"] if e.get("valueFrom") == "HOST"]
+    else:
+        plugin_config, env_keys = spec["wasm"][0]["config"], spec["wasm"][0]["env"]["hostKeys"]
+    monkeypatch.setenv("BRICKGATE_CLIENT_SECRET", "not-used-by-this-config")
+    envoy, port = run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, kind.lower())
+    refuses_for_the_right_reasons(envoy, port, tokens)
