@@ -11,6 +11,7 @@ mod store;
 pub use keys::{
     KeyMaterial, KeyOrigin, KeySet, MAX_KEYS_WITHOUT_KID, SkippedKey, VerificationKey, parse_jwks,
 };
+pub use discovery::jwks_location_from;
 pub use location::FetchLocation;
 pub use store::{
     Availability, FetchOutcome, FetchRequest, JwksStore, KidMiss, StoreEvent, UnixMillis,
