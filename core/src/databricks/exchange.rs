@@ -68,6 +68,8 @@ pub struct TokenRequest {
     pub timeout_ms: u64,
     /// Kept to scrub it from anything Databricks echoes back.
     subject_token: Option<String>,
+    /// brickgate's own client secret (service-principal mode), scrubbed likewise.
+    own_secret: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -128,6 +130,7 @@ impl TokenEndpoint {
             body,
             timeout_ms: self.timeout_ms,
             subject_token,
+            own_secret: None,
         }
     }
 
@@ -176,7 +179,7 @@ impl TokenEndpoint {
         let basic = STANDARD.encode(format!("{id}:{secret}"));
         let headers = vec![("authorization".to_string(), format!("Basic {basic}"))];
         let body = form_encode(&[("grant_type", "client_credentials"), ("scope", &scope)]);
-        self.request(
+        let mut request = self.request(
             cache_key(&[
                 "sp",
                 &self.cluster,
@@ -188,7 +191,9 @@ impl TokenEndpoint {
             headers,
             body,
             None,
-        )
+        );
+        request.own_secret = self.client_secret.clone().filter(|secret| !secret.is_empty());
+        request
     }
 }
 
@@ -197,6 +202,17 @@ impl TokenEndpoint {
 pub struct IssuedToken {
     pub access_token: String,
     pub expires_in_s: u64,
+}
+
+impl TokenRequest {
+    /// Text Databricks sent back, without the client's token or brickgate's secret.
+    fn scrub(&self, text: &str) -> String {
+        let text = match self.own_secret.as_deref() {
+            Some(secret) => text.replace(secret, "[secret]"),
+            None => text.to_string(),
+        };
+        scrub(&text, self.subject_token.as_deref())
+    }
 }
 
 /// Removes anything that could be a token from text Databricks sent back.
@@ -290,14 +306,26 @@ pub fn parse_token_response(
             let description = field("error_description")
                 .or_else(|| field("message"))
                 .unwrap_or("");
-            Err(AuthError::new(
-                Reason::ExchangeRejected,
-                format!(
-                    "Databricks refused the {what}: {}: {}",
-                    scrub(error, request.subject_token.as_deref()),
-                    scrub(description, request.subject_token.as_deref())
-                ),
-            ))
+            let said = format!(
+                "{}: {}",
+                request.scrub(error),
+                request.scrub(description)
+            );
+            // Refusing the client's token is about the client; refusing brickgate's own
+            // service-principal credentials is the gateway's fault, never the client's.
+            Err(if request.subject_token.is_some() {
+                AuthError::new(
+                    Reason::ExchangeRejected,
+                    format!("Databricks refused the {what}: {said}"),
+                )
+            } else {
+                AuthError::new(
+                    Reason::ExchangeFailed,
+                    format!(
+                        "Databricks refused brickgate's service principal token request (check its client_id, client_secret and scopes): {said}"
+                    ),
+                )
+            })
         }
         404 => Err(AuthError::new(
             Reason::ExchangeFailed,
@@ -516,5 +544,24 @@ mod tests {
         );
         let slow = parse_token_response(&request, 504, b"upstream request timeout").unwrap_err();
         assert!(slow.detail.contains("timed out"), "{}", slow.detail);
+    }
+
+    /// Found by the token_response fuzzer: brickgate's own secret, echoed back, reached the
+    /// client's refusal; and a refusal of brickgate's own credentials blamed the client (401).
+    #[test]
+    fn service_principal_refusals_are_the_gateway_s_and_never_quote_its_secret() {
+        let endpoint = TokenEndpoint {
+            client_secret: Some("sp-secret-value".into()),
+            ..endpoint(Some("sp-app"))
+        };
+        let request = endpoint.client_credentials("okta");
+        for status in [400, 401, 403] {
+            let body = br#"{"error": "invalid_client", "error_description": "bad secret sp-secret-value"}"#;
+            let refused = parse_token_response(&request, status, body).unwrap_err();
+            assert_eq!(refused.reason, Reason::ExchangeFailed, "{status}");
+            assert_eq!(refused.to_response("r").status, 502);
+            assert!(!refused.detail.contains("sp-secret-value"), "{}", refused.detail);
+            assert!(refused.detail.contains("invalid_client: bad secret [secret]"));
+        }
     }
 }
