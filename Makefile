@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build test unit e2e lint run token bench clean deps
+.PHONY: build test unit e2e lint run token bench clean deps fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -60,6 +60,23 @@ run: $(WASM) $(VENV)/.installed
 DURATION ?= 10
 bench: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --duration $(DURATION) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+
+# Fuzzing (cargo-fuzz, libFuzzer, nightly): every target for FUZZ_SECONDS each; prints the
+# executions, coverage and findings per target (fuzz/run.sh). `make test` replays the committed
+# corpus and vectors on stable. FUZZ_TARGETS narrows the run.
+FUZZ_SECONDS ?= 60
+$(STAMPS)/cargo-fuzz:
+	@mkdir -p $(STAMPS)
+	rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@touch $@
+
+fuzz: $(STAMPS)/cargo-fuzz
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The CI smoke: every target briefly.
+fuzz-smoke: $(STAMPS)/cargo-fuzz
+	fuzz/run.sh 10 $(FUZZ_TARGETS)
 
 # Prints one valid demo access token and nothing else (needs `make run` in another shell).
 token:

@@ -130,7 +130,7 @@ impl TokenEndpoint {
             body,
             timeout_ms: self.timeout_ms,
             subject_token,
-            own_secret: None,
+            own_secret: self.client_secret.clone().filter(|secret| !secret.is_empty()),
         }
     }
 
@@ -179,7 +179,7 @@ impl TokenEndpoint {
         let basic = STANDARD.encode(format!("{id}:{secret}"));
         let headers = vec![("authorization".to_string(), format!("Basic {basic}"))];
         let body = form_encode(&[("grant_type", "client_credentials"), ("scope", &scope)]);
-        let mut request = self.request(
+        self.request(
             cache_key(&[
                 "sp",
                 &self.cluster,
@@ -191,9 +191,7 @@ impl TokenEndpoint {
             headers,
             body,
             None,
-        );
-        request.own_secret = self.client_secret.clone().filter(|secret| !secret.is_empty());
-        request
+        )
     }
 }
 

@@ -60,3 +60,4 @@ fn the_major_idps_documents_and_tokens_are_read_as_published() {
         vectors::check_idp(name, &read("discovery.json"), &read("jwks.json"), &read("case.json"));
     }
 }
+
