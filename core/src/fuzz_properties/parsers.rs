@@ -159,7 +159,8 @@ pub fn jws(data: &[u8]) {
     let Ok(jwt) = UnverifiedJwt::parse(token) else {
         if let Err(error) = UnverifiedJwt::parse(token) {
             assert!(error.reason.status() < 500);
-            if token.len() >= SECRET_WORD_CHARS {
+            // A JWT-shaped token (a token without dots may be a word of the message itself).
+            if token.len() >= SECRET_WORD_CHARS && token.matches('.').count() == 2 {
                 assert!(!error.detail.contains(token), "refusal echoes the token");
             }
         }
@@ -397,8 +398,10 @@ pub fn token_response(data: &[u8]) {
                 assert!(response.status >= 500, "gateway fault answered {}", response.status);
             }
             assert!(!error.detail.contains("sp-secret-value-never-echoed"));
-            for secret in std::iter::once(SUBJECT_TOKEN).chain(SUBJECT_TOKEN.split('.')) {
-                assert!(!error.detail.contains(secret), "refusal quotes the client's token");
+            // Only an exchange sends the client's token; Databricks cannot echo what it never got.
+            let sent = exchange.then_some(SUBJECT_TOKEN);
+            for secret in sent.into_iter().chain(sent.into_iter().flat_map(|t| t.split('.'))) {
+                assert!(!error.detail.contains(secret), "refusal quotes the client's token: {:?}", error.detail);
             }
             assert!(!error.detail.chars().any(char::is_control));
         }
@@ -433,6 +436,10 @@ pub fn config(data: &[u8]) {
     if let Ok(document) = serde_json::from_slice::<Value>(data) {
         secrets_in(&document, &mut secrets);
     }
+    // A secret also written elsewhere in the document (a field name, another value) may be
+    // named as that; only a value that appears once must never be shown.
+    let text = String::from_utf8_lossy(data);
+    secrets.retain(|secret| text.matches(secret.as_str()).count() == 1);
     match Config::from_json(data) {
         Err(error) => {
             let message = error.to_string();
