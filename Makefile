@@ -78,6 +78,14 @@ fuzz: $(STAMPS)/cargo-fuzz
 fuzz-smoke: $(STAMPS)/cargo-fuzz
 	fuzz/run.sh 10 $(FUZZ_TARGETS)
 
+# The soak (tests/soak/soak.py): Envoy --concurrency 2 at half its measured maximum for
+# SOAK_SECONDS, mixed tokens, exchange mode, key rotation and IdP outages; fails on unexpected
+# statuses, wasm VM failures or memory growth. Results in SOAK_OUTPUT (JSON) and a summary.
+SOAK_SECONDS ?= 300
+SOAK_OUTPUT ?= .run/soak.json
+soak: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) tests/soak/soak.py --envoy $(ENVOY) --wasm $(WASM) --seconds $(SOAK_SECONDS) --output $(SOAK_OUTPUT)
+
 # Prints one valid demo access token and nothing else (needs `make run` in another shell).
 token:
 	@$(PYTHON) -m devstack.token

@@ -68,8 +68,6 @@ pub struct TokenRequest {
     pub timeout_ms: u64,
     /// Kept to scrub it from anything Databricks echoes back.
     subject_token: Option<String>,
-    /// brickgate's own client secret (service-principal mode), scrubbed likewise.
-    own_secret: Option<String>,
 }
 
 impl fmt::Debug for TokenRequest {
@@ -130,7 +128,6 @@ impl TokenEndpoint {
             body,
             timeout_ms: self.timeout_ms,
             subject_token,
-            own_secret: self.client_secret.clone().filter(|secret| !secret.is_empty()),
         }
     }
 
@@ -203,13 +200,25 @@ pub struct IssuedToken {
 }
 
 impl TokenRequest {
-    /// Text Databricks sent back, without the client's token or brickgate's secret.
+    /// Text Databricks sent back, without the client's token or brickgate's secret (sent in
+    /// the `Basic` credentials of a service-principal request, and only there).
     fn scrub(&self, text: &str) -> String {
-        let text = match self.own_secret.as_deref() {
-            Some(secret) => text.replace(secret, "[secret]"),
-            None => text.to_string(),
+        let text = match self.own_secret() {
+            Some(secret) if !secret.is_empty() => text.replace(&secret, "[secret]"),
+            _ => text.to_string(),
         };
         scrub(&text, self.subject_token.as_deref())
+    }
+
+    fn own_secret(&self) -> Option<String> {
+        let (_, value) = self
+            .headers
+            .iter()
+            .find(|(name, _)| name == "authorization")?;
+        let decoded = STANDARD.decode(value.strip_prefix("Basic ")?).ok()?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_, secret) = credentials.split_once(':')?;
+        Some(secret.to_string())
     }
 }
 
@@ -304,11 +313,7 @@ pub fn parse_token_response(
             let description = field("error_description")
                 .or_else(|| field("message"))
                 .unwrap_or("");
-            let said = format!(
-                "{}: {}",
-                request.scrub(error),
-                request.scrub(description)
-            );
+            let said = format!("{}: {}", request.scrub(error), request.scrub(description));
             // Refusing the client's token is about the client; refusing brickgate's own
             // service-principal credentials is the gateway's fault, never the client's.
             Err(if request.subject_token.is_some() {
@@ -558,8 +563,16 @@ mod tests {
             let refused = parse_token_response(&request, status, body).unwrap_err();
             assert_eq!(refused.reason, Reason::ExchangeFailed, "{status}");
             assert_eq!(refused.to_response("r").status, 502);
-            assert!(!refused.detail.contains("sp-secret-value"), "{}", refused.detail);
-            assert!(refused.detail.contains("invalid_client: bad secret [secret]"));
+            assert!(
+                !refused.detail.contains("sp-secret-value"),
+                "{}",
+                refused.detail
+            );
+            assert!(
+                refused
+                    .detail
+                    .contains("invalid_client: bad secret [secret]")
+            );
         }
     }
 }

@@ -79,7 +79,9 @@ fn jwks(published: &[&str]) -> Vec<u8> {
 }
 
 fn mint(seed: &[u8; 32], kid: &str, claims: Value) -> String {
-    let header = b64(json!({"alg": "EdDSA", "kid": kid, "typ": "JWT"}).to_string().as_bytes());
+    let header = b64(json!({"alg": "EdDSA", "kid": kid, "typ": "JWT"})
+        .to_string()
+        .as_bytes());
     let payload = b64(claims.to_string().as_bytes());
     let input = format!("{header}.{payload}");
     let signature = keypair(seed).sign(input.as_bytes());
@@ -120,7 +122,8 @@ const KINDS: [Kind; 8] = [
 
 fn claims(extra: Value) -> Value {
     let now_s = NOW_MS / 1000;
-    let mut all = json!({"iss": ISSUER, "aud": "api", "sub": SUBJECT, "iat": now_s, "exp": now_s + 3600});
+    let mut all =
+        json!({"iss": ISSUER, "aud": "api", "sub": SUBJECT, "iat": now_s, "exp": now_s + 3600});
     for (key, value) in extra.as_object().unwrap() {
         all[key] = value.clone();
     }
@@ -132,9 +135,21 @@ fn authorization(kind: Kind) -> Option<String> {
     let token = match kind {
         Kind::Member => mint(&K1, "k1", claims(json!({"scope": "serving:churn"}))),
         Kind::FraudAnalyst => mint(&K2, "k2", claims(json!({"groups": ["fraud"]}))),
-        Kind::Forged => mint(&ATTACKER, "k1", claims(json!({"scope": "serving:churn", "groups": ["fraud"]}))),
-        Kind::Expired => mint(&K1, "k1", claims(json!({"scope": "serving:churn", "iat": now_s - 7200, "exp": now_s - 3600}))),
-        Kind::OtherAudience => mint(&K1, "k1", claims(json!({"aud": "other", "scope": "serving:churn"}))),
+        Kind::Forged => mint(
+            &ATTACKER,
+            "k1",
+            claims(json!({"scope": "serving:churn", "groups": ["fraud"]})),
+        ),
+        Kind::Expired => mint(
+            &K1,
+            "k1",
+            claims(json!({"scope": "serving:churn", "iat": now_s - 7200, "exp": now_s - 3600})),
+        ),
+        Kind::OtherAudience => mint(
+            &K1,
+            "k1",
+            claims(json!({"aud": "other", "scope": "serving:churn"})),
+        ),
         Kind::Anonymous => return None,
         Kind::Garbage => "not-a-jwt".to_string(),
         Kind::UnknownKid => mint(&ATTACKER, "k9", claims(json!({"scope": "serving:churn"}))),
@@ -158,9 +173,11 @@ fn body_of(route: Route, model: &str) -> Vec<u8> {
     match (route, model) {
         (Route::JobsList, _) => Vec::new(),
         (Route::JobsRunNow, _) => br#"{"job_id": 7}"#.to_vec(),
-        (Route::Chat, "big") => {
-            format!(r#"{{"model": "churn", "pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES)).into_bytes()
-        }
+        (Route::Chat, "big") => format!(
+            r#"{{"model": "churn", "pad": "{}"}}"#,
+            "x".repeat(MAX_BODY_BYTES)
+        )
+        .into_bytes(),
         (Route::Chat, model) => format!(r#"{{"model": "{model}", "messages": []}}"#).into_bytes(),
     }
 }
@@ -182,7 +199,9 @@ fn oracle(kind: Kind, route: Route, model: Option<&str>) -> (bool, &'static str)
 
 fn config(setup: Setup) -> Config {
     let keys = match setup {
-        Setup::InlineKeys => json!({"inline": serde_json::from_slice::<Value>(&jwks(&["k1", "k2"])).unwrap()}),
+        Setup::InlineKeys => {
+            json!({"inline": serde_json::from_slice::<Value>(&jwks(&["k1", "k2"])).unwrap()})
+        }
         Setup::RemoteKeys | Setup::Exchange => json!({"remote": {
             "cluster": "idp", "uri": "https://idp.fuzz/keys", "wait_for_keys_ms": WAIT_FOR_KEYS_MS,
             "refetch_min_interval_s": 1
@@ -352,7 +371,10 @@ impl World {
                 }
                 match action {
                     HostAction::SetRequestHeaders(headers) => {
-                        assert!(client.upstream_headers.is_none(), "headers changed after release");
+                        assert!(
+                            client.upstream_headers.is_none(),
+                            "headers changed after release"
+                        );
                         client.pending_headers = Some(headers);
                     }
                     HostAction::SetRequestTrailers(trailers) => {
@@ -365,7 +387,10 @@ impl World {
                         if client.upstream_headers.is_some() || released {
                             // Only an allowed stream whose verdict could not be carried out is
                             // cut after release (Envoy resets the upstream request).
-                            assert!(client.records.iter().any(Record::is_allowed), "local reply after release");
+                            assert!(
+                                client.records.iter().any(Record::is_allowed),
+                                "local reply after release"
+                            );
                             assert!(response.status >= 500, "a cut stream blames the client");
                             client.cut = true;
                         }
@@ -402,21 +427,56 @@ impl World {
     fn check_release(&self, id: usize) {
         let client = &self.clients[id];
         let allows = client.records.iter().filter(|r| r.is_allowed()).count();
-        assert_eq!(allows, 1, "released without exactly one allow record: {client:?}");
-        assert!(client.local_reply.is_none() || client.cut, "released and answered locally");
-        let sent = client.upstream_headers.as_ref().expect("released without headers");
-        let header = |name: &str| sent.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(
+            allows, 1,
+            "released without exactly one allow record: {client:?}"
+        );
+        assert!(
+            client.local_reply.is_none() || client.cut,
+            "released and answered locally"
+        );
+        let sent = client
+            .upstream_headers
+            .as_ref()
+            .expect("released without headers");
+        let header = |name: &str| {
+            sent.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
         let model = (client.route == Route::Chat).then(|| {
-            assert_eq!(client.upstream_body, client.body, "a body-decided request released before its whole body");
+            assert_eq!(
+                client.upstream_body, client.body,
+                "a body-decided request released before its whole body"
+            );
             crate::databricks::serving::model_from_body(&client.upstream_body, MAX_BODY_BYTES).ok()
         });
-        let (allowed, rule) = oracle(client.kind, client.route, model.clone().flatten().as_deref());
-        assert!(allowed, "admitted: {:?} on {:?} (model {model:?})", client.kind, client.route);
+        let (allowed, rule) = oracle(
+            client.kind,
+            client.route,
+            model.clone().flatten().as_deref(),
+        );
+        assert!(
+            allowed,
+            "admitted: {:?} on {:?} (model {model:?})",
+            client.kind, client.route
+        );
         let record = client.records.iter().find(|r| r.is_allowed()).unwrap();
         assert_eq!(record.audit.rule.as_deref(), Some(rule));
-        let kid = if client.kind == Kind::Member { "k1" } else { "k2" };
-        assert!(self.ever_published.contains(kid), "admitted with a key never published");
-        assert_eq!(header("x-brickgate-subject"), Some(SUBJECT), "identity not from the token");
+        let kid = if client.kind == Kind::Member {
+            "k1"
+        } else {
+            "k2"
+        };
+        assert!(
+            self.ever_published.contains(kid),
+            "admitted with a key never published"
+        );
+        assert_eq!(
+            header("x-brickgate-subject"),
+            Some(SUBJECT),
+            "identity not from the token"
+        );
         let authorization = header("authorization");
         match self.setup {
             Setup::Exchange => assert!(
@@ -432,9 +492,19 @@ impl World {
     fn check_records(&self, id: usize) {
         let client = &self.clients[id];
         let expected = usize::from(client.answered());
-        assert_eq!(client.records.len(), expected, "records for one stream: {:?}", client.records);
-        if let (Some(reply), Some(record), false) = (&client.local_reply, client.records.first(), client.cut) {
-            assert!(!record.is_allowed(), "answered locally with an allow record");
+        assert_eq!(
+            client.records.len(),
+            expected,
+            "records for one stream: {:?}",
+            client.records
+        );
+        if let (Some(reply), Some(record), false) =
+            (&client.local_reply, client.records.first(), client.cut)
+        {
+            assert!(
+                !record.is_allowed(),
+                "answered locally with an allow record"
+            );
             assert_eq!(record.audit.status, reply.status);
         }
         if let Some(trailers) = &client.upstream_trailers {
@@ -456,15 +526,23 @@ impl World {
         let route = *input.choose(&[Route::JobsList, Route::Chat, Route::JobsRunNow]);
         let model = *input.choose(&MODELS);
         let body = body_of(route, model);
-        let pieces = if body.is_empty() { 0 } else { 1 + input.below(3) };
+        let pieces = if body.is_empty() {
+            0
+        } else {
+            1 + input.below(3)
+        };
         let mut chunks = Vec::new();
         let mut left = body.len();
         for piece in 0..pieces {
-            let size = if piece + 1 == pieces { left } else { left.min(1 + input.below(40)) };
+            let size = if piece + 1 == pieces {
+                left
+            } else {
+                left.min(1 + input.below(40))
+            };
             chunks.push(size);
             left -= size;
         }
-        let ending = if !body.is_empty() && input.byte() % 3 == 0 {
+        let ending = if !body.is_empty() && input.byte().is_multiple_of(3) {
             Ending::Trailers
         } else {
             Ending::EndOfStream
@@ -474,7 +552,11 @@ impl World {
             Route::Chat => CHAT,
             Route::JobsRunNow => "/api/2.1/jobs/run-now",
         };
-        let method = if route == Route::JobsList { "GET" } else { "POST" };
+        let method = if route == Route::JobsList {
+            "GET"
+        } else {
+            "POST"
+        };
         let authorization = authorization(kind);
         let mut headers: Headers = vec![
             (":method".into(), method.into()),
@@ -511,7 +593,14 @@ impl World {
             stream: Stream::new(),
         });
         let id = self.clients.len() - 1;
-        self.drive(id, Event::RequestHeaders { headers, end_of_stream }, true);
+        self.drive(
+            id,
+            Event::RequestHeaders {
+                headers,
+                end_of_stream,
+            },
+            true,
+        );
     }
 
     /// The client sends its next body chunk (or, with everything sent, its trailers).
@@ -522,7 +611,10 @@ impl World {
         }
         if client.sent_chunks == client.chunks.len() {
             client.trailers_sent = true;
-            let trailers: Headers = TRAILERS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            let trailers: Headers = TRAILERS
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
             client.pending_trailers = Some(trailers.clone());
             self.drive(id, Event::RequestTrailers { trailers }, true);
             return;
@@ -531,11 +623,23 @@ impl World {
         let size = client.chunks[client.sent_chunks];
         client.sent_chunks += 1;
         let chunk = client.body[start..start + size].to_vec();
-        let end_of_stream = client.sent_chunks == client.chunks.len() && client.ending == Ending::EndOfStream;
+        let end_of_stream =
+            client.sent_chunks == client.chunks.len() && client.ending == Ending::EndOfStream;
         client.pending_body.extend_from_slice(&chunk);
         client.body_events += 1;
-        let bytes = if client.stream.wants_body_bytes() { chunk } else { Vec::new() };
-        self.drive(id, Event::RequestBody { bytes: &bytes, end_of_stream }, true);
+        let bytes = if client.stream.wants_body_bytes() {
+            chunk
+        } else {
+            Vec::new()
+        };
+        self.drive(
+            id,
+            Event::RequestBody {
+                bytes: &bytes,
+                end_of_stream,
+            },
+            true,
+        );
     }
 
     /// The root context's tick on one worker: adopt and start fetches, send token calls, wake.
@@ -543,7 +647,10 @@ impl World {
         let worker = &mut self.workers[w];
         let (fetches, _) = worker.store.tick(&self.shared, self.now_ms);
         if let Some(fetch) = fetches.into_iter().next() {
-            assert!(worker.fetch.is_none(), "two fetches in flight on one worker");
+            assert!(
+                worker.fetch.is_none(),
+                "two fetches in flight on one worker"
+            );
             worker.fetch = Some(fetch);
         }
         for (request, waiting) in worker.calls.take_queued() {
@@ -562,7 +669,9 @@ impl World {
             let client = &self.clients[id];
             if client.worker == w
                 && client.local_reply.is_none()
-                && client.stream.wants_wake(&self.workers[w].store, self.now_ms)
+                && client
+                    .stream
+                    .wants_wake(&self.workers[w].store, self.now_ms)
             {
                 self.drive(id, Event::Wake, false);
             }
@@ -571,7 +680,10 @@ impl World {
             if let Some(since) = client.keys_wait_since
                 && client.stream.phase() == "waiting_for_keys"
             {
-                assert!(self.now_ms < since + WAIT_FOR_KEYS_MS, "held for keys past its deadline");
+                assert!(
+                    self.now_ms < since + WAIT_FOR_KEYS_MS,
+                    "held for keys past its deadline"
+                );
             }
             if client.stream.phase() == "reading_body" && client.body_events == 0 {
                 assert!(
@@ -588,13 +700,28 @@ impl World {
         };
         let current = ROTATION[self.published];
         let outcome = match choice % 5 {
-            0 | 1 => FetchOutcome::Response { status: 200, body: jwks(current), max_age_s: None },
-            2 => FetchOutcome::Response { status: 500, body: b"oops".to_vec(), max_age_s: None },
-            3 => FetchOutcome::Response { status: 200, body: b"{\"keys\": 7".to_vec(), max_age_s: None },
+            0 | 1 => FetchOutcome::Response {
+                status: 200,
+                body: jwks(current),
+                max_age_s: None,
+            },
+            2 => FetchOutcome::Response {
+                status: 500,
+                body: b"oops".to_vec(),
+                max_age_s: None,
+            },
+            3 => FetchOutcome::Response {
+                status: 200,
+                body: b"{\"keys\": 7".to_vec(),
+                max_age_s: None,
+            },
             _ => FetchOutcome::TransportFailure("reset".into()),
         };
         let worker = &mut self.workers[w];
-        let (more, _) = worker.store.on_fetch_outcome(&self.shared, fetch.provider, outcome, self.now_ms);
+        let (more, _) =
+            worker
+                .store
+                .on_fetch_outcome(&self.shared, fetch.provider, outcome, self.now_ms);
         worker.fetch = more.into_iter().next();
         self.wake(w);
     }
@@ -605,16 +732,24 @@ impl World {
         }
         let callout = self.workers[w].in_flight.remove(0);
         self.issued += 1;
-        let ok = format!(r#"{{"access_token": "dbx-{}", "expires_in": 3600}}"#, self.issued);
+        let ok = format!(
+            r#"{{"access_token": "dbx-{}", "expires_in": 3600}}"#,
+            self.issued
+        );
         let (status, body): (u32, &[u8]) = match choice % 4 {
             0 | 1 => (200, ok.as_bytes()),
             2 => (503, b"upstream connect error"),
             _ => (0, b""),
         };
         let worker = &mut self.workers[w];
-        let Some(settled) =
-            worker.calls.settle(callout, status, body, &mut worker.tokens, &self.shared, self.now_ms)
-        else {
+        let Some(settled) = worker.calls.settle(
+            callout,
+            status,
+            body,
+            &mut worker.tokens,
+            &self.shared,
+            self.now_ms,
+        ) else {
             return;
         };
         for stream in settled.streams {
@@ -654,7 +789,10 @@ impl World {
                 client.stream.phase()
             );
             if client.upstream_headers.is_some() {
-                assert_eq!(client.upstream_body, client.body, "the upstream got another body");
+                assert_eq!(
+                    client.upstream_body, client.body,
+                    "the upstream got another body"
+                );
             }
             self.check_records(id);
         }
@@ -699,7 +837,9 @@ pub fn check(data: &[u8]) {
             7 => {
                 if setup != Setup::InlineKeys && world.published + 1 < ROTATION.len() {
                     world.published += 1;
-                    world.ever_published.extend(ROTATION[world.published].iter().copied());
+                    world
+                        .ever_published
+                        .extend(ROTATION[world.published].iter().copied());
                 }
             }
             8 => world.now_ms += *input.choose(&[10u64, 300, 1_500, 2_500, 4_000]),

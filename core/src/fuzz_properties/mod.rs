@@ -24,12 +24,13 @@ mod proptests;
 mod replay_tests;
 
 pub use input::Input;
-pub use parsers::{
-    config, credential, discovery, jwks, jws, path, serving_body, token_response,
-};
+pub use parsers::{config, credential, discovery, jwks, jws, path, serving_body, token_response};
+
+/// A property check: panics when the input breaks a property.
+pub type Check = fn(&[u8]);
 
 /// Every fuzz target's name (its folder under `fuzz/corpus/`) and its property check.
-pub const TARGETS: [(&str, fn(&[u8])); 9] = [
+pub const TARGETS: [(&str, Check); 9] = [
     ("credential", credential),
     ("jws", jws),
     ("jwks", jwks),

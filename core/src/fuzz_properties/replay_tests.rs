@@ -52,12 +52,27 @@ fn the_major_idps_documents_and_tokens_are_read_as_published() {
         .iter()
         .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    for expected in ["auth0", "databricks", "entra-v1", "entra-v2", "google", "keycloak", "okta"] {
-        assert!(names.iter().any(|n| n == expected), "no {expected} documents");
+    for expected in [
+        "auth0",
+        "databricks",
+        "entra-v1",
+        "entra-v2",
+        "google",
+        "keycloak",
+        "okta",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "no {expected} documents"
+        );
     }
     for (idp, name) in idps.iter().zip(&names) {
         let read = |file: &str| std::fs::read(idp.join(file)).unwrap();
-        vectors::check_idp(name, &read("discovery.json"), &read("jwks.json"), &read("case.json"));
+        vectors::check_idp(
+            name,
+            &read("discovery.json"),
+            &read("jwks.json"),
+            &read("case.json"),
+        );
     }
 }
-

@@ -14,7 +14,10 @@ pub const JWS_FAMILIES: [(&str, &str); 5] = [
     ("rs", include_str!("../../../tests/vectors/jws/rs.json")),
     ("ps", include_str!("../../../tests/vectors/jws/ps.json")),
     ("es", include_str!("../../../tests/vectors/jws/es.json")),
-    ("eddsa", include_str!("../../../tests/vectors/jws/eddsa.json")),
+    (
+        "eddsa",
+        include_str!("../../../tests/vectors/jws/eddsa.json"),
+    ),
     ("hs", include_str!("../../../tests/vectors/jws/hs.json")),
 ];
 
@@ -59,7 +62,12 @@ fn build_jws_vectors() -> JwsVectors {
         .collect();
     let keys: Vec<Value> = families
         .iter()
-        .flat_map(|family| family["jwks"]["keys"].as_array().cloned().unwrap_or_default())
+        .flat_map(|family| {
+            family["jwks"]["keys"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .collect();
     let first = &families[0];
     JwsVectors {
@@ -118,7 +126,10 @@ pub fn check_jws_families() -> usize {
                         .iter()
                         .filter_map(Value::as_str)
                         .collect();
-                    assert!(reasons.contains(&got.as_str()), "{family}: {name}: got {got}, expected one of {reasons:?}");
+                    assert!(
+                        reasons.contains(&got.as_str()),
+                        "{family}: {name}: got {got}, expected one of {reasons:?}"
+                    );
                 }
             }
             super::jws(token.as_bytes());

@@ -366,7 +366,10 @@ mod tests {
     #[test]
     fn inline_symmetric_keys_carry_their_length_and_short_ones_are_skipped() {
         let b64 = |len: usize| {
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, vec![7u8; len])
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                vec![7u8; len],
+            )
         };
         // Found by the jwks fuzzer: a key no algorithm can use was kept.
         let set = parse_jwks(
@@ -379,8 +382,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.kids(), ["ok"]);
-        assert_eq!(set.skipped[0].why, "symmetric key of 6 bytes; HS256 needs at least 32");
-        assert_eq!(set.skipped[1].why, "symmetric key of 48 bytes; HS512 needs at least 64");
+        assert_eq!(
+            set.skipped[0].why,
+            "symmetric key of 6 bytes; HS256 needs at least 32"
+        );
+        assert_eq!(
+            set.skipped[1].why,
+            "symmetric key of 48 bytes; HS512 needs at least 64"
+        );
         let key = &set.keys[0];
         assert_eq!(key.secret_len, 48);
         assert!(key.mismatch(Alg::HS384).is_none());
