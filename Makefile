@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps oci
+.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -80,6 +80,31 @@ run: $(WASM) $(CLI) $(VENV)/.installed
 DURATION ?= 10
 bench: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --duration $(DURATION) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+
+# Fuzzing (cargo-fuzz, libFuzzer, nightly): every target for FUZZ_SECONDS each; prints the
+# executions, coverage and findings per target (fuzz/run.sh). `make test` replays the committed
+# corpus and vectors on stable. FUZZ_TARGETS narrows the run.
+FUZZ_SECONDS ?= 60
+$(STAMPS)/cargo-fuzz:
+	@mkdir -p $(STAMPS)
+	rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@touch $@
+
+fuzz: $(STAMPS)/cargo-fuzz
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# The CI smoke: every target briefly.
+fuzz-smoke: $(STAMPS)/cargo-fuzz
+	fuzz/run.sh 10 $(FUZZ_TARGETS)
+
+# The soak (tests/soak/soak.py): Envoy --concurrency 2 at half its measured maximum for
+# SOAK_SECONDS, mixed tokens, exchange mode, key rotation and IdP outages; fails on unexpected
+# statuses, wasm VM failures or memory growth. Results in SOAK_OUTPUT (JSON) and a summary.
+SOAK_SECONDS ?= 300
+SOAK_OUTPUT ?= .run/soak.json
+soak: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) tests/soak/soak.py --envoy $(ENVOY) --wasm $(WASM) --seconds $(SOAK_SECONDS) --output $(SOAK_OUTPUT)
 
 # Prints one valid demo access token and nothing else (needs `make run` in another shell).
 token:

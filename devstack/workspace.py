@@ -27,6 +27,8 @@ import base64
 import hmac
 import json
 import re
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -64,7 +66,7 @@ FEDERATION_CLIENT_ID = "databricks-token-federation"
 
 JWKS_CACHE_TTL_S = 300.0
 JWKS_FETCH_TIMEOUT_S = 5.0
-TOKEN_ENDPOINT_FAULTS = ("none", "404", "500", "slow")
+TOKEN_ENDPOINT_FAULTS = ("none", "404", "500", "slow", "reset", "garbage", "oversized")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_ECHOED_CLAIM_CHARS = 200
 
@@ -304,7 +306,8 @@ class Control:
 
         policy: one policy object (replaces all policies); policies: a list of them;
         users: {"name": ["scope", ...] | null (= all-apis)} or ["name", ...] (each all-apis);
-        token_endpoint_fault: none | 404 | 500 | slow; delay_s: seconds for "slow" (0..60).
+        token_endpoint_fault: none | 404 | 500 | slow | reset | garbage | oversized; delay_s: seconds
+        for "slow" (0..60).
         """
         new = {}
         for name, value in changes.items():
@@ -613,6 +616,20 @@ class WorkspaceHandler(JsonHandler):
             return
         if fault == "slow":
             time.sleep(delay_s)
+        if fault == "reset":  # no answer: the connection is closed with a TCP RST
+            self.server.stats.fault("reset")
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        if fault == "garbage":  # a proxy's error page, with a success status
+            self.server.stats.fault("garbage")
+            self.send_bytes(200, b"<html><body>Service Unavailable</body></html>", "text/html")
+            return
+        if fault == "oversized":  # a token answer far beyond what a token answer can be (1 MiB)
+            self.server.stats.fault("oversized")
+            padding = "x" * (1 << 20)
+            self.send_json(200, {"access_token": "dapi-oversized", "expires_in": 3600, "padding": padding})
+            return
 
         # Stats key: (grant type, subject, requested scope). The subject is, for client_credentials,
         # the SP's application id (or the client id as presented when unknown); for an exchange, the

@@ -13,6 +13,8 @@ pub mod databricks;
 pub mod encoding;
 pub mod engine;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_properties;
 pub mod header_name;
 pub mod identity;
 pub mod jwks;

@@ -199,6 +199,29 @@ pub struct IssuedToken {
     pub expires_in_s: u64,
 }
 
+impl TokenRequest {
+    /// Text Databricks sent back, without the client's token or brickgate's secret (sent in
+    /// the `Basic` credentials of a service-principal request, and only there).
+    fn scrub(&self, text: &str) -> String {
+        let text = match self.own_secret() {
+            Some(secret) if !secret.is_empty() => text.replace(&secret, "[secret]"),
+            _ => text.to_string(),
+        };
+        scrub(&text, self.subject_token.as_deref())
+    }
+
+    fn own_secret(&self) -> Option<String> {
+        let (_, value) = self
+            .headers
+            .iter()
+            .find(|(name, _)| name == "authorization")?;
+        let decoded = STANDARD.decode(value.strip_prefix("Basic ")?).ok()?;
+        let credentials = String::from_utf8(decoded).ok()?;
+        let (_, secret) = credentials.split_once(':')?;
+        Some(secret.to_string())
+    }
+}
+
 /// Removes anything that could be a token from text Databricks sent back.
 fn scrub(text: &str, subject_token: Option<&str>) -> String {
     let mut text = match subject_token {
@@ -290,7 +313,7 @@ pub fn parse_token_response(
             let description = field("error_description")
                 .or_else(|| field("message"))
                 .unwrap_or("");
-            let scrubbed = |text: &str| scrub(text, request.subject_token.as_deref());
+            let scrubbed = |text: &str| request.scrub(text);
             // Databricks' handle for support tickets; kept in the message and the audit record.
             let error_id = field("error_id")
                 .filter(|id| {
@@ -585,5 +608,36 @@ mod tests {
         );
         let slow = parse_token_response(&request, 504, b"upstream request timeout").unwrap_err();
         assert!(slow.detail.contains("timed out"), "{}", slow.detail);
+    }
+
+    /// Found by the token_response fuzzer: brickgate's own secret, echoed back, reached the
+    /// client's refusal; and a refusal of brickgate's own credentials blamed the client (401).
+    #[test]
+    fn service_principal_refusals_are_the_gateway_s_and_never_quote_its_secret() {
+        let endpoint = TokenEndpoint {
+            client_secret: Some("sp-secret-value".into()),
+            ..endpoint(Some("sp-app"))
+        };
+        let request = endpoint.client_credentials("okta");
+        for status in [400, 401, 403] {
+            let body = br#"{"error": "invalid_client", "error_description": "bad secret sp-secret-value"}"#;
+            let refused = parse_token_response(&request, status, body).unwrap_err();
+            assert_eq!(
+                refused.reason,
+                Reason::UpstreamCredentialsRejected,
+                "{status}"
+            );
+            assert_eq!(refused.to_response("r").status, 502);
+            assert!(
+                !refused.detail.contains("sp-secret-value"),
+                "{}",
+                refused.detail
+            );
+            assert!(
+                refused
+                    .detail
+                    .contains("invalid_client: bad secret [secret]")
+            );
+        }
     }
 }

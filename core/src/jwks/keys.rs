@@ -253,12 +253,19 @@ fn parse_key(jwk: &Value, origin: KeyOrigin) -> Result<VerificationKey, String> 
         "oct" if origin == KeyOrigin::Remote => {
             return Err("symmetric keys are only accepted from the configuration".to_string());
         }
-        "oct" => (
-            KeyFamily::Hmac,
-            KeyMaterial::Hmac {
-                secret: bytes("k")?,
-            },
-        ),
+        "oct" => {
+            let secret = bytes("k")?;
+            // A secret too short for every algorithm it may serve could never verify a token.
+            let needed = alg.map_or(Alg::HS256.min_hmac_key_bytes(), Alg::min_hmac_key_bytes);
+            if secret.len() < needed {
+                return Err(format!(
+                    "symmetric key of {} bytes; {} needs at least {needed}",
+                    secret.len(),
+                    alg.filter(|alg| alg.is_hmac()).unwrap_or(Alg::HS256)
+                ));
+            }
+            (KeyFamily::Hmac, KeyMaterial::Hmac { secret })
+        }
         other => return Err(format!("kty {other:?} is not supported")),
     };
     let secret_len = match &material {
@@ -357,18 +364,39 @@ mod tests {
     }
 
     #[test]
-    fn inline_symmetric_keys_carry_their_length() {
+    fn inline_symmetric_keys_carry_their_length_and_short_ones_are_skipped() {
+        let b64 = |len: usize| {
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                vec![7u8; len],
+            )
+        };
+        // Found by the jwks fuzzer: a key no algorithm can use was kept.
         let set = parse_jwks(
-            &json!({"keys": [{"kty": "oct", "kid": "s", "k": "c2VjcmV0"}]}),
+            &json!({"keys": [
+                {"kty": "oct", "kid": "six", "k": "c2VjcmV0"},
+                {"kty": "oct", "kid": "hs512-short", "alg": "HS512", "k": b64(48)},
+                {"kty": "oct", "kid": "ok", "k": b64(48)}
+            ]}),
             KeyOrigin::Inline,
         )
         .unwrap();
+        assert_eq!(set.kids(), ["ok"]);
+        assert_eq!(
+            set.skipped[0].why,
+            "symmetric key of 6 bytes; HS256 needs at least 32"
+        );
+        assert_eq!(
+            set.skipped[1].why,
+            "symmetric key of 48 bytes; HS512 needs at least 64"
+        );
         let key = &set.keys[0];
-        assert_eq!(key.secret_len, 6);
+        assert_eq!(key.secret_len, 48);
+        assert!(key.mismatch(Alg::HS384).is_none());
         assert!(
-            key.mismatch(Alg::HS256)
+            key.mismatch(Alg::HS512)
                 .unwrap()
-                .contains("at least 32 bytes")
+                .contains("at least 64 bytes")
         );
         assert!(key.mismatch(Alg::RS256).is_some());
     }

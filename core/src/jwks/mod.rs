@@ -13,6 +13,7 @@ mod source;
 mod store;
 
 pub use crate::UnixMillis;
+pub use discovery::jwks_location_from;
 pub use keys::{
     KeyMaterial, KeyOrigin, KeySet, MAX_KEYS_WITHOUT_KID, SkippedKey, VerificationKey, parse_jwks,
 };

@@ -187,6 +187,9 @@ pub struct Stream {
     state: State,
     /// The client has sent everything (end of stream or trailers).
     request_complete: bool,
+    /// The last step allowed the stream: if its host calls fail, the adapter's very next event
+    /// is that failure, and the allow was never recorded.
+    allow_unconfirmed: bool,
 }
 
 impl Default for Stream {
@@ -208,6 +211,7 @@ impl Stream {
         Stream {
             state: State::Idle,
             request_complete: false,
+            allow_unconfirmed: false,
         }
     }
 
@@ -268,8 +272,10 @@ impl Stream {
     }
 
     pub fn step(&mut self, env: &mut Env<'_>, event: Event<'_>) -> Step {
+        let was_allowed = matches!(self.state, State::Allowed);
         let state = std::mem::replace(&mut self.state, State::Refused);
         let (state, step) = self.advance(env, state, event);
+        self.allow_unconfirmed = !was_allowed && matches!(state, State::Allowed);
         self.state = state;
         step
     }
@@ -277,6 +283,23 @@ impl Stream {
     fn advance(&mut self, env: &mut Env<'_>, state: State, event: Event<'_>) -> (State, Step) {
         match (state, event) {
             (State::Refused, Event::HostFailure(_)) => (State::Refused, Step::pause()),
+            // Allowed and recorded as such, then a later host call (stripping trailers) failed:
+            // cut the stream (Envoy resets the upstream request) without a second record; the
+            // warning says why. A failure while carrying out the allow itself comes before its
+            // record (see `allow`) and is refused below like any other.
+            (State::Allowed, Event::HostFailure(why)) if !self.allow_unconfirmed => {
+                let response = internal_error(why.clone()).to_response(&env.engine.config.realm);
+                let step = Step {
+                    reply: Reply::Pause,
+                    actions: vec![
+                        HostAction::SendResponse(response),
+                        HostAction::Warn(format!(
+                            "brickgate: {why} after the request was allowed; the request is cut with 503 (its audit record is the allow)"
+                        )),
+                    ],
+                };
+                (State::Refused, step)
+            }
             (state, Event::HostFailure(why)) => {
                 let headers = state.headers().to_vec();
                 let (state, mut step) = refuse_internal(&headers, env, why.clone());
@@ -614,9 +637,6 @@ fn allow(
     if mutations != Mutations::default() {
         actions.push(HostAction::SetRequestHeaders(mutations.applied_to(headers)));
     }
-    actions.push(HostAction::Record(Box::new(Record::allowed(
-        audit, counters,
-    ))));
     let reply = match context {
         Context::Callback => Reply::Continue,
         Context::Outside => {
@@ -624,6 +644,10 @@ fn allow(
             Reply::Pause
         }
     };
+    // Last, after every host call that may fail: a failure is refused and recorded instead.
+    actions.push(HostAction::Record(Box::new(Record::allowed(
+        audit, counters,
+    ))));
     (State::Allowed, Step { reply, actions })
 }
 

@@ -118,6 +118,9 @@ impl FakeHost {
     }
 
     fn apply(&mut self, step: Step, in_callback: bool) {
+        // The record of an allow comes after the resume that carries it out (a failed resume
+        // is refused instead): what was released is checked once the step's actions are done.
+        let mut resumed = false;
         for action in step.actions {
             match action {
                 HostAction::SetRequestHeaders(headers) => {
@@ -136,14 +139,14 @@ impl FakeHost {
                 }
                 HostAction::Resume => {
                     assert!(!in_callback, "resume from inside a callback");
-                    self.release();
+                    resumed = true;
                 }
                 HostAction::FetchUpstreamToken(_) => self.token_requests += 1,
                 HostAction::Record(record) => self.records.push(*record),
                 HostAction::Warn(_) => {}
             }
         }
-        if in_callback && step.reply == Reply::Continue {
+        if resumed || (in_callback && step.reply == Reply::Continue) {
             self.release();
         }
     }
@@ -606,4 +609,101 @@ fn a_request_without_a_body_on_a_body_route_is_decided_on_an_empty_body() {
     let host = run(Setup::InlineKeys, headers("POST", CHAT, &member), &[]);
     assert!(host.upstream_headers.is_none());
     assert_eq!(host.records[0].audit.reason, Some("bad_body"));
+}
+
+/// Found by the lifecycle fuzzer: a refusal decided at the trailers also stripped them, first;
+/// when that host call failed, the failure met a refused stream and the client got no answer.
+#[test]
+fn a_refusal_at_the_trailers_is_answered_without_touching_them() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", CHAT, &member),
+            end_of_stream: false,
+        },
+    );
+    world.step(
+        &mut stream,
+        Event::RequestBody {
+            bytes: br#"{"model": "other"}"#,
+            end_of_stream: false,
+        },
+    );
+    let trailers = vec![("authorization".to_string(), "Bearer smuggled".to_string())];
+    let step = world.step(&mut stream, Event::RequestTrailers { trailers });
+    assert!(matches!(
+        step.actions.as_slice(),
+        [HostAction::SendResponse(_), HostAction::Record(_)]
+    ));
+}
+
+/// Found by the lifecycle fuzzer: a host call failing after the allow was recorded (stripping
+/// trailers) wrote a second, denying record. The stream is cut with 503 and a warning instead.
+#[test]
+fn a_host_failure_after_the_allow_cuts_the_stream_with_its_one_record() {
+    let member = format!("Bearer {}", token(json!({})));
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", "/api/2.1/jobs/run-now", &member),
+            end_of_stream: false,
+        },
+    );
+    assert_eq!(step.reply, Reply::Continue);
+    let trailers = vec![("authorization".to_string(), "Bearer smuggled".to_string())];
+    let step = world.step(&mut stream, Event::RequestTrailers { trailers });
+    assert!(matches!(
+        step.actions.as_slice(),
+        [HostAction::SetRequestTrailers(_)]
+    ));
+    let step = world.step(&mut stream, Event::HostFailure("set_map failed".into()));
+    assert_eq!(step.reply, Reply::Pause);
+    assert!(matches!(
+        step.actions.as_slice(),
+        [HostAction::SendResponse(r), HostAction::Warn(_)] if r.status == 503
+    ));
+}
+
+/// An allow from outside the stream's callbacks resumes it before recording it: a resume that
+/// fails is refused and recorded as the refusal, never as an allow.
+#[test]
+fn a_failed_resume_is_recorded_as_the_refusal_only() {
+    let member = format!("Bearer {}", token(json!({})));
+    let mut world = World::new(Setup::Exchange);
+    let mut stream = Stream::new();
+    world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("GET", "/api/2.1/jobs/list", &member),
+            end_of_stream: true,
+        },
+    );
+    let step = world.step(&mut stream, Event::UpstreamToken(Ok("dbx-token".into())));
+    let kinds: Vec<&str> = step
+        .actions
+        .iter()
+        .map(|action| match action {
+            HostAction::SetRequestHeaders(_) => "set_headers",
+            HostAction::Resume => "resume",
+            HostAction::Record(_) => "record",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["set_headers", "resume", "record"]);
+    let step = world.step(&mut stream, Event::HostFailure("resume failed".into()));
+    let records: Vec<&Record> = step
+        .actions
+        .iter()
+        .filter_map(|action| match action {
+            HostAction::Record(record) => Some(record.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].audit.reason, Some("internal_error"));
 }

@@ -34,6 +34,15 @@ pub fn forbidden(name: &str, identity_prefix: &str) -> bool {
 
 /// Adds the action that removes forbidden trailers, if any are present.
 pub fn strip_into(step: &mut Step, trailers: &Headers, engine: &Engine) {
+    // A refusal sends nothing upstream, and a host call that could fail before it would leave
+    // the stream refused without its answer.
+    if step
+        .actions
+        .iter()
+        .any(|action| matches!(action, HostAction::SendResponse(_)))
+    {
+        return;
+    }
     let prefix = &engine.config.identity.header_prefix;
     if !trailers.iter().any(|(name, _)| forbidden(name, prefix)) {
         return;
