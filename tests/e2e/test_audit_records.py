@@ -36,6 +36,8 @@ def audit_config(idp) -> dict:
              "require": {"scopes_any": ["jobs"]}},
         ],
         "databricks": {"route_catalogue": False, "max_body_bytes": MAX_BODY},
+        # The record as an application-log line too (off by default), which these tests read.
+        "audit": {"log_line": True},
     }
 
 

@@ -93,7 +93,9 @@ def exchange_upstream(cluster: str, workspace: WorkspaceServer, **extra) -> dict
 
 
 def plugin_config(providers: dict, **top_level) -> dict:
-    return {"realm": REALM, "providers": providers, "rules": [], "databricks": {"route_catalogue": True}, **top_level}
+    # The audit line in the application log too (off by default): tests read it.
+    return {"realm": REALM, "providers": providers, "rules": [], "databricks": {"route_catalogue": True},
+            "audit": {"log_line": True}, **top_level}
 
 
 @dataclass

@@ -30,11 +30,12 @@ def h2(port, method, path, token=None, headers=()):
 
 @pytest.fixture(scope="module")
 def dry(start_envoy, wasm_path, idp, upstream, tokens):
-    rule_dry = main_config(idp.issuer, idp.port)
+    # The tests read the application-log audit line (off by default).
+    rule_dry = {**main_config(idp.issuer, idp.port), "audit": {"log_line": True}}
     for rule in rule_dry["rules"]:
         if rule["name"] == "clusters-write":
             rule["mode"] = "dry_run"
-    plugin_dry = {**main_config(idp.issuer, idp.port), "mode": "dry_run"}
+    plugin_dry = {**main_config(idp.issuer, idp.port), "mode": "dry_run", "audit": {"log_line": True}}
     listeners = [brickgate_listener("rule_dry", str(wasm_path), rule_dry, root_id="rule_dry"),
                  brickgate_listener("plugin_dry", str(wasm_path), plugin_dry, root_id="plugin_dry")]
     envoy = start_envoy(bootstrap(listeners, upstream.port, idp.port), "dry-run")

@@ -17,7 +17,7 @@ INLINE_SECRET = "inline-secret-3f9a7c1e5b"
 
 def sp_config(idp, **secret) -> dict:
     upstream = {"mode": "service_principal", "cluster": "upstream", "workspace_url": "http://127.0.0.1:9",
-                "client_id": "sp-gateway", **secret}
+                "client_id": "sp-gateway", "scopes": ["all-apis"], **secret}
     return {"providers": {"idp": idp_provider(idp.issuer, idp.port, upstream=upstream)},
             "rules": [{"name": "health", "match": {"path": "/healthz"}, "allow_anonymous": True}]}
 
