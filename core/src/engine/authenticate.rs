@@ -5,10 +5,11 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+use super::accepted::AcceptedProviders;
 use super::{Claims, Engine};
 use crate::UnixTime;
 use crate::cache::{CachedToken, TokenCache, TokenDigest};
-use crate::config::{Provider, TokenSource};
+use crate::config::Provider;
 use crate::databricks::exchange::UpstreamMode;
 use crate::error::{AuthError, Reason, echo};
 use crate::identity::{
@@ -27,7 +28,7 @@ impl Engine {
     pub(super) fn authenticate(
         &self,
         rule: &Rule,
-        providers: &[usize],
+        accepted: &AcceptedProviders,
         token: &str,
         digest: &TokenDigest,
         keys: &JwksStore,
@@ -47,8 +48,8 @@ impl Engine {
                 )
             })?;
             fill_audit(audit, provider, &hit.verified.holder, Trust::Claimed);
-            if !providers.contains(&hit.provider) {
-                return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
+            if !accepted.accepts(hit.provider) {
+                return Err(self.issuer_not_accepted(rule, &accepted.providers, &provider.issuer));
             }
             // The audience was checked when the token was verified; providers do not change.
             check_times(
@@ -65,7 +66,7 @@ impl Engine {
         let jwt = UnverifiedJwt::parse(token)?;
         audit.kid = jwt.header.kid.clone();
         audit.alg = Some(jwt.header.alg.clone());
-        let (index, provider) = self.provider_for(rule, providers, &jwt)?;
+        let (index, provider) = self.provider_for(rule, accepted, &jwt)?;
         // Read once: the audit names the claimed holder even when verification refuses the token.
         let holder = Holder {
             subject: string_claim(&jwt.claims, &provider.subject_claim),
@@ -147,27 +148,11 @@ impl Engine {
         )
     }
 
-    /// The union of the token sources of the rule's providers, in order, without repeats.
-    pub(super) fn token_sources(&self, providers: &[usize]) -> Vec<&TokenSource> {
-        let mut sources: Vec<&TokenSource> = Vec::new();
-        for provider in providers
-            .iter()
-            .filter_map(|i| self.config.providers.get(*i))
-        {
-            for source in &provider.token_sources {
-                if !sources.contains(&source) {
-                    sources.push(source);
-                }
-            }
-        }
-        sources
-    }
-
     /// The provider whose issuer is the token's `iss`, among those the rule accepts.
     fn provider_for(
         &self,
         rule: &Rule,
-        providers: &[usize],
+        accepted: &AcceptedProviders,
         jwt: &UnverifiedJwt<'_>,
     ) -> Result<(usize, &Provider), AuthError> {
         let iss = string_claim(&jwt.claims, "iss").ok_or_else(|| {
@@ -176,11 +161,10 @@ impl Engine {
                 "token has no iss claim (or it is not a string)",
             )
         })?;
-        providers
-            .iter()
-            .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
-            .find(|(_, p)| p.issuer == iss)
-            .ok_or_else(|| self.issuer_not_accepted(rule, providers, &iss))
+        accepted
+            .by_issuer(&iss)
+            .and_then(|i| self.config.providers.get(i).map(|p| (i, p)))
+            .ok_or_else(|| self.issuer_not_accepted(rule, &accepted.providers, &iss))
     }
 }
 

@@ -15,9 +15,8 @@ use super::matcher::{
 #[derive(Debug, Default)]
 pub struct RuleIndex {
     paths: Node,
-    /// Literal serving-endpoint rules by exact name.
-    endpoints: HashMap<String, Vec<usize>>,
-    /// Literal serving-endpoint rules by lower-cased name: the letter-case conflict check.
+    /// Literal serving-endpoint rules by lower-cased name: the candidates for an endpoint (the
+    /// exact name is compared when they are tried) and for its letter-case conflict check.
     endpoints_folded: HashMap<String, Vec<usize>>,
     /// `{variable}` serving-endpoint rules: any endpoint.
     any_endpoint: Vec<usize>,
@@ -30,13 +29,21 @@ struct Node {
     children: HashMap<String, Node>,
 }
 
+impl Node {
+    /// Built once and kept for the configuration's lifetime: no spare capacity.
+    fn shrink(&mut self) {
+        self.rules.shrink_to_fit();
+        self.children.shrink_to_fit();
+        self.children.values_mut().for_each(Node::shrink);
+    }
+}
+
 impl RuleIndex {
     pub fn new(rules: &[Rule]) -> RuleIndex {
         let mut index = RuleIndex::default();
         for (position, rule) in rules.iter().enumerate() {
             match &rule.pattern {
                 PathPattern::ServingEndpoint(Segment::Literal(name)) => {
-                    index.endpoints.entry(name.clone()).or_default().push(position);
                     let folded = name.to_ascii_lowercase();
                     index.endpoints_folded.entry(folded).or_default().push(position);
                 }
@@ -52,6 +59,8 @@ impl RuleIndex {
                 }
             }
         }
+        index.paths.shrink();
+        index.endpoints_folded.values_mut().for_each(Vec::shrink_to_fit);
         index
     }
 
@@ -70,10 +79,7 @@ impl RuleIndex {
             path,
             serving_endpoint,
             |path| self.candidates(path, serving_endpoint),
-            |endpoint| {
-                let folded = self.endpoints_folded.get(&endpoint.to_ascii_lowercase());
-                endpoint_case_conflict(rules, folded.into_iter().flatten().copied(), endpoint)
-            },
+            |endpoint| endpoint_case_conflict(rules, self.same_endpoint_folded(endpoint), endpoint),
         )
     }
 
@@ -95,11 +101,17 @@ impl RuleIndex {
             }
         }
         if let Some(endpoint) = serving_endpoint {
-            found.extend(self.endpoints.get(endpoint).into_iter().flatten());
+            found.extend(self.same_endpoint_folded(endpoint));
             found.extend_from_slice(&self.any_endpoint);
         }
         found.sort_unstable();
         found
+    }
+
+    /// The literal serving-endpoint rules naming `endpoint` in any letter case, in order.
+    fn same_endpoint_folded(&self, endpoint: &str) -> impl Iterator<Item = usize> + '_ {
+        let folded = self.endpoints_folded.get(&endpoint.to_ascii_lowercase());
+        folded.into_iter().flatten().copied()
     }
 }
 
