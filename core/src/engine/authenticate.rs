@@ -47,19 +47,26 @@ impl Engine {
                     "provider vanished from the configuration",
                 )
             })?;
-            fill_audit(audit, provider, &hit.verified.holder, Trust::Claimed);
-            if !accepted.accepts(hit.provider) {
-                return Err(self.issuer_not_accepted(rule, &accepted.providers, &provider.issuer));
-            }
-            // The audience was checked when the token was verified; providers do not change.
-            check_times(
-                &hit.verified.times,
-                now,
-                provider.clock_skew_s,
-                provider.max_lifetime_s,
-            )?;
-            usable_keys(keys, hit.provider, now_ms, audit)?;
-            fill_audit(audit, provider, &hit.verified.holder, Trust::Verified);
+            // The holder is filled in once, as verified or (if refused now) as claimed.
+            fill_provider(audit, provider);
+            let still_valid = if accepted.accepts(hit.provider) {
+                // The audience was checked when the token was verified; providers do not change.
+                check_times(
+                    &hit.verified.times,
+                    now,
+                    provider.clock_skew_s,
+                    provider.max_lifetime_s,
+                )
+                .and_then(|()| usable_keys(keys, hit.provider, now_ms, audit).map(|_| ()))
+            } else {
+                Err(self.issuer_not_accepted(rule, &accepted.providers, &provider.issuer))
+            };
+            let trust = match still_valid {
+                Ok(()) => Trust::Verified,
+                Err(_) => Trust::Claimed,
+            };
+            fill_holder(audit, &hit.verified.holder, trust);
+            still_valid?;
             return Ok((hit.provider, hit.verified));
         }
         audit.cache = Some("miss");
@@ -203,8 +210,16 @@ enum Trust {
 /// The holder goes into `subject`, `client_id`, `token_id` only once verified; until then
 /// into `claimed_*`, so a forged token cannot put a name in the record's `subject`.
 fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder, trust: Trust) {
+    fill_provider(audit, provider);
+    fill_holder(audit, holder, trust);
+}
+
+fn fill_provider(audit: &mut AuditRecord, provider: &Provider) {
     audit.provider = Some(provider.name.clone());
     audit.issuer = Some(provider.issuer.clone());
+}
+
+fn fill_holder(audit: &mut AuditRecord, holder: &Holder, trust: Trust) {
     let (named, claimed) = match trust {
         Trust::Verified => (Some(holder), None),
         Trust::Claimed => (None, Some(holder)),

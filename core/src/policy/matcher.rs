@@ -166,9 +166,11 @@ impl PathPattern {
                         _ => return None,
                     }
                 }
-                let rest: Vec<&str> = parts.collect();
                 // A trailing slash yields one empty part; only `**` absorbs real segments.
-                let nothing_left = rest.is_empty() || rest == [""];
+                let nothing_left = match parts.next() {
+                    None => true,
+                    Some(last) => last.is_empty() && parts.next().is_none(),
+                };
                 (*any_tail || nothing_left).then_some(bindings)
             }
         }
