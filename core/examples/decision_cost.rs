@@ -68,7 +68,8 @@ fn config_json(rules: usize, providers: usize) -> Value {
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let provider = json!({"issuer": issuer(i), "audiences": ["api"], "jwks": {"inline": jwks}});
+            let provider =
+                json!({"issuer": issuer(i), "audiences": ["api"], "jwks": {"inline": jwks}});
             (name.clone(), provider)
         })
         .collect();
@@ -137,7 +138,9 @@ fn main() {
         std::process::exit(2);
     };
     let startup = started.elapsed();
-    let heap = LIVE_BYTES.load(Ordering::Relaxed).saturating_sub(heap_before);
+    let heap = LIVE_BYTES
+        .load(Ordering::Relaxed)
+        .saturating_sub(heap_before);
 
     let auth = format!("Bearer {}", token(providers));
     let (method, path) = if serving {

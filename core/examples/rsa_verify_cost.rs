@@ -33,7 +33,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let Some(key) = keys.candidates(Some("test-rsa-1"), Alg::RS256).first().copied() else {
+    let Some(key) = keys
+        .candidates(Some("test-rsa-1"), Alg::RS256)
+        .first()
+        .copied()
+    else {
         eprintln!("no test-rsa-1 key");
         std::process::exit(2);
     };
@@ -46,11 +50,9 @@ fn main() {
     let Some((input, signature)) = token.rsplit_once('.') else {
         std::process::exit(2);
     };
-    let signature = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        signature,
-    )
-    .unwrap_or_default();
+    let signature =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, signature)
+            .unwrap_or_default();
     let valid = verify_loop(key, input.as_bytes(), &signature, n);
     println!("RS256 verifications: {n}, valid: {valid}");
 }

@@ -174,8 +174,13 @@ impl Engine {
             .match_rule(&config.rules, request.method, &path.path, endpoint)
             .map_err(|conflict| conflict.into_error(model.is_some()))?
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
-        let accepted = self.accepted.get(index).map_or_else(Default::default, Rc::clone);
-        self.apply_rule(request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit)
+        let accepted = self
+            .accepted
+            .get(index)
+            .map_or_else(Default::default, Rc::clone);
+        self.apply_rule(
+            request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit,
+        )
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.

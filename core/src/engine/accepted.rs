@@ -35,7 +35,10 @@ impl AcceptedProviders {
                     accepted.sources.push(source.clone());
                 }
             }
-            accepted.by_issuer.entry(provider.issuer.clone()).or_insert(index);
+            accepted
+                .by_issuer
+                .entry(provider.issuer.clone())
+                .or_insert(index);
         }
         accepted.sorted = accepted.providers.clone();
         accepted.sorted.sort_unstable();

@@ -45,7 +45,11 @@ impl RuleIndex {
             match &rule.pattern {
                 PathPattern::ServingEndpoint(Segment::Literal(name)) => {
                     let folded = name.to_ascii_lowercase();
-                    index.endpoints_folded.entry(folded).or_default().push(position);
+                    index
+                        .endpoints_folded
+                        .entry(folded)
+                        .or_default()
+                        .push(position);
                 }
                 PathPattern::ServingEndpoint(Segment::Variable(_)) => {
                     index.any_endpoint.push(position);
@@ -53,14 +57,20 @@ impl RuleIndex {
                 pattern => {
                     let mut node = &mut index.paths;
                     for segment in leading_literals(pattern) {
-                        node = node.children.entry(segment.to_ascii_lowercase()).or_default();
+                        node = node
+                            .children
+                            .entry(segment.to_ascii_lowercase())
+                            .or_default();
                     }
                     node.rules.push(position);
                 }
             }
         }
         index.paths.shrink();
-        index.endpoints_folded.values_mut().for_each(Vec::shrink_to_fit);
+        index
+            .endpoints_folded
+            .values_mut()
+            .for_each(Vec::shrink_to_fit);
         index
     }
 

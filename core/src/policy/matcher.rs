@@ -266,7 +266,14 @@ where
         }
     }
     let first = |path: &str, case: LetterCase| {
-        first_match(rules, candidates(path), method, path, serving_endpoint, case)
+        first_match(
+            rules,
+            candidates(path),
+            method,
+            path,
+            serving_endpoint,
+            case,
+        )
     };
     let chosen = first(path, LetterCase::Exact);
     let chosen_index = chosen.as_ref().map(|(index, _)| *index);

@@ -75,7 +75,11 @@ impl Requirement {
         groups: &[String],
     ) -> Result<(), AuthError> {
         let has = |scope: &str| scopes.iter().any(|held| held == scope);
-        let all: Vec<Cow<'_, str>> = self.scopes_all.iter().map(|s| s.rendered(bindings)).collect();
+        let all: Vec<Cow<'_, str>> = self
+            .scopes_all
+            .iter()
+            .map(|s| s.rendered(bindings))
+            .collect();
         let missing: Vec<&str> = all.iter().map(|s| s.as_ref()).filter(|s| !has(s)).collect();
         if !missing.is_empty() {
             let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
@@ -92,7 +96,11 @@ impl Requirement {
                     .join(" "),
             ));
         }
-        let any: Vec<Cow<'_, str>> = self.scopes_any.iter().map(|s| s.rendered(bindings)).collect();
+        let any: Vec<Cow<'_, str>> = self
+            .scopes_any
+            .iter()
+            .map(|s| s.rendered(bindings))
+            .collect();
         if !any.is_empty() && !any.iter().any(|s| has(s)) {
             let any: Vec<String> = any.iter().map(|s| s.to_string()).collect();
             return Err(AuthError::insufficient_scope(

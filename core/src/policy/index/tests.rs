@@ -8,7 +8,9 @@ use crate::policy::matcher::Access;
 
 /// Few, colliding spellings, so that letter-case and suffix conflicts, shared prefixes and
 /// overlapping rules are common.
-const WORDS: &[&str] = &["a", "A", "b", "api", "API", "2.0", "x", "x.json", "X.Json", "", "e"];
+const WORDS: &[&str] = &[
+    "a", "A", "b", "api", "API", "2.0", "x", "x.json", "X.Json", "", "e",
+];
 const ENDPOINTS: &[&str] = &["e", "E", "f", "fraud", "Fraud"];
 
 fn word() -> impl Strategy<Value = String> {
@@ -72,13 +74,22 @@ type Answer = Result<Option<(usize, Bindings)>, RuleConflict>;
 fn linear(rules: &[Rule], method: &str, path: &str, endpoint: Option<&str>) -> Answer {
     match_rule(rules, method, path, endpoint).map(|found| {
         found.map(|(rule, bindings)| {
-            let index = rules.iter().position(|r| std::ptr::eq(r, rule)).unwrap_or(usize::MAX);
+            let index = rules
+                .iter()
+                .position(|r| std::ptr::eq(r, rule))
+                .unwrap_or(usize::MAX);
             (index, bindings)
         })
     })
 }
 
-fn indexed(index: &RuleIndex, rules: &[Rule], method: &str, path: &str, endpoint: Option<&str>) -> Answer {
+fn indexed(
+    index: &RuleIndex,
+    rules: &[Rule],
+    method: &str,
+    path: &str,
+    endpoint: Option<&str>,
+) -> Answer {
     index
         .match_rule(rules, method, path, endpoint)
         .map(|found| found.map(|(index, _, bindings)| (index, bindings)))
@@ -115,15 +126,33 @@ fn candidates_skip_rules_of_other_paths_and_endpoints() {
         access: Access::Anonymous,
     };
     let rules = vec![
-        rule("jobs", PathPattern::template("/api/2.1/jobs/**").unwrap_or(PathPattern::Exact("/".into()))),
-        rule("fraud", PathPattern::ServingEndpoint(Segment::Literal("fraud".into()))),
+        rule(
+            "jobs",
+            PathPattern::template("/api/2.1/jobs/**").unwrap_or(PathPattern::Exact("/".into())),
+        ),
+        rule(
+            "fraud",
+            PathPattern::ServingEndpoint(Segment::Literal("fraud".into())),
+        ),
         rule("clusters", PathPattern::Prefix("/api/2.0/clusters/".into())),
         rule("root", PathPattern::Prefix("/a".into())),
-        rule("api", PathPattern::template("/api/**").unwrap_or(PathPattern::Exact("/".into()))),
+        rule(
+            "api",
+            PathPattern::template("/api/**").unwrap_or(PathPattern::Exact("/".into())),
+        ),
     ];
     let index = RuleIndex::new(&rules);
-    assert_eq!(index.candidates("/api/2.0/clusters/list", None), vec![2, 3, 4]);
-    assert_eq!(index.candidates("/API/2.0/Clusters/list", None), vec![2, 3, 4]);
-    assert_eq!(index.candidates("/serving-endpoints/fraud/invocations", Some("fraud")), vec![1, 3]);
+    assert_eq!(
+        index.candidates("/api/2.0/clusters/list", None),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        index.candidates("/API/2.0/Clusters/list", None),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        index.candidates("/serving-endpoints/fraud/invocations", Some("fraud")),
+        vec![1, 3]
+    );
     assert_eq!(index.candidates("/other", Some("churn")), vec![3]);
 }
