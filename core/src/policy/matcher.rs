@@ -260,10 +260,10 @@ pub(super) fn match_rule_among<'a, I>(
 where
     I: IntoIterator<Item = usize>,
 {
-    if let Some(endpoint) = serving_endpoint {
-        if let Some(index) = endpoint_conflict(endpoint) {
-            return Err(endpoint_case_error(rules, index, endpoint));
-        }
+    if let Some(endpoint) = serving_endpoint
+        && let Some(index) = endpoint_conflict(endpoint)
+    {
+        return Err(endpoint_case_error(rules, index, endpoint));
     }
     let first = |path: &str, case: LetterCase| {
         first_match(
