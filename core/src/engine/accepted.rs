@@ -75,3 +75,63 @@ pub(super) fn accepted_by_rule(config: &Config) -> Vec<Rc<AcceptedProviders>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn each_rule_knows_its_providers_sources_and_issuers() {
+        let jwks = json!({"keys": [{"kty": "oct", "kid": "k", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]});
+        let provider = |issuer: &str, sources: serde_json::Value| {
+            json!({"issuer": issuer, "allow_any_audience": true, "algorithms": ["HS256"],
+                   "jwks": {"inline": jwks}, "token_sources": sources})
+        };
+        let bearer = json!([{"header": "authorization", "prefix": "Bearer "}]);
+        let config = json!({
+            "providers": {
+                "a": provider("https://a.test", bearer.clone()),
+                "b": provider("https://b.test", json!([{"header": "authorization", "prefix": "Bearer "}, {"query": "t"}])),
+                "c": provider("https://c.test", bearer)
+            },
+            "rules": [
+                {"name": "one", "match": {"path": "/1"}, "providers": ["c", "a"]},
+                {"name": "open", "match": {"path": "/2"}, "allow_anonymous": true},
+                {"name": "same", "match": {"path": "/3"}, "providers": ["c", "a"]},
+                {"name": "two", "match": {"path": "/4"}, "providers": ["b", "a"]}
+            ]
+        });
+        let config = Config::from_json(config.to_string().as_bytes()).unwrap();
+        let index_of = |name: &str| {
+            config
+                .providers
+                .iter()
+                .position(|p| p.name == name)
+                .unwrap()
+        };
+        let (a, b, c) = (index_of("a"), index_of("b"), index_of("c"));
+        let accepted = accepted_by_rule(&config);
+        assert_eq!(accepted.len(), 4);
+        let one = &accepted[0];
+        assert_eq!(
+            one.providers,
+            vec![c, a],
+            "in the rule's order, for messages"
+        );
+        assert!(one.accepts(a) && one.accepts(c) && !one.accepts(b));
+        assert_eq!(one.by_issuer("https://a.test"), Some(a));
+        assert_eq!(one.by_issuer("https://b.test"), None);
+        assert_eq!(one.sources.len(), 1, "the same source twice is read once");
+        assert!(
+            Rc::ptr_eq(one, &accepted[2]),
+            "rules with the same providers share one"
+        );
+        assert!(accepted[1].providers.is_empty() && !accepted[1].accepts(a));
+        let two = &accepted[3];
+        assert_eq!(two.sources.len(), 2);
+        assert_eq!(two.sources[1], TokenSource::Query { param: "t".into() });
+        assert_eq!(two.by_issuer("https://b.test"), Some(b));
+    }
+}
