@@ -12,8 +12,8 @@ use crate::policy::{Access, Rule};
 pub(super) struct AcceptedProviders {
     /// Indices into `Config::providers`, in the rule's order (for messages).
     pub providers: Vec<usize>,
-    /// The same, sorted: membership by binary search.
-    sorted: Vec<usize>,
+    /// By provider index: whether the rule accepts it.
+    accepted: Vec<bool>,
     /// The union of their token sources, in order, without repeats.
     pub sources: Vec<TokenSource>,
     /// Issuer → the first of the rule's providers with it (issuers are unique per config).
@@ -40,13 +40,17 @@ impl AcceptedProviders {
                 .entry(provider.issuer.clone())
                 .or_insert(index);
         }
-        accepted.sorted = accepted.providers.clone();
-        accepted.sorted.sort_unstable();
+        accepted.accepted = vec![false; config.providers.len()];
+        for &index in providers {
+            if let Some(flag) = accepted.accepted.get_mut(index) {
+                *flag = true;
+            }
+        }
         accepted
     }
 
     pub fn accepts(&self, provider: usize) -> bool {
-        self.sorted.binary_search(&provider).is_ok()
+        self.accepted.get(provider).copied().unwrap_or(false)
     }
 
     pub fn by_issuer(&self, issuer: &str) -> Option<usize> {

@@ -89,7 +89,10 @@ impl RuleIndex {
             path,
             serving_endpoint,
             |path| self.candidates(path, serving_endpoint),
-            |endpoint| endpoint_case_conflict(rules, self.same_endpoint_folded(endpoint), endpoint),
+            |endpoint| {
+                let folded = self.same_endpoint_folded(endpoint).iter().copied();
+                endpoint_case_conflict(rules, folded, endpoint)
+            },
         )
     }
 
@@ -106,22 +109,42 @@ impl RuleIndex {
                     node.children.get(segment)
                 };
                 let Some(child) = child else { break };
-                found.extend_from_slice(&child.rules);
+                found = merged(found, &child.rules);
                 node = child;
             }
         }
         if let Some(endpoint) = serving_endpoint {
-            found.extend(self.same_endpoint_folded(endpoint));
-            found.extend_from_slice(&self.any_endpoint);
+            found = merged(found, self.same_endpoint_folded(endpoint));
+            found = merged(found, &self.any_endpoint);
         }
-        found.sort_unstable();
         found
     }
 
     /// The literal serving-endpoint rules naming `endpoint` in any letter case, in order.
-    fn same_endpoint_folded(&self, endpoint: &str) -> impl Iterator<Item = usize> + '_ {
+    fn same_endpoint_folded(&self, endpoint: &str) -> &[usize] {
         let folded = self.endpoints_folded.get(&endpoint.to_ascii_lowercase());
-        folded.into_iter().flatten().copied()
+        folded.map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Two increasing lists of rule indices as one (they never share an index): a merge, since
+/// every list the index keeps is in configuration order.
+fn merged(found: Vec<usize>, more: &[usize]) -> Vec<usize> {
+    if more.is_empty() {
+        return found;
+    }
+    let mut out = Vec::with_capacity(found.len() + more.len());
+    let (mut a, mut b) = (found.iter().peekable(), more.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x <= y => a.next(),
+            (Some(_), Some(_)) | (None, _) => b.next(),
+            (Some(_), None) => a.next(),
+        };
+        match next {
+            Some(index) => out.push(*index),
+            None => return out,
+        }
     }
 }
 
