@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage lint run token bench bench-scale clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -75,11 +75,26 @@ lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 run: $(WASM) $(CLI) $(VENV)/.installed
 	$(PYTHON) -m devstack.run --port $(PORT) --wasm $(WASM) --envoy $(ENVOY) --cli $(CLI)
 
-# Throughput and latency against native jwt_authn on the same Envoy, in the same run.
-# DURATION=10 (seconds per measurement), WORKLOADS=warm,cold_rs256,... (default: all).
+# The benchmark's floor: a proxy-wasm filter that reads one header (its own workspace).
+NOOP_WASM := dist/bench-noop.wasm
+$(NOOP_WASM): $(STAMPS)/rust-target bench/noop/Cargo.toml bench/noop/Cargo.lock bench/noop/src/lib.rs
+	cargo build --release --locked --target $(TARGET) --manifest-path bench/noop/Cargo.toml --target-dir target/bench-noop
+	@mkdir -p dist
+	cp target/bench-noop/$(TARGET)/release/brickgate_bench_noop.wasm $@
+
+# Throughput and latency against native jwt_authn and the no-op wasm floor on the same Envoy,
+# in interleaved rounds. DURATION=10 (seconds per measurement), ROUNDS=3,
+# WORKLOADS=warm,cold_rs256,... (default: all). Needs a quiet machine.
 DURATION ?= 10
-bench: $(WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
-	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --duration $(DURATION) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+ROUNDS ?= 3
+bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(DURATION) --rounds $(ROUNDS) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+
+# Decision cost as policies grow (rules, providers), in instructions under callgrind: repeatable
+# on a busy machine. Native build of core/examples/decision_cost.rs.
+bench-scale: $(STAMPS)/apt-valgrind
+	cargo build --release --locked -p brickgate-core --example decision_cost
+	python3 bench/scale.py --binary target/release/examples/decision_cost
 
 # Fuzzing (cargo-fuzz, libFuzzer, nightly): every target for FUZZ_SECONDS each; prints the
 # executions, coverage and findings per target (fuzz/run.sh). `make test` replays the committed

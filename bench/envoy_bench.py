@@ -97,11 +97,11 @@ def brickgate_anonymous_config() -> dict:
     }
 
 
-def wasm_filter(name: str, wasm_path: str, plugin_config: dict) -> list[dict]:
-    """brickgate in its own VM (vm_id = listener name), so each listener has its own caches."""
+def wasm_filter(name: str, wasm_path: str, plugin_config: dict, root_id: str = "brickgate") -> list[dict]:
+    """A wasm filter in its own VM (vm_id = listener name), so each listener has its own caches."""
     config = {
         "name": name,
-        "root_id": "brickgate",
+        "root_id": root_id,
         "failure_policy": "FAIL_CLOSED",
         "allow_on_headers_stop_iteration": True,
         "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",

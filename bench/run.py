@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """brickgate vs Envoy's native jwt_authn, in one Envoy, under wrk. See bench/README.md.
 
-    python bench/run.py --envoy .venv/bin/envoy --wasm dist/brickgate.wasm [--duration 10]
-        [--workloads warm,cold_rs256] [--output docs/BENCHMARKS.md]
+    python bench/run.py --envoy .venv/bin/envoy --wasm dist/brickgate.wasm --noop dist/bench-noop.wasm
+        [--duration 10] [--rounds 3] [--workloads warm,cold_rs256] [--output docs/BENCHMARKS.md]
 """
 
 import argparse
@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from envoy_bench import Envoy, EnvoyError
 BENCH_DIR = Path(__file__).resolve().parent
 CACHE_DIR = BENCH_DIR / ".cache" / "tokens"
 BASELINE = "jwt_authn"
+# The proxy-wasm floor: a filter that reads one header (bench/noop). Costs are reported above it.
+FLOOR = "wasm_noop"
 PERFORMANCE_HOST = {"host_signatures": True, "token_cache_entries": 4096}
 PERFORMANCE_WASM = {"host_signatures": False, "token_cache_entries": 4096}
 
@@ -43,6 +46,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envoy", default="envoy", help="Envoy binary")
     parser.add_argument("--wasm", default="dist/brickgate.wasm", help="the built filter")
+    parser.add_argument("--noop", default="dist/bench-noop.wasm",
+                        help="the no-op proxy-wasm filter (bench/noop, built by `make bench`): the floor")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds: every (workload, listener) once per round (default 3)")
     parser.add_argument("--wrk", default="wrk", help="wrk binary")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     parser.add_argument("--workloads", default=",".join(workloads.WORKLOADS),
@@ -60,8 +67,8 @@ def parse_args() -> argparse.Namespace:
     unknown = [name for name in args.workloads if name not in workloads.WORKLOADS]
     if unknown or not args.workloads:
         parser.error(f"unknown workloads {unknown}; choose from {','.join(workloads.WORKLOADS)}")
-    if args.duration < 1 or args.tokens < 100:
-        parser.error("--duration must be >= 1 and --tokens >= 100")
+    if args.duration < 1 or args.tokens < 100 or args.rounds < 1:
+        parser.error("--duration and --rounds must be >= 1 and --tokens >= 100")
     # Envoy runs in its own work directory: paths given relative to here must still work.
     if os.sep in args.envoy:
         args.envoy = os.path.abspath(args.envoy)
@@ -75,13 +82,14 @@ def progress(message: str) -> None:
 # --- Envoy ---------------------------------------------------------------------------------
 
 
-def listeners_config(wasm: str, performance: bool) -> dict[str, list[dict]]:
+def listeners_config(wasm: str, noop: str, performance: bool) -> dict[str, list[dict]]:
     """Listener name → its auth filters (in front of the router)."""
     jwks = workloads.public_jwks()
     issuer, audience = workloads.ISSUER, workloads.AUDIENCE
     config = lambda perf: envoy_bench.brickgate_plugin_config(issuer, audience, jwks, perf)  # noqa: E731
     listeners = {
         "noauth": [],
+        FLOOR: envoy_bench.wasm_filter(FLOOR, noop, {}, root_id="noop"),
         "jwt_authn": envoy_bench.jwt_authn_filters(issuer, audience, jwks),
         "brickgate": envoy_bench.wasm_filter("brickgate", wasm, config(PERFORMANCE_HOST if performance else None)),
     }
@@ -96,7 +104,7 @@ def listeners_config(wasm: str, performance: bool) -> dict[str, list[dict]]:
 
 
 def start_envoy(args, work_dir: Path, performance: bool) -> tuple[Envoy, dict[str, list[dict]]]:
-    listeners = listeners_config(args.wasm, performance)
+    listeners = listeners_config(args.wasm, args.noop, performance)
     config = envoy_bench.bootstrap([envoy_bench.listener(name, f) for name, f in listeners.items()])
     envoy = Envoy(args.envoy, config, work_dir, args.log_level)
     _running["envoy"] = envoy
@@ -128,7 +136,7 @@ def start_with_performance_fallback(args, work_dir: Path) -> tuple[Envoy, dict, 
 
 
 # Listeners that verify nothing: measured with the warm workload only, as references.
-BASELINES = ("noauth", "brickgate_anonymous")
+BASELINES = ("noauth", FLOOR, "brickgate_anonymous")
 
 
 def workloads_of(listener: str, selected: list[str]) -> list[str]:
@@ -188,19 +196,22 @@ def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, list[str]]:
-    """Runs every (workload, listener); returns results and cache counters by (workload, listener), and notes."""
+    """Runs every (workload, listener) once per round, rounds one after the other, so a slow
+    spell of the machine hits every listener alike. Returns the results (a list, one per round)
+    and summed cache counters by (workload, listener), and notes."""
     results, caches, notes = {}, {}, []
-    plan = [(name, listener) for name in args.workloads for listener in listeners
-            if name in workloads_of(listener, args.workloads)]
-    for index, (name, listener) in enumerate(plan, 1):
+    one_round = [(name, listener) for name in args.workloads for listener in listeners
+                 if name in workloads_of(listener, args.workloads)]
+    plan = [(round_, name, listener) for round_ in range(1, args.rounds + 1) for name, listener in one_round]
+    for index, (round_, name, listener) in enumerate(plan, 1):
         workload = workloads.WORKLOADS[name]
         before_classes, before_bg = status_classes(envoy, listener), brickgate_counters(envoy)
         url = f"http://127.0.0.1:{ports[listener]}"
         result = wrk_runner.run(args.wrk, url, pools[name], envoy_bench.PATH, args.duration)
         if not envoy.alive():
             raise BenchError(f"Envoy died during {name} / {listener}\n--- Envoy log tail ---\n{envoy.log_tail()}")
-        results[(name, listener)] = result
-        progress(f"[{index}/{len(plan)}] {name:<10} {listener:<22} {result.rps:>9,.0f} req/s  "
+        results.setdefault((name, listener), []).append(result)
+        progress(f"[{index}/{len(plan)}] round {round_} {name:<10} {listener:<22} {result.rps:>9,.0f} req/s  "
                  f"p50 {fmt_ms(result.p50_ms)}  p99 {fmt_ms(result.p99_ms)}  non-2xx {result.non_2xx:,}")
         classes = diff(status_classes(envoy, listener), before_classes)
         expected_class = f"{workload.expect // 100}xx"
@@ -216,7 +227,9 @@ def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, li
                 notes.append(f"{name} / {listener}: brickgate refusal reasons {reasons}, "
                              f"expected {workload.reason or 'none'}")
             cache = {k.removeprefix("token_cache."): v for k, v in suffixes.items() if k.startswith("token_cache.")}
-            caches[(name, listener)] = cache
+            total = caches.setdefault((name, listener), {})
+            for key, value in cache.items():
+                total[key] = total.get(key, 0) + value
             hits = cache.get("hit", 0)
             if workload.distinct and hits > result.requests // 100:
                 notes.append(f"{name} / {listener}: {hits:,} token cache hits in a cold workload "
@@ -253,6 +266,33 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def spread(values: list[float]) -> str:
+    """Min–max around the median, in percent: how far apart the rounds were."""
+    mid = median(values)
+    if len(values) < 2 or not mid:
+        return "—"
+    return f"{(min(values) - mid) / mid:+.0%}/{(max(values) - mid) / mid:+.0%}"
+
+
+def per_round_ratios(mine: list, base: list | None, value) -> list[float]:
+    """value(mine)/value(base) for each round where both ran."""
+    if not base:
+        return []
+    return [value(a) / value(b) for a, b in zip(mine, base) if value(b)]
+
+
+def cost_above_floor_us(mine: list, floor: list | None) -> list[float]:
+    """Per round: the worker's time per request above the floor listener's, in µs. One Envoy
+    worker saturated by wrk spends about 1/rps seconds of CPU per request."""
+    if not floor:
+        return []
+    return [1e6 / a.rps - 1e6 / b.rps for a, b in zip(mine, floor) if a.rps and b.rps]
+
+
 def render(args, results, caches, notes, meta) -> str:
     lines = [
         "# brickgate benchmark",
@@ -269,6 +309,12 @@ def render(args, results, caches, notes, meta) -> str:
         + (f"{args.warmup} s per auth listener (separate tokens)" if args.warmup else "none"),
         f"- token pools: {args.tokens:,} distinct tokens per cold/forged/denied workload, cycled in order; "
         "RS256 = RSA 2048 (test-rsa-1), ES256 = P-256 (test-ec-1)",
+        f"- rounds: {args.rounds}, interleaved (every workload and listener once per round); each figure is the "
+        "median of the rounds, *spread* is the lowest and highest round against the median, ratios are "
+        "medians of the per-round ratios",
+        f"- floor: `{FLOOR}`, a proxy-wasm filter that reads `authorization` and continues "
+        f"(`{meta['noop_display']}`, bench/noop); *µs above floor* is, per round, 1/req/s of the listener "
+        f"minus 1/req/s of `{FLOOR}` on the warm workload (the worker's time per request beyond the wasm floor)",
         f"- command: `bench/run.py {' '.join(meta['argv'])}`",
         "",
         "Workloads:",
@@ -276,20 +322,27 @@ def render(args, results, caches, notes, meta) -> str:
         *(f"- **{w}**: {workloads.WORKLOADS[w].description} (expect {workloads.WORKLOADS[w].expect})"
           for w in args.workloads),
         "",
-        "| workload | listener | req/s | p50 | p99 | non-2xx | req/s vs jwt_authn | p99 vs jwt_authn |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| workload | listener | req/s | spread | p50 | p99 | non-2xx | req/s vs jwt_authn | p99 vs jwt_authn "
+        "| µs above floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for (name, listener), result in results.items():
+    floor = results.get(("warm", FLOOR))
+    for (name, listener), rounds in results.items():
         base = results.get((name, BASELINE))
-        rps_ratio = result.rps / base.rps if base and base.rps else None
-        p99_ratio = result.p99_ms / base.p99_ms if base and base.p99_ms else None
-        share = f" ({result.non_2xx / result.requests:.0%})" if result.non_2xx and result.requests else ""
-        lines.append(f"| {name} | {listener} | {result.rps:,.0f} | {fmt_ms(result.p50_ms)} | "
-                     f"{fmt_ms(result.p99_ms)} | {result.non_2xx:,}{share} | {fmt_ratio(rps_ratio)} | "
-                     f"{fmt_ratio(p99_ratio)} |")
+        rps = [r.rps for r in rounds]
+        rps_ratios = per_round_ratios(rounds, base, lambda r: r.rps)
+        p99_ratios = per_round_ratios(rounds, base, lambda r: r.p99_ms)
+        above = cost_above_floor_us(rounds, floor)
+        non_2xx, requests = sum(r.non_2xx for r in rounds), sum(r.requests for r in rounds)
+        share = f" ({non_2xx / requests:.0%})" if non_2xx and requests else ""
+        lines.append(f"| {name} | {listener} | {median(rps):,.0f} | {spread(rps)} | "
+                     f"{fmt_ms(median([r.p50_ms for r in rounds]))} | {fmt_ms(median([r.p99_ms for r in rounds]))} | "
+                     f"{non_2xx:,}{share} | {fmt_ratio(median(rps_ratios) if rps_ratios else None)} | "
+                     f"{fmt_ratio(median(p99_ratios) if p99_ratios else None)} | "
+                     f"{f'{median(above):+.1f}' if above else '—'} |")
     columns = sorted({column for counters in caches.values() for column in counters})
     if columns:
-        lines += ["", "brickgate `token_cache` counters during each run (`wasmcustom.brickgate.token_cache.*`):", "",
+        lines += ["", "brickgate `token_cache` counters, summed over the rounds (`wasmcustom.brickgate.token_cache.*`):", "",
                   "| workload | listener | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
         lines += [f"| {name} | {listener} | " + " | ".join(f"{counters.get(c, 0):,}" for c in columns) + " |"
                   for (name, listener), counters in caches.items()]
@@ -313,8 +366,8 @@ def on_signal(signum, _frame) -> None:
 
 
 def prepare_pools(args) -> tuple[dict[str, Path], Path | None]:
-    listeners = ["noauth", "jwt_authn", "brickgate", "brickgate_wasm_crypto", "brickgate_anonymous"]
-    runs = sum(len(workloads_of(listener, args.workloads)) for listener in listeners)
+    listeners = ["noauth", FLOOR, "jwt_authn", "brickgate", "brickgate_wasm_crypto", "brickgate_anonymous"]
+    runs = args.rounds * sum(len(workloads_of(listener, args.workloads)) for listener in listeners)
     min_remaining_s = runs * (args.duration + 2) + 3 * args.warmup + 900
     workloads.prune_expired(CACHE_DIR)
     pools = {}
@@ -340,13 +393,16 @@ def main() -> int:
     wasm = Path(args.wasm)
     if not wasm.is_file():
         raise BenchError(f"{wasm} not found (make build)")
+    if not Path(args.noop).is_file():
+        raise BenchError(f"{args.noop} not found (make bench builds it from bench/noop)")
     args.wasm_display, args.wasm = args.wasm, str(wasm.resolve())
+    noop_display, args.noop = args.noop, str(Path(args.noop).resolve())
     args.envoy = shutil.which(args.envoy)
     wasm_bytes = wasm.read_bytes()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "envoy_version": envoy_bench.version(args.envoy), "wasm_size": len(wasm_bytes),
             "wasm_sha": hashlib.sha256(wasm_bytes).hexdigest()[:12], "load": os.getloadavg()[0],
-            "argv": sys.argv[1:]}
+            "argv": sys.argv[1:], "noop_display": noop_display}
     if meta["load"] > 0.5:
         progress(f"! load average {meta['load']:.2f}: something else is using the CPUs, numbers will be noisy")
 

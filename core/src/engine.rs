@@ -1,6 +1,8 @@
 //! The decision pipeline: path → rule → credential → token → provider → verification →
 //! requirement → identity. Pure: the adapter supplies the request, the key store and `now`.
 
+use std::rc::Rc;
+
 use serde_json::{Map, Value};
 
 use crate::cache::{self, TokenCache};
@@ -10,12 +12,14 @@ use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, FederatedSubject, fingerprint, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
-use crate::policy::{Access, Bindings, NormalizedPath, Rule, match_rule, normalize_path};
+use crate::policy::{Access, Bindings, NormalizedPath, Rule, RuleIndex, normalize_path};
 use crate::request_hygiene;
 use crate::token::extract_credential;
 use crate::verify::SignatureVerifier;
+use accepted::{AcceptedProviders, accepted_by_rule};
 use mutations::{databricks_hygiene, remove_credential};
 
+mod accepted;
 mod authenticate;
 mod dry_run;
 mod mutations;
@@ -80,13 +84,24 @@ enum Verdict {
 }
 
 pub struct Engine {
+    /// Read-only once the engine is built: the indices below are derived from it.
     pub config: Config,
     verifier: Box<dyn SignatureVerifier>,
+    rule_index: RuleIndex,
+    /// By rule index.
+    accepted: Vec<Rc<AcceptedProviders>>,
 }
 
 impl Engine {
     pub fn new(config: Config, verifier: Box<dyn SignatureVerifier>) -> Self {
-        Engine { config, verifier }
+        let rule_index = RuleIndex::new(&config.rules);
+        let accepted = accepted_by_rule(&config);
+        Engine {
+            config,
+            verifier,
+            rule_index,
+            accepted,
+        }
     }
 
     pub fn decide(
@@ -169,10 +184,18 @@ impl Engine {
             Some(body) => Some(serving::model_from_body(body, body_limit)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
-        let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
+        let (index, rule, bindings) = self
+            .rule_index
+            .match_rule(&config.rules, request.method, &path.path, endpoint)
             .map_err(|conflict| conflict.into_error(model.is_some()))?
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
-        self.apply_rule(request, &path, rule, &bindings, keys, cache, now_ms, audit)
+        let accepted = self
+            .accepted
+            .get(index)
+            .map_or_else(Default::default, Rc::clone);
+        self.apply_rule(
+            request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit,
+        )
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.
@@ -182,6 +205,7 @@ impl Engine {
         request: &Request<'_>,
         path: &NormalizedPath,
         rule: &Rule,
+        accepted: &AcceptedProviders,
         bindings: &Bindings,
         keys: &JwksStore,
         cache: &mut TokenCache,
@@ -199,15 +223,15 @@ impl Engine {
         }
         let overrides = request_hygiene::headers_to_remove(request.method, request.headers)?;
         mutations.remove_headers.extend(overrides);
-        let (providers, requirement) = match &rule.access {
+        let requirement = match &rule.access {
             Access::Anonymous => {
                 mutations.set_path = path.rewritten.clone();
                 return Ok(Verdict::Allowed(mutations, UpstreamAction::Forward));
             }
             Access::Refuse(why) => return Err(AuthError::new(Reason::RouteDisabled, why.clone())),
-            Access::Token { providers, require } => (providers, require),
+            Access::Token { require, .. } => require,
         };
-        let sources = self.token_sources(providers);
+        let sources = accepted.source_refs();
         let credential = extract_credential(request.headers, path.query.as_deref(), &sources, config.max_token_bytes)?
             .ok_or_else(|| {
                 AuthError::new(
@@ -221,7 +245,7 @@ impl Engine {
         }
         let (index, verified) = self.authenticate(
             rule,
-            providers,
+            accepted,
             &credential.token,
             &digest,
             keys,

@@ -5,10 +5,11 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
+use super::accepted::AcceptedProviders;
 use super::{Claims, Engine};
 use crate::UnixTime;
 use crate::cache::{CachedToken, TokenCache, TokenDigest};
-use crate::config::{Provider, TokenSource};
+use crate::config::Provider;
 use crate::databricks::exchange::UpstreamMode;
 use crate::error::{AuthError, Reason, echo};
 use crate::identity::grants::effective_scopes;
@@ -28,7 +29,7 @@ impl Engine {
     pub(super) fn authenticate(
         &self,
         rule: &Rule,
-        providers: &[usize],
+        accepted: &AcceptedProviders,
         token: &str,
         digest: &TokenDigest,
         keys: &JwksStore,
@@ -47,26 +48,33 @@ impl Engine {
                     "provider vanished from the configuration",
                 )
             })?;
-            fill_audit(audit, provider, &hit.verified.holder, Trust::Claimed);
-            if !providers.contains(&hit.provider) {
-                return Err(self.issuer_not_accepted(rule, providers, &provider.issuer));
-            }
-            // The audience was checked when the token was verified; providers do not change.
-            check_times(
-                &hit.verified.times,
-                now,
-                provider.clock_skew_s,
-                provider.max_lifetime_s,
-            )?;
-            usable_keys(keys, hit.provider, now_ms, audit)?;
-            fill_audit(audit, provider, &hit.verified.holder, Trust::Verified);
+            // The holder is filled in once, as verified or (if refused now) as claimed.
+            fill_provider(audit, provider);
+            let still_valid = if accepted.accepts(hit.provider) {
+                // The audience was checked when the token was verified; providers do not change.
+                check_times(
+                    &hit.verified.times,
+                    now,
+                    provider.clock_skew_s,
+                    provider.max_lifetime_s,
+                )
+                .and_then(|()| usable_keys(keys, hit.provider, now_ms, audit).map(|_| ()))
+            } else {
+                Err(self.issuer_not_accepted(rule, &accepted.providers, &provider.issuer))
+            };
+            let trust = match still_valid {
+                Ok(()) => Trust::Verified,
+                Err(_) => Trust::Claimed,
+            };
+            fill_holder(audit, &hit.verified.holder, trust);
+            still_valid?;
             return Ok((hit.provider, hit.verified));
         }
         audit.cache = Some("miss");
         let jwt = UnverifiedJwt::parse(token)?;
         audit.kid = jwt.header.kid.clone();
         audit.alg = Some(jwt.header.alg.clone());
-        let (index, provider) = self.provider_for(rule, providers, &jwt)?;
+        let (index, provider) = self.provider_for(rule, accepted, &jwt)?;
         // Read once: the audit names the claimed holder even when verification refuses the token.
         let holder = Holder {
             subject: string_claim(&jwt.claims, &provider.subject_claim),
@@ -154,27 +162,11 @@ impl Engine {
         )
     }
 
-    /// The union of the token sources of the rule's providers, in order, without repeats.
-    pub(super) fn token_sources(&self, providers: &[usize]) -> Vec<&TokenSource> {
-        let mut sources: Vec<&TokenSource> = Vec::new();
-        for provider in providers
-            .iter()
-            .filter_map(|i| self.config.providers.get(*i))
-        {
-            for source in &provider.token_sources {
-                if !sources.contains(&source) {
-                    sources.push(source);
-                }
-            }
-        }
-        sources
-    }
-
     /// The provider whose issuer is the token's `iss`, among those the rule accepts.
     fn provider_for(
         &self,
         rule: &Rule,
-        providers: &[usize],
+        accepted: &AcceptedProviders,
         jwt: &UnverifiedJwt<'_>,
     ) -> Result<(usize, &Provider), AuthError> {
         let iss = string_claim(&jwt.claims, "iss").ok_or_else(|| {
@@ -183,11 +175,10 @@ impl Engine {
                 "token has no iss claim (or it is not a string)",
             )
         })?;
-        providers
-            .iter()
-            .filter_map(|i| self.config.providers.get(*i).map(|p| (*i, p)))
-            .find(|(_, p)| p.issuer == iss)
-            .ok_or_else(|| self.issuer_not_accepted(rule, providers, &iss))
+        accepted
+            .by_issuer(&iss)
+            .and_then(|i| self.config.providers.get(i).map(|p| (i, p)))
+            .ok_or_else(|| self.issuer_not_accepted(rule, &accepted.providers, &iss))
     }
 }
 
@@ -226,8 +217,16 @@ enum Trust {
 /// The holder goes into `subject`, `client_id`, `token_id` only once verified; until then
 /// into `claimed_*`, so a forged token cannot put a name in the record's `subject`.
 fn fill_audit(audit: &mut AuditRecord, provider: &Provider, holder: &Holder, trust: Trust) {
+    fill_provider(audit, provider);
+    fill_holder(audit, holder, trust);
+}
+
+fn fill_provider(audit: &mut AuditRecord, provider: &Provider) {
     audit.provider = Some(provider.name.clone());
     audit.issuer = Some(provider.issuer.clone());
+}
+
+fn fill_holder(audit: &mut AuditRecord, holder: &Holder, trust: Trust) {
     let (named, claimed) = match trust {
         Trust::Verified => (Some(holder), None),
         Trust::Claimed => (None, Some(holder)),

@@ -166,9 +166,11 @@ impl PathPattern {
                         _ => return None,
                     }
                 }
-                let rest: Vec<&str> = parts.collect();
                 // A trailing slash yields one empty part; only `**` absorbs real segments.
-                let nothing_left = rest.is_empty() || rest == [""];
+                let nothing_left = match parts.next() {
+                    None => true,
+                    Some(last) => last.is_empty() && parts.next().is_none(),
+                };
                 (*any_tail || nothing_left).then_some(bindings)
             }
         }
@@ -222,41 +224,83 @@ impl RuleConflict {
 /// The first rule that fits the method and the normalised path, provided every reading of the
 /// path an upstream may make (letter case ignored, extension suffix stripped) picks the same.
 /// `serving_endpoint` is the model-serving endpoint the request addresses, if any.
+///
+/// This scans every rule (the reference); the engine uses [`crate::policy::RuleIndex`], which
+/// gives the same answers from an index built once per configuration.
 pub fn match_rule<'a>(
     rules: &'a [Rule],
     method: &str,
     path: &str,
     serving_endpoint: Option<&str>,
 ) -> Result<Option<(&'a Rule, Bindings)>, RuleConflict> {
-    if let Some(endpoint) = serving_endpoint {
-        check_endpoint_case(rules, endpoint)?;
+    let all = 0..rules.len();
+    let found = match_rule_among(
+        rules,
+        method,
+        path,
+        serving_endpoint,
+        |_| all.clone(),
+        |endpoint| endpoint_case_conflict(rules, all.clone(), endpoint),
+    )?;
+    Ok(found.map(|(_, rule, bindings)| (rule, bindings)))
+}
+
+/// [`match_rule`] over candidate rules: `candidates(path)` yields, in increasing order, the
+/// indices of at least every rule that could match `path` in either letter case (or a serving
+/// endpoint rule for `serving_endpoint`); `endpoint_conflict` is [`endpoint_case_conflict`]
+/// over candidates that include every literal endpoint rule equal to it ignoring case.
+pub(super) fn match_rule_among<'a, I>(
+    rules: &'a [Rule],
+    method: &str,
+    path: &str,
+    serving_endpoint: Option<&str>,
+    candidates: impl Fn(&str) -> I,
+    endpoint_conflict: impl Fn(&str) -> Option<usize>,
+) -> Result<Option<(usize, &'a Rule, Bindings)>, RuleConflict>
+where
+    I: IntoIterator<Item = usize>,
+{
+    if let Some(endpoint) = serving_endpoint
+        && let Some(index) = endpoint_conflict(endpoint)
+    {
+        return Err(endpoint_case_error(rules, index, endpoint));
     }
-    let chosen = first_match(rules, method, path, serving_endpoint, LetterCase::Exact);
+    let first = |path: &str, case: LetterCase| {
+        first_match(
+            rules,
+            candidates(path),
+            method,
+            path,
+            serving_endpoint,
+            case,
+        )
+    };
+    let chosen = first(path, LetterCase::Exact);
     let chosen_index = chosen.as_ref().map(|(index, _)| *index);
     let name_of = |index: Option<usize>| {
         index
             .and_then(|i| rules.get(i))
             .map_or_else(|| "(none)".to_string(), |rule| rule.name.clone())
     };
-    let shown = truncate(path, 200);
-    let case_index = first_match(rules, method, path, serving_endpoint, LetterCase::Ignored)
-        .map(|(index, _)| index);
+    let shown = || truncate(path, 200);
+    let case_index = first(path, LetterCase::Ignored).map(|(index, _)| index);
     if case_index != chosen_index {
         return Err(RuleConflict::Path(format!(
-            "the letter case of {shown:?} decides its rule: {} as sent, {} ignoring case; send \
+            "the letter case of {:?} decides its rule: {} as sent, {} ignoring case; send \
              the path in the case the API documents",
+            shown(),
             name_of(chosen_index),
             name_of(case_index)
         )));
     }
     for reading in suffix_readings(path) {
         for case in [LetterCase::Exact, LetterCase::Ignored] {
-            let other = first_match(rules, method, &reading, serving_endpoint, case)
-                .map(|(index, _)| index);
+            let other = first(&reading, case).map(|(index, _)| index);
             if other != chosen_index {
                 return Err(RuleConflict::Path(format!(
-                    "the extension suffix of {shown:?} decides its rule: {} as sent, {} read \
+                    "the extension suffix of {:?} decides its rule: {} as sent, {} read \
                      as {:?}; brickgate cannot tell whether the upstream strips it",
+                    shown(),
                     name_of(chosen_index),
                     name_of(other),
                     truncate(&reading, 200)
@@ -264,58 +308,77 @@ pub fn match_rule<'a>(
             }
         }
     }
-    Ok(chosen.and_then(|(index, bindings)| rules.get(index).map(|rule| (rule, bindings))))
+    Ok(chosen.and_then(|(index, bindings)| rules.get(index).map(|rule| (index, rule, bindings))))
 }
 
 /// Databricks does not document whether serving endpoint names are case-sensitive: a name
 /// that differs only in case from one a rule names could be that endpoint, or another.
-fn check_endpoint_case(rules: &[Rule], endpoint: &str) -> Result<(), RuleConflict> {
-    let conflicting = rules.iter().find_map(|rule| match &rule.pattern {
-        PathPattern::ServingEndpoint(Segment::Literal(name))
-            if name != endpoint && name.eq_ignore_ascii_case(endpoint) =>
-        {
-            Some((rule, name))
+/// The first of `candidates` naming such an endpoint.
+pub(super) fn endpoint_case_conflict(
+    rules: &[Rule],
+    candidates: impl IntoIterator<Item = usize>,
+    endpoint: &str,
+) -> Option<usize> {
+    candidates.into_iter().find(|index| {
+        matches!(
+            rules.get(*index).map(|rule| &rule.pattern),
+            Some(PathPattern::ServingEndpoint(Segment::Literal(name)))
+                if name != endpoint && name.eq_ignore_ascii_case(endpoint)
+        )
+    })
+}
+
+fn endpoint_case_error(rules: &[Rule], index: usize, endpoint: &str) -> RuleConflict {
+    let (rule_name, name) = match rules.get(index).map(|rule| (&rule.name, &rule.pattern)) {
+        Some((rule_name, PathPattern::ServingEndpoint(Segment::Literal(name)))) => {
+            (rule_name.as_str(), name.as_str())
         }
-        _ => None,
-    });
-    match conflicting {
-        Some((rule, name)) => Err(RuleConflict::EndpointCase(format!(
-            "serving endpoint {:?} differs only in letter case from {name:?}, which rule {} \
-             names; use the endpoint's exact name",
-            truncate(endpoint, 200),
-            rule.name
-        ))),
-        None => Ok(()),
+        _ => ("?", "?"),
+    };
+    RuleConflict::EndpointCase(format!(
+        "serving endpoint {:?} differs only in letter case from {name:?}, which rule {rule_name} \
+         names; use the endpoint's exact name",
+        truncate(endpoint, 200),
+    ))
+}
+
+/// Whether `rule` fits the request, and the variables it binds.
+fn rule_fits(
+    rule: &Rule,
+    method: &str,
+    path: &str,
+    serving_endpoint: Option<&str>,
+    case: LetterCase,
+) -> Option<Bindings> {
+    let method_fits = rule
+        .methods
+        .as_ref()
+        .is_none_or(|methods| methods.iter().any(|m| m == method));
+    if !method_fits {
+        return None;
+    }
+    match (&rule.pattern, serving_endpoint) {
+        (PathPattern::ServingEndpoint(Segment::Literal(name)), Some(endpoint)) => {
+            (name == endpoint).then(Vec::new)
+        }
+        (PathPattern::ServingEndpoint(Segment::Variable(var)), Some(endpoint)) => {
+            Some(vec![(var.clone(), endpoint.to_string())])
+        }
+        _ => rule.pattern.matches_with(path, case),
     }
 }
 
 fn first_match(
     rules: &[Rule],
+    candidates: impl IntoIterator<Item = usize>,
     method: &str,
     path: &str,
     serving_endpoint: Option<&str>,
     case: LetterCase,
 ) -> Option<(usize, Bindings)> {
-    rules.iter().enumerate().find_map(|(index, rule)| {
-        let method_fits = rule
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.iter().any(|m| m == method));
-        if !method_fits {
-            return None;
-        }
-        match (&rule.pattern, serving_endpoint) {
-            (PathPattern::ServingEndpoint(Segment::Literal(name)), Some(endpoint)) => {
-                (name == endpoint).then(|| (index, Vec::new()))
-            }
-            (PathPattern::ServingEndpoint(Segment::Variable(var)), Some(endpoint)) => {
-                Some((index, vec![(var.clone(), endpoint.to_string())]))
-            }
-            _ => rule
-                .pattern
-                .matches_with(path, case)
-                .map(|bindings| (index, bindings)),
-        }
+    candidates.into_iter().find_map(|index| {
+        let rule = rules.get(index)?;
+        rule_fits(rule, method, path, serving_endpoint, case).map(|bindings| (index, bindings))
     })
 }
 

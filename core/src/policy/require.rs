@@ -1,6 +1,8 @@
 //! What a rule requires of a verified principal: scopes (all-of, any-of, possibly templated)
 //! and groups.
 
+use std::borrow::Cow;
+
 use crate::error::{AuthError, echo, echo_list};
 use crate::policy::matcher::Bindings;
 
@@ -21,6 +23,14 @@ impl ScopeTemplate {
     /// never read again, so a path segment holding `{other}` stays as sent. Unbound names and
     /// unclosed braces stay as written.
     pub fn render(&self, bindings: &Bindings) -> String {
+        self.rendered(bindings).into_owned()
+    }
+
+    /// [`Self::render`], without a copy for the common scope that names no variable.
+    fn rendered(&self, bindings: &Bindings) -> Cow<'_, str> {
+        if !self.0.contains('{') {
+            return Cow::Borrowed(&self.0);
+        }
         let mut out = String::with_capacity(self.0.len());
         let mut rest = self.0.as_str();
         while let Some(open) = rest.find('{') {
@@ -43,7 +53,7 @@ impl ScopeTemplate {
             }
         }
         out.push_str(rest);
-        out
+        Cow::Owned(out)
     }
 }
 
@@ -64,10 +74,15 @@ impl Requirement {
         scopes: &[String],
         groups: &[String],
     ) -> Result<(), AuthError> {
-        let has = |scope: &String| scopes.contains(scope);
-        let all: Vec<String> = self.scopes_all.iter().map(|s| s.render(bindings)).collect();
-        let missing: Vec<String> = all.iter().filter(|s| !has(s)).cloned().collect();
+        let has = |scope: &str| scopes.iter().any(|held| held == scope);
+        let all: Vec<Cow<'_, str>> = self
+            .scopes_all
+            .iter()
+            .map(|s| s.rendered(bindings))
+            .collect();
+        let missing: Vec<&str> = all.iter().map(|s| s.as_ref()).filter(|s| !has(s)).collect();
         if !missing.is_empty() {
+            let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
             return Err(AuthError::insufficient_scope(
                 format!(
                     "insufficient scope: rule {rule_name} needs all of [{}]; token has [{}]",
@@ -81,8 +96,13 @@ impl Requirement {
                     .join(" "),
             ));
         }
-        let any: Vec<String> = self.scopes_any.iter().map(|s| s.render(bindings)).collect();
-        if !any.is_empty() && !any.iter().any(has) {
+        let any: Vec<Cow<'_, str>> = self
+            .scopes_any
+            .iter()
+            .map(|s| s.rendered(bindings))
+            .collect();
+        if !any.is_empty() && !any.iter().any(|s| has(s)) {
+            let any: Vec<String> = any.iter().map(|s| s.to_string()).collect();
             return Err(AuthError::insufficient_scope(
                 format!(
                     "insufficient scope: rule {rule_name} needs one of [{}]; token has [{}]",

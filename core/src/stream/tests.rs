@@ -707,3 +707,36 @@ fn a_failed_resume_is_recorded_as_the_refusal_only() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].audit.reason, Some("internal_error"));
 }
+
+/// The host calls an allowed cache hit costs (docs/BENCHMARKS.md, "Where the time goes"): one
+/// write of the header map, one record moving two counters, and the callback continues.
+#[test]
+fn an_allowed_cache_hit_writes_the_headers_once_and_moves_two_counters() {
+    let mut world = World::new(Setup::InlineKeys);
+    let auth = format!("Bearer {}", token(json!({})));
+    let mut steps = Vec::new();
+    for _ in 0..2 {
+        let mut stream = Stream::new();
+        steps.push(world.step(
+            &mut stream,
+            Event::RequestHeaders {
+                headers: headers("GET", "/api/2.1/jobs/list", &auth),
+                end_of_stream: true,
+            },
+        ));
+    }
+    let hit = steps.pop().unwrap();
+    assert_eq!(hit.reply, Reply::Continue);
+    let [HostAction::SetRequestHeaders(_), HostAction::Record(record)] = hit.actions.as_slice()
+    else {
+        panic!(
+            "expected one header write and one record: {:?}",
+            hit.actions
+        )
+    };
+    let counters: Vec<String> = record.counters().map(|c| c.into_owned()).collect();
+    assert_eq!(
+        counters,
+        [crate::metrics::TOKEN_CACHE_HIT, crate::metrics::ALLOWED]
+    );
+}
