@@ -110,8 +110,9 @@ fuzz: $(STAMPS)/cargo-fuzz
 	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # The CI smoke: every target briefly.
+FUZZ_SMOKE_SECONDS ?= 10
 fuzz-smoke: $(STAMPS)/cargo-fuzz
-	fuzz/run.sh 10 $(FUZZ_TARGETS)
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 # The soak (tests/soak/soak.py): Envoy --concurrency 2 at half its measured maximum for
 # SOAK_SECONDS, mixed tokens, exchange mode, key rotation and IdP outages; fails on unexpected

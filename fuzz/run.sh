@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each and prints, per target, the executions, the coverage
 # (libFuzzer's edge and feature counts) and whether it found anything. Usage:
-#   fuzz/run.sh SECONDS [TARGET...]
+#   fuzz/run.sh SECONDS [TARGET...]     (FUZZ_SEED=N fixes libFuzzer's seed, as CI's smoke does)
 # New inputs go to fuzz/.work/corpus/<target> (the committed corpus is read, never written);
 # a finding is saved under fuzz/artifacts/<target>/ and makes the run fail: minimise it with
 # `cargo +nightly fuzz tmin <target> <file>`, fix it, and commit it as
@@ -27,7 +27,7 @@ for target in "${targets[@]}"; do
     mkdir -p ".work/corpus/$target" "artifacts/$target"
     log=".work/$target.log"
     cargo +nightly fuzz run --release --sanitizer none "$target" ".work/corpus/$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1
+        -max_total_time="$seconds" ${FUZZ_SEED:+-seed="$FUZZ_SEED"} -print_final_stats=1 -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1
     status=$?
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
