@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use crate::cache::{self, TokenCache};
 use crate::config::Config;
 use crate::databricks::exchange::UpstreamMode;
+use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, FederatedSubject, fingerprint, headers_to_strip};
@@ -51,12 +52,16 @@ pub enum Decision {
         audit: AuditRecord,
     },
     /// The rule depends on the serving endpoint named in the body: hold the request (headers
-    /// included) until its body has arrived (at most `max_bytes`), then decide again with it.
-    /// Nothing is decided, so nothing may reach the upstream yet.
-    NeedBody {
-        max_bytes: usize,
-        audit: AuditRecord,
-    },
+    /// included) until its body has arrived (at most `limit.max_bytes`), then decide again
+    /// with it. Nothing is decided, so nothing may reach the upstream yet.
+    NeedBody { limit: ReadLimit, audit: AuditRecord },
+}
+
+/// How much of a held body brickgate reads, and the refusal when the body is longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadLimit {
+    pub max_bytes: usize,
+    pub too_large: AuthError,
 }
 
 impl Decision {
@@ -74,7 +79,7 @@ impl Decision {
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
     /// Read the body (at most this many bytes), then decide.
-    NeedBody(usize),
+    NeedBody(ReadLimit),
 }
 
 pub struct Engine {
@@ -115,7 +120,7 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
+            Ok(Verdict::NeedBody(limit)) => Decision::NeedBody { limit, audit },
             Err(error) => {
                 let response = error.to_response(&self.config.realm);
                 audit.decision = "deny";
@@ -143,20 +148,42 @@ impl Engine {
         if config.bypass_cors_preflight && is_cors_preflight(request) {
             return Ok(self.cors_preflight(request, audit));
         }
-        let body_limit = config
-            .databricks
-            .as_ref()
-            .map_or(16 << 20, |d| d.max_body_bytes);
+        let default_limits;
+        let limits = match config.databricks.as_ref() {
+            Some(databricks) => &databricks.serving_body_limits,
+            None => {
+                default_limits = ServingBodyLimits::default();
+                &default_limits
+            }
+        };
         let model = match request.body {
             _ if !(config.reads_model_from_body
                 && serving::endpoint_in_body(request.method, &path.path)) =>
             {
                 None
             }
-            None => return Ok(Verdict::NeedBody(body_limit)),
-            Some(body) => Some(serving::model_from_body(body, body_limit)?),
+            None => {
+                return Ok(Verdict::NeedBody(ReadLimit {
+                    max_bytes: limits.other,
+                    too_large: AuthError::body_too_large(limits.other),
+                }));
+            }
+            Some(body) => Some(serving::model_from_body(body, limits.other)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
+        if let Some(endpoint) = endpoint {
+            let declared = body_limits::declared_length(request.headers);
+            match body_limits::check(limits.limit_for(endpoint), request.body, declared) {
+                BodyCheck::Fits => {}
+                BodyCheck::TooLarge(refusal) => return Err(refusal),
+                BodyCheck::Read(limit) => {
+                    return Ok(Verdict::NeedBody(ReadLimit {
+                        max_bytes: limit.max_bytes,
+                        too_large: limit.refusal(None),
+                    }));
+                }
+            }
+        }
         let (rule, bindings) = match_rule(&config.rules, request.method, &path.path, endpoint)
             .map_err(|conflict| conflict.into_error(model.is_some()))?
             .ok_or_else(|| no_matching_rule(request.method, &path.path))?;
