@@ -5,8 +5,8 @@ use serde_json::{Map, Value};
 
 use crate::cache::{self, TokenCache};
 use crate::config::Config;
-use crate::databricks::exchange::UpstreamMode;
 use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
+use crate::databricks::exchange::UpstreamMode;
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, FederatedSubject, fingerprint, headers_to_strip};
@@ -32,8 +32,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Request headers, names lower-case as the host delivers them.
     pub headers: &'a [(String, String)],
-    /// The request body, once read: only for OpenAI-style serving routes, when a rule names
-    /// serving endpoints (the decision asks for it with `NeedBody`).
+    /// The request body, once read: for OpenAI-style serving routes when a rule names serving
+    /// endpoints, and for path-form serving requests without `Content-Length` (their size is
+    /// checked against the endpoint's limit); the decision asks for it with `NeedBody`.
     pub body: Option<&'a [u8]>,
     /// Fill the audit record's token fingerprint (a SHA-256): only worth it when the record
     /// will be written.
@@ -54,7 +55,10 @@ pub enum Decision {
     /// The rule depends on the serving endpoint named in the body: hold the request (headers
     /// included) until its body has arrived (at most `limit.max_bytes`), then decide again
     /// with it. Nothing is decided, so nothing may reach the upstream yet.
-    NeedBody { limit: ReadLimit, audit: AuditRecord },
+    NeedBody {
+        limit: ReadLimit,
+        audit: AuditRecord,
+    },
 }
 
 /// How much of a held body brickgate reads, and the refusal when the body is longer.

@@ -98,10 +98,7 @@ impl ServingBodyLimits {
         match found {
             Some((index, prefix)) => BodyLimit {
                 max_bytes: prefix.max_body_bytes,
-                subject: format!(
-                    "{} `{endpoint}`",
-                    kind_of_prefix(&prefix.endpoint_prefix)
-                ),
+                subject: format!("{} `{endpoint}`", kind_of_prefix(&prefix.endpoint_prefix)),
                 setting: if self.configured {
                     format!("databricks.serving_body_limits[{index}]")
                 } else {
@@ -138,8 +135,7 @@ pub fn declared_length(headers: &[(String, String)]) -> Option<u64> {
         .filter(|(name, _)| name == "content-length")
         .map(|(_, value)| value.as_str());
     let value = values.next()?;
-    if values.next().is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit())
-    {
+    if values.next().is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     value.parse().ok()
@@ -197,23 +193,77 @@ mod tests {
         let custom = configured(&[("ext-", MIB), ("ext-big-", 8 * MIB)], 12 * MIB);
         // (limits, endpoint, bytes, setting named, kind named)
         let cases: [(&ServingBodyLimits, &str, usize, &str, &str); 7] = [
-            (&defaults, "databricks-meta-llama-3-3-70b-instruct", 4 * MIB, "default for `databricks-*`", "foundation-model endpoint"),
-            (&defaults, "agents_main-rag-bot", 4 * MIB, "default for `agents_*`", "agent endpoint"),
-            (&defaults, "my-model", 16 * MIB, "databricks.max_body_bytes", "serving endpoint"),
+            (
+                &defaults,
+                "databricks-meta-llama-3-3-70b-instruct",
+                4 * MIB,
+                "default for `databricks-*`",
+                "foundation-model endpoint",
+            ),
+            (
+                &defaults,
+                "agents_main-rag-bot",
+                4 * MIB,
+                "default for `agents_*`",
+                "agent endpoint",
+            ),
+            (
+                &defaults,
+                "my-model",
+                16 * MIB,
+                "databricks.max_body_bytes",
+                "serving endpoint",
+            ),
             // Case matters: Databricks' names are lower case, and `Databricks-x` is another endpoint.
-            (&defaults, "Databricks-x", 16 * MIB, "databricks.max_body_bytes", "serving endpoint"),
-            (&defaults, "agents-x", 16 * MIB, "databricks.max_body_bytes", "serving endpoint"),
+            (
+                &defaults,
+                "Databricks-x",
+                16 * MIB,
+                "databricks.max_body_bytes",
+                "serving endpoint",
+            ),
+            (
+                &defaults,
+                "agents-x",
+                16 * MIB,
+                "databricks.max_body_bytes",
+                "serving endpoint",
+            ),
             // First match wins, even when a later prefix is longer.
-            (&custom, "ext-big-model", MIB, "databricks.serving_body_limits[0]", "serving endpoint"),
+            (
+                &custom,
+                "ext-big-model",
+                MIB,
+                "databricks.serving_body_limits[0]",
+                "serving endpoint",
+            ),
             // A configured list replaces the defaults.
-            (&custom, "databricks-llama", 12 * MIB, "databricks.max_body_bytes", "serving endpoint"),
+            (
+                &custom,
+                "databricks-llama",
+                12 * MIB,
+                "databricks.max_body_bytes",
+                "serving endpoint",
+            ),
         ];
         for (limits, endpoint, bytes, setting, kind) in cases {
             let limit = limits.limit_for(endpoint);
             assert_eq!(limit.max_bytes, bytes, "{endpoint}");
-            assert!(limit.setting.contains(setting), "{endpoint}: {}", limit.setting);
-            assert!(limit.subject.starts_with(kind), "{endpoint}: {}", limit.subject);
-            assert!(limit.subject.contains(endpoint), "{endpoint}: {}", limit.subject);
+            assert!(
+                limit.setting.contains(setting),
+                "{endpoint}: {}",
+                limit.setting
+            );
+            assert!(
+                limit.subject.starts_with(kind),
+                "{endpoint}: {}",
+                limit.subject
+            );
+            assert!(
+                limit.subject.contains(endpoint),
+                "{endpoint}: {}",
+                limit.subject
+            );
         }
     }
 
@@ -228,13 +278,24 @@ mod tests {
         assert_eq!(check(limit(), None, Some(0)), BodyCheck::Fits);
         assert_eq!(check(limit(), None, None), BodyCheck::Read(limit()));
         // The body read wins over a declared length (they agree under Envoy anyway).
-        for refused in [check(limit(), Some(&big), Some(1)), check(limit(), None, Some(four + 1))] {
+        for refused in [
+            check(limit(), Some(&big), Some(1)),
+            check(limit(), None, Some(four + 1)),
+        ] {
             let BodyCheck::TooLarge(error) = refused else {
                 panic!("not refused: {refused:?}");
             };
             assert_eq!(error.reason, Reason::BodyTooLarge);
-            assert!(error.detail.contains("agent endpoint `agents_a-b-c`"), "{}", error.detail);
-            assert!(error.detail.contains("databricks.serving_body_limits"), "{}", error.detail);
+            assert!(
+                error.detail.contains("agent endpoint `agents_a-b-c`"),
+                "{}",
+                error.detail
+            );
+            assert!(
+                error.detail.contains("databricks.serving_body_limits"),
+                "{}",
+                error.detail
+            );
             assert!(error.detail.contains("4194305 bytes"), "{}", error.detail);
         }
     }
@@ -242,9 +303,13 @@ mod tests {
     #[test]
     fn declared_length_is_read_strictly() {
         let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
         };
-        let cases: [(&[(&str, &str)], Option<u64>); 6] = [
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Headers, Option<u64>); 6] = [
             (&[("content-length", "42")], Some(42)),
             (&[], None),
             (&[("content-length", "")], None),

@@ -980,21 +980,61 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
     let four_plus = (4 * MIB + 1).to_string();
     let sixteen_plus = (16 * MIB + 1).to_string();
     // (path, content-length, body, refused naming) — None: allowed.
-    type Case = (String, Option<String>, Option<Vec<u8>>, Option<&'static str>);
+    type Case = (
+        String,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         // Path form, decided at header time from Content-Length.
         (path("databricks-llama"), Some(four.clone()), None, None),
-        (path("databricks-llama"), Some(four_plus.clone()), None, Some("foundation-model endpoint `databricks-llama`")),
-        (path("agents_a-b-c"), Some(four_plus.clone()), None, Some("agent endpoint `agents_a-b-c`")),
+        (
+            path("databricks-llama"),
+            Some(four_plus.clone()),
+            None,
+            Some("foundation-model endpoint `databricks-llama`"),
+        ),
+        (
+            path("agents_a-b-c"),
+            Some(four_plus.clone()),
+            None,
+            Some("agent endpoint `agents_a-b-c`"),
+        ),
         (path("churn"), Some(four_plus.clone()), None, None),
-        (path("churn"), Some(sixteen_plus), None, Some("databricks.max_body_bytes")),
+        (
+            path("churn"),
+            Some(sixteen_plus),
+            None,
+            Some("databricks.max_body_bytes"),
+        ),
         // Path form without Content-Length: once the body is read.
-        (path("agents_a-b-c"), None, Some(vec![b' '; 4 * MIB + 1]), Some("agent endpoint")),
+        (
+            path("agents_a-b-c"),
+            None,
+            Some(vec![b' '; 4 * MIB + 1]),
+            Some("agent endpoint"),
+        ),
         (path("agents_a-b-c"), None, Some(vec![b' '; 4 * MIB]), None),
         // Body form: once the body's model is read.
-        (chat.to_string(), None, Some(body("databricks-llama", 4 * MIB + 1)), Some("foundation-model endpoint `databricks-llama`")),
-        (chat.to_string(), None, Some(body("databricks-llama", 4 * MIB)), None),
-        (chat.to_string(), None, Some(body("churn", 4 * MIB + 1)), None),
+        (
+            chat.to_string(),
+            None,
+            Some(body("databricks-llama", 4 * MIB + 1)),
+            Some("foundation-model endpoint `databricks-llama`"),
+        ),
+        (
+            chat.to_string(),
+            None,
+            Some(body("databricks-llama", 4 * MIB)),
+            None,
+        ),
+        (
+            chat.to_string(),
+            None,
+            Some(body("churn", 4 * MIB + 1)),
+            None,
+        ),
     ];
     for (path, length, body, refused) in cases {
         let mut headers = vec![("authorization", auth.as_str())];
@@ -1002,9 +1042,16 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
             headers.push(("content-length", length));
         }
         let decision = decide(&engine, "POST", &path, &headers, body.as_deref());
-        let what = format!("{path} length={length:?} body={:?}", body.as_ref().map(Vec::len));
+        let what = format!(
+            "{path} length={length:?} body={:?}",
+            body.as_ref().map(Vec::len)
+        );
         match refused {
-            None => assert!(matches!(decision, Decision::Allow { .. }), "{what}: {:?}", decision.audit()),
+            None => assert!(
+                matches!(decision, Decision::Allow { .. }),
+                "{what}: {:?}",
+                decision.audit()
+            ),
             Some(naming) => {
                 let Decision::Deny { response, audit } = &decision else {
                     panic!("{what}: not refused: {:?}", decision.audit());
@@ -1013,7 +1060,10 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
                 assert_eq!(audit.reason, Some("body_too_large"), "{what}");
                 let detail = audit.detail.as_deref().unwrap_or_default();
                 assert!(detail.contains(naming), "{what}: {detail}");
-                assert!(detail.contains("databricks."), "{what}: names no setting: {detail}");
+                assert!(
+                    detail.contains("databricks."),
+                    "{what}: names no setting: {detail}"
+                );
             }
         }
     }
@@ -1029,10 +1079,22 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
         body: None,
         fingerprint: false,
     };
-    let need = engine.0.decide(&request, &engine.1, &mut TokenCache::new(4, 1 << 20), NOW * 1000);
+    let need = engine.0.decide(
+        &request,
+        &engine.1,
+        &mut TokenCache::new(4, 1 << 20),
+        NOW * 1000,
+    );
     let Decision::NeedBody { limit, .. } = need else {
         panic!("not held for its body: {need:?}");
     };
     assert_eq!(limit.max_bytes, 4 * MIB);
-    assert!(limit.too_large.detail.contains("agent endpoint `agents_a-b-c`"), "{}", limit.too_large.detail);
+    assert!(
+        limit
+            .too_large
+            .detail
+            .contains("agent endpoint `agents_a-b-c`"),
+        "{}",
+        limit.too_large.detail
+    );
 }

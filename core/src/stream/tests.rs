@@ -615,7 +615,8 @@ fn an_agent_body_of_unknown_length_is_held_and_refused_past_its_limit() {
     let chunk: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
     // (chunks of 1 MiB then one byte, refused): 4 MiB passes, 4 MiB + 1 does not.
     for (chunks, extra, refused) in [(4, false, false), (4, true, true)] {
-        let mut events: Vec<HostEvent> = (0..chunks).map(|_| HostEvent::Body(chunk, false)).collect();
+        let mut events: Vec<HostEvent> =
+            (0..chunks).map(|_| HostEvent::Body(chunk, false)).collect();
         events.push(HostEvent::Body(if extra { "y" } else { "" }, true));
         let host = run(Setup::InlineKeys, headers("POST", path, &member), &events);
         if refused {
@@ -625,7 +626,10 @@ fn an_agent_body_of_unknown_length_is_held_and_refused_past_its_limit() {
             assert_eq!(reply.status, 413);
             let detail = host.records[0].audit.detail.as_deref().unwrap_or_default();
             assert!(detail.contains("agent endpoint `agents_a-b-c`"), "{detail}");
-            assert!(detail.contains("databricks.serving_body_limits"), "{detail}");
+            assert!(
+                detail.contains("databricks.serving_body_limits"),
+                "{detail}"
+            );
         } else {
             assert!(host.local_reply.is_none());
             assert_eq!(host.upstream_body.len(), 4 << 20);

@@ -1,9 +1,9 @@
 //! How allowed requests authenticate to Databricks, and the `databricks` section.
 
+use super::super::raw::RawServingBodyLimit;
 use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
 use super::{Result, in_range};
-use super::super::raw::RawServingBodyLimit;
 use crate::databricks::DatabricksConfig;
 use crate::databricks::body_limits::{PrefixLimit, SERVING_MAX_BODY_BYTES, ServingBodyLimits};
 use crate::databricks::catalogue::RouteClass;
@@ -180,7 +180,10 @@ pub(super) fn compile_databricks(
         enabled_route_classes,
         catalogue_providers,
         max_body_bytes,
-        serving_body_limits: compile_body_limits(raw.serving_body_limits.as_deref(), max_body_bytes)?,
+        serving_body_limits: compile_body_limits(
+            raw.serving_body_limits.as_deref(),
+            max_body_bytes,
+        )?,
         first_body_wait_ms: in_range(
             "databricks.first_body_wait_ms",
             raw.first_body_wait_ms,
@@ -219,7 +222,9 @@ fn compile_body_limits(
         if !valid {
             return Err(ConfigError::new(
                 format!("{field}.endpoint_prefix"),
-                format!("{prefix:?} is not the start of a serving endpoint name ([A-Za-z0-9_.-], 1 to 256 characters)"),
+                format!(
+                    "{prefix:?} is not the start of a serving endpoint name ([A-Za-z0-9_.-], 1 to 256 characters)"
+                ),
             ));
         }
         let bytes = in_range(
