@@ -250,8 +250,14 @@ ROUTES = (
     _route("mlflow", r"/api/[23]\.0/mlflow/.+", "mlflow"),
     _route("unity-catalog", r"/api/2\.[01]/unity-catalog/.+", "unity-catalog"),
     _route("alerts", r"/api/2\.0/sql/alerts(/.*)?", "alerts"),  # WORKSPACE_SCOPES
+    _route("alerts-v2", r"/api/2\.0/alerts(/.*)?", "alerts"),  # WORKSPACE_SCOPES: List/Create/Update/Get/Trash Alert
     _route("sql", r"/api/2\.0/sql/.+", "sql"),
     _route("permissions", r"/api/2\.0/permissions/.+", "access-management"),  # WORKSPACE_SCOPES
+    # ACCOUNT_SCOPES: workspace permission assignments; rule sets and assignable roles (and proxies)
+    _route("permission-assignments", r"/api/2\.0/accounts/[^/]+/workspaces/[^/]+/permissionassignments(/.*)?",
+           "access-management"),
+    _route("rule-sets", r"/api/2\.0/preview/accounts/(?:[^/]+/)?access-control/(rule-sets|assignable-roles)",
+           "access-management"),
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
     _route("apps", r"/api/2\.0/apps(/.*)?", "apps"),  # WORKSPACE_SCOPES
     _route("sp-secrets", r"/api/2\.0/accounts/(?:[^/]+/)?servicePrincipals/[^/]+/credentials/secrets(/.*)?",

@@ -130,6 +130,10 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/preview/sql/alerts/**", Write, "alerts", Full),
+    // Alerts v2: the workspace scope page's `alerts` operations (List, Create, Update, Get,
+    // Trash Alert) are this API's.
+    ("/api/2.0/alerts/**", Methods::Read, "alerts", Read),
+    ("/api/2.0/alerts/**", Write, "alerts", Full),
     ("/api/2.0/sql/**", Methods::Read, SQL_READ, Read),
     ("/api/2.0/sql/**", Write, "sql", Full),
     ("/api/2.0/preview/sql/**", Methods::Read, SQL_READ, Read),
@@ -407,6 +411,44 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/permissions/**", Write, "access-management", Full),
+    // The account scope page lists workspace permission assignments and rule sets (and their
+    // workspace-host proxies) under `access-management`.
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}/permissionassignments/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}/permissionassignments/**",
+        Write,
+        "access-management",
+        Full,
+    ),
+    (
+        "/api/2.0/preview/accounts/access-control/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/preview/accounts/access-control/**",
+        Write,
+        "access-management",
+        Full,
+    ),
+    (
+        "/api/2.0/preview/accounts/{account}/access-control/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/preview/accounts/{account}/access-control/**",
+        Write,
+        "access-management",
+        Full,
+    ),
     ("/api/2.0/preview/scim/v2/Me", Methods::Read, "", AnyScope),
     ("/api/2.0/preview/scim/v2/**", Methods::Read, "scim", Read),
     ("/api/2.0/preview/scim/v2/**", Write, "scim", Full),
