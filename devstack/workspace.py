@@ -189,6 +189,9 @@ def scope_grantable(requested: str, allowed: Iterable[str]) -> bool:
 #   WORKSPACE_SCOPES = https://docs.databricks.com/api/workspace/scopes (SCIM Me is in every scope)
 #   ACCOUNT_SCOPES = https://docs.databricks.com/api/account/scopes (`authentication`: service
 #     principal secrets and federation policies)
+#   API_REFERENCE = the per-operation pages of https://docs.databricks.com/api ("API scopes: ..."):
+#     model-serving-query/v1/query (`model-serving`, `model-serving-inference`),
+#     workspace-objects/v1/get-status (`workspace`)
 
 ANY_API_SCOPE = "*"  # SCIM Me: every Databricks scope lists it (WORKSPACE_SCOPES)
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -259,6 +262,7 @@ ROUTES = (
     _route("rule-sets", r"/api/2\.0/preview/accounts/(?:[^/]+/)?access-control/(rule-sets|assignable-roles)",
            "access-management"),
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
+    _route("workspace-objects", r"/api/2\.0/workspace/.+", "workspace"),  # API_REFERENCE
     _route("apps", r"/api/2\.0/apps(/.*)?", "apps"),  # WORKSPACE_SCOPES
     _route("sp-secrets", r"/api/2\.0/accounts/(?:[^/]+/)?servicePrincipals/[^/]+/credentials/secrets(/.*)?",
            "authentication"),  # ACCOUNT_SCOPES: service principal secrets (proxy on the workspace)
@@ -267,9 +271,10 @@ ROUTES = (
     _route("serving-endpoints-api", r"/api/2\.0/serving-endpoints(/.*)?", "model-serving"),
     _route("serving-openai", r"/serving-endpoints/(chat/completions|completions|embeddings|responses)", "model-serving",
            ("POST",), body_model=True),
-    _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",)),
+    _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",),
+           also_accepted=("model-serving-inference",)),  # API_REFERENCE
     _route("served-model-invocations", r"/serving-endpoints/[^/]+/served-models/[^/]+/invocations", "model-serving",
-           ("POST",)),
+           ("POST",), also_accepted=("model-serving-inference",)),  # API_REFERENCE
     _route("ai-gateway", r"/ai-gateway/.+", "ai-gateway"),  # Apps auth page names the ai-gateway scope
     _route("api", r"/api/.*", None),
 )

@@ -47,11 +47,11 @@ ROUTES = [
 ]
 SCOPES = ["all-apis", "all-apis:read", "clusters", "clusters:read", "sql", "sql:restricted-query",
           "sql:read:restricted-query", "model-serving", "ai-gateway:read", "authentication", "access-management",
-          "dashboards", "alerts:read", "workspace.workspace:read", "gw.secrets", "unity-catalog"]
+          "dashboards", "alerts:read", "workspace.workspace:read", "workspace:read", "gw.secrets", "unity-catalog",
+          "model-serving-inference"]
 
 CREDENTIAL_MINTING = "brickgate refuses credential-minting and code-running classes unless enabled; Databricks does not"
 GW_SCOPE = "a gw. scope is brickgate's own name: Databricks itself knows only all-apis for this service"
-APPS_SCOPE = "an Apps user-authorization scope the catalogue accepts; the REST scope reference has no such scope"
 # (method, path, scope) → why. True in the value's first place: brickgate allows, the fake refuses.
 KNOWN = {
     **{(m, p, s): (False, CREDENTIAL_MINTING)
@@ -62,7 +62,6 @@ KNOWN = {
        for s in scopes},
     ("GET", "/api/2.0/secrets/get", "all-apis:read"): (False, CREDENTIAL_MINTING + "; and a secret's value is never a read"),
     ("GET", "/api/2.0/secrets/list", "gw.secrets"): (True, GW_SCOPE),
-    ("GET", "/api/2.0/workspace/list", "workspace.workspace:read"): (True, APPS_SCOPE),
 }
 
 

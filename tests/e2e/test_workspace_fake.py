@@ -453,6 +453,9 @@ ROUTE_CASES = [
     ("GET", "/api/2.0/secrets/list", "all-apis", 200),  # catch-all
     ("GET", "/api/2.0/secrets/list", "clusters", 403),
     ("DELETE", "/api/2.0/workspace/delete", "sql", 403),
+    ("GET", "/api/2.0/workspace/list", "workspace:read", 200),
+    ("POST", "/serving-endpoints/demo-model/invocations", "model-serving-inference", 200),
+    ("GET", "/api/2.0/alerts", "alerts:read", 200),
     # issue 9: all-apis:read, the restricted-query modifiers, the drivers' Thrift endpoints, served
     # models, the AI gateway, service-principal secrets (authentication)
     ("GET", "/api/2.1/clusters/get", "all-apis:read", 200),
@@ -501,6 +504,7 @@ NEEDED = [
     ("/serving-endpoints/", "model-serving"), ("/api/2.0/serving-endpoints", "model-serving"),
     ("/ai-gateway/", "ai-gateway"),
     ("/api/2.0/accounts/servicePrincipals/", "authentication"),
+    ("/api/2.0/workspace/", "workspace"),
 ]
 
 

@@ -47,7 +47,9 @@ enum Class {
 use Class::{Anonymous, AnyScope, Full, Read, Sensitive};
 use Methods::{Any, Change, Post, Write};
 
-const SERVING: &str = "model-serving|serving.serving-endpoints";
+/// Invocations: the Query API's page lists `model-serving` and `model-serving-inference`;
+/// `serving.serving-endpoints` is the Apps name.
+const SERVING: &str = "model-serving|model-serving-inference|serving.serving-endpoints";
 /// Statement execution and the Thrift endpoints: read-only queries are allowed with
 /// `sql:restricted-query` (Databricks' scope-modifiers page).
 const SQL_QUERY: &str = "sql|sql:restricted-query|sql:read:restricted-query";
@@ -289,10 +291,15 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/workspace/**",
         Methods::Read,
-        "workspace.workspace",
+        "workspace|workspace.workspace",
         Read,
     ),
-    ("/api/2.0/workspace/**", Write, "workspace.workspace", Full),
+    (
+        "/api/2.0/workspace/**",
+        Write,
+        "workspace|workspace.workspace",
+        Full,
+    ),
     ("/api/2.0/repos/**", Methods::Read, "gw.repos", Read),
     ("/api/2.0/repos/**", Write, "gw.repos", Full),
     ("/api/2.0/git-credentials/**", Any, "gw.repos", Full),

@@ -16,6 +16,18 @@ pub const SDK_GO_SCOPES_TESTDATA: &str =
     "databricks/databricks-sdk-go config/testdata/scopes/.databrickscfg";
 /// `CreateCustomAppIntegration.Scopes`: "all-apis, sql, offline_access, openid, profile, email".
 pub const SDK_GO_OAUTH2_MODEL: &str = "databricks/databricks-sdk-go service/oauth2/model.go";
+/// Databricks' per-operation REST reference pages, each naming its "API scopes".
+pub const API_REF_CLUSTERS: &str = "https://docs.databricks.com/api/clusters/v2/get-cluster";
+pub const API_REF_MLFLOW: &str = "https://docs.databricks.com/api/experiments/v1/create-experiment";
+pub const API_REF_UNITY_CATALOG: &str =
+    "https://docs.databricks.com/api/uc-catalogs/v1/get-catalog";
+pub const API_REF_VECTOR_SEARCH: &str =
+    "https://docs.databricks.com/api/vector-search/v1/query-vector-index";
+pub const API_REF_WORKSPACE: &str =
+    "https://docs.databricks.com/api/workspace-objects/v1/get-status";
+/// `POST /serving-endpoints/{name}/invocations`: "API scopes: model-serving, model-serving-inference".
+pub const API_REF_SERVING_QUERY: &str =
+    "https://docs.databricks.com/api/model-serving-query/v1/query";
 pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
 
 /// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
@@ -25,17 +37,19 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("sql", SDK_GO_OAUTH2_MODEL),
     ("sql:restricted-query", SCOPE_MODIFIERS),
     ("sql:read:restricted-query", SCOPE_MODIFIERS),
-    ("clusters", SCOPE_MODIFIERS),
+    ("clusters", API_REF_CLUSTERS),
     ("dashboards", WORKSPACE_SCOPES),
     ("access-management", WORKSPACE_SCOPES),
     ("alerts", WORKSPACE_SCOPES),
     ("apps", WORKSPACE_SCOPES),
     ("authentication", ACCOUNT_SCOPES),
     ("genie", MANAGED_MCP),
-    ("unity-catalog", MANAGED_MCP),
+    ("unity-catalog", API_REF_UNITY_CATALOG),
     ("ai-search", MANAGED_MCP),
-    ("vector-search", APPS_AUTH),
-    ("model-serving", APPS_AUTH),
+    ("vector-search", API_REF_VECTOR_SEARCH),
+    ("model-serving", API_REF_SERVING_QUERY),
+    ("model-serving-inference", API_REF_SERVING_QUERY),
+    ("workspace", API_REF_WORKSPACE),
     ("files", APPS_AUTH),
     ("postgres", APPS_AUTH),
     ("ai-gateway", APPS_AUTH),
@@ -46,7 +60,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("files.files", APPS_AUTH),
     ("jobs", SDK_GO_SCOPES_TESTDATA),
     ("pipelines", SDK_GO_SCOPES_TESTDATA),
-    ("mlflow", SDK_GO_SCOPES_TESTDATA),
+    ("mlflow", API_REF_MLFLOW),
     ("gw.compute-admin", GW_OWN),
     ("gw.workspace-admin", GW_OWN),
     ("gw.command-execution", GW_OWN),
