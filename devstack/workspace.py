@@ -262,7 +262,11 @@ ROUTES = (
     _route("rule-sets", r"/api/2\.0/preview/accounts/(?:[^/]+/)?access-control/(rule-sets|assignable-roles)",
            "access-management"),
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
-    _route("workspace-objects", r"/api/2\.0/workspace/.+", "workspace"),  # API_REFERENCE
+    _route("workspace-objects", r"/api/2\.0/(workspace|repos)/.+", "workspace"),  # API_REFERENCE (get-status, get-repo)
+    _route("secrets", r"/api/2\.0/secrets/.+", "secrets"),  # API_REFERENCE (list-secrets)
+    _route("dbfs", r"/api/2\.0/dbfs/.+", "files"),  # API_REFERENCE (dbfs get-status)
+    _route("instance-pools", r"/api/2\.0/instance-pools/.+", "instance-pools"),  # API_REFERENCE
+    _route("pipelines", r"/api/2\.0/pipelines(/.*)?", "pipelines"),  # API_REFERENCE (pipelines list)
     _route("apps", r"/api/2\.0/apps(/.*)?", "apps"),  # WORKSPACE_SCOPES
     _route("sp-secrets", r"/api/2\.0/accounts/(?:[^/]+/)?servicePrincipals/[^/]+/credentials/secrets(/.*)?",
            "authentication"),  # ACCOUNT_SCOPES: service principal secrets (proxy on the workspace)

@@ -135,7 +135,7 @@ ROUTES = [
           "cloud_credentials"),
     Route("POST", "/api/2.0/database/credentials", DISABLED, scopes("postgres"), "database_credentials"),
     Route("POST", "/api/2.0/postgres/credentials", DISABLED, scopes("postgres"), "database_credentials"),
-    Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("gw.secrets"), "secret_values"),
+    Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("secrets"), "secret_values"),
     # their non-minting neighbours are ordinary routes
     Route("GET", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", scopes("authentication", "authentication:read")),
     # OAuth and host metadata: no token

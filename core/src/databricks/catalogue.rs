@@ -223,15 +223,10 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/instance-pools/**",
         Methods::Read,
-        "gw.compute-admin",
+        "instance-pools",
         Read,
     ),
-    (
-        "/api/2.0/instance-pools/**",
-        Write,
-        "gw.compute-admin",
-        Full,
-    ),
+    ("/api/2.0/instance-pools/**", Write, "instance-pools", Full),
     (
         "/api/2.0/policies/**",
         Methods::Read,
@@ -300,22 +295,24 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "workspace|workspace.workspace",
         Full,
     ),
-    ("/api/2.0/repos/**", Methods::Read, "gw.repos", Read),
-    ("/api/2.0/repos/**", Write, "gw.repos", Full),
+    // Git folders: their API pages name the `workspace` scope.
+    ("/api/2.0/repos/**", Methods::Read, "workspace", Read),
+    ("/api/2.0/repos/**", Write, "workspace", Full),
     ("/api/2.0/git-credentials/**", Any, "gw.repos", Full),
     // A secret's value is never a `:read`, and is refused unless enabled.
     (
         "/api/2.0/secrets/get",
         Any,
-        "gw.secrets",
+        "secrets",
         Sensitive(SecretValues),
     ),
-    ("/api/2.0/secrets/**", Methods::Read, "gw.secrets", Read),
-    ("/api/2.0/secrets/**", Write, "gw.secrets", Full),
+    ("/api/2.0/secrets/**", Methods::Read, "secrets", Read),
+    ("/api/2.0/secrets/**", Write, "secrets", Full),
     ("/api/2.0/fs/**", Methods::Read, "files|files.files", Read),
     ("/api/2.0/fs/**", Write, "files|files.files", Full),
-    ("/api/2.0/dbfs/**", Methods::Read, "gw.dbfs", Read),
-    ("/api/2.0/dbfs/**", Write, "gw.dbfs", Full),
+    // DBFS: its API pages name the `files` scope.
+    ("/api/2.0/dbfs/**", Methods::Read, "files|files.files", Read),
+    ("/api/2.0/dbfs/**", Write, "files|files.files", Full),
     // Tokens: minting credentials that bypass the gateway
     ("/api/2.0/token/list", Methods::Read, "authentication", Read),
     (

@@ -489,7 +489,7 @@ fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own
 fn ambiguous_paths_are_refused_before_a_rule_decides() {
     let engine = engine(json!({"mode": "pass_through"}));
     let admin = format!("Bearer {}", token(json!({"scope": "all-apis"})));
-    let secrets_reader = format!("Bearer {}", token(json!({"scope": "gw.secrets:read"})));
+    let secrets_reader = format!("Bearer {}", token(json!({"scope": "secrets:read"})));
     // (method, path, token, status, reason, deciding rule)
     type Case<'a> = (
         &'a str,
@@ -649,7 +649,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             Some(&secrets_reader),
             403,
             Some("route_disabled"),
-            Some("databricks:gw.secrets:secret_values"),
+            Some("databricks:secrets:secret_values"),
         ),
         (
             "GET",
@@ -657,7 +657,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             Some(&secrets_reader),
             200,
             None,
-            Some("databricks:gw.secrets:read"),
+            Some("databricks:secrets:read"),
         ),
         // What brickgate resolves itself is decided by the rule of the resolved path.
         (

@@ -28,6 +28,17 @@ pub const API_REF_WORKSPACE: &str =
 /// `POST /serving-endpoints/{name}/invocations`: "API scopes: model-serving, model-serving-inference".
 pub const API_REF_SERVING_QUERY: &str =
     "https://docs.databricks.com/api/model-serving-query/v1/query";
+pub const API_REF_PIPELINES: &str = "https://docs.databricks.com/api/pipelines/v2/list";
+/// Secrets: list-secrets and list-scopes name `secrets`.
+pub const API_REF_SECRETS: &str = "https://docs.databricks.com/api/secrets/v1/list-secrets";
+pub const API_REF_INSTANCE_POOLS: &str =
+    "https://docs.databricks.com/api/instance-pools/v2/get-instance-pool";
+/// `POST /api/2.0/token/create`: "API scopes: authentication".
+pub const API_REF_TOKEN_CREATE: &str = "https://docs.databricks.com/api/tokens/v1/create-token";
+/// DBFS (`/api/2.0/dbfs/get-status`): "API scopes: files".
+pub const API_REF_DBFS: &str = "https://docs.databricks.com/api/files/v2/get-status";
+/// Git folders (`GET /api/2.0/repos/{id}`): "API scopes: workspace".
+pub const API_REF_REPOS: &str = "https://docs.databricks.com/api/repos/v1/get-repo";
 pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
 
 /// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
@@ -50,7 +61,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("model-serving", API_REF_SERVING_QUERY),
     ("model-serving-inference", API_REF_SERVING_QUERY),
     ("workspace", API_REF_WORKSPACE),
-    ("files", APPS_AUTH),
+    ("files", API_REF_DBFS),
     ("postgres", APPS_AUTH),
     ("ai-gateway", APPS_AUTH),
     ("scim", APPS_AUTH),
@@ -59,15 +70,15 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("dashboards.genie", APPS_AUTH),
     ("files.files", APPS_AUTH),
     ("jobs", SDK_GO_SCOPES_TESTDATA),
-    ("pipelines", SDK_GO_SCOPES_TESTDATA),
+    ("pipelines", API_REF_PIPELINES),
+    ("secrets", API_REF_SECRETS),
+    ("instance-pools", API_REF_INSTANCE_POOLS),
     ("mlflow", API_REF_MLFLOW),
     ("gw.compute-admin", GW_OWN),
     ("gw.workspace-admin", GW_OWN),
     ("gw.command-execution", GW_OWN),
     ("gw.feature-store", GW_OWN),
     ("gw.repos", GW_OWN),
-    ("gw.secrets", GW_OWN),
-    ("gw.dbfs", GW_OWN),
 ];
 
 /// The source of a scope name, modifiers included (`clusters:read` → the `clusters` source and
