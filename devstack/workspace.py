@@ -262,7 +262,9 @@ ROUTES = (
     _route("rule-sets", r"/api/2\.0/preview/accounts/(?:[^/]+/)?access-control/(rule-sets|assignable-roles)",
            "access-management"),
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
-    _route("workspace-objects", r"/api/2\.0/(workspace|repos)/.+", "workspace"),  # API_REFERENCE (get-status, get-repo)
+    _route("workspace-objects", r"/api/2\.0/(workspace|repos|git-credentials)(/.*)?", "workspace"),  # API_REFERENCE
+    _route("cluster-policies", r"/api/2\.0/policies/clusters/.+", "clusters"),  # API_REFERENCE (get-policy)
+    _route("global-init-scripts", r"/api/2\.0/global-init-scripts(/.*)?", "global-init-scripts"),  # API_REFERENCE
     _route("secrets", r"/api/2\.0/secrets/.+", "secrets"),  # API_REFERENCE (list-secrets)
     _route("dbfs", r"/api/2\.0/dbfs/.+", "files"),  # API_REFERENCE (dbfs get-status)
     _route("instance-pools", r"/api/2\.0/instance-pools/.+", "instance-pools"),  # API_REFERENCE

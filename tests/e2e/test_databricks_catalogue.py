@@ -118,7 +118,7 @@ ROUTES = [
     Route("GET", "/api/2.0/token-management/tokens", DISABLED, scopes("authentication"), "personal_access_tokens"),
     Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("gw.command-execution"), "code_execution"),
     Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("gw.command-execution"), "code_execution"),
-    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("gw.workspace-admin"), "code_execution"),
+    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("global-init-scripts"), "code_execution"),
     Route("POST", "/spark.connect.SparkConnectService/ExecutePlan", DISABLED, scopes("gw.command-execution"),
           "code_execution"),
     # credential minting: OAuth secrets (served on the workspace host too), federation, cloud and database

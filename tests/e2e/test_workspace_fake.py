@@ -458,6 +458,10 @@ ROUTE_CASES = [
     ("GET", "/api/2.0/instance-pools/list", "instance-pools:read", 200),
     ("GET", "/api/2.0/pipelines", "pipelines:read", 200),
     ("GET", "/api/2.0/pipelines", "jobs", 403),
+    ("GET", "/api/2.0/git-credentials", "workspace:read", 200),
+    ("GET", "/api/2.0/policies/clusters/list", "clusters:read", 200),
+    ("GET", "/api/2.0/global-init-scripts", "global-init-scripts:read", 200),
+    ("GET", "/api/2.0/global-init-scripts", "clusters", 403),
     ("GET", "/api/2.1/some-new-api/list", "clusters", 403),  # catch-all: all-apis
     ("DELETE", "/api/2.0/workspace/delete", "sql", 403),
     ("GET", "/api/2.0/workspace/list", "workspace:read", 200),
@@ -512,7 +516,8 @@ NEEDED = [
     ("/ai-gateway/", "ai-gateway"),
     ("/api/2.0/accounts/servicePrincipals/", "authentication"),
     ("/api/2.0/workspace/", "workspace"), ("/api/2.0/repos/", "workspace"), ("/api/2.0/secrets/", "secrets"),
-    ("/api/2.0/dbfs/", "files"), ("/api/2.0/instance-pools/", "instance-pools"), ("/api/2.0/pipelines", "pipelines"),
+    ("/api/2.0/dbfs/", "files"), ("/api/2.0/git-credentials", "workspace"), ("/api/2.0/policies/clusters/", "clusters"),
+    ("/api/2.0/global-init-scripts", "global-init-scripts"), ("/api/2.0/instance-pools/", "instance-pools"), ("/api/2.0/pipelines", "pipelines"),
 ]
 
 

@@ -227,13 +227,9 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/instance-pools/**", Write, "instance-pools", Full),
-    (
-        "/api/2.0/policies/**",
-        Methods::Read,
-        "gw.compute-admin",
-        Read,
-    ),
-    ("/api/2.0/policies/**", Write, "gw.compute-admin", Full),
+    ("/api/2.0/policies/**", Methods::Read, "clusters", Read),
+    // Cluster policies: their API pages name the `clusters` scope.
+    ("/api/2.0/policies/**", Write, "clusters", Full),
     (
         "/api/2.0/policy-families/**",
         Methods::Read,
@@ -255,7 +251,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/global-init-scripts/**",
         Any,
-        "gw.workspace-admin",
+        "global-init-scripts",
         Sensitive(CodeExecution),
     ),
     (
@@ -298,7 +294,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     // Git folders: their API pages name the `workspace` scope.
     ("/api/2.0/repos/**", Methods::Read, "workspace", Read),
     ("/api/2.0/repos/**", Write, "workspace", Full),
-    ("/api/2.0/git-credentials/**", Any, "gw.repos", Full),
+    ("/api/2.0/git-credentials/**", Any, "workspace", Full),
     // A secret's value is never a `:read`, and is refused unless enabled.
     (
         "/api/2.0/secrets/get",

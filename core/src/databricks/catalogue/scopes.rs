@@ -39,6 +39,14 @@ pub const API_REF_TOKEN_CREATE: &str = "https://docs.databricks.com/api/tokens/v
 pub const API_REF_DBFS: &str = "https://docs.databricks.com/api/files/v2/get-status";
 /// Git folders (`GET /api/2.0/repos/{id}`): "API scopes: workspace".
 pub const API_REF_REPOS: &str = "https://docs.databricks.com/api/repos/v1/get-repo";
+pub const API_REF_GLOBAL_INIT_SCRIPTS: &str =
+    "https://docs.databricks.com/api/global-init-scripts/v2/get-global-init-script";
+/// Cluster policies (`GET /api/2.0/policies/clusters/get`): "API scopes: clusters".
+pub const API_REF_CLUSTER_POLICIES: &str =
+    "https://docs.databricks.com/api/cluster-policies/v2/get-policy";
+/// Git credentials (`GET /api/2.0/git-credentials/{id}`): "API scopes: workspace".
+pub const API_REF_GIT_CREDENTIALS: &str =
+    "https://docs.databricks.com/api/git-credentials/v1/get-credentials";
 pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
 
 /// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
@@ -78,7 +86,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("gw.workspace-admin", GW_OWN),
     ("gw.command-execution", GW_OWN),
     ("gw.feature-store", GW_OWN),
-    ("gw.repos", GW_OWN),
+    ("global-init-scripts", API_REF_GLOBAL_INIT_SCRIPTS),
 ];
 
 /// The source of a scope name, modifiers included (`clusters:read` → the `clusters` source and
