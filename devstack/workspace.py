@@ -264,6 +264,8 @@ ROUTES = (
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
     _route("workspace-objects", r"/api/2\.0/(workspace|repos|git-credentials)(/.*)?", "workspace"),  # API_REFERENCE
     _route("cluster-policies", r"/api/2\.0/policies/clusters/.+", "clusters"),  # API_REFERENCE (get-policy)
+    _route("command-execution", r"/api/1\.2/.+", "command-execution"),  # API_REFERENCE (command-execution execute)
+    _route("instance-profiles", r"/api/2\.0/instance-profiles/.+", "instance-profiles"),  # API_REFERENCE
     _route("global-init-scripts", r"/api/2\.0/global-init-scripts(/.*)?", "global-init-scripts"),  # API_REFERENCE
     _route("secrets", r"/api/2\.0/secrets/.+", "secrets"),  # API_REFERENCE (list-secrets)
     _route("dbfs", r"/api/2\.0/dbfs/.+", "files"),  # API_REFERENCE (dbfs get-status)

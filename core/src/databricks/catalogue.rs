@@ -239,13 +239,13 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/instance-profiles/**",
         Methods::Read,
-        "gw.compute-admin",
+        "instance-profiles",
         Read,
     ),
     (
         "/api/2.0/instance-profiles/**",
         Write,
-        "gw.compute-admin",
+        "instance-profiles",
         Full,
     ),
     (
@@ -257,7 +257,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/1.2/**",
         Any,
-        "gw.command-execution",
+        "command-execution",
         Sensitive(CodeExecution),
     ),
     // Spark Connect (Databricks Connect) is gRPC over HTTP/2: it runs the client's plans and

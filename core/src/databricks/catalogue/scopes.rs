@@ -47,6 +47,13 @@ pub const API_REF_CLUSTER_POLICIES: &str =
 /// Git credentials (`GET /api/2.0/git-credentials/{id}`): "API scopes: workspace".
 pub const API_REF_GIT_CREDENTIALS: &str =
     "https://docs.databricks.com/api/git-credentials/v1/get-credentials";
+/// `POST /api/2.2/jobs/run-now`: "API scopes: jobs".
+pub const API_REF_JOBS: &str = "https://docs.databricks.com/api/jobs/v2/run-now";
+pub const API_REF_INSTANCE_PROFILES: &str =
+    "https://docs.databricks.com/api/instance-profiles/v2/list-instance-profiles";
+/// `/api/1.2` (execution contexts and commands): "API scopes: command-execution".
+pub const API_REF_COMMAND_EXECUTION: &str =
+    "https://docs.databricks.com/api/command-execution/v2/execute";
 pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
 
 /// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
@@ -77,7 +84,9 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("serving.serving-endpoints", APPS_AUTH),
     ("dashboards.genie", APPS_AUTH),
     ("files.files", APPS_AUTH),
-    ("jobs", SDK_GO_SCOPES_TESTDATA),
+    ("jobs", API_REF_JOBS),
+    ("instance-profiles", API_REF_INSTANCE_PROFILES),
+    ("command-execution", API_REF_COMMAND_EXECUTION),
     ("pipelines", API_REF_PIPELINES),
     ("secrets", API_REF_SECRETS),
     ("instance-pools", API_REF_INSTANCE_POOLS),
