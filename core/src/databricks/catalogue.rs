@@ -233,7 +233,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/policy-families/**",
         Methods::Read,
-        "gw.compute-admin",
+        "clusters",
         Read,
     ),
     (
@@ -411,6 +411,31 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/permissions/**", Write, "access-management", Full),
+    // Account workspaces (Provisioning): its API pages name the `provisioning` scope.
+    (
+        "/api/2.0/accounts/{account}/workspaces",
+        Methods::Read,
+        "provisioning",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces",
+        Write,
+        "provisioning",
+        Full,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}",
+        Methods::Read,
+        "provisioning",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}",
+        Write,
+        "provisioning",
+        Full,
+    ),
     // The account scope page lists workspace permission assignments and rule sets (and their
     // workspace-host proxies) under `access-management`.
     (

@@ -54,6 +54,10 @@ pub const API_REF_INSTANCE_PROFILES: &str =
 /// `/api/1.2` (execution contexts and commands): "API scopes: command-execution".
 pub const API_REF_COMMAND_EXECUTION: &str =
     "https://docs.databricks.com/api/command-execution/v2/execute";
+/// Account workspaces (`GET /api/2.0/accounts/{account_id}/workspaces/{workspace_id}`):
+/// "API scopes: provisioning".
+pub const API_REF_PROVISIONING: &str =
+    "https://docs.databricks.com/api/workspaces/v1/get-workspace-public";
 pub const GW_OWN: &str = "brickgate docs/DATABRICKS.md (no Databricks scope published)";
 
 /// (scope, source). Modifiers (`:read`, `:restricted-query`) are derived from the base scope and
@@ -91,7 +95,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("secrets", API_REF_SECRETS),
     ("instance-pools", API_REF_INSTANCE_POOLS),
     ("mlflow", API_REF_MLFLOW),
-    ("gw.compute-admin", GW_OWN),
+    ("provisioning", API_REF_PROVISIONING),
     ("gw.workspace-admin", GW_OWN),
     ("gw.command-execution", GW_OWN),
     ("gw.feature-store", GW_OWN),
