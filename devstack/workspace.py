@@ -191,6 +191,9 @@ def scope_grantable(requested: str, allowed: Iterable[str]) -> bool:
 #   WORKSPACE_SCOPES = https://docs.databricks.com/api/workspace/scopes (SCIM Me is in every scope)
 #   ACCOUNT_SCOPES = https://docs.databricks.com/api/account/scopes (`authentication`: service
 #     principal secrets and federation policies)
+#   API_REFERENCE = the per-operation pages of https://docs.databricks.com/api ("API scopes: ..."):
+#     model-serving-query/v1/query (`model-serving`, `model-serving-inference`),
+#     workspace-objects/v1/get-status (`workspace`)
 
 ANY_API_SCOPE = "*"  # SCIM Me: every Databricks scope lists it (WORKSPACE_SCOPES)
 READ_METHODS = frozenset({"GET", "HEAD"})
@@ -252,9 +255,24 @@ ROUTES = (
     _route("mlflow", r"/api/[23]\.0/mlflow/.+", "mlflow"),
     _route("unity-catalog", r"/api/2\.[01]/unity-catalog/.+", "unity-catalog"),
     _route("alerts", r"/api/2\.0/sql/alerts(/.*)?", "alerts"),  # WORKSPACE_SCOPES
+    _route("alerts-v2", r"/api/2\.0/alerts(/.*)?", "alerts"),  # WORKSPACE_SCOPES: List/Create/Update/Get/Trash Alert
     _route("sql", r"/api/2\.0/sql/.+", "sql"),
     _route("permissions", r"/api/2\.0/permissions/.+", "access-management"),  # WORKSPACE_SCOPES
+    # ACCOUNT_SCOPES: workspace permission assignments; rule sets and assignable roles (and proxies)
+    _route("permission-assignments", r"/api/2\.0/accounts/[^/]+/workspaces/[^/]+/permissionassignments(/.*)?",
+           "access-management"),
+    _route("rule-sets", r"/api/2\.0/preview/accounts/(?:[^/]+/)?access-control/(rule-sets|assignable-roles)",
+           "access-management"),
     _route("dashboards", r"/api/2\.0/lakeview/.+", "dashboards"),  # WORKSPACE_SCOPES
+    _route("workspace-objects", r"/api/2\.0/(workspace|repos|git-credentials)(/.*)?", "workspace"),  # API_REFERENCE
+    _route("cluster-policies", r"/api/2\.0/policies/clusters/.+", "clusters"),  # API_REFERENCE (get-policy)
+    _route("command-execution", r"/api/1\.2/.+", "command-execution"),  # API_REFERENCE (command-execution execute)
+    _route("instance-profiles", r"/api/2\.0/instance-profiles/.+", "instance-profiles"),  # API_REFERENCE
+    _route("global-init-scripts", r"/api/2\.0/global-init-scripts(/.*)?", "global-init-scripts"),  # API_REFERENCE
+    _route("secrets", r"/api/2\.0/secrets/.+", "secrets"),  # API_REFERENCE (list-secrets)
+    _route("dbfs", r"/api/2\.0/dbfs/.+", "files"),  # API_REFERENCE (dbfs get-status)
+    _route("instance-pools", r"/api/2\.0/instance-pools/.+", "instance-pools"),  # API_REFERENCE
+    _route("pipelines", r"/api/2\.0/pipelines(/.*)?", "pipelines"),  # API_REFERENCE (pipelines list)
     _route("apps", r"/api/2\.0/apps(/.*)?", "apps"),  # WORKSPACE_SCOPES
     _route("sp-secrets", r"/api/2\.0/accounts/(?:[^/]+/)?servicePrincipals/[^/]+/credentials/secrets(/.*)?",
            "authentication"),  # ACCOUNT_SCOPES: service principal secrets (proxy on the workspace)
@@ -263,9 +281,10 @@ ROUTES = (
     _route("serving-endpoints-api", r"/api/2\.0/serving-endpoints(/.*)?", "model-serving"),
     _route("serving-openai", r"/serving-endpoints/(chat/completions|completions|embeddings|responses)", "model-serving",
            ("POST",), body_model=True),
-    _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",)),
+    _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",),
+           also_accepted=("model-serving-inference",)),  # API_REFERENCE
     _route("served-model-invocations", r"/serving-endpoints/[^/]+/served-models/[^/]+/invocations", "model-serving",
-           ("POST",)),
+           ("POST",), also_accepted=("model-serving-inference",)),  # API_REFERENCE
     _route("ai-gateway", r"/ai-gateway/.+", "ai-gateway"),  # Apps auth page names the ai-gateway scope
     _route("api", r"/api/.*", None),
 )

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::{self, TokenCache};
 use crate::config::Config;
+use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::exchange::UpstreamMode;
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
@@ -37,8 +38,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// Request headers, names lower-case as the host delivers them.
     pub headers: &'a [(String, String)],
-    /// The request body, once read: only for OpenAI-style serving routes, when a rule names
-    /// serving endpoints (the decision asks for it with `NeedBody`).
+    /// The request body, once read: for OpenAI-style serving routes when a rule names serving
+    /// endpoints, and for path-form serving requests without `Content-Length` (their size is
+    /// checked against the endpoint's limit); the decision asks for it with `NeedBody`.
     pub body: Option<&'a [u8]>,
     /// Fill the audit record's token fingerprint (a SHA-256): only worth it when the record
     /// will be written.
@@ -57,12 +59,19 @@ pub enum Decision {
         audit: AuditRecord,
     },
     /// The rule depends on the serving endpoint named in the body: hold the request (headers
-    /// included) until its body has arrived (at most `max_bytes`), then decide again with it.
-    /// Nothing is decided, so nothing may reach the upstream yet.
+    /// included) until its body has arrived (at most `limit.max_bytes`), then decide again
+    /// with it. Nothing is decided, so nothing may reach the upstream yet.
     NeedBody {
-        max_bytes: usize,
+        limit: ReadLimit,
         audit: AuditRecord,
     },
+}
+
+/// How much of a held body brickgate reads, and the refusal when the body is longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadLimit {
+    pub max_bytes: usize,
+    pub too_large: AuthError,
 }
 
 impl Decision {
@@ -80,7 +89,7 @@ impl Decision {
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
     /// Read the body (at most this many bytes), then decide.
-    NeedBody(usize),
+    NeedBody(ReadLimit),
 }
 
 pub struct Engine {
@@ -134,7 +143,7 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(max_bytes)) => Decision::NeedBody { max_bytes, audit },
+            Ok(Verdict::NeedBody(limit)) => Decision::NeedBody { limit, audit },
             Err(error) if self.reports(&error, &audit) => {
                 dry_run::mark_would_deny(&mut audit, error);
                 Decision::Allow {
@@ -170,20 +179,42 @@ impl Engine {
         if config.bypass_cors_preflight && is_cors_preflight(request) {
             return Ok(self.cors_preflight(request, audit));
         }
-        let body_limit = config
-            .databricks
-            .as_ref()
-            .map_or(16 << 20, |d| d.max_body_bytes);
+        let default_limits;
+        let limits = match config.databricks.as_ref() {
+            Some(databricks) => &databricks.serving_body_limits,
+            None => {
+                default_limits = ServingBodyLimits::default();
+                &default_limits
+            }
+        };
         let model = match request.body {
             _ if !(config.reads_model_from_body
                 && serving::endpoint_in_body(request.method, &path.path)) =>
             {
                 None
             }
-            None => return Ok(Verdict::NeedBody(body_limit)),
-            Some(body) => Some(serving::model_from_body(body, body_limit)?),
+            None => {
+                return Ok(Verdict::NeedBody(ReadLimit {
+                    max_bytes: limits.other,
+                    too_large: AuthError::body_too_large(limits.other),
+                }));
+            }
+            Some(body) => Some(serving::model_from_body(body, limits.other)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
+        if let Some(endpoint) = endpoint {
+            let declared = body_limits::declared_length(request.headers);
+            match body_limits::check(limits.limit_for(endpoint), request.body, declared) {
+                BodyCheck::Fits => {}
+                BodyCheck::TooLarge(refusal) => return Err(refusal),
+                BodyCheck::Read(limit) => {
+                    return Ok(Verdict::NeedBody(ReadLimit {
+                        max_bytes: limit.max_bytes,
+                        too_large: limit.refusal(None),
+                    }));
+                }
+            }
+        }
         let (index, rule, bindings) = self
             .rule_index
             .match_rule(&config.rules, request.method, &path.path, endpoint)

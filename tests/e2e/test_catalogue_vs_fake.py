@@ -31,6 +31,10 @@ ROUTES = [
     ("POST", "/serving-endpoints/m1/served-models/v1/invocations"),
     ("GET", "/ai-gateway/mlflow/v1/models"),
     ("GET", "/api/2.0/permissions/clusters/c1"),
+    ("GET", "/api/2.0/alerts"),
+    ("DELETE", "/api/2.0/alerts/a1"),
+    ("GET", "/api/2.0/preview/accounts/access-control/rule-sets"),
+    ("PUT", "/api/2.0/accounts/acc1/workspaces/9/permissionassignments/principals/2"),
     ("POST", "/api/2.0/lakeview/dashboards"),
     ("GET", "/api/2.0/preview/scim/v2/Me"),
     ("GET", "/api/2.0/workspace/list"),
@@ -43,22 +47,19 @@ ROUTES = [
 ]
 SCOPES = ["all-apis", "all-apis:read", "clusters", "clusters:read", "sql", "sql:restricted-query",
           "sql:read:restricted-query", "model-serving", "ai-gateway:read", "authentication", "access-management",
-          "dashboards", "alerts:read", "workspace.workspace:read", "gw.secrets", "unity-catalog"]
+          "dashboards", "alerts:read", "workspace.workspace:read", "workspace:read", "gw.secrets", "secrets", "unity-catalog",
+          "model-serving-inference"]
 
 CREDENTIAL_MINTING = "brickgate refuses credential-minting and code-running classes unless enabled; Databricks does not"
-GW_SCOPE = "a gw. scope is brickgate's own name: Databricks itself knows only all-apis for this service"
-APPS_SCOPE = "an Apps user-authorization scope the catalogue accepts; the REST scope reference has no such scope"
 # (method, path, scope) → why. True in the value's first place: brickgate allows, the fake refuses.
 KNOWN = {
     **{(m, p, s): (False, CREDENTIAL_MINTING)
-       for m, p, scopes in [("GET", "/api/2.0/secrets/get", ["all-apis"]),
+       for m, p, scopes in [("GET", "/api/2.0/secrets/get", ["all-apis", "secrets"]),
                             ("POST", "/api/2.0/token/create", ["all-apis"]),
                             ("POST", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", ["all-apis", "authentication"]),
                             ("POST", "/api/2.0/unity-catalog/temporary-table-credentials", ["all-apis", "unity-catalog"])]
        for s in scopes},
     ("GET", "/api/2.0/secrets/get", "all-apis:read"): (False, CREDENTIAL_MINTING + "; and a secret's value is never a read"),
-    ("GET", "/api/2.0/secrets/list", "gw.secrets"): (True, GW_SCOPE),
-    ("GET", "/api/2.0/workspace/list", "workspace.workspace:read"): (True, APPS_SCOPE),
 }
 
 

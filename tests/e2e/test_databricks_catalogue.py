@@ -116,9 +116,9 @@ ROUTES = [
     Route("POST", "/api/2.0/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
     Route("POST", "/api/2.0/token/delete", DISABLED, scopes("authentication"), "personal_access_tokens"),
     Route("GET", "/api/2.0/token-management/tokens", DISABLED, scopes("authentication"), "personal_access_tokens"),
-    Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("gw.command-execution"), "code_execution"),
-    Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("gw.command-execution"), "code_execution"),
-    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("gw.workspace-admin"), "code_execution"),
+    Route("POST", "/api/1.2/commands/execute", DISABLED, scopes("command-execution"), "code_execution"),
+    Route("POST", "/api/1.2/contexts/create", DISABLED, scopes("command-execution"), "code_execution"),
+    Route("POST", "/api/2.0/global-init-scripts", DISABLED, scopes("global-init-scripts"), "code_execution"),
     Route("POST", "/spark.connect.SparkConnectService/ExecutePlan", DISABLED, scopes("gw.command-execution"),
           "code_execution"),
     # credential minting: OAuth secrets (served on the workspace host too), federation, cloud and database
@@ -135,7 +135,7 @@ ROUTES = [
           "cloud_credentials"),
     Route("POST", "/api/2.0/database/credentials", DISABLED, scopes("postgres"), "database_credentials"),
     Route("POST", "/api/2.0/postgres/credentials", DISABLED, scopes("postgres"), "database_credentials"),
-    Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("gw.secrets"), "secret_values"),
+    Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("secrets"), "secret_values"),
     # their non-minting neighbours are ordinary routes
     Route("GET", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", scopes("authentication", "authentication:read")),
     # OAuth and host metadata: no token

@@ -74,7 +74,7 @@ def policy_gateway(start_envoy, wasm_path):
             wait_until_decided(port, lambda p: send(p, "GET", "/api/2.0/clusters/list", probe))
             tokens = {
                 "all-apis": factory.idp(subject="paths-admin", scope="all-apis"),
-                "secrets:read": factory.idp(subject="paths-secrets-reader", scope="gw.secrets:read"),
+                "secrets:read": factory.idp(subject="paths-secrets-reader", scope="secrets:read"),
                 "outsider": factory.idp(subject="paths-outsider", scope=f"serving:{FRAUD.upper()} serving:churn"),
             }
             yield PolicyGateway(port, echo, tokens)
@@ -121,7 +121,7 @@ ATTACKS = [
     # Forms brickgate resolves itself: decided by the resolved path's rule, which the upstream receives.
     ("oidc-dotdot", "POST", "/oidc/../api/2.0/token/create", None, ROUTE_DISABLED),
     ("secrets-list-read", "GET", "/api/2.0/secrets/list", "secrets:read",
-     ("forwarded", "/api/2.0/secrets/list", "databricks:gw.secrets:read")),
+     ("forwarded", "/api/2.0/secrets/list", "databricks:secrets:read")),
     ("oidc-anonymous", "POST", "/oidc/v1/token", None, ("forwarded", "/oidc/v1/token", None)),
     ("jobs-case-same-rule", "GET", "/api/2.1/jobs/List", "all-apis", ("forwarded", "/api/2.1/jobs/List", "databricks:jobs:read")),
     ("uc-dotted-name", "GET", "/api/2.1/unity-catalog/tables/main.default.trips", "all-apis",
@@ -129,7 +129,7 @@ ATTACKS = [
     ("files-escaped-space", "GET", "/api/2.0/fs/files/Volumes/c/s/v/my%20file.csv", "all-apis",
      ("forwarded", "/api/2.0/fs/files/Volumes/c/s/v/my%20file.csv", "databricks:files:read")),
     ("escaped-letter-decoded", "GET", "/api/2.0/secrets/%6Cist", "secrets:read",
-     ("forwarded", "/api/2.0/secrets/list", "databricks:gw.secrets:read")),
+     ("forwarded", "/api/2.0/secrets/list", "databricks:secrets:read")),
 ]
 
 

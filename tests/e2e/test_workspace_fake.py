@@ -450,9 +450,23 @@ ROUTE_CASES = [
     ("POST", "/serving-endpoints/chat/completions", "model-serving", 200),
     ("POST", "/serving-endpoints/embeddings", "all-apis", 200),
     ("GET", "/api/2.0/serving-endpoints", "model-serving:read", 200),
-    ("GET", "/api/2.0/secrets/list", "all-apis", 200),  # catch-all
+    ("GET", "/api/2.0/secrets/list", "all-apis", 200),
+    ("GET", "/api/2.0/secrets/list", "secrets:read", 200),
     ("GET", "/api/2.0/secrets/list", "clusters", 403),
+    ("GET", "/api/2.0/dbfs/list", "files:read", 200),
+    ("GET", "/api/2.0/repos/5", "workspace:read", 200),
+    ("GET", "/api/2.0/instance-pools/list", "instance-pools:read", 200),
+    ("GET", "/api/2.0/pipelines", "pipelines:read", 200),
+    ("GET", "/api/2.0/pipelines", "jobs", 403),
+    ("GET", "/api/2.0/git-credentials", "workspace:read", 200),
+    ("GET", "/api/2.0/policies/clusters/list", "clusters:read", 200),
+    ("GET", "/api/2.0/global-init-scripts", "global-init-scripts:read", 200),
+    ("GET", "/api/2.0/global-init-scripts", "clusters", 403),
+    ("GET", "/api/2.1/some-new-api/list", "clusters", 403),  # catch-all: all-apis
     ("DELETE", "/api/2.0/workspace/delete", "sql", 403),
+    ("GET", "/api/2.0/workspace/list", "workspace:read", 200),
+    ("POST", "/serving-endpoints/demo-model/invocations", "model-serving-inference", 200),
+    ("GET", "/api/2.0/alerts", "alerts:read", 200),
     # issue 9: all-apis:read, the restricted-query modifiers, the drivers' Thrift endpoints, served
     # models, the AI gateway, service-principal secrets (authentication)
     ("GET", "/api/2.1/clusters/get", "all-apis:read", 200),
@@ -501,6 +515,9 @@ NEEDED = [
     ("/serving-endpoints/", "model-serving"), ("/api/2.0/serving-endpoints", "model-serving"),
     ("/ai-gateway/", "ai-gateway"),
     ("/api/2.0/accounts/servicePrincipals/", "authentication"),
+    ("/api/2.0/workspace/", "workspace"), ("/api/2.0/repos/", "workspace"), ("/api/2.0/secrets/", "secrets"),
+    ("/api/2.0/dbfs/", "files"), ("/api/2.0/git-credentials", "workspace"), ("/api/2.0/policies/clusters/", "clusters"),
+    ("/api/2.0/global-init-scripts", "global-init-scripts"), ("/api/2.0/instance-pools/", "instance-pools"), ("/api/2.0/pipelines", "pipelines"),
 ]
 
 

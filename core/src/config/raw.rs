@@ -48,7 +48,15 @@ pub struct RawDatabricks {
     pub enable_route_classes: Option<Vec<String>>,
     pub catalogue_providers: Option<Vec<String>>,
     pub max_body_bytes: Option<u64>,
+    pub serving_body_limits: Option<Vec<RawServingBodyLimit>>,
     pub first_body_wait_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServingBodyLimit {
+    pub endpoint_prefix: String,
+    pub max_body_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]

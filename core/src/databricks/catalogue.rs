@@ -47,7 +47,9 @@ enum Class {
 use Class::{Anonymous, AnyScope, Full, Read, Sensitive};
 use Methods::{Any, Change, Post, Write};
 
-const SERVING: &str = "model-serving|serving.serving-endpoints";
+/// Invocations: the Query API's page lists `model-serving` and `model-serving-inference`;
+/// `serving.serving-endpoints` is the Apps name.
+const SERVING: &str = "model-serving|model-serving-inference|serving.serving-endpoints";
 /// Statement execution and the Thrift endpoints: read-only queries are allowed with
 /// `sql:restricted-query` (Databricks' scope-modifiers page).
 const SQL_QUERY: &str = "sql|sql:restricted-query|sql:read:restricted-query";
@@ -130,6 +132,10 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/preview/sql/alerts/**", Write, "alerts", Full),
+    // Alerts v2: the workspace scope page's `alerts` operations (List, Create, Update, Get,
+    // Trash Alert) are this API's.
+    ("/api/2.0/alerts/**", Methods::Read, "alerts", Read),
+    ("/api/2.0/alerts/**", Write, "alerts", Full),
     ("/api/2.0/sql/**", Methods::Read, SQL_READ, Read),
     ("/api/2.0/sql/**", Write, "sql", Full),
     ("/api/2.0/preview/sql/**", Methods::Read, SQL_READ, Read),
@@ -217,50 +223,41 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/instance-pools/**",
         Methods::Read,
-        "gw.compute-admin",
+        "instance-pools",
         Read,
     ),
-    (
-        "/api/2.0/instance-pools/**",
-        Write,
-        "gw.compute-admin",
-        Full,
-    ),
-    (
-        "/api/2.0/policies/**",
-        Methods::Read,
-        "gw.compute-admin",
-        Read,
-    ),
-    ("/api/2.0/policies/**", Write, "gw.compute-admin", Full),
+    ("/api/2.0/instance-pools/**", Write, "instance-pools", Full),
+    ("/api/2.0/policies/**", Methods::Read, "clusters", Read),
+    // Cluster policies: their API pages name the `clusters` scope.
+    ("/api/2.0/policies/**", Write, "clusters", Full),
     (
         "/api/2.0/policy-families/**",
         Methods::Read,
-        "gw.compute-admin",
+        "clusters",
         Read,
     ),
     (
         "/api/2.0/instance-profiles/**",
         Methods::Read,
-        "gw.compute-admin",
+        "instance-profiles",
         Read,
     ),
     (
         "/api/2.0/instance-profiles/**",
         Write,
-        "gw.compute-admin",
+        "instance-profiles",
         Full,
     ),
     (
         "/api/2.0/global-init-scripts/**",
         Any,
-        "gw.workspace-admin",
+        "global-init-scripts",
         Sensitive(CodeExecution),
     ),
     (
         "/api/1.2/**",
         Any,
-        "gw.command-execution",
+        "command-execution",
         Sensitive(CodeExecution),
     ),
     // Spark Connect (Databricks Connect) is gRPC over HTTP/2: it runs the client's plans and
@@ -285,26 +282,33 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     (
         "/api/2.0/workspace/**",
         Methods::Read,
-        "workspace.workspace",
+        "workspace|workspace.workspace",
         Read,
     ),
-    ("/api/2.0/workspace/**", Write, "workspace.workspace", Full),
-    ("/api/2.0/repos/**", Methods::Read, "gw.repos", Read),
-    ("/api/2.0/repos/**", Write, "gw.repos", Full),
-    ("/api/2.0/git-credentials/**", Any, "gw.repos", Full),
+    (
+        "/api/2.0/workspace/**",
+        Write,
+        "workspace|workspace.workspace",
+        Full,
+    ),
+    // Git folders: their API pages name the `workspace` scope.
+    ("/api/2.0/repos/**", Methods::Read, "workspace", Read),
+    ("/api/2.0/repos/**", Write, "workspace", Full),
+    ("/api/2.0/git-credentials/**", Any, "workspace", Full),
     // A secret's value is never a `:read`, and is refused unless enabled.
     (
         "/api/2.0/secrets/get",
         Any,
-        "gw.secrets",
+        "secrets",
         Sensitive(SecretValues),
     ),
-    ("/api/2.0/secrets/**", Methods::Read, "gw.secrets", Read),
-    ("/api/2.0/secrets/**", Write, "gw.secrets", Full),
+    ("/api/2.0/secrets/**", Methods::Read, "secrets", Read),
+    ("/api/2.0/secrets/**", Write, "secrets", Full),
     ("/api/2.0/fs/**", Methods::Read, "files|files.files", Read),
     ("/api/2.0/fs/**", Write, "files|files.files", Full),
-    ("/api/2.0/dbfs/**", Methods::Read, "gw.dbfs", Read),
-    ("/api/2.0/dbfs/**", Write, "gw.dbfs", Full),
+    // DBFS: its API pages name the `files` scope.
+    ("/api/2.0/dbfs/**", Methods::Read, "files|files.files", Read),
+    ("/api/2.0/dbfs/**", Write, "files|files.files", Full),
     // Tokens: minting credentials that bypass the gateway
     ("/api/2.0/token/list", Methods::Read, "authentication", Read),
     (
@@ -407,6 +411,69 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.0/permissions/**", Write, "access-management", Full),
+    // Account workspaces (Provisioning): its API pages name the `provisioning` scope.
+    (
+        "/api/2.0/accounts/{account}/workspaces",
+        Methods::Read,
+        "provisioning",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces",
+        Write,
+        "provisioning",
+        Full,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}",
+        Methods::Read,
+        "provisioning",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}",
+        Write,
+        "provisioning",
+        Full,
+    ),
+    // The account scope page lists workspace permission assignments and rule sets (and their
+    // workspace-host proxies) under `access-management`.
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}/permissionassignments/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/accounts/{account}/workspaces/{id}/permissionassignments/**",
+        Write,
+        "access-management",
+        Full,
+    ),
+    (
+        "/api/2.0/preview/accounts/access-control/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/preview/accounts/access-control/**",
+        Write,
+        "access-management",
+        Full,
+    ),
+    (
+        "/api/2.0/preview/accounts/{account}/access-control/**",
+        Methods::Read,
+        "access-management",
+        Read,
+    ),
+    (
+        "/api/2.0/preview/accounts/{account}/access-control/**",
+        Write,
+        "access-management",
+        Full,
+    ),
     ("/api/2.0/preview/scim/v2/Me", Methods::Read, "", AnyScope),
     ("/api/2.0/preview/scim/v2/**", Methods::Read, "scim", Read),
     ("/api/2.0/preview/scim/v2/**", Write, "scim", Full),

@@ -2,6 +2,7 @@
 //! bodies, how requests authenticate to Databricks (pass-through, token exchange, service
 //! principal), and the header hygiene that keeps Databricks' own audit trail meaningful.
 
+pub mod body_limits;
 pub mod catalogue;
 pub mod exchange;
 pub mod serving;
@@ -17,6 +18,8 @@ pub struct DatabricksConfig {
     pub catalogue_providers: Vec<usize>,
     /// Largest request body read to find the serving endpoint (`model`) of OpenAI-style routes.
     pub max_body_bytes: usize,
+    /// Per-endpoint body limits (`serving_body_limits`, then `max_body_bytes`).
+    pub serving_body_limits: body_limits::ServingBodyLimits,
     /// How long a request held for its body waits for the host's first body callback before
     /// brickgate concludes the host never delivers it (and refuses).
     pub first_body_wait_ms: u64,

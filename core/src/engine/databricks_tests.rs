@@ -56,14 +56,24 @@ fn decide(
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
     let mut cache = TokenCache::new(16, 1 << 20);
-    let request = Request {
-        method,
-        path,
-        headers: &headers,
-        body,
-        fingerprint: true,
+    let mut decide = |body: Option<&[u8]>| {
+        let request = Request {
+            method,
+            path,
+            headers: &headers,
+            body,
+            fingerprint: true,
+        };
+        engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000)
     };
-    engine.0.decide(&request, &engine.1, &mut cache, NOW * 1000)
+    match decide(body) {
+        // A path-form serving request without `Content-Length` and without a body: as the
+        // stream does for a request that ends with its headers, decide on the empty body.
+        Decision::NeedBody { .. } if body.is_none() && !serving::endpoint_in_body(method, path) => {
+            decide(Some(b""))
+        }
+        decision => decision,
+    }
 }
 
 #[test]
@@ -92,7 +102,10 @@ fn serving_rules_select_by_endpoint_in_path_or_body() {
         matches!(
             need,
             Decision::NeedBody {
-                max_bytes: 16_777_216,
+                limit: crate::engine::ReadLimit {
+                    max_bytes: 16_777_216,
+                    ..
+                },
                 ..
             }
         ),
@@ -478,7 +491,7 @@ fn the_client_credential_never_reaches_the_upstream_when_brickgate_sends_its_own
 fn ambiguous_paths_are_refused_before_a_rule_decides() {
     let engine = engine(json!({"mode": "pass_through"}));
     let admin = format!("Bearer {}", token(json!({"scope": "all-apis"})));
-    let secrets_reader = format!("Bearer {}", token(json!({"scope": "gw.secrets:read"})));
+    let secrets_reader = format!("Bearer {}", token(json!({"scope": "secrets:read"})));
     // (method, path, token, status, reason, deciding rule)
     type Case<'a> = (
         &'a str,
@@ -638,7 +651,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             Some(&secrets_reader),
             403,
             Some("route_disabled"),
-            Some("databricks:gw.secrets:secret_values"),
+            Some("databricks:secrets:secret_values"),
         ),
         (
             "GET",
@@ -646,7 +659,7 @@ fn ambiguous_paths_are_refused_before_a_rule_decides() {
             Some(&secrets_reader),
             200,
             None,
-            Some("databricks:gw.secrets:read"),
+            Some("databricks:secrets:read"),
         ),
         // What brickgate resolves itself is decided by the rule of the resolved path.
         (
@@ -945,4 +958,145 @@ fn cors_preflights_pass_only_when_enabled() {
         None,
     );
     assert_eq!(off.audit().reason, Some("missing_token"));
+}
+
+#[test]
+fn serving_bodies_are_limited_per_endpoint_kind() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let auth = format!(
+        "Bearer {}",
+        token(json!({"scope": "serving:databricks-llama serving:agents_a-b-c serving:churn"}))
+    );
+    let chat = "/serving-endpoints/chat/completions";
+    const MIB: usize = 1 << 20;
+    // A JSON body of exactly `len` bytes naming `model`.
+    let body = |model: &str, len: usize| {
+        let head = format!("{{\"model\":\"{model}\",\"pad\":\"");
+        let mut body = head.into_bytes();
+        body.resize(len - 2, b'x');
+        body.extend_from_slice(b"\"}");
+        body
+    };
+    let path = |endpoint: &str| format!("/serving-endpoints/{endpoint}/invocations");
+    let four = (4 * MIB).to_string();
+    let four_plus = (4 * MIB + 1).to_string();
+    let sixteen_plus = (16 * MIB + 1).to_string();
+    // (path, content-length, body, refused naming) — None: allowed.
+    type Case = (
+        String,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        // Path form, decided at header time from Content-Length.
+        (path("databricks-llama"), Some(four.clone()), None, None),
+        (
+            path("databricks-llama"),
+            Some(four_plus.clone()),
+            None,
+            Some("foundation-model endpoint `databricks-llama`"),
+        ),
+        (
+            path("agents_a-b-c"),
+            Some(four_plus.clone()),
+            None,
+            Some("agent endpoint `agents_a-b-c`"),
+        ),
+        (path("churn"), Some(four_plus.clone()), None, None),
+        (
+            path("churn"),
+            Some(sixteen_plus),
+            None,
+            Some("databricks.max_body_bytes"),
+        ),
+        // Path form without Content-Length: once the body is read.
+        (
+            path("agents_a-b-c"),
+            None,
+            Some(vec![b' '; 4 * MIB + 1]),
+            Some("agent endpoint"),
+        ),
+        (path("agents_a-b-c"), None, Some(vec![b' '; 4 * MIB]), None),
+        // Body form: once the body's model is read.
+        (
+            chat.to_string(),
+            None,
+            Some(body("databricks-llama", 4 * MIB + 1)),
+            Some("foundation-model endpoint `databricks-llama`"),
+        ),
+        (
+            chat.to_string(),
+            None,
+            Some(body("databricks-llama", 4 * MIB)),
+            None,
+        ),
+        (
+            chat.to_string(),
+            None,
+            Some(body("churn", 4 * MIB + 1)),
+            None,
+        ),
+    ];
+    for (path, length, body, refused) in cases {
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(length) = &length {
+            headers.push(("content-length", length));
+        }
+        let decision = decide(&engine, "POST", &path, &headers, body.as_deref());
+        let what = format!(
+            "{path} length={length:?} body={:?}",
+            body.as_ref().map(Vec::len)
+        );
+        match refused {
+            None => assert!(
+                matches!(decision, Decision::Allow { .. }),
+                "{what}: {:?}",
+                decision.audit()
+            ),
+            Some(naming) => {
+                let Decision::Deny { response, audit } = &decision else {
+                    panic!("{what}: not refused: {:?}", decision.audit());
+                };
+                assert_eq!(response.status, 413, "{what}");
+                assert_eq!(audit.reason, Some("body_too_large"), "{what}");
+                let detail = audit.detail.as_deref().unwrap_or_default();
+                assert!(detail.contains(naming), "{what}: {detail}");
+                assert!(
+                    detail.contains("databricks."),
+                    "{what}: names no setting: {detail}"
+                );
+            }
+        }
+    }
+
+    // Unknown length: the body is read, at most the endpoint's limit, and a longer one is
+    // refused with the endpoint's own words.
+    let headers = vec![("authorization".to_string(), auth.clone())];
+    let agent = path("agents_a-b-c");
+    let request = Request {
+        method: "POST",
+        path: &agent,
+        headers: &headers,
+        body: None,
+        fingerprint: false,
+    };
+    let need = engine.0.decide(
+        &request,
+        &engine.1,
+        &mut TokenCache::new(4, 1 << 20),
+        NOW * 1000,
+    );
+    let Decision::NeedBody { limit, .. } = need else {
+        panic!("not held for its body: {need:?}");
+    };
+    assert_eq!(limit.max_bytes, 4 * MIB);
+    assert!(
+        limit
+            .too_large
+            .detail
+            .contains("agent endpoint `agents_a-b-c`"),
+        "{}",
+        limit.too_large.detail
+    );
 }

@@ -31,7 +31,7 @@ pub use calls::TokenCalls;
 pub use record::Record;
 
 use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
-use crate::engine::{Decision, Engine, Mutations, Request, UpstreamAction};
+use crate::engine::{Decision, Engine, Mutations, ReadLimit, Request, UpstreamAction};
 use crate::error::{AuthError, DenyResponse};
 use crate::identity::AuditRecord;
 use crate::jwks::{JwksStore, UnixMillis};
@@ -148,7 +148,7 @@ enum State {
     Idle,
     ReadingBody {
         held: Held,
-        limit: usize,
+        limit: ReadLimit,
         /// Until the first body callback arrives (host detection); none after it.
         first_body_deadline_ms: Option<UnixMillis>,
     },
@@ -352,8 +352,8 @@ impl Stream {
             ) => {
                 self.request_complete |= end_of_stream;
                 let body = held.body.get_or_insert_with(Vec::new);
-                if body.len().saturating_add(bytes.len()) > limit {
-                    return refuse(env, &held.headers, AuthError::body_too_large(limit));
+                if body.len().saturating_add(bytes.len()) > limit.max_bytes {
+                    return refuse(env, &held.headers, limit.too_large);
                 }
                 body.extend_from_slice(bytes);
                 if end_of_stream {
@@ -486,7 +486,7 @@ impl Stream {
         context: Context,
     ) -> (State, Step) {
         let mut decision = run(env, &held);
-        if let Decision::NeedBody { max_bytes, .. } = decision {
+        if let Decision::NeedBody { limit, .. } = decision {
             if held.body.is_some() {
                 // The engine asks for a body only when it has none: a bug, refuse.
                 return refuse_internal(
@@ -508,7 +508,7 @@ impl Stream {
                     headers: held.headers,
                     body: Some(Vec::new()),
                 },
-                limit: max_bytes,
+                limit,
                 first_body_deadline_ms: Some(env.now_ms.saturating_add(first_body_wait_ms(env))),
             };
             return (state, Step::pause());

@@ -740,3 +740,32 @@ fn an_allowed_cache_hit_writes_the_headers_once_and_moves_two_counters() {
         [crate::metrics::TOKEN_CACHE_HIT, crate::metrics::ALLOWED]
     );
 }
+
+#[test]
+fn an_agent_body_of_unknown_length_is_held_and_refused_past_its_limit() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:agents_a-b-c"})));
+    let path = "/serving-endpoints/agents_a-b-c/invocations";
+    let chunk: &'static str = Box::leak("x".repeat(1 << 20).into_boxed_str());
+    // (chunks of 1 MiB then one byte, refused): 4 MiB passes, 4 MiB + 1 does not.
+    for (chunks, extra, refused) in [(4, false, false), (4, true, true)] {
+        let mut events: Vec<HostEvent> =
+            (0..chunks).map(|_| HostEvent::Body(chunk, false)).collect();
+        events.push(HostEvent::Body(if extra { "y" } else { "" }, true));
+        let host = run(Setup::InlineKeys, headers("POST", path, &member), &events);
+        if refused {
+            assert!(host.upstream_headers.is_none());
+            assert!(host.upstream_body.is_empty());
+            let reply = host.local_reply.as_ref().unwrap();
+            assert_eq!(reply.status, 413);
+            let detail = host.records[0].audit.detail.as_deref().unwrap_or_default();
+            assert!(detail.contains("agent endpoint `agents_a-b-c`"), "{detail}");
+            assert!(
+                detail.contains("databricks.serving_body_limits"),
+                "{detail}"
+            );
+        } else {
+            assert!(host.local_reply.is_none());
+            assert_eq!(host.upstream_body.len(), 4 << 20);
+        }
+    }
+}

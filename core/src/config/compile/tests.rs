@@ -150,6 +150,46 @@ fn bad_configs_name_the_field() {
             "is not one of personal_access_tokens",
         ),
         (
+            "body limit prefix with a slash",
+            with(
+                base(),
+                "/databricks",
+                json!({"serving_body_limits": [{"endpoint_prefix": "ok-", "max_body_bytes": 2048}, {"endpoint_prefix": "a/b", "max_body_bytes": 2048}]}),
+            ),
+            "databricks.serving_body_limits[1].endpoint_prefix",
+            "is not the start of a serving endpoint name",
+        ),
+        (
+            "body limit above max_body_bytes",
+            with(
+                base(),
+                "/databricks",
+                json!({"max_body_bytes": 8_388_608, "serving_body_limits": [{"endpoint_prefix": "big-", "max_body_bytes": 8_388_609}]}),
+            ),
+            "databricks.serving_body_limits[0].max_body_bytes",
+            "outside 1024..=8388608",
+        ),
+        (
+            "body limit with an unknown field",
+            with(
+                base(),
+                "/databricks",
+                json!({"serving_body_limits": [{"endpoint_prefix": "x", "max_body_bytes": 4096, "kind": "agent"}]}),
+            ),
+            "databricks.serving_body_limits[0].kind",
+            "unknown field `kind`",
+        ),
+        (
+            "body limit without a size",
+            with(
+                base(),
+                "/databricks",
+                json!({"serving_body_limits": [{"endpoint_prefix": "x"}]}),
+            ),
+            "databricks.serving_body_limits[0]",
+            "missing field `max_body_bytes`",
+        ),
+        (
             "unknown top-level field",
             with(base(), "/extra", json!(1)),
             "extra",
@@ -582,4 +622,46 @@ fn claim_headers_get_the_prefix() {
         config.identity.claim_headers,
         [("email".to_string(), "x-gw-email".to_string())]
     );
+}
+
+#[test]
+fn serving_body_limits_default_to_databricks_and_can_be_replaced() {
+    use crate::databricks::body_limits::PrefixLimit;
+    let limits = |databricks: Value| {
+        let config = compile(&with(base(), "/databricks", databricks)).unwrap();
+        config.databricks.unwrap().serving_body_limits
+    };
+    let prefix = |p: &str, bytes: usize| PrefixLimit {
+        endpoint_prefix: p.to_string(),
+        max_body_bytes: bytes,
+    };
+    // (databricks section, prefixes, other, configured)
+    let cases: Vec<(Value, Vec<PrefixLimit>, usize, bool)> = vec![
+        (
+            json!({}),
+            vec![prefix("databricks-", 4 << 20), prefix("agents_", 4 << 20)],
+            16 << 20,
+            false,
+        ),
+        // A lower max_body_bytes caps the defaults too.
+        (
+            json!({"max_body_bytes": 2 << 20}),
+            vec![prefix("databricks-", 2 << 20), prefix("agents_", 2 << 20)],
+            2 << 20,
+            false,
+        ),
+        (
+            json!({"serving_body_limits": [{"endpoint_prefix": "ext-openai", "max_body_bytes": 4_194_304}]}),
+            vec![prefix("ext-openai", 4 << 20)],
+            16 << 20,
+            true,
+        ),
+        (json!({"serving_body_limits": []}), vec![], 16 << 20, true),
+    ];
+    for (databricks, prefixes, other, configured) in cases {
+        let got = limits(databricks.clone());
+        assert_eq!(got.prefixes, prefixes, "{databricks}");
+        assert_eq!(got.other, other, "{databricks}");
+        assert_eq!(got.configured, configured, "{databricks}");
+    }
 }

@@ -1,10 +1,12 @@
 //! How allowed requests authenticate to Databricks, and the `databricks` section.
 
+use super::super::raw::RawServingBodyLimit;
 use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
 use super::secrets::Secrets;
 use super::{Result, in_range};
 use crate::databricks::DatabricksConfig;
+use crate::databricks::body_limits::{PrefixLimit, SERVING_MAX_BODY_BYTES, ServingBodyLimits};
 use crate::databricks::catalogue::RouteClass;
 use crate::databricks::exchange::{TokenEndpoint, UpstreamMode};
 use crate::jwks::FetchLocation;
@@ -176,18 +178,23 @@ pub(super) fn compile_databricks(
         })?;
         enabled_route_classes.push(class);
     }
+    let max_body_bytes = in_range(
+        "databricks.max_body_bytes",
+        raw.max_body_bytes,
+        // Databricks' model-serving payload limit (foundation-model and agent endpoints: 4 MB).
+        SERVING_MAX_BODY_BYTES,
+        1024,
+        SERVING_MAX_BODY_BYTES,
+    )? as usize;
     Ok(Some(DatabricksConfig {
         route_catalogue: raw.route_catalogue,
         enabled_route_classes,
         catalogue_providers,
-        max_body_bytes: in_range(
-            "databricks.max_body_bytes",
-            raw.max_body_bytes,
-            // Databricks' model-serving payload limit (foundation-model and agent endpoints: 4 MB).
-            16 << 20,
-            1024,
-            16 << 20,
-        )? as usize,
+        max_body_bytes,
+        serving_body_limits: compile_body_limits(
+            raw.serving_body_limits.as_deref(),
+            max_body_bytes,
+        )?,
         first_body_wait_ms: in_range(
             "databricks.first_body_wait_ms",
             raw.first_body_wait_ms,
@@ -196,4 +203,56 @@ pub(super) fn compile_databricks(
             60_000,
         )?,
     }))
+}
+
+/// `databricks.serving_body_limits`: absent means Databricks' own limits (4 MB for `databricks-*`
+/// and `agents_*`); a list replaces them. No entry may exceed `max_body_bytes`, the most
+/// brickgate reads to find a body's endpoint.
+fn compile_body_limits(
+    raw: Option<&[RawServingBodyLimit]>,
+    max_body_bytes: usize,
+) -> Result<ServingBodyLimits> {
+    let Some(raw) = raw else {
+        let mut limits = ServingBodyLimits::default();
+        for prefix in &mut limits.prefixes {
+            prefix.max_body_bytes = prefix.max_body_bytes.min(max_body_bytes);
+        }
+        limits.other = max_body_bytes;
+        return Ok(limits);
+    };
+    let mut prefixes = Vec::with_capacity(raw.len());
+    for (index, entry) in raw.iter().enumerate() {
+        let field = format!("databricks.serving_body_limits[{index}]");
+        let prefix = &entry.endpoint_prefix;
+        // Endpoint names are `[A-Za-z0-9_.-]`, at most 256 characters (serving::model_from_body).
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 256
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !valid {
+            return Err(ConfigError::new(
+                format!("{field}.endpoint_prefix"),
+                format!(
+                    "{prefix:?} is not the start of a serving endpoint name ([A-Za-z0-9_.-], 1 to 256 characters)"
+                ),
+            ));
+        }
+        let bytes = in_range(
+            &format!("{field}.max_body_bytes"),
+            Some(entry.max_body_bytes),
+            0,
+            1024,
+            max_body_bytes as u64,
+        )?;
+        prefixes.push(PrefixLimit {
+            endpoint_prefix: prefix.clone(),
+            max_body_bytes: bytes as usize,
+        });
+    }
+    Ok(ServingBodyLimits {
+        prefixes,
+        configured: true,
+        other: max_body_bytes,
+    })
 }

@@ -122,8 +122,9 @@ fn scope_matrix_follows_databricks_semantics() {
             false,
         ),
         // a secret's value is never a read
-        ("GET", "/api/2.0/secrets/list", &["gw.secrets:read"], true),
-        ("GET", "/api/2.0/secrets/get", &["gw.secrets:read"], false),
+        ("GET", "/api/2.0/secrets/list", &["secrets:read"], true),
+        ("GET", "/api/2.0/secrets/list", &["gw.secrets:read"], false),
+        ("GET", "/api/2.0/secrets/get", &["secrets:read"], false),
         // all-apis:read: any GET/HEAD, never a write
         ("GET", "/api/2.1/clusters/get", &["all-apis:read"], true),
         (
