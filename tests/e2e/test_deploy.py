@@ -147,7 +147,10 @@ def run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream,
            "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
                {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}]},
            "http_filters": [rendered_filter(plugin_config, wasm_path, env_keys), {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
-    config = {"admin": {"address": loopback(0)}, "static_resources": {
+    # The stats tags deploy/istio/stats-tags.yaml adds to the proxies' bootstrap.
+    (stats_tags,) = documents(DEPLOY / "istio" / "stats-tags.yaml")
+    config = {"admin": {"address": loopback(0)}, "stats_config": stats_tags["spec"]["configPatches"][0]["patch"]["value"]["stats_config"],
+              "static_resources": {
         "listeners": [{"name": name, "address": loopback(0), "filter_chains": [{"filters": [
             {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
         "clusters": [static_cluster("upstream", upstream.port),
@@ -177,6 +180,27 @@ def refuses_for_the_right_reasons(envoy, port, tokens) -> None:
     assert reply.status == 403
 
 
+def counts_each_key_fetch_once(envoy, plugin_config: dict) -> None:
+    """`wasmcustom.brickgate.jwks.fetch_success` counts the key fetches this Envoy made: one per
+    provider (each has its own key record, even when two share an IdP cluster), counted by the VM
+    that fetched (the main thread's, at its first tick, ~100 ms after Envoy reports ready: read
+    earlier it is still 0), never once more per worker that loads the keys from shared data. The
+    shipped stats_tags (run_rendered applies Istio's) are anchored at `wasmcustom.brickgate.requests_total`,
+    so they leave this counter's name alone, in /stats and in /stats/prometheus."""
+    import time
+    providers = len(plugin_config["providers"])
+    clusters = {provider["jwks"]["remote"]["cluster"] for provider in plugin_config["providers"].values()}
+    deadline = time.monotonic() + 20
+    while (stats := envoy.stats(r"^(wasmcustom\.brickgate\.jwks\.|cluster\.)"))["wasmcustom.brickgate.jwks.fetch_success"] < providers:
+        assert time.monotonic() < deadline, {name: value for name, value in stats.items() if "jwks" in name}
+        time.sleep(0.1)
+    served = sum(stats[f"cluster.{cluster}.upstream_rq_200"] for cluster in clusters)
+    assert stats["wasmcustom.brickgate.jwks.fetch_success"] == served == providers
+    assert stats["wasmcustom.brickgate.jwks.fetch_failed"] == 0
+    _, prometheus = http_get(f"{envoy.admin_url}/stats/prometheus")
+    assert f"brickgate_jwks_fetch_success{{}} {providers}" in prometheus.splitlines()
+
+
 @pytest.mark.parametrize(("path", "kind"), [("istio/wasmplugin.yaml", "WasmPlugin"), ("envoy-gateway/extension-policy.yaml", "EnvoyExtensionPolicy")])
 def test_rendered_filter_runs_in_envoy(start_envoy, wasm_path, idp, upstream, tokens, monkeypatch, path, kind):
     spec = manifest(path, kind)["spec"]
@@ -195,4 +219,5 @@ def test_rendered_filter_runs_in_envoy(start_envoy, wasm_path, idp, upstream, to
     monkeypatch.setenv("BRICKGATE_CLIENT_SECRET", secret)
     envoy, port = run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, kind.lower())
     refuses_for_the_right_reasons(envoy, port, tokens)
+    counts_each_key_fetch_once(envoy, plugin_config)
     assert secret not in config_dump(envoy) + envoy.log_text(), "the secret stays out of /config_dump and the log"
