@@ -4,19 +4,22 @@ and the Envoy filter each amounts to (as Istio or Envoy Gateway renders it) run 
 import copy
 import json
 import re
-import uuid
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
+from devstack.httpbase import running
+from devstack.workspace import SERVICE_PRINCIPALS, make_workspace
 from envoy_harness import HCM, ROUTER, STRING_VALUE, WASM, http_get, loopback, static_cluster
 from gateway_client import send
 from plugin_configs import AUDIENCE
+from token_factory import TokenFactory
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ENVOY_START_TIMEOUT_S = 20.0
+SP = SERVICE_PRINCIPALS[0]  # a service principal the fake workspace knows, with its OAuth secret
 MANIFESTS = sorted((DEPLOY / "istio").glob("*.yaml")) + sorted((DEPLOY / "envoy-gateway").glob("*.yaml"))
 
 
@@ -131,9 +134,10 @@ def rendered_filter(plugin_config: dict, wasm_path: Path, env_keys: list[str]) -
     }}}
 
 
-def run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, name, ready=True):
-    """Runs the rendered filter with the manifest's cluster names pointed at the fake IdP; the
-    issuer and JWKS URI become the fake IdP's, everything else is the manifest's."""
+def run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, name, ready=True, workspace=None):
+    """Runs the rendered filter with the manifest's cluster names pointed at the fake IdP (and the
+    fake workspace, if given); the issuer and JWKS URI become the fake IdP's, the workspace URL and
+    the service principal's client id the fake workspace's, everything else is the manifest's."""
     plugin_config = copy.deepcopy(plugin_config)
     callouts = {}  # cluster name → port; providers of one IdP or workspace share its cluster
     for index, provider in enumerate(plugin_config["providers"].values()):
@@ -142,7 +146,11 @@ def run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream,
         provider["jwks"]["remote"]["uri"] = f"http://127.0.0.1:{idp.port}/jwks.json"
         callouts[provider["jwks"]["remote"]["cluster"]] = idp.port
         if "upstream" in provider:
-            callouts[provider["upstream"]["cluster"]] = upstream.port
+            callouts[provider["upstream"]["cluster"]] = workspace.port if workspace else upstream.port
+        if "upstream" in provider and workspace:
+            provider["upstream"]["workspace_url"] = f"http://127.0.0.1:{workspace.port}"
+            if provider["upstream"]["mode"] == "service_principal":
+                provider["upstream"]["client_id"] = SP.application_id
     hcm = {"@type": HCM, "stat_prefix": name, "codec_type": "AUTO",
            "route_config": {"name": name, "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [
                {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}]},
@@ -180,6 +188,21 @@ def refuses_for_the_right_reasons(envoy, port, tokens) -> None:
     assert reply.status == 403
 
 
+def goes_upstream_as_the_service_principal(port, plugin_config: dict, idp, workspace) -> None:
+    """A caller of the manifest's service-principal provider, on its rule, reaches the upstream with
+    a Databricks token the workspace issued to the service principal: brickgate authenticated with
+    the secret from BRICKGATE_CLIENT_SECRET (the fake workspace refuses any other)."""
+    names = list(plugin_config["providers"])
+    (sp_name,) = [name for name in names if plugin_config["providers"][name].get("upstream", {}).get("mode") == "service_principal"]
+    (rule,) = [rule for rule in plugin_config["rules"] if rule.get("providers") == [sp_name]]
+    # run_rendered gave provider i > 0 the issuer <fake IdP>/provider-i; the IdP's keys sign for it.
+    caller = TokenFactory(f"{idp.issuer}/provider-{names.index(sp_name)}").idp(scope=rule["require"]["scopes_any"][0])
+    reply = send(port, rule["match"]["methods"][0], rule["match"]["prefix"], caller)
+    (authorization,) = reply.forwarded["authorization"]
+    claims = workspace.verify_access_token(authorization.removeprefix("Bearer "))
+    assert claims["sub"] == SP.application_id, claims
+
+
 def counts_each_key_fetch_once(envoy, plugin_config: dict) -> None:
     """`wasmcustom.brickgate.jwks.fetch_success` counts the key fetches this Envoy made: one per
     provider (each has its own key record, even when two share an IdP cluster), counted by the VM
@@ -215,9 +238,10 @@ def test_rendered_filter_runs_in_envoy(start_envoy, wasm_path, idp, upstream, to
     assert unset.wait_exit(ENVOY_START_TIMEOUT_S) not in (None, 0), "a missing client secret must stop Envoy"
     assert re.search(r"brickgate: invalid configuration: providers\.\w+\.upstream\.client_secret_env: .*BRICKGATE_CLIENT_SECRET",
                      unset.log_text()), unset.log_text()[-2000:]
-    secret = "manifest-sp-secret-" + uuid.uuid4().hex
-    monkeypatch.setenv("BRICKGATE_CLIENT_SECRET", secret)
-    envoy, port = run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, kind.lower())
-    refuses_for_the_right_reasons(envoy, port, tokens)
-    counts_each_key_fetch_once(envoy, plugin_config)
-    assert secret not in config_dump(envoy) + envoy.log_text(), "the secret stays out of /config_dump and the log"
+    monkeypatch.setenv("BRICKGATE_CLIENT_SECRET", SP.secret)
+    with running(make_workspace(0)) as workspace:
+        envoy, port = run_rendered(start_envoy, wasm_path, plugin_config, env_keys, idp, upstream, kind.lower(), workspace=workspace)
+        refuses_for_the_right_reasons(envoy, port, tokens)
+        counts_each_key_fetch_once(envoy, plugin_config)
+        goes_upstream_as_the_service_principal(port, plugin_config, idp, workspace)
+    assert SP.secret not in config_dump(envoy) + envoy.log_text(), "the secret stays out of /config_dump and the log"
