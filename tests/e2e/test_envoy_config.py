@@ -161,3 +161,26 @@ def test_every_shipped_config_sets_the_same_stats_tags():
     operations = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text()
     for tag in tags:
         assert tag["regex"] in operations, "docs/OPERATIONS.md shows the shipped regexes"
+
+
+def test_make_run_with_another_port_or_wasm_watches_its_rendered_filter(envoy_bin, wasm_path, tmp_path, monkeypatch):
+    """`PORT=… make run` (or another --wasm) runs copies under .run/: the copy of envoy/envoy.yaml
+    watches the copied filter file, which loads the wasm asked for; the default runs the shipped
+    files themselves, so editing envoy/ecds/brickgate.yaml changes the running policy."""
+    import yaml
+    from devstack import run as devstack_run
+    from shipped_config import shipped_hcm
+
+    assert devstack_run.envoy_config(10000, REPO_ROOT / "dist" / "brickgate.wasm") == (devstack_run.DEV_CONFIG, devstack_run.DEV_FILTER)
+    monkeypatch.setattr(devstack_run, "RUN_DIR", tmp_path)
+    config_path, filter_path = devstack_run.envoy_config(18080, wasm_path)
+    config = yaml.safe_load(config_path.read_text())
+    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18080
+    (discovery,) = [entry for entry in shipped_hcm(config)["http_filters"] if "config_discovery" in entry]
+    source = discovery["config_discovery"]["config_source"]["path_config_source"]
+    assert (source["path"], source["watched_directory"]["path"]) == (str(filter_path), str(filter_path.parent))
+    rendered = yaml.safe_load(filter_path.read_text())["resources"][0]["typed_config"]["config"]
+    assert rendered["vm_config"]["code"]["local"]["filename"] == str(wasm_path)
+    assert devstack_run.plugin_config_text(filter_path.read_text()) == devstack_run.plugin_config_text(devstack_run.DEV_FILTER.read_text())
+    result = run_validate(envoy_bin, config_path, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
