@@ -2,11 +2,13 @@
 
 `python -m devstack.run --port 10000 --wasm dist/brickgate.wasm --envoy .venv/bin/envoy`
 The IdP (127.0.0.1:9400), the echo upstream (127.0.0.1:9500), the fake workspace (127.0.0.1:9600)
-and the admin port (127.0.0.1:9901) are fixed by envoy/envoy.yaml; a different --port or --wasm
-renders a copy of it under .run/.
+and the admin port (127.0.0.1:9901) are fixed by envoy/envoy.yaml. brickgate's filter configuration
+(the plugin JSON included) is the watched file envoy/ecds/brickgate.yaml, delivered by extension config
+discovery: replace it atomically (`mv`) and the new policy applies without a restart. A different --port
+or --wasm renders copies of both under .run/ (then .run/ecds/brickgate.yaml is the file to edit).
 
 The whole flow: a client's IdP token is verified by brickgate, checked against the Databricks route
-catalogue (envoy/envoy.yaml), exchanged at the workspace's /oidc/v1/token (its federation policy
+catalogue (envoy/ecds/brickgate.yaml), exchanged at the workspace's /oidc/v1/token (its federation policy
 trusts the fake IdP, audience brickgate-demo; the demo clients are workspace users with all-apis),
 and the Databricks token goes upstream to the workspace, which answers with the principal it saw.
 GET /healthz is anonymous and goes to the echo upstream.
@@ -35,28 +37,42 @@ from devstack.workspace import dev_policy, make_workspace
 IDP_PORT, UPSTREAM_PORT, ADMIN_PORT, DEFAULT_PORT = 9400, 9500, 9901, 10000
 WORKSPACE_PORT = 9600
 DEV_CONFIG = REPO_ROOT / "envoy" / "envoy.yaml"
+DEV_FILTER = REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml"  # the one copy of the plugin configuration
 RUN_DIR = REPO_ROOT / ".run"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
-def envoy_config(port: int, wasm: Path) -> Path:
-    """envoy/envoy.yaml itself, or a copy under .run/ with the listener port and wasm path replaced."""
-    if port == DEFAULT_PORT and wasm == REPO_ROOT / "dist" / "brickgate.wasm":
-        return DEV_CONFIG
-    text = DEV_CONFIG.read_text()
-    for old, new in ((f"port_value: {DEFAULT_PORT} ", f"port_value: {port} "), ("filename: dist/brickgate.wasm", f"filename: {wasm}")):
+def _replace_once(text: str, replacements, source: Path) -> str:
+    for old, new in replacements:
         if text.count(old) != 1:
-            raise SystemExit(f"envoy/envoy.yaml changed: expected exactly one `{old}`")
+            raise SystemExit(f"{source.relative_to(REPO_ROOT)} changed: expected exactly one `{old}`")
         text = text.replace(old, new)
+    return text
+
+
+def envoy_config(port: int, wasm: Path) -> tuple[Path, Path]:
+    """(Envoy config, watched filter config): envoy/envoy.yaml and envoy/ecds/brickgate.yaml themselves,
+    or copies under .run/ with the listener port and the wasm path replaced (the copy of envoy.yaml
+    watches the copied filter file, so that one is the file to edit live)."""
+    if port == DEFAULT_PORT and wasm == REPO_ROOT / "dist" / "brickgate.wasm":
+        return DEV_CONFIG, DEV_FILTER
+    ecds_dir = RUN_DIR / "ecds"
+    ecds_dir.mkdir(parents=True, exist_ok=True)
+    rendered_filter = ecds_dir / DEV_FILTER.name
+    rendered_filter.write_text(_replace_once(DEV_FILTER.read_text(), (("filename: dist/brickgate.wasm", f"filename: {wasm}"),), DEV_FILTER))
     rendered = RUN_DIR / "envoy.yaml"
-    rendered.write_text(text)
-    return rendered
+    rendered.write_text(_replace_once(DEV_CONFIG.read_text(), (
+        (f"port_value: {DEFAULT_PORT} ", f"port_value: {port} "),
+        ("path: envoy/ecds/brickgate.yaml", f"path: {rendered_filter}"),
+        ("watched_directory: { path: envoy/ecds }", f"watched_directory: {{ path: {ecds_dir} }}"),
+    ), DEV_CONFIG))
+    return rendered, rendered_filter
 
 
-def plugin_config_text(envoy_yaml: str) -> str:
-    """The brickgate plugin configuration embedded in an Envoy YAML (the block under `value: |`)."""
-    lines = envoy_yaml.splitlines()
+def plugin_config_text(filter_yaml: str) -> str:
+    """The brickgate plugin configuration in a filter config YAML (the block under `value: |`)."""
+    lines = filter_yaml.splitlines()
     for at, line in enumerate(lines):
         if line.strip() == "value: |":
             indent = len(line) - len(line.lstrip())
@@ -68,7 +84,7 @@ def plugin_config_text(envoy_yaml: str) -> str:
             text = textwrap.dedent("\n".join(block))
             json.loads(text)  # the plugin's configuration is JSON
             return text
-    raise SystemExit("no plugin configuration (`value: |`) in the Envoy config")
+    raise SystemExit("no plugin configuration (`value: |`) in the filter config")
 
 
 def access_log_location(envoy_yaml: str, log_path: Path) -> str:
@@ -79,15 +95,24 @@ def access_log_location(envoy_yaml: str, log_path: Path) -> str:
     return f"{log_path.relative_to(REPO_ROOT)} (Envoy's stdout: the lines next to the application log)"
 
 
-def where_to_look(port: int, log_path: Path, envoy_yaml: str, plugin_config: Path, cli: str) -> str:
-    """The pointers `make run` prints: access log, Prometheus metrics, and `brickgate explain` for
-    the refused demo request (POST /api/2.1/clusters/create with demo-reader's clusters:read)."""
-    config = plugin_config.relative_to(REPO_ROOT) if plugin_config.is_relative_to(REPO_ROOT) else plugin_config
+def _shown(path: Path) -> Path:
+    return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+
+
+def where_to_look(port: int, log_path: Path, envoy_yaml: str, plugin_config: Path, cli: str, filter_config: Path = DEV_FILTER) -> str:
+    """The pointers `make run` prints: the live-editable filter config, access log, Prometheus metrics,
+    and `brickgate explain` for the refused demo request (POST /api/2.1/clusters/create with
+    demo-reader's clusters:read). `plugin_config` is the plugin JSON as the stack started."""
+    config, live = _shown(plugin_config), _shown(filter_config)
     return f"""Where to look:
+  policy:     {live}, watched by Envoy: edit a copy in the same directory, then `mv` it over the original;
+              the new policy applies without a restart (a refused version is logged, the old one keeps serving)
   access log: {access_log_location(envoy_yaml, log_path)}
   metrics:    curl -s http://127.0.0.1:{ADMIN_PORT}/stats/prometheus | grep brickgate
   why was it refused? the plugin's decision, check by check (the token is read from stdin, never printed):
     make -s token | {cli} explain --config {config} --token - --method POST /api/2.1/clusters/create
+  after editing the policy, refresh that JSON (and `{cli} check {config}` it):
+    {sys.executable} -m devstack.run --print-plugin-config {live} > {config}
 """
 
 
@@ -123,12 +148,13 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
 
 
-def banner(port: int, log_path: Path) -> str:
+def banner(port: int, log_path: Path, filter_config: Path = DEV_FILTER) -> str:
     base = f"http://127.0.0.1:{port}"
     workspace = f"http://127.0.0.1:{WORKSPACE_PORT}"
     return f"""
 brickgate dev stack is up. Envoy on {base} checks every request with the brickgate wasm filter
-(config: envoy/envoy.yaml: the Databricks route catalogue, a per-endpoint serving rule, token exchange).
+(its configuration, delivered live from {_shown(filter_config)}: the Databricks route catalogue, a per-endpoint
+serving rule, token exchange).
 Tokens come from the fake IdP at http://127.0.0.1:{IDP_PORT} (client_credentials; clients {", ".join(DEMO_CLIENTS)},
 secret = <client>-secret; `make -s token` prints one for demo-reader, whose only scope is clusters:read).
 Allowed requests have their IdP token exchanged (RFC 8693) at the fake Databricks workspace
@@ -176,7 +202,12 @@ def main() -> int:
     parser.add_argument("--wasm", type=Path, default=Path("dist/brickgate.wasm"))
     parser.add_argument("--envoy", default="envoy", help="Envoy binary (path or name on PATH)")
     parser.add_argument("--cli", default="target/release/brickgate", help="the brickgate command-line tool (make cli)")
+    parser.add_argument("--print-plugin-config", type=Path, metavar="FILTER_YAML",
+                        help="print the plugin JSON of a filter config (envoy/ecds/brickgate.yaml) and exit")
     args = parser.parse_args()
+    if args.print_plugin_config is not None:
+        print(plugin_config_text(args.print_plugin_config.read_text()), end="")
+        return 0
 
     wasm = (args.wasm if args.wasm.is_absolute() else Path.cwd() / args.wasm).resolve()
     envoy_bin = shutil.which(args.envoy)
@@ -204,17 +235,17 @@ def main() -> int:
         for make_server in make_servers:
             servers.append(make_server())
             start_in_thread(servers[-1])
-        command = [envoy_bin, "-c", str(envoy_config(args.port, wasm)), "--use-dynamic-base-id", "--log-level", "info"]
+        config_path, filter_path = envoy_config(args.port, wasm)
+        command = [envoy_bin, "-c", str(config_path), "--use-dynamic-base-id", "--log-level", "info"]
         with log_path.open("wb") as log:
             # Own session: a terminal Ctrl-C reaches only us, and we stop Envoy in order.
             envoy = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until_serving(envoy, args.port, log_path)
-        config_path = envoy_config(args.port, wasm)
         envoy_yaml = config_path.read_text()
         plugin_config = RUN_DIR / "brickgate.json"
-        plugin_config.write_text(plugin_config_text(envoy_yaml))
-        print(banner(args.port, log_path), flush=True)
-        print(where_to_look(args.port, log_path, envoy_yaml, plugin_config, args.cli), flush=True)
+        plugin_config.write_text(plugin_config_text(filter_path.read_text()))
+        print(banner(args.port, log_path, filter_path), flush=True)
+        print(where_to_look(args.port, log_path, envoy_yaml, plugin_config, args.cli, filter_path), flush=True)
         envoy.wait()  # until Ctrl-C, or Envoy dies
         print(f"Envoy exited with {envoy.returncode}; last log lines:\n{tail(log_path)}", file=sys.stderr)
         return 1

@@ -106,10 +106,16 @@ def test_make_run_points_at_the_access_log_the_metrics_and_a_working_explain_lin
 
     envoy_yaml = devstack_run.DEV_CONFIG.read_text()
     config = tmp_path / "brickgate.json"
-    config.write_text(devstack_run.plugin_config_text(envoy_yaml))
+    config.write_text(devstack_run.plugin_config_text(devstack_run.DEV_FILTER.read_text()))
     assert run("check", str(config)).returncode == 0
     pointers = devstack_run.where_to_look(10000, devstack_run.RUN_DIR / "envoy.log", envoy_yaml, config, CLI)
     assert "http://127.0.0.1:9901/stats/prometheus" in pointers
     assert "access log: " in pointers
+    assert "policy:     envoy/ecds/brickgate.yaml, watched by Envoy" in pointers, "make run names the live-editable file"
+    refresh = next(line for line in pointers.splitlines() if "--print-plugin-config" in line)
+    command, target = (part.split() for part in refresh.split(">"))
+    assert target == [str(config)]
+    refreshed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert json.loads(refreshed.stdout) == json.loads(config.read_text()), "the refresh line prints the live policy's JSON"
     explain_line = next(line for line in pointers.splitlines() if " explain " in line)
     assert f"{CLI} explain --config {config} --token - --method POST /api/2.1/clusters/create" in explain_line

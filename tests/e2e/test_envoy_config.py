@@ -14,14 +14,28 @@ ENVOY_START_TIMEOUT_S = 20.0
 
 
 def test_dev_config_validates(envoy_bin, wasm_path, tmp_path):
-    config = REPO_ROOT / "envoy" / "envoy.yaml"
-    if wasm_path != REPO_ROOT / "dist" / "brickgate.wasm":  # validate the same YAML against the wasm under test
-        rendered = config.read_text().replace("filename: dist/brickgate.wasm", f"filename: {wasm_path}")
-        config = tmp_path / "envoy.yaml"
-        config.write_text(rendered)
-    result = run_validate(envoy_bin, config, cwd=REPO_ROOT)
+    """envoy/envoy.yaml as shipped (brickgate's filter by ECDS from envoy/ecds/brickgate.yaml) validates;
+    so does the same bootstrap with that filter config inlined, which also runs the plugin's own
+    configuration check on the shipped plugin JSON."""
+    import yaml
+    from shipped_config import shipped_hcm
+
+    result = run_validate(envoy_bin, REPO_ROOT / "envoy" / "envoy.yaml", cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
+
+    config = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())
+    filters = shipped_hcm(config)["http_filters"]
+    (at,) = [index for index, entry in enumerate(filters) if "config_discovery" in entry]
+    assert filters[at]["config_discovery"]["config_source"]["path_config_source"]["path"] == "envoy/ecds/brickgate.yaml"
+    ecds = yaml.safe_load(_with_wasm((REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml").read_text(), wasm_path))
+    (resource,) = ecds["resources"]
+    assert resource["name"] == filters[at]["name"] == "brickgate"
+    filters[at] = {"name": "brickgate", "typed_config": resource["typed_config"]}
+    inlined = tmp_path / "envoy-inlined.json"
+    inlined.write_text(json.dumps(config))
+    result = run_validate(envoy_bin, inlined, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _parent_and_key(config: dict, dotted_path: str):
@@ -107,9 +121,10 @@ def test_dev_config_fits_databricks_serving_limits():
     brickgate's default databricks.max_body_bytes) with headers to spare, and serving routes wait
     out Databricks' longest model execution (297 s)."""
     text = (REPO_ROOT / "envoy" / "envoy.yaml").read_text()
+    filter_text = (REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml").read_text()
     (limit,) = re.findall(r"per_connection_buffer_limit_bytes:\s*(\d+)", text)
     assert int(limit) > 16 * 1024 * 1024
-    assert "\"max_body_bytes\"" not in text, "the dev config relies on the 16 MiB default"
+    assert "\"max_body_bytes\"" not in filter_text, "the dev config relies on the 16 MiB default"
     for prefix in ("/serving-endpoints/", "/ai-gateway/"):
         route = re.search(r'prefix: "' + re.escape(prefix) + r'" \}\s*\n\s*route: \{([^}]*)\}', text)
         assert route, prefix
@@ -119,19 +134,6 @@ def test_dev_config_fits_databricks_serving_limits():
 
 def _with_wasm(text: str, wasm_path: Path) -> str:
     return text.replace("filename: dist/brickgate.wasm", f"filename: {wasm_path}")
-
-
-def test_ecds_config_validates_and_matches_the_static_one(envoy_bin, wasm_path, tmp_path):
-    """envoy/envoy-ecds.yaml validates, and its ECDS file carries the same filter as envoy/envoy.yaml."""
-    import yaml
-    from shipped_config import shipped_hcm
-
-    static = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())
-    static_filter = next(f for f in shipped_hcm(static)["http_filters"] if f["name"] == "envoy.filters.http.wasm")
-    ecds = yaml.safe_load((REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml").read_text())
-    assert ecds["resources"][0]["typed_config"] == static_filter["typed_config"]
-    result = run_validate(envoy_bin, REPO_ROOT / "envoy" / "envoy-ecds.yaml", cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_otel_access_log_validates(envoy_bin, wasm_path, tmp_path):
@@ -154,9 +156,31 @@ def test_every_shipped_config_sets_the_same_stats_tags():
 
     tags = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())["stats_config"]["stats_tags"]
     assert {tag["tag_name"] for tag in tags} == {"decision", "reason", "rule"}
-    assert yaml.safe_load((REPO_ROOT / "envoy" / "envoy-ecds.yaml").read_text())["stats_config"]["stats_tags"] == tags
     istio = yaml.safe_load((REPO_ROOT / "deploy" / "istio" / "stats-tags.yaml").read_text())
     assert istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"] == tags
     operations = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text()
     for tag in tags:
         assert tag["regex"] in operations, "docs/OPERATIONS.md shows the shipped regexes"
+
+
+def test_make_run_with_another_port_or_wasm_watches_its_rendered_filter(envoy_bin, wasm_path, tmp_path, monkeypatch):
+    """`PORT=… make run` (or another --wasm) runs copies under .run/: the copy of envoy/envoy.yaml
+    watches the copied filter file, which loads the wasm asked for; the default runs the shipped
+    files themselves, so editing envoy/ecds/brickgate.yaml changes the running policy."""
+    import yaml
+    from devstack import run as devstack_run
+    from shipped_config import shipped_hcm
+
+    assert devstack_run.envoy_config(10000, REPO_ROOT / "dist" / "brickgate.wasm") == (devstack_run.DEV_CONFIG, devstack_run.DEV_FILTER)
+    monkeypatch.setattr(devstack_run, "RUN_DIR", tmp_path)
+    config_path, filter_path = devstack_run.envoy_config(18080, wasm_path)
+    config = yaml.safe_load(config_path.read_text())
+    assert config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] == 18080
+    (discovery,) = [entry for entry in shipped_hcm(config)["http_filters"] if "config_discovery" in entry]
+    source = discovery["config_discovery"]["config_source"]["path_config_source"]
+    assert (source["path"], source["watched_directory"]["path"]) == (str(filter_path), str(filter_path.parent))
+    rendered = yaml.safe_load(filter_path.read_text())["resources"][0]["typed_config"]["config"]
+    assert rendered["vm_config"]["code"]["local"]["filename"] == str(wasm_path)
+    assert devstack_run.plugin_config_text(filter_path.read_text()) == devstack_run.plugin_config_text(devstack_run.DEV_FILTER.read_text())
+    result = run_validate(envoy_bin, config_path, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr

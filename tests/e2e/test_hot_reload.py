@@ -1,4 +1,4 @@
-"""Hot reload through extension config discovery (ECDS) from a watched file, as envoy/envoy-ecds.yaml
+"""Hot reload through extension config discovery (ECDS) from a watched file, as envoy/envoy.yaml
 ships it: a policy change applies without restarting Envoy, under load no request fails or is decided
 by a mixture of the old and the new policy, and keys are not fetched again when the providers did
 not change."""
@@ -33,7 +33,7 @@ def policy(idp, version: str) -> dict:
 
 def shipped_discovery(directory) -> dict:
     """The shipped ECDS filter entry, pointed at `directory`."""
-    shipped = yaml.safe_load((REPO_ROOT / "envoy" / "envoy-ecds.yaml").read_text())
+    shipped = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())
     hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     entry = next(f for f in hcm["http_filters"] if "config_discovery" in f)
     source = entry["config_discovery"]["config_source"]["path_config_source"]
