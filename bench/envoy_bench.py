@@ -90,7 +90,7 @@ def brickgate_anonymous_config() -> dict:
     """brickgate admitting the route without a token: its cost without any token work."""
     return {
         "providers": {"unused": {"issuer": "https://unused.invalid", "allow_any_audience": True,
-                                 "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "x", "k": "c2VjcmV0"}]}},
+                                 "jwks": {"inline": {"keys": [{"kty": "oct", "kid": "x", "k": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}]}},
                                  "algorithms": ["HS256"]}},
         "rules": [{"name": "anonymous", "match": {"prefix": PREFIX, "methods": ["GET"]}, "allow_anonymous": True}],
         "allow_inline_secrets": True,  # a placeholder key that verifies nothing
