@@ -7,9 +7,7 @@
 //! costs one host call per request. This module writes the two protobuf messages involved;
 //! the adapter only hands them to the host.
 
-use serde_json::Value;
-
-use crate::identity::AuditRecord;
+use crate::identity::{AuditRecord, AuditValue};
 
 /// The property name; Envoy prefixes `wasm.` for the filter-state key.
 pub const PROPERTY: &str = "brickgate";
@@ -35,31 +33,51 @@ pub fn declare_property_arguments() -> Vec<u8> {
 /// The audit record as a serialized `google.protobuf.Struct`.
 pub fn filter_state_struct(record: &AuditRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    let Ok(Value::Object(fields)) = serde_json::to_value(record) else {
-        return out;
-    };
-    let mut entry = Vec::with_capacity(128);
-    let mut value = Vec::with_capacity(96);
-    for (name, field) in &fields {
-        if ENVOY_OWN_FIELDS.contains(&name.as_str()) {
-            continue;
+    // Each entry is `fields { key: name, value: Value { kind } }`; its length is known before
+    // it is written, so the bytes go straight into `out` (no scratch buffers).
+    record.for_each_field(|name, field| {
+        if ENVOY_OWN_FIELDS.contains(&name) {
+            return;
         }
-        value.clear();
+        let (kind, payload_len) = match field {
+            AuditValue::Text(text) => (3, text.len()),
+            AuditValue::Flag(_) => (4, 1),
+            AuditValue::Number(_) => (2, 8),
+        };
+        let value_len = 1 + match field {
+            AuditValue::Text(_) => varint_len(payload_len as u64) + payload_len,
+            AuditValue::Flag(_) | AuditValue::Number(_) => payload_len,
+        };
+        let entry_len = 1
+            + varint_len(name.len() as u64)
+            + name.len()
+            + 1
+            + varint_len(value_len as u64)
+            + value_len;
+        tag(&mut out, 1, 2);
+        varint(&mut out, entry_len as u64);
+        bytes_field(&mut out, 1, name.as_bytes());
+        tag(&mut out, 2, 2);
+        varint(&mut out, value_len as u64);
         match field {
-            Value::String(text) => bytes_field(&mut value, 3, text.as_bytes()),
-            Value::Bool(flag) => varint_field(&mut value, 4, u64::from(*flag)),
-            Value::Number(number) => {
-                tag(&mut value, 2, 1);
-                value.extend_from_slice(&number.as_f64().unwrap_or(0.0).to_le_bytes());
+            AuditValue::Text(text) => bytes_field(&mut out, kind, text.as_bytes()),
+            AuditValue::Flag(flag) => varint_field(&mut out, kind, u64::from(flag)),
+            AuditValue::Number(number) => {
+                tag(&mut out, kind, 1);
+                out.extend_from_slice(&f64::from(number).to_le_bytes());
             }
-            _ => continue,
         }
-        entry.clear();
-        bytes_field(&mut entry, 1, name.as_bytes());
-        bytes_field(&mut entry, 2, &value);
-        bytes_field(&mut out, 1, &entry);
-    }
+    });
     out
+}
+
+fn varint_len(mut value: u64) -> usize {
+    let mut len = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        len += 1;
+    }
+    len
 }
 
 fn tag(out: &mut Vec<u8>, field: u64, wire_type: u64) {

@@ -25,6 +25,8 @@ pub struct CachedToken {
     pub key_generation: u64,
     pub alg: Alg,
     pub kid: Option<String>,
+    /// The audit record's token fingerprint, if records were kept when it was verified.
+    pub fingerprint: Option<String>,
     pub verified: Rc<Verified>,
     pub exp: UnixTime,
     /// Approximate memory the entry holds, for the byte bound.
@@ -140,6 +142,7 @@ mod tests {
             key_generation: generation,
             alg: Alg::RS256,
             kid: None,
+            fingerprint: None,
             verified: Rc::new(Verified {
                 times: TokenTimes {
                     exp,

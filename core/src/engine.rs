@@ -11,7 +11,7 @@ use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::exchange::UpstreamMode;
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
-use crate::identity::{AuditRecord, FederatedSubject, fingerprint, headers_to_strip};
+use crate::identity::{AuditRecord, FederatedSubject, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
 use crate::policy::{Access, Bindings, NormalizedPath, Rule, RuleIndex, normalize_path};
 use crate::request_hygiene;
@@ -271,14 +271,12 @@ impl Engine {
                 )
             })?;
         let digest = cache::digest(&credential.token);
-        if request.fingerprint {
-            audit.token_fingerprint = Some(fingerprint(&credential.token));
-        }
         let (index, verified) = self.authenticate(
             rule,
             accepted,
             &credential.token,
             &digest,
+            request.fingerprint,
             keys,
             cache,
             now_ms,

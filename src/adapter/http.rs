@@ -9,9 +9,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use super::stream::drive;
-use super::{SharedState, StreamCell, log};
+use super::{SharedState, Slot, StreamCell, log};
 use brickgate_core::error::AuthError;
-use brickgate_core::stream::{Event, Reply, Stream};
+use brickgate_core::stream::{Event, Reply};
 
 pub struct Filter {
     context_id: u32,
@@ -30,7 +30,7 @@ impl Filter {
         Filter {
             context_id,
             shared,
-            stream: Rc::new(RefCell::new(Stream::new())),
+            stream: Rc::new(RefCell::new(Slot::default())),
             body_read: 0,
             refused_unconfigured: false,
         }
@@ -54,7 +54,9 @@ impl Filter {
     }
 
     fn wants_body_bytes(&self) -> bool {
-        self.stream.try_borrow().is_ok_and(|s| s.wants_body_bytes())
+        self.stream
+            .try_borrow()
+            .is_ok_and(|slot| slot.stream.wants_body_bytes())
     }
 }
 
@@ -73,8 +75,13 @@ impl Context for Filter {
         if let Ok(mut guard) = self.shared.try_borrow_mut()
             && let Some(shared) = guard.as_mut()
         {
-            shared.held.remove(&self.context_id);
-            shared.started_ns.remove(&self.context_id);
+            if self
+                .stream
+                .try_borrow()
+                .is_ok_and(|slot| slot.stream.is_held())
+            {
+                shared.held.remove(&self.context_id);
+            }
             shared.calls.forget(self.context_id);
         }
         true

@@ -42,7 +42,15 @@ fn new_root(context_id: u32) -> Box<dyn RootContext> {
 
 /// A stream's lifecycle, shared by its HTTP context and (while it is held) the root context
 /// that wakes it.
-pub type StreamCell = Rc<RefCell<Stream>>;
+pub type StreamCell = Rc<RefCell<Slot>>;
+
+/// One stream's lifecycle and when its headers arrived (host nanoseconds, for the
+/// decision-time histogram): kept with the stream, so timing costs no map per request.
+#[derive(Default)]
+pub struct Slot {
+    pub stream: Stream,
+    pub started_ns: u64,
+}
 
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
 pub struct Shared {
@@ -63,9 +71,6 @@ pub struct Shared {
     /// Each record goes to the `wasm.brickgate` filter state (`audit.filter_state`, and the
     /// host could declare it).
     pub filter_state: bool,
-    /// When each undecided stream's headers arrived (host nanoseconds), by context id: the
-    /// decision-time histogram.
-    pub started_ns: HashMap<u32, u64>,
 }
 
 impl Shared {
@@ -78,10 +83,16 @@ impl Shared {
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;
 
+/// A labelled request counter's id, by its decision and reason.
+type LabelledId = (&'static str, Option<&'static str>, u32);
+
 /// Counter ids: the fixed set defined at configure time, labelled ones on first use.
 #[derive(Default)]
 pub struct Counters {
     ids: HashMap<String, u32>,
+    /// Labelled request counters by rule name ("" for none), then by (decision, reason): found
+    /// without formatting the counter's name, which is only built the first time.
+    labelled: HashMap<String, Vec<LabelledId>>,
     /// The decision-time histogram, if the host defines histograms.
     decision_time: Option<u32>,
 }
@@ -98,17 +109,44 @@ impl Counters {
             .collect();
         let decision_time =
             hostcalls::define_metric(MetricType::Histogram, metrics::DECISION_TIME_US).ok();
-        Counters { ids, decision_time }
+        Counters {
+            ids,
+            labelled: HashMap::new(),
+            decision_time,
+        }
     }
 
-    /// Moves a counter whose name is only known per request (bounded by the configuration).
-    pub fn add_labelled(&mut self, name: String) {
-        let id = match self.ids.get(&name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &name) {
-                Ok(id) => *self.ids.entry(name).or_insert(id),
-                Err(_) => return,
-            },
+    /// Moves the labelled request counter of a decision (`metrics::request_counter`; its
+    /// labels are bounded by the configuration).
+    pub fn add_request(
+        &mut self,
+        decision: &'static str,
+        reason: Option<&'static str>,
+        rule: Option<&str>,
+    ) {
+        let by_rule = match self.labelled.get_mut(rule.unwrap_or_default()) {
+            Some(by_rule) => by_rule,
+            None => self
+                .labelled
+                .entry(rule.unwrap_or_default().to_string())
+                .or_default(),
+        };
+        let known = by_rule
+            .iter()
+            .find(|(d, r, _)| *d == decision && *r == reason)
+            .map(|(_, _, id)| *id);
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let name = metrics::request_counter(decision, reason, rule);
+                match hostcalls::define_metric(MetricType::Counter, &name) {
+                    Ok(id) => {
+                        by_rule.push((decision, reason, id));
+                        id
+                    }
+                    Err(_) => return,
+                }
+            }
         };
         let _ = hostcalls::increment_metric(id, 1);
     }

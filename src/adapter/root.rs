@@ -104,7 +104,6 @@ impl Root {
             info_logging: super::info_enabled(),
             root_context_id: self.context_id,
             filter_state,
-            started_ns: HashMap::new(),
         };
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
@@ -243,7 +242,7 @@ pub fn wake_streams(shared: &mut Shared) {
         .iter()
         .filter(|(_, cell)| {
             cell.try_borrow()
-                .is_ok_and(|stream| stream.wants_wake(&shared.store, now))
+                .is_ok_and(|slot| slot.stream.wants_wake(&shared.store, now))
         })
         .map(|(id, cell)| (*id, Rc::clone(cell)))
         .collect();

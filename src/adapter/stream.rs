@@ -13,10 +13,12 @@ use brickgate_core::stream::{Env, Event, HostAction, Record, Reply};
 /// Steps the stream with `event` and carries out what the step asks. The stream must be the
 /// host's effective context.
 pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Event<'_>) -> Reply {
-    let Ok(mut stream) = cell.try_borrow_mut() else {
+    let Ok(mut slot) = cell.try_borrow_mut() else {
         // Re-entered while stepping (a host that calls back synchronously): hold, never release.
         return Reply::Pause;
     };
+    let slot = &mut *slot;
+    let was_held = slot.stream.is_held();
     let mut event = Some(event);
     let mut reply = Reply::Pause;
     let fingerprint = shared.filter_state || shared.audit_log_line();
@@ -26,7 +28,7 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
         // One clock read per step, also timing the decision (headers → record).
         let now_ns = now_ns();
         if matches!(current, Event::RequestHeaders { .. }) {
-            shared.started_ns.insert(context_id, now_ns);
+            slot.started_ns = now_ns;
         }
         let mut env = Env {
             engine: &shared.engine,
@@ -37,24 +39,34 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
             now_ms: now_ns / 1_000_000,
             fingerprint,
         };
-        let step = stream.step(&mut env, current);
+        let step = slot.stream.step(&mut env, current);
         reply = step.reply;
         for action in step.actions {
-            if let Err(why) = carry_out(shared, context_id, action) {
+            if let Err(why) = carry_out(shared, context_id, slot.started_ns, action) {
                 event = Some(Event::HostFailure(why));
                 break;
             }
         }
     }
-    if stream.is_held() {
-        shared.held.insert(context_id, Rc::clone(cell));
-    } else {
-        shared.held.remove(&context_id);
+    // Most streams are decided in their first step: no map work for them.
+    match (was_held, slot.stream.is_held()) {
+        (false, true) => {
+            shared.held.insert(context_id, Rc::clone(cell));
+        }
+        (true, false) => {
+            shared.held.remove(&context_id);
+        }
+        (false, false) | (true, true) => {}
     }
     reply
 }
 
-fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result<(), String> {
+fn carry_out(
+    shared: &mut Shared,
+    context_id: u32,
+    started_ns: u64,
+    action: HostAction,
+) -> Result<(), String> {
     match action {
         HostAction::SetRequestHeaders(headers) => {
             hostcalls::set_map(MapType::HttpRequestHeaders, pairs(&headers))
@@ -85,7 +97,7 @@ fn carry_out(shared: &mut Shared, context_id: u32, action: HostAction) -> Result
             Ok(())
         }
         HostAction::Record(record) => {
-            record_decision(shared, context_id, &record);
+            record_decision(shared, started_ns, &record);
             Ok(())
         }
         HostAction::Warn(line) => {
@@ -105,14 +117,15 @@ pub fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// Counts and times the decision, hands its record to the access log (filter state) and, when
 /// configured and the host keeps info lines, writes the application-log audit line.
-pub fn record_decision(shared: &mut Shared, context_id: u32, record: &Record) {
+pub fn record_decision(shared: &mut Shared, started_ns: u64, record: &Record) {
     for counter in record.counters() {
         shared.counters.add(&counter, 1);
     }
-    shared.counters.add_labelled(record.request_counter());
-    if let Some(started) = shared.started_ns.remove(&context_id) {
+    let (decision, reason, rule) = record.request_labels();
+    shared.counters.add_request(decision, reason, rule);
+    if started_ns != 0 {
         // A fresh clock read: the step's own read is where a decision made at once started.
-        let micros = now_ns().saturating_sub(started) / 1000;
+        let micros = now_ns().saturating_sub(started_ns) / 1000;
         shared.counters.record_decision_time(micros);
     }
     if shared.filter_state {

@@ -1,4 +1,5 @@
 use super::*;
+use serde_json::Value;
 
 /// A protobuf reader written from the wire-format spec, independent of the writer above.
 fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {

@@ -14,7 +14,8 @@ use crate::databricks::exchange::UpstreamMode;
 use crate::error::{AuthError, Reason, echo};
 use crate::identity::grants::effective_scopes;
 use crate::identity::{
-    AuditRecord, FederatedSubject, Holder, Verified, client_id, identity_headers, principal_kind,
+    AuditRecord, FederatedSubject, Holder, Verified, client_id, fingerprint, identity_headers,
+    principal_kind,
 };
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::Rule;
@@ -32,6 +33,7 @@ impl Engine {
         accepted: &AcceptedProviders,
         token: &str,
         digest: &TokenDigest,
+        want_fingerprint: bool,
         keys: &JwksStore,
         cache: &mut TokenCache,
         now_ms: UnixMillis,
@@ -40,7 +42,12 @@ impl Engine {
         let now: UnixTime = now_ms / 1000;
         if let Some(hit) = cache.get(digest, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
-            audit.kid = hit.kid.clone();
+            if want_fingerprint {
+                // Computed once per token (a SHA-256 in wasm costs microseconds), not per hit.
+                audit.token_fingerprint =
+                    Some(hit.fingerprint.unwrap_or_else(|| fingerprint(token)));
+            }
+            audit.kid = hit.kid;
             audit.alg = Some(hit.alg.name().to_string());
             let provider = self.config.providers.get(hit.provider).ok_or_else(|| {
                 AuthError::new(
@@ -71,6 +78,9 @@ impl Engine {
             return Ok((hit.provider, hit.verified));
         }
         audit.cache = Some("miss");
+        if want_fingerprint {
+            audit.token_fingerprint = Some(fingerprint(token));
+        }
         let jwt = UnverifiedJwt::parse(token)?;
         audit.kid = jwt.header.kid.clone();
         audit.alg = Some(jwt.header.alg.clone());
@@ -93,6 +103,7 @@ impl Engine {
                 key_generation: generation,
                 alg,
                 kid: jwt.header.kid,
+                fingerprint: audit.token_fingerprint.clone(),
                 exp: verified.times.exp,
                 bytes: token.len() + verified.approximate_bytes(),
                 verified: Rc::clone(&verified),

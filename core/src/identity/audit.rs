@@ -54,9 +54,57 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
+/// One field of a record, as [`AuditRecord::for_each_field`] hands it out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AuditValue<'a> {
+    Text(&'a str),
+    Number(u32),
+    Flag(bool),
+}
+
 impl AuditRecord {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Every field the JSON form holds, by the same names and in the same order, without
+    /// building it: the access-log object is written from this on every request, so it must
+    /// not pay for a `serde_json::Value` tree. A test checks it against the JSON form.
+    pub fn for_each_field(&self, mut visit: impl FnMut(&'static str, AuditValue<'_>)) {
+        fn text<'a>(
+            visit: &mut impl FnMut(&'static str, AuditValue<'a>),
+            name: &'static str,
+            value: Option<&'a str>,
+        ) {
+            if let Some(value) = value {
+                visit(name, AuditValue::Text(value));
+            }
+        }
+        let v = &mut visit;
+        text(v, "decision", Some(self.decision));
+        text(v, "reason", self.reason);
+        v("status", AuditValue::Number(self.status));
+        text(v, "method", Some(&self.method));
+        text(v, "path", Some(&self.path));
+        text(v, "rule", self.rule.as_deref());
+        text(v, "request_id", self.request_id.as_deref());
+        text(v, "provider", self.provider.as_deref());
+        text(v, "issuer", self.issuer.as_deref());
+        text(v, "subject", self.subject.as_deref());
+        text(v, "client_id", self.client_id.as_deref());
+        text(v, "principal_kind", self.principal_kind);
+        text(v, "token_id", self.token_id.as_deref());
+        text(v, "claimed_subject", self.claimed_subject.as_deref());
+        text(v, "claimed_client_id", self.claimed_client_id.as_deref());
+        text(v, "claimed_token_id", self.claimed_token_id.as_deref());
+        text(v, "kid", self.kid.as_deref());
+        text(v, "alg", self.alg.as_deref());
+        text(v, "token_fingerprint", self.token_fingerprint.as_deref());
+        text(v, "cache", self.cache);
+        if self.stale_keys {
+            v("stale_keys", AuditValue::Flag(true));
+        }
+        text(v, "detail", self.detail.as_deref());
     }
 }
 
@@ -80,6 +128,51 @@ mod tests {
     #[test]
     fn fingerprint_is_short_and_stable() {
         assert_eq!(fingerprint("abc"), "ba7816bf8f01cfea");
+    }
+
+    /// `for_each_field` is written by hand for speed: it must list exactly what serde writes.
+    #[test]
+    fn every_field_is_visited_as_the_json_form_has_it() {
+        let full = AuditRecord {
+            decision: "would_deny",
+            reason: Some("expired"),
+            status: 401,
+            method: "GET".into(),
+            path: "/p".into(),
+            rule: Some("r".into()),
+            request_id: Some("id".into()),
+            provider: Some("okta".into()),
+            issuer: Some("https://i".into()),
+            subject: Some("s".into()),
+            client_id: Some("c".into()),
+            principal_kind: Some("user"),
+            token_id: Some("j".into()),
+            claimed_subject: Some("cs".into()),
+            claimed_client_id: Some("cc".into()),
+            claimed_token_id: Some("cj".into()),
+            kid: Some("k".into()),
+            alg: Some("RS256".into()),
+            token_fingerprint: Some("f".into()),
+            cache: Some("hit"),
+            stale_keys: true,
+            detail: Some("d".into()),
+        };
+        for record in [full, AuditRecord::default()] {
+            let mut visited = serde_json::Map::new();
+            record.for_each_field(|name, value| {
+                let value = match value {
+                    AuditValue::Text(text) => serde_json::json!(text),
+                    AuditValue::Number(number) => serde_json::json!(number),
+                    AuditValue::Flag(flag) => serde_json::json!(flag),
+                };
+                assert!(
+                    visited.insert(name.to_string(), value).is_none(),
+                    "{name} twice"
+                );
+            });
+            let serde_form: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+            assert_eq!(serde_json::Value::Object(visited), serde_form);
+        }
     }
 
     #[test]

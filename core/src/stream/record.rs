@@ -43,8 +43,14 @@ impl Record {
 
     /// The labelled request counter this record moves (`metrics::request_counter`).
     pub fn request_counter(&self) -> String {
+        let (decision, reason, rule) = self.request_labels();
+        metrics::request_counter(decision, reason, rule)
+    }
+
+    /// The labels of [`Record::request_counter`]: decision, reason (not for an allow), rule.
+    pub fn request_labels(&self) -> (&'static str, Option<&'static str>, Option<&str>) {
         let reason = (!self.is_allowed()).then_some(self.audit.reason).flatten();
-        metrics::request_counter(self.audit.decision, reason, self.audit.rule.as_deref())
+        (self.audit.decision, reason, self.audit.rule.as_deref())
     }
 
     /// Every counter this record moves by one.
