@@ -476,7 +476,7 @@ fn verdict(
             } else {
                 println!("  allowed: forwarded upstream");
             }
-            for (name, value) in &mutations.set_headers {
+            for (name, value) in mutations.headers_set() {
                 println!("  sets {name}: {value}");
             }
             for name in &mutations.remove_headers {

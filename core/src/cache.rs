@@ -154,7 +154,7 @@ mod tests {
                 kind: PrincipalKind::User,
                 scopes: Vec::new(),
                 groups: Vec::new(),
-                headers: Vec::new(),
+                headers: Vec::new().into(),
             }),
             exp,
             bytes,

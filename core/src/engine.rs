@@ -26,7 +26,7 @@ mod dry_run;
 mod mutations;
 
 pub use dry_run::WOULD_DENY;
-pub use mutations::{Mutations, UpstreamAction};
+pub use mutations::{HeaderRewrite, Mutations, UpstreamAction};
 
 type Claims = Map<String, Value>;
 
@@ -311,9 +311,7 @@ impl Engine {
             }
         };
         let identity = &config.identity;
-        mutations
-            .set_headers
-            .extend(verified.headers.iter().cloned());
+        mutations.verified_headers = Rc::clone(&verified.headers);
         mutations
             .set_headers
             .push((format!("{}rule", identity.header_prefix), rule.name.clone()));

@@ -68,8 +68,8 @@ fn carry_out(
     action: HostAction,
 ) -> Result<(), String> {
     match action {
-        HostAction::SetRequestHeaders(headers) => {
-            hostcalls::set_map(MapType::HttpRequestHeaders, pairs(&headers))
+        HostAction::SetRequestHeaders(rewrite) => {
+            hostcalls::set_map(MapType::HttpRequestHeaders, rewrite.pairs())
                 .map_err(|e| format!("cannot set the request headers: {e:?}"))
         }
         HostAction::SetRequestTrailers(trailers) => {

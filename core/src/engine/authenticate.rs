@@ -153,7 +153,7 @@ impl Engine {
             kind,
             scopes,
             groups,
-            headers,
+            headers: headers.into(),
         })
     }
 

@@ -270,10 +270,9 @@ fn service_principal_mode_uses_brickgates_own_credentials() {
     };
     assert!(request.body.starts_with("grant_type=client_credentials"));
     let subject = mutations
-        .set_headers
-        .iter()
-        .find(|(n, _)| n == "x-brickgate-subject")
-        .map(|(_, v)| v.as_str());
+        .headers_set()
+        .find(|(n, _)| *n == "x-brickgate-subject")
+        .map(|(_, v)| v);
     assert_eq!(
         subject,
         Some("alice@example.com"),
@@ -317,10 +316,9 @@ fn extra_credentials_are_stripped_and_the_user_agent_names_the_request() {
         );
     }
     let agent = mutations
-        .set_headers
-        .iter()
-        .find(|(n, _)| n == "user-agent")
-        .map(|(_, v)| v.clone());
+        .headers_set()
+        .find(|(n, _)| *n == "user-agent")
+        .map(|(_, v)| v.to_string());
     assert_eq!(
         agent,
         Some(format!(

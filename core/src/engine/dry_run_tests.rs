@@ -71,8 +71,7 @@ fn outcome(decision: &Decision) -> Outcome {
     let (identity, stripped) = match decision {
         Decision::Allow { mutations, .. } => (
             mutations
-                .set_headers
-                .iter()
+                .headers_set()
                 .any(|(n, v)| n == "x-brickgate-subject" && v == "alice"),
             mutations
                 .remove_headers

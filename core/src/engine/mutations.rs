@@ -1,6 +1,8 @@
 //! What an allowed request becomes upstream: header and path changes, the credential's removal,
 //! Databricks' header hygiene, and how it authenticates to the upstream.
 
+use std::rc::Rc;
+
 use super::{Request, header};
 use crate::config::TokenSource;
 use crate::databricks::{self, exchange::TokenRequest};
@@ -22,34 +24,84 @@ pub enum UpstreamAction {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mutations {
     pub remove_headers: Vec<String>,
+    /// Headers this request sets (the rule's, the Databricks token, the `User-Agent`).
     pub set_headers: Vec<(String, String)>,
+    /// The verified token's identity headers, shared with the verified-token cache: set
+    /// after `set_headers`, without a copy per request.
+    pub verified_headers: Rc<[(String, String)]>,
     pub set_path: Option<String>,
 }
 
 impl Mutations {
-    /// The request's headers once these changes are made: lets the adapter replace the whole
-    /// map in one host call instead of one per header.
-    pub fn applied_to(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+    /// Whether the request goes upstream as it came.
+    pub fn is_empty(&self) -> bool {
+        self.remove_headers.is_empty()
+            && self.set_headers.is_empty()
+            && self.verified_headers.is_empty()
+            && self.set_path.is_none()
+    }
+
+    /// Every header these changes set, in order.
+    pub fn headers_set(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.set_headers
+            .iter()
+            .chain(self.verified_headers.iter())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The request's headers once these changes are made, borrowed: lets the adapter replace
+    /// the whole map in one host call instead of one per header, without copying a header.
+    pub fn applied_pairs<'a>(&'a self, headers: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
         let replaced = |name: &str| {
             self.remove_headers
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case(name))
                 || self
-                    .set_headers
-                    .iter()
+                    .headers_set()
                     .any(|(s, _)| s.eq_ignore_ascii_case(name))
                 || (name == ":path" && self.set_path.is_some())
         };
-        let mut result: Vec<(String, String)> = headers
-            .iter()
-            .filter(|(name, _)| !replaced(name))
-            .cloned()
-            .collect();
+        let mut result = Vec::with_capacity(
+            headers.len() + self.set_headers.len() + self.verified_headers.len() + 1,
+        );
+        result.extend(
+            headers
+                .iter()
+                .filter(|(name, _)| !replaced(name))
+                .map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         if let Some(path) = &self.set_path {
-            result.push((":path".to_string(), path.clone()));
+            result.push((":path", path.as_str()));
         }
-        result.extend(self.set_headers.iter().cloned());
+        result.extend(self.headers_set());
         result
+    }
+
+    /// [`Mutations::applied_pairs`], owned.
+    pub fn applied_to(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        self.applied_pairs(headers)
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// An allowed request's headers and the changes the verdict makes to them: the adapter
+/// replaces the request's header map with [`HeaderRewrite::pairs`] in one host call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRewrite {
+    pub original: Vec<(String, String)>,
+    pub mutations: Mutations,
+}
+
+impl HeaderRewrite {
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.mutations.applied_pairs(&self.original)
+    }
+
+    /// What the upstream receives, owned (for tests and logs).
+    pub fn to_headers(&self) -> Vec<(String, String)> {
+        self.mutations.applied_to(&self.original)
     }
 }
 

@@ -375,7 +375,7 @@ impl World {
                             client.upstream_headers.is_none(),
                             "headers changed after release"
                         );
-                        client.pending_headers = Some(headers);
+                        client.pending_headers = Some(headers.to_headers());
                     }
                     HostAction::SetRequestTrailers(trailers) => {
                         if client.pending_trailers.is_some() {

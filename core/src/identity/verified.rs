@@ -1,6 +1,8 @@
 //! Everything a verified token says about its holder, worked out once per token: the warm
 //! path (a cached token) then only checks the time and the route's rules, and copies headers.
 
+use std::rc::Rc;
+
 use crate::identity::PrincipalKind;
 use crate::verify::claims::TokenTimes;
 
@@ -32,8 +34,9 @@ pub struct Verified {
     pub kind: PrincipalKind,
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
-    /// The identity headers, except the rule's, which depends on the request.
-    pub headers: Vec<(String, String)>,
+    /// The identity headers, except the rule's, which depends on the request. Shared with
+    /// every request the cached token allows (no copy per request).
+    pub headers: Rc<[(String, String)]>,
 }
 
 impl Verified {

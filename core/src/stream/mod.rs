@@ -31,7 +31,9 @@ pub use calls::TokenCalls;
 pub use record::Record;
 
 use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
-use crate::engine::{Decision, Engine, Mutations, ReadLimit, Request, UpstreamAction};
+use crate::engine::{
+    Decision, Engine, HeaderRewrite, Mutations, ReadLimit, Request, UpstreamAction,
+};
 use crate::error::{AuthError, DenyResponse};
 use crate::identity::AuditRecord;
 use crate::jwks::{JwksStore, UnixMillis};
@@ -97,7 +99,7 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostAction {
     /// Replace the request's headers with these (one host call).
-    SetRequestHeaders(Headers),
+    SetRequestHeaders(Box<HeaderRewrite>),
     /// Replace the request's trailers with these.
     SetRequestTrailers(Headers),
     /// Answer locally; the upstream never receives the request.
@@ -424,7 +426,7 @@ impl Stream {
                 } = *wait;
                 match result {
                     Ok(token) => allow(
-                        &headers,
+                        headers,
                         mutations,
                         Some(&token),
                         audit,
@@ -530,7 +532,7 @@ impl Stream {
                 mutations,
                 upstream: UpstreamAction::Forward,
                 audit,
-            } => allow(&held.headers, mutations, None, audit, counters, context),
+            } => allow(held.headers, mutations, None, audit, counters, context),
             Decision::Allow {
                 mutations,
                 upstream: UpstreamAction::Fetch(request),
@@ -542,7 +544,7 @@ impl Stream {
                 {
                     counters.push(crate::metrics::UPSTREAM_TOKEN_CACHE_HIT);
                     return allow(
-                        &held.headers,
+                        held.headers,
                         mutations,
                         Some(&token),
                         audit,
@@ -621,7 +623,7 @@ fn run(env: &mut Env<'_>, held: &Held) -> Decision {
 /// The verdict allows: set the headers it covers (and the Databricks token), record it, and
 /// let the request go on.
 fn allow(
-    headers: &[(String, String)],
+    headers: Headers,
     mut mutations: Mutations,
     token: Option<&str>,
     audit: AuditRecord,
@@ -634,8 +636,11 @@ fn allow(
             .push(("authorization".to_string(), format!("Bearer {token}")));
     }
     let mut actions = Vec::with_capacity(3);
-    if mutations != Mutations::default() {
-        actions.push(HostAction::SetRequestHeaders(mutations.applied_to(headers)));
+    if !mutations.is_empty() {
+        actions.push(HostAction::SetRequestHeaders(Box::new(HeaderRewrite {
+            original: headers,
+            mutations,
+        })));
     }
     let reply = match context {
         Context::Callback => Reply::Continue,

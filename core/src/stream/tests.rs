@@ -128,7 +128,7 @@ impl FakeHost {
                         self.upstream_headers.is_none(),
                         "headers changed after release"
                     );
-                    self.pending_headers = Some(headers);
+                    self.pending_headers = Some(headers.to_headers());
                 }
                 HostAction::SetRequestTrailers(trailers) => self.pending_trailers = Some(trailers),
                 HostAction::SendResponse(response) => {
