@@ -113,6 +113,7 @@ $(STAMPS)/node-tools:
 
 bench-profile: $(PROFILE_WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/node-tools
 	@mkdir -p .run $(dir $(PROFILE_OUTPUT))
+	node --test bench/profile/
 	$(PYTHON) bench/profile/prepare.py .run/profile-input.json
 	@{ echo "# make bench-profile, $$(date -u +%FT%TZ), $$(git rev-parse --short HEAD 2>/dev/null), load $$(cut -d' ' -f1-3 /proc/loadavg)"; \
 	  for mode in warm anonymous noop; do \

@@ -65,7 +65,7 @@ const HASHES = { 'sha256': 'sha256', 'sha384': 'sha384', 'sha512': 'sha512', 'sh
 // Envoy's `verify_signature` foreign function (source/extensions/common/wasm/foreign.cc):
 // VerifySignatureArguments { hash_function, public_key (DER SPKI), signature, text } →
 // VerifySignatureResult { result = 1 }; a real check, so a module's host self-test passes.
-function verifySignature(args) {
+export function verifySignature(args) {
   try {
     const f = protoFields(args);
     const hash = HASHES[utf8.decode(f[1] ?? new Uint8Array()).toLowerCase()];

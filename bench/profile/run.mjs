@@ -188,6 +188,7 @@ async function main() {
     throw new Error(`the first request was not admitted (action ${action}, local responses ${JSON.stringify(host.localResponses)}); logs: ${JSON.stringify(host.logs.slice(-5))}`);
   }
 
+  out.push(statsTable('host calls in the first request, all callbacks (brickgate warm: the cache miss)', first, 1));
   const discard = newStats();
   harness.run(args.warmup, discard, discard, null);
 
