@@ -122,11 +122,11 @@ function selfTimes(profile) {
     const target = kind === 'wasm' ? groups : others;
     target.set(key, (target.get(key) ?? 0) + us);
   }
-  return { kinds, wasm: groups, others };
+  return { kinds, wasm: groups, others, self, byId };
 }
 
 function profileReport(profile, requests, top, streamMedianNs) {
-  const { kinds, wasm, others } = selfTimes(profile);
+  const { kinds, wasm, others, self, byId } = selfTimes(profile);
   const total = [...kinds.values()].reduce((a, b) => a + b, 0);
   const wasmTotal = kinds.get('wasm') ?? 0;
   const lines = [`CPU profile: ${requests} requests (full stream), ${profile.samples.length} samples, ${(total / 1000).toFixed(1)} ms sampled`];
@@ -144,6 +144,31 @@ function profileReport(profile, requests, top, streamMedianNs) {
   lines.push(`  top ${ranked.length} wasm functions by self time (% of wasm self time; ns per request):`);
   ranked.forEach(([, us], i) => {
     lines.push(`  ${String(i + 1).padStart(3)}. ${(100 * us / wasmTotal).toFixed(1).padStart(5)}% ${(1000 * us / requests).toFixed(0).padStart(6)} ns  ${names[i]}`);
+  });
+  // Who asked: for the top functions, their self time split by the nearest caller whose name
+  // is not an allocator or a copy (so dlmalloc's time lands on the code that allocated).
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const allNames = [...new Set(profile.nodes.map((n) => n.callFrame.functionName))];
+  const demangledList = demangle(allNames.map((x) => x.replace(/^\$/, '')));
+  const demangledAll = new Map(allNames.map((n, k) => [n, demangledList[k]]));
+  const plumbing = /^(dlmalloc|dlfree|dlrealloc|malloc|free|realloc|calloc|memcpy|memmove|memset|memcmp)$|^<?(__rustc|alloc|core|std|sha2|blake3|digest|serde|serde_json|serde_core)::|^<D as digest::/;
+  const isPlumbing = (name) => plumbing.test(demangledAll.get(name) ?? name);
+  const callers = new Map(); // top function → caller → µs
+  const topNames = new Set(ranked.slice(0, 8).map(([name]) => name));
+  for (const [id, us] of self) {
+    const name = byId.get(id).callFrame.functionName;
+    if (!topNames.has(name)) continue;
+    let p = parent.get(id);
+    while (p !== undefined && (byId.get(p).callFrame.functionName === name || isPlumbing(byId.get(p).callFrame.functionName))) p = parent.get(p);
+    const caller = p === undefined ? '(root)' : byId.get(p).callFrame.functionName;
+    const m = callers.get(name) ?? new Map(); callers.set(name, m);
+    m.set(caller, (m.get(caller) ?? 0) + us);
+  }
+  lines.push('  their callers (nearest frame outside alloc/core/std-like plumbing, hashing and serde; ns per request):');
+  ranked.slice(0, 8).forEach(([name], i) => {
+    const top = [...(callers.get(name) ?? [])].sort((a, b) => b[1] - a[1]).slice(0, 3);
+    lines.push(`    ${names[i]}: ${top.map(([, us], j) => `${demangledAll.get(top[j][0]) ?? top[j][0]} ${(1000 * us / requests).toFixed(0)}`).join('; ')}`);
   });
   return lines.join('\n');
 }
