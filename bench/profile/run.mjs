@@ -161,7 +161,7 @@ function profileReport(profile, requests, top, streamMedianNs) {
     if (!topNames.has(name)) continue;
     let p = parent.get(id);
     while (p !== undefined && (byId.get(p).callFrame.functionName === name || isPlumbing(byId.get(p).callFrame.functionName))) p = parent.get(p);
-    const caller = p === undefined ? '(root)' : byId.get(p).callFrame.functionName;
+    const caller = p === undefined ? '(root)' : byId.get(p).callFrame.url.startsWith('wasm://') ? byId.get(p).callFrame.functionName : '(the host: an exported callback)';
     const m = callers.get(name) ?? new Map(); callers.set(name, m);
     m.set(caller, (m.get(caller) ?? 0) + us);
   }
@@ -213,7 +213,7 @@ async function main() {
     throw new Error(`the first request was not admitted (action ${action}, local responses ${JSON.stringify(host.localResponses)}); logs: ${JSON.stringify(host.logs.slice(-5))}`);
   }
 
-  out.push(statsTable('host calls in the first request, all callbacks (brickgate warm: the cache miss)', first, 1));
+  out.push(statsTable('host calls in the first request, all callbacks (for brickgate warm: the token cache miss)', first, 1));
   const discard = newStats();
   harness.run(args.warmup, discard, discard, null);
 
