@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench bench-scale clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage lint run token bench bench-scale bench-profile clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -95,6 +95,35 @@ bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 bench-scale: $(STAMPS)/apt-valgrind
 	cargo build --release --locked -p brickgate-core --example decision_cost
 	python3 bench/scale.py --binary target/release/examples/decision_cost
+
+# Where brickgate's own time goes on a request, function by function: the module in Node's V8
+# (Envoy's wasm runtime) behind a fake proxy-wasm host (bench/profile/). Per mode (brickgate warm
+# = token cache hit, brickgate anonymous, the no-op floor): ns per request, the host calls a
+# request makes with their bytes, the top wasm functions by self time. A few seconds; the report
+# goes to stdout and PROFILE_OUTPUT; PROFILE_WASM profiles another build of brickgate.
+PROFILE_OUTPUT ?= .run/profile.txt
+PROFILE_WASM ?= $(WASM)
+PROFILE_REQUESTS ?= 20000
+$(STAMPS)/node-tools:
+	@mkdir -p $(STAMPS)
+	@if ! command -v node >/dev/null || ! command -v c++filt >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs binutils >/dev/null; \
+	fi
+	@touch $@
+
+bench-profile: $(PROFILE_WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/node-tools
+	@mkdir -p .run $(dir $(PROFILE_OUTPUT))
+	node --test bench/profile/
+	$(PYTHON) bench/profile/prepare.py .run/profile-input.json
+	@{ echo "# make bench-profile, $$(date -u +%FT%TZ), $$(git rev-parse --short HEAD 2>/dev/null), load $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	  for mode in warm anonymous noop; do \
+	    wasm=$(PROFILE_WASM); [ $$mode = noop ] && wasm=$(NOOP_WASM); \
+	    node bench/profile/run.mjs --input .run/profile-input.json --wasm $$wasm --mode $$mode \
+	      --requests $(PROFILE_REQUESTS) --profile-requests $(PROFILE_REQUESTS) \
+	      --cpuprofile .run/profile-$$mode.cpuprofile || exit 1; \
+	  done; } | tee $(PROFILE_OUTPUT).tmp
+	@mv $(PROFILE_OUTPUT).tmp $(PROFILE_OUTPUT)
+	@echo "report: $(PROFILE_OUTPUT); CPU profiles (Chrome DevTools, speedscope): .run/profile-*.cpuprofile"
 
 # Fuzzing (cargo-fuzz, libFuzzer, nightly): every target for FUZZ_SECONDS each; prints the
 # executions, coverage and findings per target (fuzz/run.sh). `make test` replays the committed
