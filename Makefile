@@ -102,7 +102,13 @@ bench-scale: $(STAMPS)/apt-valgrind
 # request makes with their bytes, the top wasm functions by self time. A few seconds; the report
 # goes to stdout and PROFILE_OUTPUT; PROFILE_WASM profiles another build of brickgate.
 PROFILE_OUTPUT ?= .run/profile.txt
-PROFILE_WASM ?= $(WASM)
+PROFILE_WASM ?= dist/brickgate-names.wasm
+# The shipped module has no name section (Cargo.toml `strip`); profiles need function names, so
+# the same build is made with them, in its own target directory (no rebuild ping-pong).
+dist/brickgate-names.wasm: $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell find src core/src -name "*.rs") core/Cargo.toml
+	CARGO_TARGET_DIR=target/names CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --locked --target $(TARGET) -p brickgate
+	@mkdir -p dist
+	cp target/names/$(TARGET)/release/brickgate.wasm $@
 PROFILE_REQUESTS ?= 20000
 $(STAMPS)/node-tools:
 	@mkdir -p $(STAMPS)

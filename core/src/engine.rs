@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
-use crate::cache::{self, TokenCache};
+use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::exchange::UpstreamMode;
@@ -270,12 +270,10 @@ impl Engine {
                     format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
                 )
             })?;
-        let digest = cache::digest(&credential.token);
         let (index, verified) = self.authenticate(
             rule,
             accepted,
             &credential.token,
-            &digest,
             request.fingerprint,
             keys,
             cache,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::accepted::AcceptedProviders;
 use super::{Claims, Engine};
 use crate::UnixTime;
-use crate::cache::{CachedToken, TokenCache, TokenDigest};
+use crate::cache::{CachedToken, TokenCache};
 use crate::config::Provider;
 use crate::databricks::exchange::UpstreamMode;
 use crate::error::{AuthError, Reason, echo};
@@ -32,7 +32,6 @@ impl Engine {
         rule: &Rule,
         accepted: &AcceptedProviders,
         token: &str,
-        digest: &TokenDigest,
         want_fingerprint: bool,
         keys: &JwksStore,
         cache: &mut TokenCache,
@@ -40,7 +39,7 @@ impl Engine {
         audit: &mut AuditRecord,
     ) -> Result<(usize, Rc<Verified>), AuthError> {
         let now: UnixTime = now_ms / 1000;
-        if let Some(hit) = cache.get(digest, now, |p| keys.generation(p)) {
+        if let Some(hit) = cache.get(token, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
             if want_fingerprint {
                 // Computed once per token (a SHA-256 in wasm costs microseconds), not per hit.
@@ -108,7 +107,7 @@ impl Engine {
                 bytes: token.len() + verified.approximate_bytes(),
                 verified: Rc::clone(&verified),
             };
-            cache.insert(*digest, entry);
+            cache.insert(token, entry);
         }
         Ok((index, verified))
     }

@@ -807,15 +807,6 @@ fn warm_decision_cost() {
         std::hint::black_box(&d);
     }
     println!("decide: {:?} per call", start.elapsed() / n);
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(crate::cache::digest(std::hint::black_box(&auth)));
-    }
-    println!(
-        "sha256 of {} bytes: {:?} per call",
-        auth.len(),
-        start.elapsed() / n
-    );
 }
 
 mod audit;

@@ -107,10 +107,10 @@ pub fn credential(data: &[u8]) {
             );
             assert!(!found.found_in.is_empty());
             for place in &found.found_in {
-                assert!(owned.contains(place), "found in a place no source reads");
+                assert!(owned.contains(*place), "found in a place no source reads");
             }
-            let seen = headers.iter().any(|(_, v)| v.contains(token.as_str()))
-                || decoded_query.contains(token.as_str());
+            let seen = headers.iter().any(|(_, v)| v.contains(token.as_ref()))
+                || decoded_query.contains(token.as_ref());
             assert!(seen, "token found nowhere in the request");
         }
         Ok(None) => {
@@ -143,7 +143,7 @@ pub fn credential(data: &[u8]) {
     reversed.reverse();
     let again = extract_credential(&reversed, query.as_deref(), &sources, max_bytes);
     let token = |r: &Result<Option<crate::token::Credential>, AuthError>| match r {
-        Ok(found) => Ok(found.as_ref().map(|c| c.token.clone())),
+        Ok(found) => Ok(found.as_ref().map(|c| c.token.to_string())),
         Err(_) => Err(()),
     };
     assert_eq!(

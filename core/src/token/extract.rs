@@ -3,6 +3,8 @@
 //! bearer token, or a credential of any other scheme next to the bearer token, since the
 //! upstream may authenticate with the one brickgate did not verify.
 
+use std::borrow::Cow;
+
 use crate::config::TokenSource;
 use crate::error::{AuthError, Reason};
 use crate::header_name::same_header_name;
@@ -12,10 +14,17 @@ use crate::header_name::same_header_name;
 const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "proxy-authorization"];
 
 /// The credential found, and every place it was found (removed upstream when not forwarded).
+/// Borrowed from the request and the configuration: extracting costs no copy of the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credential {
-    pub token: String,
-    pub found_in: Vec<TokenSource>,
+pub struct Credential<'a> {
+    pub token: Cow<'a, str>,
+    pub found_in: Vec<&'a TokenSource>,
+}
+
+/// A token read from one place, and whether its syntax is already known to be valid.
+struct Candidate<'a> {
+    token: Cow<'a, str>,
+    syntax_checked: bool,
 }
 
 /// Looks in `sources` (the union of the route's providers' sources). `headers` are the
@@ -25,34 +34,41 @@ pub struct Credential {
 /// other credential: another scheme in a token header (`Bearer a, Basic b`, one header or two),
 /// `Authorization` or `Proxy-Authorization` that no source reads, or a token header spelled
 /// differently (`X_Api_Token` for `x-api-token`), which some upstreams read as the same.
-pub fn extract_credential(
-    headers: &[(String, String)],
-    query: Option<&str>,
-    sources: &[&TokenSource],
+pub fn extract_credential<'a>(
+    headers: &'a [(String, String)],
+    query: Option<&'a str>,
+    sources: &[&'a TokenSource],
     max_bytes: usize,
-) -> Result<Option<Credential>, AuthError> {
-    let mut found: Option<Credential> = None;
+) -> Result<Option<Credential<'a>>, AuthError> {
+    let mut found: Option<Credential<'a>> = None;
     // Where a credential that is not a bearer token was seen, for the message.
     let mut foreign_scheme: Option<String> = None;
-    for source in sources {
-        let candidates: Vec<String> = match source {
+    for &source in sources {
+        let candidates: Vec<Candidate<'a>> = match source {
             TokenSource::Header { name, prefix } => {
                 header_tokens(headers, name, prefix.as_deref(), &mut foreign_scheme)?
             }
             TokenSource::Query { param } => query_values(query, param),
         };
-        for token in candidates {
-            check_syntax(&token, source, max_bytes)?;
+        for Candidate {
+            token,
+            syntax_checked,
+        } in candidates
+        {
+            check_length(&token, source, max_bytes)?;
+            if !syntax_checked {
+                check_syntax(&token, source)?;
+            }
             match &mut found {
                 None => {
                     found = Some(Credential {
                         token,
-                        found_in: vec![(*source).clone()],
+                        found_in: vec![source],
                     })
                 }
                 Some(existing) if existing.token == token => {
-                    if !existing.found_in.contains(source) {
-                        existing.found_in.push((*source).clone());
+                    if !existing.found_in.contains(&source) {
+                        existing.found_in.push(source);
                     }
                 }
                 Some(existing) => {
@@ -61,7 +77,7 @@ pub fn extract_credential(
                         format!(
                             "request carries two different tokens (in {} and {}); send exactly one",
                             describe(&existing.found_in),
-                            describe(std::slice::from_ref(*source))
+                            describe(&[source])
                         ),
                     ));
                 }
@@ -88,18 +104,51 @@ pub fn extract_credential(
 /// The tokens in every `name` header. Envoy joins repeated headers with ",", which no bearer
 /// token contains: each part is a credential of its own. A part with another scheme is noted
 /// in `foreign_scheme`.
-fn header_tokens(
-    headers: &[(String, String)],
+fn header_tokens<'a>(
+    headers: &'a [(String, String)],
     name: &str,
     prefix: Option<&str>,
     foreign_scheme: &mut Option<String>,
-) -> Result<Vec<String>, AuthError> {
+) -> Result<Vec<Candidate<'a>>, AuthError> {
     let mut tokens = Vec::new();
-    let values = headers
-        .iter()
-        .filter(|(n, _)| n == name)
-        .flat_map(|(_, value)| value.split(','));
-    for value in values {
+    for (_, value) in headers.iter().filter(|(n, _)| n == name) {
+        // The common case, one well-formed token, in one pass over its bytes: a b64token has
+        // no `,` nor whitespace, so splitting the value would yield exactly this token.
+        if let Some(token) = lone_token(value, prefix) {
+            tokens.push(Candidate {
+                token: Cow::Borrowed(token),
+                syntax_checked: true,
+            });
+            continue;
+        }
+        header_value_tokens(value, name, prefix, foreign_scheme, &mut tokens)?;
+    }
+    Ok(tokens)
+}
+
+/// The token of a header value that is exactly `[prefix] b64token`, if it is.
+fn lone_token<'a>(value: &'a str, prefix: Option<&str>) -> Option<&'a str> {
+    let value = value.trim();
+    let token = match prefix {
+        Some(prefix) => strip_prefix_ignore_case(value, prefix)?.trim_start(),
+        None => value,
+    };
+    is_b64token(token).then_some(token)
+}
+
+/// Every token of one header value (a list, in general), for the general case and its errors.
+fn header_value_tokens<'a>(
+    value: &'a str,
+    name: &str,
+    prefix: Option<&str>,
+    foreign_scheme: &mut Option<String>,
+    tokens: &mut Vec<Candidate<'a>>,
+) -> Result<(), AuthError> {
+    let unchecked = |token: &'a str| Candidate {
+        token: Cow::Borrowed(token),
+        syntax_checked: false,
+    };
+    for value in value.split(',') {
         let value = value.trim();
         if value.is_empty() {
             return Err(AuthError::new(
@@ -108,11 +157,11 @@ fn header_tokens(
             ));
         }
         let Some(prefix) = prefix else {
-            tokens.push(value.to_string());
+            tokens.push(unchecked(value));
             continue;
         };
         match strip_prefix_ignore_case(value, prefix) {
-            Some(rest) => tokens.push(rest.trim_start().to_string()),
+            Some(rest) => tokens.push(unchecked(rest.trim_start())),
             None if prefix.trim().eq_ignore_ascii_case(value) => {
                 return Err(AuthError::new(
                     Reason::MalformedCredential,
@@ -129,7 +178,7 @@ fn header_tokens(
             }
         }
     }
-    Ok(tokens)
+    Ok(())
 }
 
 /// A credential header no source reads exactly as sent: `Authorization` or
@@ -148,13 +197,15 @@ fn unread_credential_header(
         TokenSource::Header { name, .. } => Some(name.as_str()),
         TokenSource::Query { .. } => None,
     });
-    let credential_headers: Vec<&str> =
-        CREDENTIAL_HEADERS.into_iter().chain(source_names).collect();
     headers
         .iter()
         .map(|(name, _)| name.as_str())
         .find(|name| {
-            !read_exactly(name) && credential_headers.iter().any(|c| same_header_name(name, c))
+            !read_exactly(name)
+                && CREDENTIAL_HEADERS
+                    .into_iter()
+                    .chain(source_names.clone())
+                    .any(|c| same_header_name(name, c))
         })
         .map(|name| format!("header {}", name.chars().take(40).collect::<String>()))
 }
@@ -183,17 +234,27 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
         .flatten()
 }
 
-fn query_values(query: Option<&str>, param: &str) -> Vec<String> {
+fn query_values<'a>(query: Option<&'a str>, param: &str) -> Vec<Candidate<'a>> {
     query
         .unwrap_or_default()
         .split('&')
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .filter(|(name, _)| *name == param)
         .map(|(_, value)| {
-            value
-                .replace("%2B", "+")
-                .replace("%2F", "/")
-                .replace("%3D", "=")
+            let token = if value.contains('%') {
+                Cow::Owned(
+                    value
+                        .replace("%2B", "+")
+                        .replace("%2F", "/")
+                        .replace("%3D", "="),
+                )
+            } else {
+                Cow::Borrowed(value)
+            };
+            Candidate {
+                token,
+                syntax_checked: false,
+            }
         })
         .collect()
 }
@@ -220,21 +281,29 @@ fn is_b64token_byte(b: u8) -> bool {
     B64TOKEN.get(usize::from(b)).copied().unwrap_or(false)
 }
 
-fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(), AuthError> {
-    let place = || describe(std::slice::from_ref(source));
+/// `1*b64token-byte *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(is_b64token_byte)
+}
+
+fn check_length(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(), AuthError> {
     if token.len() > max_bytes {
         return Err(AuthError::new(
             Reason::TokenTooLarge,
             format!(
                 "token in {} is {} bytes; the limit is {max_bytes}",
-                place(),
+                describe(&[source]),
                 token.len()
             ),
         ));
     }
-    let body = token.trim_end_matches('=');
-    let valid = !body.is_empty() && body.bytes().all(is_b64token_byte);
-    if !valid {
+    Ok(())
+}
+
+fn check_syntax(token: &str, source: &TokenSource) -> Result<(), AuthError> {
+    let place = || describe(&[source]);
+    if !is_b64token(token) {
         let problem = if token.is_empty() {
             "is empty"
         } else if token.contains(' ') {
@@ -250,7 +319,7 @@ fn check_syntax(token: &str, source: &TokenSource, max_bytes: usize) -> Result<(
     Ok(())
 }
 
-fn describe(sources: &[TokenSource]) -> String {
+fn describe(sources: &[&TokenSource]) -> String {
     match sources.first() {
         Some(TokenSource::Header { name, .. }) => format!("header {name}"),
         Some(TokenSource::Query { param }) => format!("query parameter {param}"),

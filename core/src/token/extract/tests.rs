@@ -39,10 +39,11 @@ type Case<'a> = (
 
 fn run(cases: &[Case], sources: &[&TokenSource]) {
     for (name, request, query, expected) in cases {
-        let got = extract_credential(&headers(request), *query, sources, 64);
+        let request = headers(request);
+        let got = extract_credential(&request, *query, sources, 64);
         match expected {
             Ok(token) => assert_eq!(
-                got.map(|c| c.map(|c| c.token)),
+                got.map(|c| c.map(|c| c.token.into_owned())),
                 Ok(token.map(String::from)),
                 "{name}"
             ),
@@ -356,7 +357,8 @@ fn authorization_counts_even_when_no_source_reads_it() {
 
 #[test]
 fn query_sources_are_ignored_unless_configured() {
-    let got = extract_credential(&[], Some("access_token=abc"), &[&bearer()], 64).unwrap();
+    let bearer = bearer();
+    let got = extract_credential(&[], Some("access_token=abc"), &[&bearer], 64).unwrap();
     assert_eq!(got, None);
 }
 
@@ -402,13 +404,13 @@ fn second_credential_message_names_both_places() {
 
 #[test]
 fn found_in_lists_every_place() {
-    let got = extract_credential(
-        &headers(&[("authorization", "Bearer abc")]),
-        Some("access_token=abc"),
-        &[&bearer(), &query()],
-        64,
-    )
-    .unwrap()
-    .unwrap();
-    assert_eq!(got.found_in, vec![bearer(), query()]);
+    let (request, bearer, query) = (
+        headers(&[("authorization", "Bearer abc")]),
+        bearer(),
+        query(),
+    );
+    let got = extract_credential(&request, Some("access_token=abc"), &[&bearer, &query], 64)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.found_in, vec![&bearer, &query]);
 }
