@@ -49,6 +49,53 @@ pub fn normalize_path(raw: &str) -> Result<NormalizedPath, String> {
             echo(path_part.as_bytes())
         ));
     };
+    if is_canonical(relative) {
+        // Nearly every request: nothing to decode or resolve, the path reads as it is sent.
+        return Ok(NormalizedPath {
+            path: path_part.to_string(),
+            encoded: path_part.to_string(),
+            query,
+            rewritten: None,
+        });
+    }
+    resolve(path_part, relative, query)
+}
+
+/// Whether a path (after its leading `/`) is already in the form [`resolve`] would give it:
+/// only unescaped `pchar` bytes, no empty segment but a trailing one, no dot segment and no
+/// segment ending in a dot. One pass over its bytes, no allocation.
+fn is_canonical(relative: &str) -> bool {
+    let mut segment_start = 0;
+    let bytes = relative.as_bytes();
+    for (index, &byte) in bytes.iter().enumerate() {
+        if byte == b'/' {
+            let segment = bytes.get(segment_start..index).unwrap_or_default();
+            if segment.is_empty() || segment.ends_with(b".") {
+                return false;
+            }
+            segment_start = index + 1;
+        } else if !is_plain_path_byte(byte) {
+            return false;
+        }
+    }
+    // The last segment may be empty (a trailing slash), never a dot segment or dot-ended.
+    !bytes
+        .get(segment_start..)
+        .unwrap_or_default()
+        .ends_with(b".")
+}
+
+/// `pchar` bytes that stand for themselves (no `%`): what [`check_raw_byte`] accepts.
+fn is_plain_path_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&byte)
+}
+
+/// The general case: decode, check and resolve each segment.
+fn resolve(
+    path_part: &str,
+    relative: &str,
+    query: Option<String>,
+) -> Result<NormalizedPath, String> {
     let mut decoded_segments: Vec<String> = Vec::new();
     let mut encoded_segments: Vec<String> = Vec::new();
     for raw_segment in relative.split('/') {

@@ -288,3 +288,27 @@ fn the_canonical_path_is_a_fixed_point_and_holds_no_refused_escape() {
         "only {accepted} generated paths were accepted"
     );
 }
+
+/// The shortcut for paths already canonical answers exactly as the general reading does.
+#[test]
+fn the_canonical_shortcut_agrees_with_the_general_reading() {
+    use proptest::prelude::*;
+    let alphabet = prop::sample::select(vec![
+        "a", "B", "0", ".", "..", "/", "//", "%2e", "%41", "-", "~", ";", " ", "%2F", "é", "@",
+    ]);
+    let paths = prop::collection::vec(alphabet, 0..12).prop_map(|parts| parts.concat());
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 4000,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&paths, |tail| {
+            let raw = format!("/{tail}");
+            let relative = raw.strip_prefix('/').unwrap();
+            let general = resolve(&raw, relative, Some("q=1".to_string()));
+            let answer = normalize_path(&format!("{raw}?q=1"));
+            prop_assert_eq!(answer, general, "{}", raw);
+            Ok(())
+        })
+        .unwrap();
+}
