@@ -178,6 +178,22 @@ class Envoy:
             time.sleep(0.1)
         raise EnvoyError(f"Envoy not ready after {ready_timeout_s:.0f}s")
 
+    def worker_cpu_ns(self) -> int:
+        """On-CPU time of Envoy's worker threads so far (`/proc/<pid>/task/*/schedstat`, in ns):
+        what the worker spent, whatever else ran on the machine meanwhile (unlike req/s, which
+        drops when the worker waits for a CPU)."""
+        total = 0
+        if self.process is None:
+            return 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                if not (task / "comm").read_text().startswith("wrk:worker"):
+                    continue
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -207,12 +207,16 @@ def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, li
         workload = workloads.WORKLOADS[name]
         before_classes, before_bg = status_classes(envoy, listener), brickgate_counters(envoy)
         url = f"http://127.0.0.1:{ports[listener]}"
+        cpu_before = envoy.worker_cpu_ns()
         result = wrk_runner.run(args.wrk, url, pools[name], envoy_bench.PATH, args.duration)
+        if result.requests:
+            result.cpu_us = (envoy.worker_cpu_ns() - cpu_before) / 1000 / result.requests
         if not envoy.alive():
             raise BenchError(f"Envoy died during {name} / {listener}\n--- Envoy log tail ---\n{envoy.log_tail()}")
         results.setdefault((name, listener), []).append(result)
         progress(f"[{index}/{len(plan)}] round {round_} {name:<10} {listener:<22} {result.rps:>9,.0f} req/s  "
-                 f"p50 {fmt_ms(result.p50_ms)}  p99 {fmt_ms(result.p99_ms)}  non-2xx {result.non_2xx:,}")
+                 f"p50 {fmt_ms(result.p50_ms)}  p99 {fmt_ms(result.p99_ms)}  non-2xx {result.non_2xx:,}  "
+                 f"worker {result.cpu_us:.1f} µs/req")
         classes = diff(status_classes(envoy, listener), before_classes)
         expected_class = f"{workload.expect // 100}xx"
         unexpected = {c: n for c, n in classes.items() if c != expected_class}
@@ -285,6 +289,13 @@ def per_round_ratios(mine: list, base: list | None, value) -> list[float]:
     return [value(a) / value(b) for a, b in zip(mine, base) if value(b)]
 
 
+def cpu_above_floor_us(mine: list, floor: list | None) -> list[float]:
+    """Per round: the worker's on-CPU µs per request above the floor listener's."""
+    if not floor:
+        return []
+    return [a.cpu_us - b.cpu_us for a, b in zip(mine, floor) if a.cpu_us and b.cpu_us]
+
+
 def cost_above_floor_us(mine: list, floor: list | None) -> list[float]:
     """Per round: the worker's time per request above the floor listener's, in µs. One Envoy
     worker saturated by wrk spends about 1/rps seconds of CPU per request."""
@@ -315,6 +326,11 @@ def render(args, results, caches, notes, meta) -> str:
         f"- floor: `{FLOOR}`, a proxy-wasm filter that reads `authorization` and continues "
         f"(`{meta['noop_display']}`, bench/noop); *µs above floor* is, per round, 1/req/s of the listener "
         f"minus 1/req/s of `{FLOOR}` on the warm workload (the worker's time per request beyond the wasm floor)",
+        "- *worker CPU*: the Envoy worker thread's on-CPU time (`/proc/<pid>/task/<tid>/schedstat`) during "
+        "the run divided by the requests wrk completed; *req per CPU-s vs jwt_authn* is jwt_authn's worker CPU "
+        "per request over the listener's (higher is cheaper, as the req/s ratio); *CPU above floor* is its per-round difference to "
+        f"`{FLOOR}` on the warm workload. Unlike req/s it does not drop when the worker waits for a CPU "
+        "(wrk, other processes), so it is the steadier measure of what a filter costs on a shared machine",
         f"- command: `bench/run.py {' '.join(meta['argv'])}`",
         "",
         "Workloads:",
@@ -323,8 +339,8 @@ def render(args, results, caches, notes, meta) -> str:
           for w in args.workloads),
         "",
         "| workload | listener | req/s | spread | p50 | p99 | non-2xx | req/s vs jwt_authn | p99 vs jwt_authn "
-        "| µs above floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| µs above floor | worker CPU µs/req | req per CPU-s vs jwt_authn | CPU above floor |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     floor = results.get(("warm", FLOOR))
     for (name, listener), rounds in results.items():
@@ -333,13 +349,19 @@ def render(args, results, caches, notes, meta) -> str:
         rps_ratios = per_round_ratios(rounds, base, lambda r: r.rps)
         p99_ratios = per_round_ratios(rounds, base, lambda r: r.p99_ms)
         above = cost_above_floor_us(rounds, floor)
+        cpu_above = cpu_above_floor_us(rounds, floor)
+        # Requests per worker-CPU-second against jwt_authn's: the same sense as the req/s ratio.
+        cpu_ratios = [b.cpu_us / a.cpu_us for a, b in zip(rounds, base or []) if a.cpu_us and b.cpu_us]
         non_2xx, requests = sum(r.non_2xx for r in rounds), sum(r.requests for r in rounds)
         share = f" ({non_2xx / requests:.0%})" if non_2xx and requests else ""
         lines.append(f"| {name} | {listener} | {median(rps):,.0f} | {spread(rps)} | "
                      f"{fmt_ms(median([r.p50_ms for r in rounds]))} | {fmt_ms(median([r.p99_ms for r in rounds]))} | "
                      f"{non_2xx:,}{share} | {fmt_ratio(median(rps_ratios) if rps_ratios else None)} | "
                      f"{fmt_ratio(median(p99_ratios) if p99_ratios else None)} | "
-                     f"{f'{median(above):+.1f}' if above else '—'} |")
+                     f"{f'{median(above):+.1f}' if above else '—'} | "
+                     f"{median([r.cpu_us for r in rounds]):.1f} | "
+                     f"{fmt_ratio(median(cpu_ratios) if cpu_ratios else None)} | "
+                     f"{f'{median(cpu_above):+.1f}' if cpu_above else '—'} |")
     columns = sorted({column for counters in caches.values() for column in counters})
     if columns:
         lines += ["", "brickgate `token_cache` counters, summed over the rounds (`wasmcustom.brickgate.token_cache.*`):", "",

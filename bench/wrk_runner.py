@@ -21,6 +21,8 @@ class WrkResult:
     non_2xx: int
     socket_errors: int
     raw: str
+    # The Envoy worker's on-CPU µs per request (filled in by the caller, which reads the worker).
+    cpu_us: float = 0.0
 
 
 def params(duration_s: int) -> str:

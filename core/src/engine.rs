@@ -26,7 +26,7 @@ mod dry_run;
 mod mutations;
 
 pub use dry_run::WOULD_DENY;
-pub use mutations::{HeaderRewrite, Mutations, UpstreamAction};
+pub use mutations::{HeaderEdit, HeaderRewrite, Mutations, UpstreamAction};
 
 type Claims = Map<String, Value>;
 

@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
 use super::{HostSharedData, Shared, StreamCell, access_log, log, now_ns};
+use brickgate_core::engine::{HeaderEdit, HeaderRewrite};
 use brickgate_core::stream::{Env, Event, HostAction, Record, Reply};
 
 /// Steps the stream with `event` and carries out what the step asks. The stream must be the
@@ -68,10 +69,7 @@ fn carry_out(
     action: HostAction,
 ) -> Result<(), String> {
     match action {
-        HostAction::SetRequestHeaders(rewrite) => {
-            hostcalls::set_map(MapType::HttpRequestHeaders, rewrite.pairs())
-                .map_err(|e| format!("cannot set the request headers: {e:?}"))
-        }
+        HostAction::SetRequestHeaders(rewrite) => rewrite_headers(&rewrite),
         HostAction::SetRequestTrailers(trailers) => {
             hostcalls::set_map(MapType::HttpRequestTrailers, pairs(&trailers))
                 .map_err(|e| format!("cannot set the request trailers: {e:?}"))
@@ -105,6 +103,23 @@ fn carry_out(
             Ok(())
         }
     }
+}
+
+/// Makes the rewrite's edits, one host call each.
+fn rewrite_headers(rewrite: &HeaderRewrite) -> Result<(), String> {
+    const MAP: MapType = MapType::HttpRequestHeaders;
+    for edit in rewrite.edits() {
+        // Names only in the message: a value may be a credential.
+        let (done, name) = match edit {
+            HeaderEdit::Remove(name) => (hostcalls::set_map_value(MAP, name, None), name),
+            HeaderEdit::ReplacePath(path) => {
+                (hostcalls::set_map_value(MAP, ":path", Some(path)), ":path")
+            }
+            HeaderEdit::Add(name, value) => (hostcalls::add_map_value(MAP, name, value), name),
+        };
+        done.map_err(|e| format!("cannot set the request header {name}: {e:?}"))?;
+    }
+    Ok(())
 }
 
 /// Header pairs as the SDK takes them.

@@ -94,9 +94,47 @@ pub struct HeaderRewrite {
     pub mutations: Mutations,
 }
 
+/// One change to the request's header map, as the proxy-wasm host makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderEdit<'a> {
+    /// Remove every header of this name.
+    Remove(&'a str),
+    /// Set `:path` (a pseudo-header is replaced where it stands, never removed).
+    ReplacePath(&'a str),
+    /// Append a header.
+    Add(&'a str, &'a str),
+}
+
 impl HeaderRewrite {
     pub fn pairs(&self) -> Vec<(&str, &str)> {
         self.mutations.applied_pairs(&self.original)
+    }
+
+    /// The same rewrite as the fewest single-header changes: a removal for each name the
+    /// request carries that is removed or set, the path, then each header set. Replacing the
+    /// whole map costs the host a removal and an insertion for every header the request has,
+    /// and a warm request usually only gains headers. A set header is removed before it is
+    /// added because a host's "replace" may keep a second copy of the name.
+    pub fn edits(&self) -> Vec<HeaderEdit<'_>> {
+        let m = &self.mutations;
+        let mut edits = Vec::with_capacity(m.set_headers.len() + m.verified_headers.len() + 1);
+        for (index, (name, _)) in self.original.iter().enumerate() {
+            let earlier = self.original.get(..index).unwrap_or_default();
+            let replaced = !name.starts_with(':')
+                && (m
+                    .remove_headers
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(name))
+                    || m.headers_set().any(|(s, _)| s.eq_ignore_ascii_case(name)));
+            if replaced && !earlier.iter().any(|(e, _)| e.eq_ignore_ascii_case(name)) {
+                edits.push(HeaderEdit::Remove(name));
+            }
+        }
+        if let Some(path) = &m.set_path {
+            edits.push(HeaderEdit::ReplacePath(path));
+        }
+        edits.extend(m.headers_set().map(|(n, v)| HeaderEdit::Add(n, v)));
+        edits
     }
 
     /// What the upstream receives, owned (for tests and logs).
@@ -160,3 +198,6 @@ pub(super) fn databricks_hygiene(request: &Request<'_>, mutations: &mut Mutation
         .set_headers
         .push(("user-agent".to_string(), agent));
 }
+
+#[cfg(test)]
+mod tests;
