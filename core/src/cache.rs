@@ -10,10 +10,12 @@
 //! microsecond per request inside wasm. Flooding the map with colliding keys is not possible
 //! either: only tokens whose signature verified are inserted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::rc::Rc;
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use crate::UnixTime;
 use crate::alg::Alg;
@@ -35,11 +37,21 @@ pub struct CachedToken {
 }
 
 #[derive(Debug)]
+struct Slot {
+    token: Rc<str>,
+    /// Its insertion number (see `order`).
+    number: u64,
+    cached: CachedToken,
+}
+
+#[derive(Debug)]
 pub struct TokenCache {
     max_entries: usize,
     max_bytes: usize,
     used_bytes: usize,
-    entries: HashMap<Rc<str>, (u64, CachedToken), RandomState>,
+    /// A table rather than a map, so a lookup compares the token with [`same_bytes`].
+    entries: HashTable<Slot>,
+    hasher: RandomState,
     /// Insertion order with insertion numbers, for eviction (oldest first). Entries removed
     /// early leave a stale number behind, skipped when it reaches the front: O(1) per request.
     order: VecDeque<(Rc<str>, u64)>,
@@ -52,7 +64,8 @@ impl TokenCache {
             max_entries,
             max_bytes,
             used_bytes: 0,
-            entries: HashMap::default(),
+            entries: HashTable::new(),
+            hasher: RandomState::default(),
             order: VecDeque::new(),
             inserted: 0,
         }
@@ -70,17 +83,21 @@ impl TokenCache {
     /// an entry verified with an older key set, or past its `exp`, is dropped.
     pub fn get(
         &mut self,
-        key: &str,
+        token: &str,
         now: UnixTime,
         current_generation: impl Fn(usize) -> Option<u64>,
     ) -> Option<CachedToken> {
-        let (_, entry) = self.entries.get(key)?;
+        let hash = self.hasher.hash_one(token);
+        let slot = self
+            .entries
+            .find(hash, |slot| same_bytes(&slot.token, token))?;
+        let entry = &slot.cached;
         let fresh =
             now < entry.exp && current_generation(entry.provider) == Some(entry.key_generation);
         if fresh {
             return Some(entry.clone());
         }
-        self.remove(key);
+        self.remove(token);
         None
     }
 
@@ -98,39 +115,77 @@ impl TokenCache {
             }
         }
         if self.order.len() > 2 * self.max_entries {
-            let entries = &self.entries;
-            self.order.retain(|(key, number)| {
+            let (entries, hasher) = (&self.entries, &self.hasher);
+            self.order.retain(|(token, number)| {
                 entries
-                    .get(&**key)
-                    .is_some_and(|(current, _)| current == number)
+                    .find(hasher.hash_one(&**token), |slot| {
+                        same_bytes(&slot.token, token)
+                    })
+                    .is_some_and(|slot| slot.number == *number)
             });
         }
         self.inserted += 1;
         self.used_bytes += entry.bytes;
-        let key: Rc<str> = Rc::from(token);
-        self.order.push_back((Rc::clone(&key), self.inserted));
-        self.entries.insert(key, (self.inserted, entry));
+        let token: Rc<str> = Rc::from(token);
+        self.order.push_back((Rc::clone(&token), self.inserted));
+        let hasher = &self.hasher;
+        self.entries.insert_unique(
+            hasher.hash_one(&*token),
+            Slot {
+                token,
+                number: self.inserted,
+                cached: entry,
+            },
+            |slot| hasher.hash_one(&*slot.token),
+        );
     }
 
-    fn remove(&mut self, key: &str) {
-        if let Some((_, old)) = self.entries.remove(key) {
-            self.used_bytes -= old.bytes;
+    fn remove(&mut self, token: &str) {
+        let hash = self.hasher.hash_one(token);
+        if let Ok(found) = self
+            .entries
+            .find_entry(hash, |slot| same_bytes(&slot.token, token))
+        {
+            let (old, _) = found.remove();
+            self.used_bytes -= old.cached.bytes;
         }
     }
 
     fn evict_oldest(&mut self) -> bool {
-        while let Some((key, number)) = self.order.pop_front() {
-            if self
+        while let Some((token, number)) = self.order.pop_front() {
+            let hash = self.hasher.hash_one(&*token);
+            let current = self
                 .entries
-                .get(&*key)
-                .is_some_and(|(current, _)| *current == number)
-            {
-                self.remove(&key);
+                .find(hash, |slot| same_bytes(&slot.token, &token))
+                .is_some_and(|slot| slot.number == number);
+            if current {
+                self.remove(&token);
                 return true;
             }
         }
         false
     }
+}
+
+/// Whether two strings are equal, eight bytes at a time: inside wasm `==` on strings is a
+/// byte-by-byte `memcmp`, and every cache hit compares a whole (1 KB) token.
+pub fn same_bytes(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut left, mut right) = (a.chunks_exact(8), b.chunks_exact(8));
+    let words_equal = left
+        .by_ref()
+        .zip(right.by_ref())
+        .all(|(x, y)| word(x) == word(y));
+    words_equal && left.remainder() == right.remainder()
+}
+
+fn word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]
@@ -197,6 +252,25 @@ mod tests {
             cache.get("huge", 0, |_| Some(1)).is_none(),
             "larger than the whole cache"
         );
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        let long = "a".repeat(700);
+        let mut other = long.clone();
+        other.replace_range(699.., "b");
+        assert!(same_bytes(&long, &long.clone()));
+        assert!(!same_bytes(&long, &other), "last byte");
+        assert!(!same_bytes(&long, &long[..699]), "length");
+        for len in 0..20 {
+            let text = "x".repeat(len);
+            assert!(same_bytes(&text, &text.clone()));
+            assert!(!same_bytes(&text, &format!("{text}y")));
+        }
+        let mut cache = TokenCache::new(10, 100_000);
+        cache.insert(&long, entry(0, 1, 1000, 800));
+        assert!(cache.get(&other, 0, |_| Some(1)).is_none());
+        assert!(cache.get(&long, 0, |_| Some(1)).is_some());
     }
 
     #[test]

@@ -122,12 +122,8 @@ impl Engine {
     ) -> Decision {
         let mut audit = AuditRecord {
             method: request.method.to_string(),
-            path: request
-                .path
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_string(),
+            // Set by `evaluate`: the path rules saw, or the raw one if it cannot be read.
+            path: String::new(),
             request_id: header(request.headers, "x-request-id").map(str::to_string),
             ..AuditRecord::default()
         };
@@ -173,6 +169,12 @@ impl Engine {
     ) -> Result<Verdict, AuthError> {
         let config = &self.config;
         let path = normalize_path(request.path).map_err(|problem| {
+            audit.path = request
+                .path
+                .split('?')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();

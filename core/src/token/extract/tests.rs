@@ -414,3 +414,32 @@ fn found_in_lists_every_place() {
         .unwrap();
     assert_eq!(got.found_in, vec![&bearer, &query]);
 }
+
+/// The word-at-a-time check agrees with the byte table for every byte value in every
+/// position, and for tokens of every length around a word boundary.
+#[test]
+fn the_word_check_agrees_with_the_byte_table() {
+    for byte in 0..=255u8 {
+        for position in 0..8 {
+            let mut word = *b"abcdefgh";
+            word[position] = byte;
+            assert_eq!(
+                super::b64token_word(u64::from_le_bytes(word)),
+                super::is_b64token_byte(byte),
+                "byte {byte:#04x} at {position}"
+            );
+        }
+    }
+    for len in 1..20 {
+        let good = "aZ09-._~+/".repeat(2)[..len].to_string();
+        assert!(super::is_b64token(&good), "{good}");
+        assert!(super::is_b64token(&format!("{good}==")));
+        for bad in [",", " ", "=", "%", "\u{e9}"] {
+            let mut text = good.clone();
+            text.insert_str(len / 2, bad);
+            assert!(!super::is_b64token(&text), "{text:?}");
+        }
+    }
+    assert!(!super::is_b64token(""));
+    assert!(!super::is_b64token("=="));
+}
