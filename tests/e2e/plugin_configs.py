@@ -31,6 +31,8 @@ def main_config(idp_issuer: str, idp_port: int) -> dict:
     """Listener `main`: three providers and one rule of each kind."""
     return {
         "realm": REALM,
+        # As the shipped configs: the decision record in the access log's filter state.
+        "audit": {"filter_state": True},
         "providers": {
             "idp": idp_provider(idp_issuer, idp_port),
             "local": {

@@ -232,3 +232,23 @@ def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, i
         assert token.encode() not in received
     finally:
         collector.close()
+
+
+def test_without_filter_state_configured_the_access_log_has_no_record(start_envoy, wasm_path, idp, upstream, tokens):
+    """`audit.filter_state` is off unless configured: no host call, and the field is empty."""
+    plugin_config = {k: v for k, v in main_config(idp.issuer, idp.port).items() if k != "audit"}
+    config = with_shipped_observability(bootstrap([brickgate_listener("main", str(wasm_path), plugin_config)], upstream.port, idp.port))
+    envoy = start_envoy(config, "no-filter-state")
+    envoy.wait_ready()
+    port = envoy.listener_ports()["main"]
+    token = tokens.idp(scope="clusters:read", subject="alice")
+    deadline = time.monotonic() + 20
+    while send(port, "GET", CLUSTERS, token).status != 200:
+        assert time.monotonic() < deadline, "keys never loaded"
+        time.sleep(0.2)
+    path = unique(CLUSTERS)
+    reply = send(port, "GET", path, token)
+    assert reply.status == 200 and reply.forwarded["x-brickgate-subject"] == ["alice"]
+    line = logged(envoy, path)
+    assert line["status"] == 200
+    assert line["brickgate"] in (None, "-", ""), line

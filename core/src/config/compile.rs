@@ -150,7 +150,9 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
         dry_run,
         audit: AuditOutputs {
             log_line: raw.audit.log_line.unwrap_or(false),
-            filter_state: raw.audit.filter_state.unwrap_or(true),
+            // Off unless an access log reads it: a filter-state object costs Envoy several µs per
+            // request (docs/BENCHMARKS.md); every shipped config that logs it turns it on.
+            filter_state: raw.audit.filter_state.unwrap_or(false),
         },
     })
 }

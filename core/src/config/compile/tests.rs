@@ -536,16 +536,16 @@ fn bad_configs_name_the_field() {
 }
 
 #[test]
-fn audit_goes_to_filter_state_and_not_the_application_log_by_default() {
+fn audit_outputs_are_off_until_configured() {
     let config = compile(&base()).unwrap();
-    assert!(config.audit.filter_state && !config.audit.log_line);
+    assert!(!config.audit.filter_state && !config.audit.log_line);
     let config = compile(&with(
         base(),
         "/audit",
-        json!({"log_line": true, "filter_state": false}),
+        json!({"log_line": true, "filter_state": true}),
     ))
     .unwrap();
-    assert!(!config.audit.filter_state && config.audit.log_line);
+    assert!(config.audit.filter_state && config.audit.log_line);
 }
 
 #[test]
