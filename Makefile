@@ -110,6 +110,8 @@ dist/brickgate-names.wasm: $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml 
 	@mkdir -p dist
 	cp target/names/$(TARGET)/release/brickgate.wasm $@
 PROFILE_REQUESTS ?= 20000
+# Also: cold_rs256, forged, denied (5,000 distinct tokens cycled through a 4,096-entry cache).
+PROFILE_MODES ?= warm anonymous noop
 $(STAMPS)/node-tools:
 	@mkdir -p $(STAMPS)
 	@if ! command -v node >/dev/null || ! command -v c++filt >/dev/null; then \
@@ -122,7 +124,7 @@ bench-profile: $(PROFILE_WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/node-to
 	node --test bench/profile/
 	$(PYTHON) bench/profile/prepare.py .run/profile-input.json
 	@{ echo "# make bench-profile, $$(date -u +%FT%TZ), $$(git rev-parse --short HEAD 2>/dev/null), load $$(cut -d' ' -f1-3 /proc/loadavg)"; \
-	  for mode in warm anonymous noop; do \
+	  for mode in $(PROFILE_MODES); do \
 	    wasm=$(PROFILE_WASM); [ $$mode = noop ] && wasm=$(NOOP_WASM); \
 	    node bench/profile/run.mjs --input .run/profile-input.json --wasm $$wasm --mode $$mode \
 	      --requests $(PROFILE_REQUESTS) --profile-requests $(PROFILE_REQUESTS) \

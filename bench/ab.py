@@ -1,4 +1,5 @@
-"""A/B of brickgate builds or configurations in one Envoy: the warm workload against each, in
+"""A/B of brickgate builds or configurations in one Envoy: one workload (`--workload`, warm by
+default) against each, in
 interleaved rounds, reporting the Envoy worker's on-CPU µs per request (median of the rounds)
 and its difference to the no-op floor. For finding where a few µs go; `make bench` remains the
 benchmark of record.
@@ -41,6 +42,8 @@ def main() -> int:
     parser.add_argument("--variant", action="append", type=variant, required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=3)
+    parser.add_argument("--workload", default="warm", choices=sorted(workloads.WORKLOADS))
+    parser.add_argument("--tokens", type=int, default=20000, help="distinct tokens for a cold workload")
     args = parser.parse_args()
     args.envoy = str(Path(args.envoy).resolve())
 
@@ -53,7 +56,7 @@ def main() -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="brickgate-ab-"))
     envoy = envoy_bench.Envoy(args.envoy, envoy_bench.bootstrap(
         [envoy_bench.listener(name, filters) for name, filters in listeners.items()]), work_dir, "warning")
-    pool, _ = workloads.token_pool(workloads.WORKLOADS["warm"], 1, work_dir, 3600)
+    pool, _ = workloads.token_pool(workloads.WORKLOADS[args.workload], args.tokens, work_dir, 3600)
     cpu: dict[str, list[float]] = {name: [] for name in listeners}
     try:
         envoy.start()
@@ -63,10 +66,11 @@ def main() -> int:
                 before = envoy.worker_cpu_ns()
                 result = wrk_runner.run(args.wrk, f"http://127.0.0.1:{ports[name]}", pool, envoy_bench.PATH,
                                         args.duration)
-                if result.non_2xx or not result.requests:
-                    raise RuntimeError(f"{name}: {result.non_2xx} non-2xx of {result.requests}\n{envoy.log_tail()}")
+                if not result.requests:
+                    raise RuntimeError(f"{name}: no requests\n{envoy.log_tail()}")
                 cpu[name].append((envoy.worker_cpu_ns() - before) / 1000 / result.requests)
-                print(f"round {round_} {name:<12} {cpu[name][-1]:6.1f} µs/req  {result.rps:>8,.0f} req/s", flush=True)
+                print(f"round {round_} {name:<12} {cpu[name][-1]:6.1f} µs/req  {result.rps:>8,.0f} req/s"
+                      f"  non-2xx {result.non_2xx:,}", flush=True)
                 time.sleep(0.5)
     finally:
         envoy.stop()

@@ -18,6 +18,9 @@ import workloads  # noqa: E402
 from run import PERFORMANCE_HOST  # noqa: E402  (the `brickgate` listener's performance config)
 
 
+COLD_TOKENS = 5000
+
+
 def request_headers(token: str) -> list[list[str]]:
     """What Envoy hands a filter for one wrk request (HTTP/1.1, Host + Authorization), in the
     order Envoy keeps them: pseudo-headers first, then the request's, then what Envoy adds."""
@@ -53,6 +56,14 @@ def main() -> None:
             "noop": {"root_id": "noop", "config": {}, "headers": request_headers(token)},
         },
     }
+    # Cold modes: more distinct tokens than the cache holds (4096), cycled, so every request
+    # verifies its token (the cache evicts the oldest first).
+    now = int(time.time())
+    for name in ["cold_rs256", "forged", "denied"]:
+        tokens = workloads.mint(workloads.WORKLOADS[name], COLD_TOKENS, "profile", now)
+        data["modes"][name] = {"root_id": "brickgate", "config": plugin,
+                               "headers": request_headers(tokens[0]),
+                               "header_sets": [request_headers(token) for token in tokens]}
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(data, indent=1))
 

@@ -34,9 +34,11 @@ function parseArgs(argv) {
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 class Harness {
-  constructor(host, headers) {
+  // `headerSets`: one header list per request, cycled (cold modes: a token each).
+  constructor(host, headerSets) {
     this.host = host;
-    this.headers = headers;
+    this.headerSets = headerSets;
+    this.sent = 0;
     this.exports = host.instance.exports;
     this.nextId = ROOT_CONTEXT + 1;
     this.actions = new Map();
@@ -55,12 +57,13 @@ class Harness {
   // The request-header callback's host calls are counted apart (stats swapped in and out).
   request(rhStats, restStats, timer) {
     const e = this.exports, h = this.host, id = this.nextId++;
-    h.beginStream(this.headers);
+    const headers = this.headerSets[this.sent++ % this.headerSets.length];
+    h.beginStream(headers);
     h.stats = restStats.stats; h.details = restStats.details;
     e.proxy_on_context_create(id, ROOT_CONTEXT);
     h.stats = rhStats.stats; h.details = rhStats.details;
     const t0 = timer ? performance.now() : 0;
-    const action = e.proxy_on_request_headers(id, this.headers.length, 1);
+    const action = e.proxy_on_request_headers(id, headers.length, 1);
     if (timer) timer.ns += (performance.now() - t0) * 1e6;
     h.stats = restStats.stats; h.details = restStats.details;
     e.proxy_on_done(id);
@@ -202,14 +205,17 @@ async function main() {
 
   const setup = newStats();
   host.stats = setup.stats; host.details = setup.details;
-  const harness = new Harness(host, mode.headers);
+  const harness = new Harness(host, mode.header_sets ?? [mode.headers]);
   harness.start(0, Buffer.byteLength(pluginConfiguration));
 
   // The first request (for brickgate warm: verifies the token and fills the cache).
   const first = newStats();
   const action = harness.request(first, first, null);
   out.push(`first request: ${ACTIONS[action] ?? action}, local responses ${JSON.stringify(host.localResponses.map((r) => r.status))}`);
-  if (action !== 0 || host.localResponses.length) {
+  // forged and denied are refused with a local response (401, 403); every other mode is admitted.
+  const expected = { forged: 401, denied: 403 }[args.mode];
+  const refusedAsExpected = expected && action === 1 && host.localResponses.length === 1 && host.localResponses[0].status === expected;
+  if (!refusedAsExpected && (expected || action !== 0 || host.localResponses.length)) {
     throw new Error(`the first request was not admitted (action ${action}, local responses ${JSON.stringify(host.localResponses)}); logs: ${JSON.stringify(host.logs.slice(-5))}`);
   }
 

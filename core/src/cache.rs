@@ -39,9 +39,19 @@ pub struct CachedToken {
 #[derive(Debug)]
 struct Slot {
     token: Rc<str>,
+    /// The token's hash, kept: a 1 KB token costs a few hundred ns to hash inside wasm, and a
+    /// table that grows or evicts would otherwise hash it again.
+    hash: u64,
     /// Its insertion number (see `order`).
     number: u64,
     cached: CachedToken,
+}
+
+/// An entry's place in the eviction order: its token's hash and insertion number.
+#[derive(Debug)]
+struct Queued {
+    hash: u64,
+    number: u64,
 }
 
 #[derive(Debug)]
@@ -54,7 +64,7 @@ pub struct TokenCache {
     hasher: RandomState,
     /// Insertion order with insertion numbers, for eviction (oldest first). Entries removed
     /// early leave a stale number behind, skipped when it reaches the front: O(1) per request.
-    order: VecDeque<(Rc<str>, u64)>,
+    order: VecDeque<Queued>,
     inserted: u64,
 }
 
@@ -97,7 +107,7 @@ impl TokenCache {
         if fresh {
             return Some(entry.clone());
         }
-        self.remove(token);
+        self.remove(hash, |slot| same_bytes(&slot.token, token));
         None
     }
 
@@ -106,7 +116,8 @@ impl TokenCache {
         if self.max_entries == 0 || entry.bytes > self.max_bytes {
             return;
         }
-        self.remove(token);
+        let hash = self.hasher.hash_one(token);
+        self.remove(hash, |slot| same_bytes(&slot.token, token));
         while self.entries.len() >= self.max_entries
             || self.used_bytes + entry.bytes > self.max_bytes
         {
@@ -115,51 +126,48 @@ impl TokenCache {
             }
         }
         if self.order.len() > 2 * self.max_entries {
-            let (entries, hasher) = (&self.entries, &self.hasher);
-            self.order.retain(|(token, number)| {
+            let entries = &self.entries;
+            self.order.retain(|queued| {
                 entries
-                    .find(hasher.hash_one(&**token), |slot| {
-                        same_bytes(&slot.token, token)
-                    })
-                    .is_some_and(|slot| slot.number == *number)
+                    .find(queued.hash, |slot| slot.number == queued.number)
+                    .is_some()
             });
         }
         self.inserted += 1;
         self.used_bytes += entry.bytes;
-        let token: Rc<str> = Rc::from(token);
-        self.order.push_back((Rc::clone(&token), self.inserted));
-        let hasher = &self.hasher;
+        self.order.push_back(Queued {
+            hash,
+            number: self.inserted,
+        });
         self.entries.insert_unique(
-            hasher.hash_one(&*token),
+            hash,
             Slot {
-                token,
+                token: Rc::from(token),
+                hash,
                 number: self.inserted,
                 cached: entry,
             },
-            |slot| hasher.hash_one(&*slot.token),
+            |slot| slot.hash,
         );
     }
 
-    fn remove(&mut self, token: &str) {
-        let hash = self.hasher.hash_one(token);
-        if let Ok(found) = self
-            .entries
-            .find_entry(hash, |slot| same_bytes(&slot.token, token))
-        {
-            let (old, _) = found.remove();
-            self.used_bytes -= old.cached.bytes;
+    /// Removes the entry `is_it` picks among those with this hash.
+    fn remove(&mut self, hash: u64, is_it: impl Fn(&Slot) -> bool) -> bool {
+        match self.entries.find_entry(hash, is_it) {
+            Ok(found) => {
+                let (old, _) = found.remove();
+                self.used_bytes -= old.cached.bytes;
+                true
+            }
+            Err(_) => false,
         }
     }
 
+    /// Drops the oldest entry still present (queue entries of entries removed early are stale:
+    /// their insertion number is no longer in the table).
     fn evict_oldest(&mut self) -> bool {
-        while let Some((token, number)) = self.order.pop_front() {
-            let hash = self.hasher.hash_one(&*token);
-            let current = self
-                .entries
-                .find(hash, |slot| same_bytes(&slot.token, &token))
-                .is_some_and(|slot| slot.number == number);
-            if current {
-                self.remove(&token);
+        while let Some(queued) = self.order.pop_front() {
+            if self.remove(queued.hash, |slot| slot.number == queued.number) {
                 return true;
             }
         }
