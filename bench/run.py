@@ -224,6 +224,7 @@ def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, li
             notes.append(f"{name} / {listener}: responses by class {classes}, wrk socket errors "
                          f"{result.socket_errors} (every response should be {expected_class})")
         if listener.startswith("brickgate"):
+            time.sleep(0.3)  # brickgate hands its counters to Envoy once per tick (100 ms)
             counters = diff(brickgate_counters(envoy), before_bg)
             suffixes = {key.removeprefix("wasmcustom.brickgate."): value for key, value in counters.items()}
             reasons = {k.removeprefix("denied."): v for k, v in suffixes.items() if k.startswith("denied.")}

@@ -8,7 +8,7 @@ mod root;
 mod stream;
 mod upstream;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -83,37 +83,39 @@ impl Shared {
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;
 
-/// A labelled request counter's id, by its decision and reason.
-type LabelledId = (&'static str, Option<&'static str>, u32);
+/// A labelled request counter's slot, by its decision and reason.
+type LabelledSlot = (&'static str, Option<&'static str>, usize);
 
-/// Counter ids: the fixed set defined at configure time, labelled ones on first use.
+/// Counters, added up inside the VM and handed to the host once per tick ([`Counters::flush`]):
+/// a host call per counter per request costs the worker more than the counting itself, and a
+/// counter a tenth of a second late changes no dashboard.
 #[derive(Default)]
 pub struct Counters {
-    ids: HashMap<String, u32>,
+    /// Slot of each counter defined at configure time, by name.
+    by_name: HashMap<String, usize>,
     /// Labelled request counters by rule name ("" for none), then by (decision, reason): found
     /// without formatting the counter's name, which is only built the first time.
-    labelled: HashMap<String, Vec<LabelledId>>,
+    labelled: HashMap<String, Vec<LabelledSlot>>,
+    /// Each counter's host id and what it gained since the last flush.
+    slots: Vec<(u32, Cell<u64>)>,
     /// The decision-time histogram, if the host defines histograms.
     decision_time: Option<u32>,
 }
 
 impl Counters {
     pub fn define(names: &[String]) -> Counters {
-        let ids = names
-            .iter()
-            .filter_map(|name| {
-                hostcalls::define_metric(MetricType::Counter, name)
-                    .ok()
-                    .map(|id| (name.clone(), id))
-            })
-            .collect();
-        let decision_time =
-            hostcalls::define_metric(MetricType::Histogram, metrics::DECISION_TIME_US).ok();
-        Counters {
-            ids,
-            labelled: HashMap::new(),
-            decision_time,
+        let mut counters = Counters {
+            decision_time: hostcalls::define_metric(MetricType::Histogram, metrics::DECISION_TIME_US)
+                .ok(),
+            ..Counters::default()
+        };
+        for name in names {
+            if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
+                counters.by_name.insert(name.clone(), counters.slots.len());
+                counters.slots.push((id, Cell::new(0)));
+            }
         }
+        counters
     }
 
     /// Moves the labelled request counter of a decision (`metrics::request_counter`; its
@@ -134,21 +136,20 @@ impl Counters {
         let known = by_rule
             .iter()
             .find(|(d, r, _)| *d == decision && *r == reason)
-            .map(|(_, _, id)| *id);
-        let id = match known {
-            Some(id) => id,
+            .map(|(_, _, slot)| *slot);
+        let slot = match known {
+            Some(slot) => slot,
             None => {
                 let name = metrics::request_counter(decision, reason, rule);
-                match hostcalls::define_metric(MetricType::Counter, &name) {
-                    Ok(id) => {
-                        by_rule.push((decision, reason, id));
-                        id
-                    }
-                    Err(_) => return,
-                }
+                let Ok(id) = hostcalls::define_metric(MetricType::Counter, &name) else {
+                    return;
+                };
+                self.slots.push((id, Cell::new(0)));
+                by_rule.push((decision, reason, self.slots.len() - 1));
+                self.slots.len() - 1
             }
         };
-        let _ = hostcalls::increment_metric(id, 1);
+        self.bump(slot, 1);
     }
 
     pub fn record_decision_time(&self, micros: u64) {
@@ -157,10 +158,26 @@ impl Counters {
         }
     }
 
-    pub fn add(&self, name: &str, amount: i64) {
-        if let Some(id) = self.ids.get(name) {
-            // A failed increment only loses a count; never fail a request over it.
-            let _ = hostcalls::increment_metric(*id, amount);
+    pub fn add(&self, name: &str, amount: u64) {
+        if let Some(slot) = self.by_name.get(name) {
+            self.bump(*slot, amount);
+        }
+    }
+
+    fn bump(&self, slot: usize, amount: u64) {
+        if let Some((_, pending)) = self.slots.get(slot) {
+            pending.set(pending.get().saturating_add(amount));
+        }
+    }
+
+    /// Hands the host what every counter gained since the last flush (one call per counter
+    /// that moved). A failed increment only loses counts; it never fails anything.
+    pub fn flush(&self) {
+        for (id, pending) in &self.slots {
+            let amount = pending.replace(0);
+            if amount > 0 {
+                let _ = hostcalls::increment_metric(*id, i64::try_from(amount).unwrap_or(i64::MAX));
+            }
         }
     }
 }

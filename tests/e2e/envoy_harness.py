@@ -114,6 +114,10 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
+# Longer than brickgate's tick (100 ms), after which a request's counters are in Envoy's stats.
+COUNTER_FLUSH_S = 0.25
+
+
 class EnvoyProcess:
     """One Envoy process; its config, admin address file and log live in `work_dir`."""
 
@@ -177,7 +181,9 @@ class EnvoyProcess:
         return {entry["name"]: entry["local_address"]["socket_address"]["port_value"] for entry in json.loads(body)["listener_statuses"]}
 
     def stats(self, pattern: str = r"^wasmcustom\.") -> dict[str, int]:
-        """Counters and gauges whose name matches `pattern` (admin /stats, text format)."""
+        """Counters and gauges whose name matches `pattern` (admin /stats, text format). brickgate
+        hands its counters to Envoy once per tick (100 ms): wait for the requests just made."""
+        time.sleep(COUNTER_FLUSH_S)
         status, body = http_get(f"{self.admin_url}/stats?filter={urllib.parse.quote(pattern)}")
         assert status == 200, body
         values = {}
