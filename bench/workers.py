@@ -57,6 +57,8 @@ class ThroughputRun:
 class MemorySample:
     vm_rss_kib: int
     rss_anon_kib: int
+    wasm_memories: int  # wasm linear memories found in the address space (one per VM)
+    wasm_memory_rss_kib: int  # their resident pages, summed
 
 
 def listeners_config(wasm: str, noop: str) -> dict[str, list[dict]]:
@@ -83,13 +85,35 @@ def worker_cpu_ns_by_thread(pid: int) -> dict[str, int]:
     return threads
 
 
+def wasm_linear_memories(pid: int) -> list[int]:
+    """Resident KiB of each wasm linear memory, from /proc/<pid>/smaps. V8 reserves every linear
+    memory with guard pages (several GiB, PROT_NONE) and makes its first pages read-write, so a
+    linear memory is a rw-p mapping directly followed by a PROT_NONE mapping of at least 4 GiB.
+    Nothing else in Envoy reserves that much; a V8 that laid memories out otherwise finds none."""
+    mappings: list[list] = []  # [start, end, permissions, rss_kib]
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0].endswith(":"):
+            if fields[0] == "Rss:" and mappings:
+                mappings[-1][3] = int(fields[1])
+            continue
+        start, _, end = fields[0].partition("-")
+        mappings.append([int(start, 16), int(end, 16), fields[1], 0])
+    return [memory[3] for memory, guard in zip(mappings, mappings[1:])
+            if memory[2].startswith("rw") and guard[2].startswith("---") and memory[1] == guard[0]
+            and guard[1] - guard[0] >= 1 << 32]
+
+
 def memory_kib(pid: int) -> MemorySample:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
         if name in ("VmRSS", "RssAnon"):
             fields[name] = int(value.split()[0])  # "  123456 kB"
-    return MemorySample(fields["VmRSS"], fields["RssAnon"])
+    memories = wasm_linear_memories(pid)
+    return MemorySample(fields["VmRSS"], fields["RssAnon"], len(memories), sum(memories))
 
 
 @contextmanager
@@ -152,7 +176,7 @@ def scaling(args, listeners, pool: Path) -> tuple[dict, list[str]]:
 def memory(args, listeners, pool: Path) -> tuple[dict, list[str]]:
     samples: dict[tuple[str, int], list[MemorySample]] = {(n, c): [] for n in MEMORY_LISTENERS for c in CONCURRENCIES}
     notes = []
-    for round_ in range(1, args.rounds + 1):
+    for round_ in range(1, args.memory_rounds + 1):
         order = CONCURRENCIES if round_ % 2 else tuple(reversed(CONCURRENCIES))
         for concurrency in order:
             for name in MEMORY_LISTENERS:
@@ -168,7 +192,8 @@ def memory(args, listeners, pool: Path) -> tuple[dict, list[str]]:
                     sample = memory_kib(envoy.process.pid)
                     samples[(name, concurrency)].append(sample)
                     progress(f"memory round {round_} c={concurrency} {name:<10} VmRSS {sample.vm_rss_kib:>7} KiB "
-                             f"RssAnon {sample.rss_anon_kib:>7} KiB after {result.requests} requests")
+                             f"RssAnon {sample.rss_anon_kib:>7} KiB, {sample.wasm_memories} wasm memories "
+                             f"{sample.wasm_memory_rss_kib:>5} KiB, after {result.requests} requests")
     return samples, notes
 
 
@@ -225,32 +250,46 @@ def report(args, command: str, meta: dict, runs: dict, samples: dict, notes: lis
         f"Envoy with only that listener, after {args.memory_warm} s of warm traffic "
         f"({wrk.replace(f'-d{args.duration}s', f'-d{args.memory_warm}s')}) "
         "reaching every worker (each worker's VM created, token verified, caches filled); "
-        "/proc/<pid>/status 0.5 s later. MiB, medians of the rounds.",
+        f"/proc/<pid>/status 0.5 s later. MiB, medians of {args.memory_rounds} interleaved rounds "
+        "(fresh processes). VmRSS varies by about ±1 MiB between processes of the same configuration, "
+        "as much as a worker adds, so the range of the rounds is shown. *wasm linear memory* is the "
+        "resident part of the VMs' wasm linear memories (/proc/<pid>/smaps: a read-write mapping "
+        "followed by V8's guard reservation of several GiB; one memory per VM: Envoy's main-thread VMs "
+        "and one per worker); it does not include V8's per-VM heap and code, which VmRSS does.",
         "",
         f"| listener | VmRSS c={low} | VmRSS c={high} | VmRSS added per extra worker | (rounds: min … max) "
-        "| RssAnon added per extra worker |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| RssAnon added per extra worker | wasm memories c=1 / c=2 | wasm linear memory added per extra worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     added: dict[str, list[float]] = {}
+    added_wasm: dict[str, list[float]] = {}
     for name in MEMORY_LISTENERS:
         lo_s, hi_s = samples[(name, low)], samples[(name, high)]
         per_worker = [(h.vm_rss_kib - lo.vm_rss_kib) / (high - low) for lo, h in zip(lo_s, hi_s)]
         per_worker_anon = [(h.rss_anon_kib - lo.rss_anon_kib) / (high - low) for lo, h in zip(lo_s, hi_s)]
+        per_worker_wasm = [(h.wasm_memory_rss_kib - lo.wasm_memory_rss_kib) / (high - low)
+                           for lo, h in zip(lo_s, hi_s)]
         added[name] = per_worker
+        added_wasm[name] = per_worker_wasm
+        counts = f"{statistics.median(s.wasm_memories for s in lo_s):.0f} / {statistics.median(s.wasm_memories for s in hi_s):.0f}"
         lines.append(f"| {name} | {mib(statistics.median(s.vm_rss_kib for s in lo_s))} "
                      f"| {mib(statistics.median(s.vm_rss_kib for s in hi_s))} "
                      f"| {signed_mib(statistics.median(per_worker))} "
                      f"| {signed_mib(min(per_worker))} … {signed_mib(max(per_worker))} "
-                     f"| {signed_mib(statistics.median(per_worker_anon))} |")
+                     f"| {signed_mib(statistics.median(per_worker_anon))} | {counts} "
+                     f"| {statistics.median(per_worker_wasm):+.0f} KiB |")
     own_by_round = [b - n for b, n in zip(added["brickgate"], added["noop"])]
     own = statistics.median(own_by_round)
     wasm_size = Path(args.wasm).stat().st_size
     noop_size = Path(args.noop).stat().st_size
+    own_wasm = statistics.median(b - n for b, n in zip(added_wasm["brickgate"], added_wasm["noop"]))
     lines += [
         "",
-        f"- brickgate's own memory per extra worker (brickgate's added VmRSS minus the no-op module's, "
-        f"median of the per-round differences): **{signed_mib(own)} MiB** (rounds: "
+        f"- brickgate's own memory per extra worker, VmRSS (brickgate's added VmRSS minus the no-op "
+        f"module's, median of the per-round differences): **{signed_mib(own)} MiB** (rounds: "
         f"{signed_mib(min(own_by_round))} … {signed_mib(max(own_by_round))})",
+        f"- brickgate's own memory per extra worker, wasm linear memory (the same difference, exact "
+        f"page counts): **{own_wasm:+.0f} KiB**",
         f"- module size: `{args.wasm_label}` {wasm_size:,} bytes ({wasm_size / 1024:.0f} KiB); "
         f"no-op module {noop_size:,} bytes",
     ]
@@ -281,11 +320,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per measured wrk run (default 5)")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured wrk per listener and Envoy (default 1)")
+    parser.add_argument("--memory-rounds", type=int, default=5,
+                        help="interleaved rounds of the memory part, 4 short Envoy runs each (default 5)")
     parser.add_argument("--memory-warm", type=int, default=2, help="seconds of warm traffic before reading RSS (default 2)")
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args()
-    if min(args.rounds, args.duration, args.memory_warm, args.wrk_threads) < 1 or args.warmup < 0:
-        parser.error("--rounds, --duration, --memory-warm and --wrk-threads must be >= 1, --warmup >= 0")
+    if min(args.rounds, args.memory_rounds, args.duration, args.memory_warm, args.wrk_threads) < 1 or args.warmup < 0:
+        parser.error("--rounds, --memory-rounds, --duration, --memory-warm and --wrk-threads must be >= 1, "
+                     "--warmup >= 0")
     command = " ".join(["bench/workers.py", *sys.argv[1:]])
     args.wasm_label = args.wasm
     args.envoy, args.wasm, args.noop = (str(Path(p).resolve()) for p in (args.envoy, args.wasm, args.noop))
