@@ -258,7 +258,7 @@ def report(args, command: str, meta: dict, runs: dict, samples: dict, notes: lis
         "and one per worker); it does not include V8's per-VM heap and code, which VmRSS does.",
         "",
         f"| listener | VmRSS c={low} | VmRSS c={high} | VmRSS added per extra worker | (rounds: min … max) "
-        "| RssAnon added per extra worker | wasm memories c=1 / c=2 | wasm linear memory added per extra worker |",
+        f"| RssAnon added per extra worker | wasm memories c={low} / c={high} | wasm linear memory added per extra worker |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     added: dict[str, list[float]] = {}
@@ -271,7 +271,7 @@ def report(args, command: str, meta: dict, runs: dict, samples: dict, notes: lis
                            for lo, h in zip(lo_s, hi_s)]
         added[name] = per_worker
         added_wasm[name] = per_worker_wasm
-        counts = f"{statistics.median(s.wasm_memories for s in lo_s):.0f} / {statistics.median(s.wasm_memories for s in hi_s):.0f}"
+        counts = " / ".join(f"{statistics.median(s.wasm_memories for s in side):.0f}" for side in (lo_s, hi_s))
         lines.append(f"| {name} | {mib(statistics.median(s.vm_rss_kib for s in lo_s))} "
                      f"| {mib(statistics.median(s.vm_rss_kib for s in hi_s))} "
                      f"| {signed_mib(statistics.median(per_worker))} "
