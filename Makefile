@@ -92,7 +92,7 @@ bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 
 # Envoy workers (issue 11 point 4): the warm workload against brickgate, jwt_authn and the no-op
 # floor at --concurrency 1 and 2 (req/s, worker on-CPU µs per request), and VmRSS added per extra
-# worker (bench/workers.py). WORKERS_DURATION=5 s per run, ROUNDS=3: about 4 minutes. Not in `make test`.
+# worker (bench/workers.py). WORKERS_DURATION=5 s per run, ROUNDS=3: about 3½ minutes. Not in `make test`.
 WORKERS_DURATION ?= 5
 bench-workers: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/workers.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(WORKERS_DURATION) --rounds $(ROUNDS) $(if $(OUTPUT),--output $(OUTPUT))
