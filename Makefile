@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench bench-scale bench-profile clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -89,6 +89,13 @@ DURATION ?= 10
 ROUNDS ?= 3
 bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(DURATION) --rounds $(ROUNDS) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+
+# Envoy workers (issue 11 point 4): the warm workload against brickgate, jwt_authn and the no-op
+# floor at --concurrency 1 and 2 (req/s, worker on-CPU µs per request), and VmRSS added per extra
+# worker (bench/workers.py). WORKERS_DURATION=5 s per run, ROUNDS=3: about 3½ minutes. Not in `make test`.
+WORKERS_DURATION ?= 5
+bench-workers: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) bench/workers.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(WORKERS_DURATION) --rounds $(ROUNDS) $(if $(OUTPUT),--output $(OUTPUT))
 
 # Decision cost as policies grow (rules, providers), in instructions under callgrind: repeatable
 # on a busy machine. Native build of core/examples/decision_cost.rs.

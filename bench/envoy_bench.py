@@ -142,9 +142,10 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
 
 
 class Envoy:
-    """One Envoy process with `--concurrency 1`; config, admin address and log in `work_dir`."""
+    """One Envoy process with `--concurrency 1` (or `concurrency` workers); config, admin address
+    and log in `work_dir`."""
 
-    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, log_level: str):
+    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, log_level: str, concurrency: int = 1):
         self.work_dir = work_dir
         self.log_path = work_dir / "envoy.log"
         self.admin_address_path = work_dir / "admin-address.txt"
@@ -152,7 +153,7 @@ class Envoy:
         config_path.write_text(json.dumps(config, indent=1))
         # Hot-restart shared memory is keyed by base id: derive it from our pid so runs never clash.
         base_id = os.getpid() * 16 + 11
-        self.command = [envoy_bin, "-c", str(config_path), "--concurrency", "1", "--base-id", str(base_id),
+        self.command = [envoy_bin, "-c", str(config_path), "--concurrency", str(concurrency), "--base-id", str(base_id),
                         "--admin-address-path", str(self.admin_address_path), "-l", log_level]
         self.process: subprocess.Popen | None = None
         self.admin_url = ""

@@ -29,8 +29,9 @@ def params(duration_s: int) -> str:
     return f"wrk -t{THREADS} -c{CONNECTIONS} -d{duration_s}s --latency -s {LUA.name}"
 
 
-def run(wrk_bin: str, url: str, token_file: Path, path: str, duration_s: int) -> WrkResult:
-    command = [wrk_bin, f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency",
+def run(wrk_bin: str, url: str, token_file: Path, path: str, duration_s: int,
+        threads: int = THREADS) -> WrkResult:
+    command = [wrk_bin, f"-t{threads}", f"-c{CONNECTIONS}", f"-d{duration_s}s", "--latency",
                "-s", str(LUA), url, "--", str(token_file), path]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
