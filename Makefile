@@ -100,8 +100,9 @@ bench-workers: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 # Decision cost as policies grow (rules, providers), in instructions under callgrind: repeatable
 # on a busy machine. Native build of core/examples/decision_cost.rs.
 bench-scale: $(STAMPS)/apt-valgrind
-	cargo build --release --locked -p brickgate-core --example decision_cost
-	python3 bench/scale.py --binary target/release/examples/decision_cost
+	# With symbols (the release profile strips them): callgrind counts by function name.
+	CARGO_TARGET_DIR=target/names CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --locked -p brickgate-core --example decision_cost
+	python3 bench/scale.py --binary target/names/release/examples/decision_cost
 
 # Where brickgate's own time goes on a request, function by function: the module in Node's V8
 # (Envoy's wasm runtime) behind a fake proxy-wasm host (bench/profile/). Per mode (brickgate warm

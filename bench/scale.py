@@ -2,7 +2,7 @@
 """Decision cost as the policy grows, in instructions (callgrind), which stay repeatable on a
 busy machine where wall-clock figures do not. See docs/BENCHMARKS.md, "Cost as policies grow".
 
-    python bench/scale.py [--binary target/release/examples/decision_cost] [--requests 200]
+    python bench/scale.py [--binary target/names/release/examples/decision_cost] [--requests 200]
 
 For each configuration it runs the native `decision_cost` example under
 `valgrind --tool=callgrind`, counting only inside its `decide_loop` (warm-cache decisions),
@@ -51,7 +51,7 @@ def table(title: str, label: str, rows: list[tuple[str, float]]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--binary", default="target/release/examples/decision_cost")
+    parser.add_argument("--binary", default="target/names/release/examples/decision_cost")
     parser.add_argument("--requests", type=int, default=200, help="decisions counted per configuration")
     args = parser.parse_args()
     report = []

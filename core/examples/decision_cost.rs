@@ -156,6 +156,9 @@ fn main() {
         ("authorization", auth.as_str()),
         ("user-agent", "wrk"),
         ("x-request-id", "abc"),
+        // A serving request's size is checked against its endpoint's limit before it is
+        // decided; with a declared length nothing waits for the body.
+        ("content-length", "2"),
     ]
     .iter()
     .map(|(n, v)| (n.to_string(), v.to_string()))

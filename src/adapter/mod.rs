@@ -105,8 +105,11 @@ pub struct Counters {
 impl Counters {
     pub fn define(names: &[String]) -> Counters {
         let mut counters = Counters {
-            decision_time: hostcalls::define_metric(MetricType::Histogram, metrics::DECISION_TIME_US)
-                .ok(),
+            decision_time: hostcalls::define_metric(
+                MetricType::Histogram,
+                metrics::DECISION_TIME_US,
+            )
+            .ok(),
             ..Counters::default()
         };
         for name in names {
