@@ -41,13 +41,8 @@ impl Record {
         self.audit.decision == "allow"
     }
 
-    /// The labelled request counter this record moves (`metrics::request_counter`).
-    pub fn request_counter(&self) -> String {
-        let (decision, reason, rule) = self.request_labels();
-        metrics::request_counter(decision, reason, rule)
-    }
-
-    /// The labels of [`Record::request_counter`]: decision, reason (not for an allow), rule.
+    /// The labels of the request counter this record moves (`metrics::request_counter`):
+    /// decision, reason (not for an allow), rule.
     pub fn request_labels(&self) -> (&'static str, Option<&'static str>, Option<&str>) {
         let reason = (!self.is_allowed()).then_some(self.audit.reason).flatten();
         (self.audit.decision, reason, self.audit.rule.as_deref())
