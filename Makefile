@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -96,6 +96,19 @@ bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 WORKERS_DURATION ?= 5
 bench-workers: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/workers.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(WORKERS_DURATION) --rounds $(ROUNDS) $(if $(OUTPUT),--output $(OUTPUT))
+
+# What each kind of host call brickgate makes costs Envoy: the floor (bench/noop) against the
+# floor plus that call (bench/probe, one module per PROBE), worker on-CPU µs per request in one
+# Envoy with bench/ab.py. A few minutes; needs a quiet machine.
+PROBES := time add map property metrics
+PROBE_WASMS := $(PROBES:%=dist/bench-probe-%.wasm)
+dist/bench-probe-%.wasm: $(STAMPS)/rust-target bench/probe/Cargo.toml bench/probe/Cargo.lock bench/probe/src/lib.rs
+	PROBE=$* cargo build --release --locked --target $(TARGET) --manifest-path bench/probe/Cargo.toml --target-dir target/bench-probe/$*
+	@mkdir -p dist
+	cp target/bench-probe/$*/$(TARGET)/release/brickgate_bench_probe.wasm $@
+
+bench-probes: $(NOOP_WASM) $(PROBE_WASMS) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) bench/ab.py --envoy $(ENVOY) --noop $(NOOP_WASM) $(foreach p,$(PROBES),--variant $(p)=dist/bench-probe-$(p).wasm) --rounds $(ROUNDS) --duration 4
 
 # Decision cost as policies grow (rules, providers), in instructions under callgrind: repeatable
 # on a busy machine. Native build of core/examples/decision_cost.rs.
