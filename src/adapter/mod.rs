@@ -100,7 +100,15 @@ pub struct Counters {
     slots: Vec<(u32, Cell<u64>)>,
     /// The decision-time histogram, if the host defines histograms.
     decision_time: Option<u32>,
+    /// Decisions made at once so far (for sampling them into the histogram).
+    at_once: Cell<u32>,
 }
+
+/// One in this many decisions made at once goes into the decision-time histogram (the first one
+/// included); every decision that waited (for a body, keys or a Databricks token) goes in. Its
+/// quantiles are the same, and a clock read and a histogram value per request cost the worker
+/// more than a decision made at once takes (docs/BENCHMARKS.md).
+pub const AT_ONCE_SAMPLE: u32 = 8;
 
 impl Counters {
     pub fn define(names: &[String]) -> Counters {
@@ -153,6 +161,19 @@ impl Counters {
             }
         };
         self.bump(slot, 1);
+    }
+
+    /// Whether this decision goes into the decision-time histogram ([`AT_ONCE_SAMPLE`]).
+    pub fn times_decision(&self, at_once: bool) -> bool {
+        if self.decision_time.is_none() {
+            return false;
+        }
+        if !at_once {
+            return true;
+        }
+        let seen = self.at_once.get();
+        self.at_once.set(seen.wrapping_add(1));
+        seen.is_multiple_of(AT_ONCE_SAMPLE)
     }
 
     pub fn record_decision_time(&self, micros: u64) {

@@ -28,9 +28,15 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
         let Some(current) = event.take() else { break };
         // One clock read per step, also timing the decision (headers → record).
         let now_ns = now_ns();
-        if matches!(current, Event::RequestHeaders { .. }) {
+        // Decided in the step its headers arrived in, or after waiting (body, keys, a token).
+        let at_once = matches!(current, Event::RequestHeaders { .. });
+        if at_once {
             slot.started_ns = now_ns;
         }
+        let timing = Timing {
+            started_ns: slot.started_ns,
+            at_once,
+        };
         let mut env = Env {
             engine: &shared.engine,
             store: &mut shared.store,
@@ -43,7 +49,7 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
         let step = slot.stream.step(&mut env, current);
         reply = step.reply;
         for action in step.actions {
-            if let Err(why) = carry_out(shared, context_id, slot.started_ns, action) {
+            if let Err(why) = carry_out(shared, context_id, timing, action) {
                 event = Some(Event::HostFailure(why));
                 break;
             }
@@ -62,10 +68,17 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
     reply
 }
 
+/// When the stream's headers arrived (host ns), and whether this step is that one.
+#[derive(Clone, Copy)]
+pub struct Timing {
+    pub started_ns: u64,
+    pub at_once: bool,
+}
+
 fn carry_out(
     shared: &mut Shared,
     context_id: u32,
-    started_ns: u64,
+    timing: Timing,
     action: HostAction,
 ) -> Result<(), String> {
     match action {
@@ -95,7 +108,7 @@ fn carry_out(
             Ok(())
         }
         HostAction::Record(record) => {
-            record_decision(shared, started_ns, &record);
+            record_decision(shared, timing, &record);
             Ok(())
         }
         HostAction::Warn(line) => {
@@ -132,15 +145,15 @@ pub fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
 
 /// Counts and times the decision, hands its record to the access log (filter state) and, when
 /// configured and the host keeps info lines, writes the application-log audit line.
-pub fn record_decision(shared: &mut Shared, started_ns: u64, record: &Record) {
+pub fn record_decision(shared: &mut Shared, timing: Timing, record: &Record) {
     for counter in record.counters() {
         shared.counters.add(&counter, 1);
     }
     let (decision, reason, rule) = record.request_labels();
     shared.counters.add_request(decision, reason, rule);
-    if started_ns != 0 {
+    if timing.started_ns != 0 && shared.counters.times_decision(timing.at_once) {
         // A fresh clock read: the step's own read is where a decision made at once started.
-        let micros = now_ns().saturating_sub(started_ns) / 1000;
+        let micros = now_ns().saturating_sub(timing.started_ns) / 1000;
         shared.counters.record_decision_time(micros);
     }
     if shared.filter_state {
