@@ -98,14 +98,14 @@ bench-workers: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/workers.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(WORKERS_DURATION) --rounds $(ROUNDS) $(if $(OUTPUT),--output $(OUTPUT))
 
 # What each kind of host call brickgate makes costs Envoy: the floor (bench/noop) against the
-# floor plus that call (bench/probe, one module per PROBE), worker on-CPU µs per request in one
+# floor plus that call (bench/noop built with PROBE=..., one module per probe), worker on-CPU µs per request in one
 # Envoy with bench/ab.py. A few minutes; needs a quiet machine.
 PROBES := time add map property metrics
 PROBE_WASMS := $(PROBES:%=dist/bench-probe-%.wasm)
-dist/bench-probe-%.wasm: $(STAMPS)/rust-target bench/probe/Cargo.toml bench/probe/Cargo.lock bench/probe/src/lib.rs
-	PROBE=$* cargo build --release --locked --target $(TARGET) --manifest-path bench/probe/Cargo.toml --target-dir target/bench-probe/$*
+dist/bench-probe-%.wasm: $(STAMPS)/rust-target bench/noop/Cargo.toml bench/noop/Cargo.lock bench/noop/src/lib.rs
+	PROBE=$* cargo build --release --locked --target $(TARGET) --manifest-path bench/noop/Cargo.toml --target-dir target/bench-probe/$*
 	@mkdir -p dist
-	cp target/bench-probe/$*/$(TARGET)/release/brickgate_bench_probe.wasm $@
+	cp target/bench-probe/$*/$(TARGET)/release/brickgate_bench_noop.wasm $@
 
 bench-probes: $(NOOP_WASM) $(PROBE_WASMS) $(VENV)/.installed $(STAMPS)/apt-wrk
 	$(PYTHON) bench/ab.py --envoy $(ENVOY) --noop $(NOOP_WASM) $(foreach p,$(PROBES),--variant $(p)=dist/bench-probe-$(p).wasm) --rounds $(ROUNDS) --duration 4
