@@ -61,7 +61,11 @@ fn host_calls(probe: &str) {
         }
         "add" => {
             for name in IDENTITY_HEADERS {
-                let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, "value-of-some-length");
+                let _ = hostcalls::add_map_value(
+                    MapType::HttpRequestHeaders,
+                    name,
+                    "value-of-some-length",
+                );
             }
         }
         "map" => {
@@ -69,14 +73,16 @@ fn host_calls(probe: &str) {
         }
         "property" => {
             // A one-field google.protobuf.Struct, as brickgate's record is (undeclared here).
-            let _ = hostcalls::set_property(vec!["brickgate"], Some(&[10, 5, 10, 1, 97, 18, 0][..]));
+            let _ =
+                hostcalls::set_property(vec!["brickgate"], Some(&[10, 5, 10, 1, 97, 18, 0][..]));
         }
         "metrics" => {
             let (counter, histogram) = METRICS.with(|ids| {
                 ids.get().unwrap_or_else(|| {
                     let defined = (
                         hostcalls::define_metric(MetricType::Counter, "probe.counter").unwrap_or(0),
-                        hostcalls::define_metric(MetricType::Histogram, "probe.histogram").unwrap_or(0),
+                        hostcalls::define_metric(MetricType::Histogram, "probe.histogram")
+                            .unwrap_or(0),
                     );
                     ids.set(Some(defined));
                     defined
