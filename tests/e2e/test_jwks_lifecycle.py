@@ -264,8 +264,11 @@ def test_outage_stale_keys_then_fail_closed_then_recovery(start_envoy, wasm_path
                 time.sleep(0.15)
             stale_served = gw.counter("jwks.stale_served") - before.get("jwks.stale_served", 0)
             cache_hits = gw.counter("token_cache.hit") - before.get("token_cache.hit", 0)
-            attempts = idp_requests(idp, JWKS, since=fetched)
+            # The counter first, then the IdP's log: counters reach Envoy once per tick and reading them
+            # waits for one, so a retry landing during that wait is in the log but not yet counted.
+            # This order means `attempts` holds every counted failure, plus at most one in flight.
             failed = gw.counter("jwks.fetch_failed") - before.get("jwks.fetch_failed", 0)
+            attempts = idp_requests(idp, JWKS, since=fetched)
 
             # Beyond the grace period: 503 keys_unavailable (+ Retry-After), for every kind of token.
             while time.time() < fetched + TTL_S + GRACE_S + 0.6:
@@ -280,8 +283,8 @@ def test_outage_stale_keys_then_fail_closed_then_recovery(start_envoy, wasm_path
             time.sleep(0.3)
             stale_after = gw.counter("jwks.stale_served")
             assert timed_send(gw.port, token(idp)).reply.status == 200
-            warnings = gw.log_lines("warning", "provider idp JWKS fetch failed", since=log_offset)
             total_failed = gw.counter("jwks.fetch_failed") - before.get("jwks.fetch_failed", 0)
+            warnings = gw.log_lines("warning", "provider idp JWKS fetch failed", since=log_offset)
 
             record(f"outage_{fault}", attempts_in_grace=len(attempts),
                    attempt_offsets_s=[round(t - fetched, 2) for t in attempts], attempt_gaps_s=gaps(attempts),
