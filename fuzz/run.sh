@@ -12,7 +12,7 @@ seconds=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(credential jws jwks discovery path serving_body token_response config lifecycle)
+    targets=(credential jws jwks discovery path serving_body token_response config lifecycle header_map)
 fi
 # Safe Rust with `unsafe_code = "deny"`: AddressSanitizer would slow every target for nothing
 # the compiler does not already rule out; a violated property is a panic, which libFuzzer reports.

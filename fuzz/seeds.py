@@ -142,6 +142,24 @@ def lifecycle():
     write("lifecycle", "rotation", bytes([1, 0, 1, 1, 0, 1, 0, 0, 4, 0, 5, 0, 0, 7, 7, 8, 2, 4, 0, 5, 0, 0, 2, 0]))
 
 
+def map_bytes(pairs):
+    """A header map as the proxy-wasm ABI serialises it (see core/src/header_map.rs)."""
+    head = len(pairs).to_bytes(4, "little") + b"".join(
+        len(n).to_bytes(4, "little") + len(v).to_bytes(4, "little") for n, v in pairs)
+    return head + b"".join(n + b"\0" + v + b"\0" for n, v in pairs)
+
+
+def header_map():
+    write("header_map", "empty", b"")
+    write("header_map", "none", map_bytes([]))
+    write("header_map", "request", map_bytes([(b":method", b"GET"), (b":path", b"/api/2.0/clusters/list"),
+                                              (b"authorization", b"Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln")]))
+    write("header_map", "obs-text-value", map_bytes([(b":path", b"/x"), (b"x-note", b"caf\xe9")]))
+    write("header_map", "not-utf8-name", map_bytes([(b"x-\xc0\xafbrickgate", b"1")]))
+    write("header_map", "count-too-large", (1000).to_bytes(4, "little") + b"\0" * 12)
+    write("header_map", "missing-nul", map_bytes([(b"a", b"b")])[:-1] + b"x")
+
+
 def regressions():
     """Findings of the lifecycle fuzzer, as inputs that replay them (the unit tests beside the
     fixes in core/src/stream/tests.rs pin the same behaviour)."""
@@ -160,7 +178,8 @@ def regressions():
 
 
 if __name__ == "__main__":
-    for make in (credential, jws, jwks, discovery, path, serving_body, token_response, config, lifecycle, regressions):
+    for make in (credential, jws, jwks, discovery, path, serving_body, token_response, config, lifecycle, header_map,
+                 regressions):
         make()
     for target in sorted(CORPUS.iterdir()):
         print(f"{target.name}: {len(list(target.iterdir()))} inputs")

@@ -49,6 +49,9 @@ pub enum Reason {
     GroupNotAllowed,
     NoMatchingRule,
     BadPath,
+    /// A request header or trailer that is not UTF-8 text (HTTP/1.1 `obs-text`): brickgate
+    /// cannot tell how an upstream would read it.
+    BadHeader,
     MethodOverride,
     KeysUnavailable,
     RouteDisabled,
@@ -100,6 +103,7 @@ impl Reason {
         Reason::GroupNotAllowed,
         Reason::NoMatchingRule,
         Reason::BadPath,
+        Reason::BadHeader,
         Reason::MethodOverride,
         Reason::KeysUnavailable,
         Reason::RouteDisabled,
@@ -136,6 +140,7 @@ impl Reason {
             Reason::GroupNotAllowed => "group_not_allowed",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::BadPath => "bad_path",
+            Reason::BadHeader => "bad_header",
             Reason::MethodOverride => "method_override",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::RouteDisabled => "route_disabled",
@@ -154,7 +159,9 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::MethodOverride | Reason::BadBody => 400,
+                Reason::BadPath | Reason::BadHeader | Reason::MethodOverride | Reason::BadBody => {
+                    400
+                }
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
                 Reason::KeysUnavailable | Reason::Internal => 503,
@@ -174,6 +181,7 @@ impl Reason {
             }
             Reason::NoMatchingRule
             | Reason::BadPath
+            | Reason::BadHeader
             | Reason::MethodOverride
             | Reason::KeysUnavailable
             | Reason::RouteDisabled
@@ -452,15 +460,16 @@ mod tests {
             Reason::GroupNotAllowed => 19,
             Reason::NoMatchingRule => 20,
             Reason::BadPath => 21,
-            Reason::MethodOverride => 22,
-            Reason::KeysUnavailable => 23,
-            Reason::RouteDisabled => 24,
-            Reason::BadBody => 25,
-            Reason::BodyTooLarge => 26,
-            Reason::ExchangeRejected => 27,
-            Reason::ExchangeFailed => 28,
-            Reason::UpstreamCredentialsRejected => 29,
-            Reason::Internal => 30,
+            Reason::BadHeader => 22,
+            Reason::MethodOverride => 23,
+            Reason::KeysUnavailable => 24,
+            Reason::RouteDisabled => 25,
+            Reason::BadBody => 26,
+            Reason::BodyTooLarge => 27,
+            Reason::ExchangeRejected => 28,
+            Reason::ExchangeFailed => 29,
+            Reason::UpstreamCredentialsRejected => 30,
+            Reason::Internal => 31,
         }
     }
 

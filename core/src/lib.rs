@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz_properties;
+pub mod header_map;
 pub mod header_name;
 pub mod identity;
 pub mod jwks;

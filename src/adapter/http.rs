@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
+use super::host_maps::{self, ReadError};
 use super::stream::drive;
 use super::{SharedState, Slot, StreamCell, log};
 use brickgate_core::error::AuthError;
@@ -90,13 +91,16 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        match hostcalls::get_map(MapType::HttpRequestHeaders) {
+        match host_maps::read(MapType::HttpRequestHeaders) {
             Ok(headers) => self.handle(Event::RequestHeaders {
                 headers,
                 end_of_stream,
             }),
-            Err(status) => self.handle(Event::HostFailure(format!(
-                "cannot read the request headers: {status:?}"
+            Err(ReadError::NotUtf8 { name, headers }) => {
+                self.handle(Event::UnreadableHeaders { name, headers })
+            }
+            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+                "cannot read the request headers: {why}"
             ))),
         }
     }
@@ -125,10 +129,11 @@ impl HttpContext for Filter {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        match hostcalls::get_map(MapType::HttpRequestTrailers) {
+        match host_maps::read(MapType::HttpRequestTrailers) {
             Ok(trailers) => self.handle(Event::RequestTrailers { trailers }),
-            Err(status) => self.handle(Event::HostFailure(format!(
-                "cannot read the request trailers: {status:?}"
+            Err(ReadError::NotUtf8 { name, .. }) => self.handle(Event::UnreadableTrailers { name }),
+            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+                "cannot read the request trailers: {why}"
             ))),
         }
     }

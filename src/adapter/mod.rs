@@ -2,6 +2,7 @@
 //! to the pure core, and carries out the decisions the core returns.
 
 mod access_log;
+mod host_maps;
 mod host_verify;
 mod http;
 mod root;

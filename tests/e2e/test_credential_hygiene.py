@@ -218,3 +218,40 @@ def test_strict_listener_resets_underscore_header_over_h2(listeners, upstream):
     with pytest.raises(StreamReset):
         h2_request(listeners.strict, "GET", path, [("x_brickgate_subject", "admin")])
     assert_upstream_not_reached(upstream, path)
+
+
+# --- header values that are not UTF-8 ------------------------------------------------------------
+
+BAD_HEADER = Refusal(400, "bad_header", "BAD_REQUEST", NO_CHALLENGE)
+NOT_UTF8 = b"caf\xe9"  # HTTP/1.1 obs-text: Envoy passes it on; the SDK's map reader panicked on it
+
+
+def _still_serving(port: int, token: str) -> None:
+    """The VM survived: fresh connections (any worker) are still decided, and allowed."""
+    for _ in range(6):
+        reply = send(port, "GET", "/api/2.0/clusters/list", token)
+        assert reply.status == 200, (reply.status, reply.body[:300])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(("route", "name"), [
+    pytest.param("/api/2.0/clusters/", "x-note", id="token-route"),
+    pytest.param("/public/", "user-agent", id="anonymous-route"),
+    pytest.param("/api/2.0/clusters/", "authorization", id="in-the-credential"),
+])
+def test_header_value_not_utf8_is_bad_header_and_the_worker_keeps_serving(listeners, tokens, upstream, protocol,
+                                                                           route, name):
+    token = tokens.idp(scope=READ)
+    path = unique(route)
+    value = b"Bearer " + token.encode() + NOT_UTF8 if name == "authorization" else NOT_UTF8
+    headers = [(name, value)] if name == "authorization" else [("authorization", f"Bearer {token}"), (name, value)]
+    if protocol == "h2":
+        reply = h2_request(listeners.strict, "GET", path, [(n.encode(), v if isinstance(v, bytes) else v.encode())
+                                                           for n, v in headers])
+    else:
+        reply = send(listeners.strict, "GET", path, headers=headers)
+    assert_refused(reply, BAD_HEADER, token)
+    assert f"request header {name} is not UTF-8".encode() in reply.body, reply.body
+    assert_upstream_not_reached(upstream, path)
+    _still_serving(listeners.strict, token)
+

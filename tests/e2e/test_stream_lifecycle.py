@@ -100,7 +100,9 @@ def h2_chat(port: int, token: str | None, body: bytes, trailers=(("x-trace", "1"
                       trailers=list(trailers) if trailers is not None else None)
 
 
-def http1_chunked_with_trailers(port: int, token: str, body: bytes, timeout_s: float = 5.0) -> tuple[int, dict, bytes]:
+def http1_chunked_with_trailers(port: int, token: str, body: bytes, timeout_s: float = 5.0,
+                                trailer_section: bytes = b"x-trace: 1\r\nx-brickgate-subject: spoofed\r\n"
+                                ) -> tuple[int, dict, bytes]:
     """POST with Transfer-Encoding: chunked, two chunks and a trailer section; raw socket."""
     middle = len(body) // 2
     head = (f"POST {CHAT} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\n"
@@ -108,7 +110,7 @@ def http1_chunked_with_trailers(port: int, token: str, body: bytes, timeout_s: f
             "X-Brickgate-Subject: spoofed\r\nConnection: close\r\n\r\n").encode()
     chunks = b"".join(f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (body[:middle], body[middle:]))
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-        sock.sendall(head + chunks + b"0\r\nx-trace: 1\r\nx-brickgate-subject: spoofed\r\n\r\n")
+        sock.sendall(head + chunks + b"0\r\n" + trailer_section + b"\r\n")
         data = b""
         while True:
             part = sock.recv(65536)
@@ -177,6 +179,27 @@ def test_an_allowed_body_with_trailers_reaches_the_upstream_whole_with_verified_
     assert forwarded["x-brickgate-rule"] == ["endpoint"]
     assert forwarded["x-brickgate-subject"] == ["alice@example.com"]
     assert echoed["body_length"] == len(body)
+
+
+@pytest.mark.parametrize("protocol", ["h2", "http1.1"])
+def test_a_trailer_that_is_not_utf8_is_refused_while_the_request_is_held(lifecycle, protocol):
+    """A trailer brickgate cannot read is one it cannot strip: 400 `bad_header` naming it, and
+    nothing reaches the upstream, although token and body would be allowed. The worker's VM
+    survives (the SDK's map reader panicked on such bytes)."""
+    token = lifecycle.tokens.idp(scope="serving:churn")
+    before = upstream_hits(lifecycle.echo)
+    if protocol == "h2":
+        reply = h2_chat(lifecycle.port, token, chat_body("churn"), trailers=[(b"x-trace", b"caf\xe9")])
+        status, reason, body = reply.status, reply.header("x-brickgate-reason"), reply.body
+    else:
+        status, headers, body = http1_chunked_with_trailers(lifecycle.port, token, chat_body("churn"),
+                                                            trailer_section=b"x-trace: caf\xe9\r\n")
+        reason = headers.get("x-brickgate-reason")
+    assert (status, reason) == (400, "bad_header"), body[:300]
+    assert b"request trailer x-trace is not UTF-8" in body, body
+    assert upstream_hits(lifecycle.echo) == before, "the upstream received a request with an unreadable trailer"
+    for _ in range(4):
+        assert h2_chat(lifecycle.port, token, chat_body("churn")).status == 200
 
 
 # --- finding 2: the headers carry the body's verdict, never an anonymous candidate's ------------------

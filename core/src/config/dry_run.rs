@@ -40,6 +40,7 @@ fn reportable(reason: Reason) -> bool {
         reason,
         Reason::Internal
             | Reason::BadPath
+            | Reason::BadHeader
             | Reason::BadBody
             | Reason::BodyTooLarge
             | Reason::MethodOverride

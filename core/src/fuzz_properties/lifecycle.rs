@@ -259,8 +259,12 @@ struct Client {
     keys_wait_since: Option<u64>,
     headers_at: u64,
     body_events: usize,
-    /// Allowed, then cut by a host call that failed.
+    /// Allowed, then cut by a host call that failed (or by trailers it could not read).
     cut: bool,
+    /// Its headers, or its trailers, held a value that is not UTF-8 (the adapter's
+    /// `UnreadableHeaders` / `UnreadableTrailers`).
+    garbled_headers: bool,
+    garbled_trailers: bool,
     stream: Stream,
 }
 
@@ -296,6 +300,8 @@ struct World {
     ever_published: BTreeSet<&'static str>,
     /// The next host call that carries out a verdict fails.
     fail_next_call: bool,
+    /// The next headers or trailers a client sends hold a value that is not UTF-8.
+    garble_next: bool,
     next_callout: u32,
     issued: usize,
 }
@@ -331,6 +337,7 @@ impl World {
             published: 0,
             ever_published,
             fail_next_call: false,
+            garble_next: false,
             next_callout: 1,
             issued: 0,
         }
@@ -391,7 +398,11 @@ impl World {
                                 client.records.iter().any(Record::is_allowed),
                                 "local reply after release"
                             );
-                            assert!(response.status >= 500, "a cut stream blames the client");
+                            assert!(
+                                response.status >= 500
+                                    || (client.garbled_trailers && response.status == 400),
+                                "a cut stream blames the client"
+                            );
                             client.cut = true;
                         }
                         client.local_reply = Some(response);
@@ -426,6 +437,7 @@ impl World {
     /// What reached the upstream is covered by an allow record, and is what the policy allows.
     fn check_release(&self, id: usize) {
         let client = &self.clients[id];
+        assert!(!client.garbled_headers, "released with unreadable headers");
         let allows = client.records.iter().filter(|r| r.is_allowed()).count();
         assert_eq!(
             allows, 1,
@@ -507,6 +519,10 @@ impl World {
             );
             assert_eq!(record.audit.status, reply.status);
         }
+        assert!(
+            !(client.garbled_trailers && client.upstream_trailers.is_some()),
+            "unreadable trailers reached the upstream"
+        );
         if let Some(trailers) = &client.upstream_trailers {
             for (name, _) in trailers {
                 assert!(
@@ -590,9 +606,17 @@ impl World {
             headers_at: self.now_ms,
             body_events: 0,
             cut: false,
+            garbled_headers: false,
+            garbled_trailers: false,
             stream: Stream::new(),
         });
         let id = self.clients.len() - 1;
+        if std::mem::take(&mut self.garble_next) {
+            self.clients[id].garbled_headers = true;
+            let name = "x-note".to_string();
+            self.drive(id, Event::UnreadableHeaders { name, headers }, true);
+            return;
+        }
         self.drive(
             id,
             Event::RequestHeaders {
@@ -616,6 +640,13 @@ impl World {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
             client.pending_trailers = Some(trailers.clone());
+            if std::mem::take(&mut self.garble_next) {
+                // Had the stream gone on, the host would pass these on as they came.
+                client.garbled_trailers = true;
+                let name = "x-trace".to_string();
+                self.drive(id, Event::UnreadableTrailers { name }, true);
+                return;
+            }
             self.drive(id, Event::RequestTrailers { trailers }, true);
             return;
         }
@@ -817,7 +848,7 @@ pub fn check(data: &[u8]) {
     let mut events = 0;
     while !input.is_empty() && events < MAX_EVENTS {
         events += 1;
-        match input.byte() % 12 {
+        match input.byte() % 13 {
             0 | 1 => world.start(&mut input),
             2 | 3 => {
                 if !world.clients.is_empty() {
@@ -856,7 +887,8 @@ pub fn check(data: &[u8]) {
                     }
                 }
             }
-            _ => world.fail_next_call = true,
+            11 => world.fail_next_call = true,
+            _ => world.garble_next = true,
         }
     }
     world.fail_next_call = false;

@@ -24,13 +24,15 @@ mod proptests;
 mod replay_tests;
 
 pub use input::Input;
-pub use parsers::{config, credential, discovery, jwks, jws, path, serving_body, token_response};
+pub use parsers::{
+    config, credential, discovery, header_map, jwks, jws, path, serving_body, token_response,
+};
 
 /// A property check: panics when the input breaks a property.
 pub type Check = fn(&[u8]);
 
 /// Every fuzz target's name (its folder under `fuzz/corpus/`) and its property check.
-pub const TARGETS: [(&str, Check); 9] = [
+pub const TARGETS: [(&str, Check); 10] = [
     ("credential", credential),
     ("jws", jws),
     ("jwks", jwks),
@@ -40,4 +42,5 @@ pub const TARGETS: [(&str, Check); 9] = [
     ("token_response", token_response),
     ("config", config),
     ("lifecycle", lifecycle::check),
+    ("header_map", header_map),
 ];

@@ -12,6 +12,7 @@ use crate::databricks::serving::model_from_body;
 use crate::encoding::b64url_decode;
 use crate::engine::{Engine, Request};
 use crate::error::{AuthError, Reason};
+use crate::header_map::{self, MapError};
 use crate::header_name::same_header_name;
 use crate::jwks::{
     FetchLocation, JwksStore, KeyMaterial, KeyOrigin, jwks_location_from, parse_jwks,
@@ -373,6 +374,38 @@ pub fn path(data: &[u8]) {
         normal.query.as_deref(),
         text.split_once('?').map(|(_, q)| q)
     );
+}
+
+// --- header maps ---------------------------------------------------------------------------
+
+/// A header map from the host is read exactly (what decodes re-encodes to the same bytes), or
+/// refused; a refusal for bytes that are not UTF-8 names the header in printable text only.
+pub fn header_map(data: &[u8]) {
+    match header_map::decode(data) {
+        Ok(headers) => {
+            let pairs: Vec<(&[u8], &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            if data.is_empty() {
+                assert!(headers.is_empty());
+            } else {
+                assert_eq!(header_map::encode(&pairs), data, "not read exactly");
+            }
+        }
+        Err(MapError::NotUtf8 { name, headers }) => {
+            assert!(
+                name.chars().all(|c| c.is_ascii_graphic() || c == '…'),
+                "unprintable name {name:?}"
+            );
+            let pairs: Vec<(&[u8], &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            assert_ne!(header_map::encode(&pairs), data, "valid UTF-8 refused");
+        }
+        Err(MapError::Malformed(_)) => {}
+    }
 }
 
 // --- serving bodies ------------------------------------------------------------------------

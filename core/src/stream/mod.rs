@@ -77,6 +77,12 @@ pub enum Event<'a> {
     },
     /// The request's trailers (their arrival ends the request).
     RequestTrailers { trailers: Headers },
+    /// The request headers, one of which is not UTF-8 text (`header_map::MapError::NotUtf8`):
+    /// `name` is that header's (printable) name, `headers` the map read lossily, for the audit
+    /// record only.
+    UnreadableHeaders { name: String, headers: Headers },
+    /// The request's trailers, one of which (`name`) is not UTF-8 text.
+    UnreadableTrailers { name: String },
     /// From the root context: keys changed, a fetch attempt ended, or time passed.
     Wake,
     /// The Databricks token this stream waited for, or why there is none.
@@ -309,6 +315,9 @@ impl Stream {
                     .push(HostAction::Warn(format!("brickgate: {why}")));
                 (state, step)
             }
+            (State::Idle, Event::UnreadableHeaders { name, headers }) => {
+                refuse(env, &headers, unreadable("request header", &name))
+            }
             (
                 State::Idle,
                 Event::RequestHeaders {
@@ -333,7 +342,10 @@ impl Stream {
                 )
             }
             // Headers twice: the host broke its contract; refuse rather than guess.
-            (state, Event::RequestHeaders { headers, .. }) => match state {
+            (
+                state,
+                Event::RequestHeaders { headers, .. } | Event::UnreadableHeaders { headers, .. },
+            ) => match state {
                 State::Allowed | State::Refused => (state, Step::pause()),
                 _ => refuse_internal(
                     &headers,
@@ -369,6 +381,33 @@ impl Stream {
                     (state, Step::pause())
                 }
             }
+            // A trailer brickgate cannot read is one it cannot strip: refuse while nothing has
+            // gone upstream.
+            (State::ReadingBody { held, .. }, Event::UnreadableTrailers { name }) => {
+                refuse(env, &held.headers, unreadable("request trailer", &name))
+            }
+            (
+                state @ (State::WaitingForKeys(_) | State::WaitingForToken(_)),
+                Event::UnreadableTrailers { name },
+            ) => refuse(env, state.headers(), unreadable("request trailer", &name)),
+            // Allowed and recorded; the headers (and body) went upstream but the trailers must
+            // not: cut the stream (Envoy resets the upstream request) without a second record.
+            (State::Allowed, Event::UnreadableTrailers { name }) => {
+                let error = unreadable("request trailer", &name);
+                let response = error.to_response(&env.engine.config.realm);
+                let step = Step {
+                    reply: Reply::Pause,
+                    actions: vec![
+                        HostAction::SendResponse(response),
+                        HostAction::Warn(format!(
+                            "brickgate: {} after the request was allowed; the request is cut with 400 (its audit record is the allow)",
+                            error.detail
+                        )),
+                    ],
+                };
+                (State::Refused, step)
+            }
+            (State::Refused, Event::UnreadableTrailers { .. }) => (State::Refused, Step::pause()),
             (State::ReadingBody { held, .. }, Event::RequestTrailers { trailers }) => {
                 self.request_complete = true;
                 let mut step = self.decide(env, held, keys::Wait::Fresh, Context::Callback);
@@ -595,7 +634,8 @@ fn event_name(event: &Event<'_>) -> &'static str {
     match event {
         Event::RequestHeaders { .. } => "headers",
         Event::RequestBody { .. } => "body",
-        Event::RequestTrailers { .. } => "trailers",
+        Event::RequestTrailers { .. } | Event::UnreadableTrailers { .. } => "trailers",
+        Event::UnreadableHeaders { .. } => "headers",
         Event::Wake => "wake-up",
         Event::UpstreamToken(_) => "upstream token",
         Event::HostFailure(_) => "host failure",
@@ -668,6 +708,16 @@ fn refuse(env: &Env<'_>, headers: &[(String, String)], error: AuthError) -> (Sta
         ],
     };
     (State::Refused, step)
+}
+
+/// 400 `bad_header`: `what` (a request header or trailer) named `name` is not UTF-8 text.
+fn unreadable(what: &str, name: &str) -> AuthError {
+    AuthError::new(
+        crate::error::Reason::BadHeader,
+        format!(
+            "{what} {name} is not UTF-8 text; brickgate cannot tell how the upstream would read it"
+        ),
+    )
 }
 
 /// Internal trouble: fail closed with 503, never the upstream, never blaming the client.

@@ -769,3 +769,123 @@ fn an_agent_body_of_unknown_length_is_held_and_refused_past_its_limit() {
         }
     }
 }
+
+/// A header or trailer that is not UTF-8 (the adapter's `UnreadableHeaders` /
+/// `UnreadableTrailers`): 400 `bad_header` naming it, recorded once, never released; after an
+/// allow, the stream is cut (the trailers must not follow) and the allow stays its one record.
+#[test]
+fn a_header_or_trailer_that_is_not_utf8_is_refused_in_every_state() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let bad_header = |step: &Step, name: &str| {
+        assert_eq!(step.reply, Reply::Pause);
+        let response = step.actions.iter().find_map(|a| match a {
+            HostAction::SendResponse(r) => Some(r),
+            _ => None,
+        });
+        let response = response.expect("no local reply");
+        assert_eq!(response.status, 400);
+        assert_eq!(response.header("x-brickgate-reason"), Some("bad_header"));
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(body.contains(name) && !body.contains("smuggled"), "{body}");
+    };
+    let records = |step: &Step| -> Vec<Option<&'static str>> {
+        step.actions
+            .iter()
+            .filter_map(|a| match a {
+                HostAction::Record(r) => Some(r.audit.reason),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // At the headers: refused, recorded with the path read lossily.
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    let step = world.step(
+        &mut stream,
+        Event::UnreadableHeaders {
+            name: "x-note".into(),
+            headers: headers("GET", "/api/2.1/jobs/list", &member),
+        },
+    );
+    bad_header(&step, "request header x-note");
+    assert_eq!(records(&step), [Some("bad_header")]);
+    assert_eq!(stream.phase(), "refused");
+
+    // While reading a body (held at the headers): refused before anything went upstream.
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", CHAT, &member),
+            end_of_stream: false,
+        },
+    );
+    assert_eq!(stream.phase(), "reading_body");
+    let step = world.step(
+        &mut stream,
+        Event::UnreadableTrailers {
+            name: "x-trace".into(),
+        },
+    );
+    bad_header(&step, "request trailer x-trace");
+    assert_eq!(records(&step), [Some("bad_header")]);
+
+    // While waiting for keys.
+    let mut world = World::new(Setup::RemoteKeys);
+    let mut stream = Stream::new();
+    world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("GET", "/api/2.1/jobs/list", &member),
+            end_of_stream: false,
+        },
+    );
+    assert_eq!(stream.phase(), "waiting_for_keys");
+    let step = world.step(
+        &mut stream,
+        Event::UnreadableTrailers {
+            name: "x-trace".into(),
+        },
+    );
+    bad_header(&step, "request trailer x-trace");
+    assert_eq!(records(&step), [Some("bad_header")]);
+    assert!(!stream.is_held());
+
+    // Allowed at the headers: the trailers cut the stream, with no second record.
+    let mut world = World::new(Setup::InlineKeys);
+    let mut stream = Stream::new();
+    let step = world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", "/api/2.1/jobs/run-now", &member),
+            end_of_stream: false,
+        },
+    );
+    assert_eq!(step.reply, Reply::Continue);
+    let step = world.step(
+        &mut stream,
+        Event::UnreadableTrailers {
+            name: "x-trace".into(),
+        },
+    );
+    bad_header(&step, "request trailer x-trace");
+    assert!(records(&step).is_empty());
+    assert!(
+        step.actions
+            .iter()
+            .any(|a| matches!(a, HostAction::Warn(_)))
+    );
+    assert_eq!(stream.phase(), "refused");
+
+    // Refused already: nothing more.
+    let step = world.step(
+        &mut stream,
+        Event::UnreadableTrailers {
+            name: "x-trace".into(),
+        },
+    );
+    assert_eq!(step.reply, Reply::Pause);
+    assert!(step.actions.is_empty());
+}

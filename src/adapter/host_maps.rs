@@ -1,0 +1,73 @@
+//! Header maps read from the host as bytes and decoded by the core.
+//!
+//! The SDK's `hostcalls::get_map` unwraps `String::from_utf8` on every name and value, and
+//! panics on any status but `Ok`. A client can send a header value that is not UTF-8 (HTTP/1.1
+//! `obs-text`), and a panic traps the VM: every later stream on that worker would fail. So the
+//! map is fetched here with the same host call and handed to `header_map::decode`, which never
+//! panics and names the header it cannot read.
+
+use std::ptr::null_mut;
+
+use proxy_wasm::types::MapType;
+
+use brickgate_core::header_map::{self, MapError};
+use brickgate_core::stream::Headers;
+
+#[allow(unsafe_code)]
+mod ffi {
+    use proxy_wasm::types::{MapType, Status};
+
+    // The same import the SDK declares (the linker merges the two).
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+    }
+
+    /// The serialised map, or the host's status.
+    pub fn map_bytes(map_type: MapType) -> Result<Vec<u8>, Status> {
+        let mut data: *mut u8 = super::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a pointer and a length it allocated through the SDK's
+        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes from the global
+        // allocator), and hands ownership to the module; the SDK's own `get_map` takes it back
+        // the same way.
+        unsafe {
+            match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
+                Status::Ok if data.is_null() || size == 0 => Ok(Vec::new()),
+                Status::Ok => Ok(Vec::from_raw_parts(data, size, size)),
+                status => Err(status),
+            }
+        }
+    }
+}
+
+/// Why a map could not be read.
+pub enum ReadError {
+    /// The host call failed, or its bytes do not follow the ABI: the host's fault.
+    Host(String),
+    /// A name or value is not UTF-8 (see `MapError::NotUtf8`).
+    NotUtf8 { name: String, headers: Headers },
+}
+
+pub fn read(map_type: MapType) -> Result<Headers, ReadError> {
+    let bytes =
+        ffi::map_bytes(map_type).map_err(|status| ReadError::Host(format!("{status:?}")))?;
+    header_map::decode(&bytes).map_err(|error| match error {
+        MapError::Malformed(why) => ReadError::Host(format!("malformed map: {why}")),
+        MapError::NotUtf8 { name, headers } => ReadError::NotUtf8 { name, headers },
+    })
+}
+
+/// A map brickgate only reads for itself (a callout's response headers): a value that is not
+/// UTF-8 is kept with U+FFFD in its place, which can only make a check fail; `None` when the
+/// host could not give the map.
+pub fn read_lossy(map_type: MapType) -> Option<Headers> {
+    match read(map_type) {
+        Ok(headers) | Err(ReadError::NotUtf8 { headers, .. }) => Some(headers),
+        Err(ReadError::Host(_)) => None,
+    }
+}
