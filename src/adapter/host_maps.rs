@@ -15,32 +15,39 @@ use brickgate_core::stream::Headers;
 
 #[allow(unsafe_code)]
 mod ffi {
-    use proxy_wasm::types::{MapType, Status};
+    use proxy_wasm::types::MapType;
 
-    // The same import the SDK declares (the linker merges the two).
+    /// The ABI's `Ok`.
+    const OK: u32 = 0;
+
+    // The same import the SDK declares (the linker merges the two). The status is taken as a
+    // plain `u32`: the host may return codes the SDK's `Status` enum has no variant for, and
+    // reading one into that enum would be undefined behaviour.
+    #[allow(clashing_extern_declarations)]
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
-        pub fn proxy_get_header_map_pairs(
+        fn proxy_get_header_map_pairs(
             map_type: MapType,
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
-        ) -> Status;
+        ) -> u32;
     }
 
-    /// The serialised map, or the host's status.
-    pub fn map_bytes(map_type: MapType) -> Result<Vec<u8>, Status> {
+    /// The serialised map, or why the host could not give it.
+    pub fn map_bytes(map_type: MapType) -> Result<Vec<u8>, String> {
         let mut data: *mut u8 = super::null_mut();
         let mut size: usize = 0;
-        // SAFETY: the host writes a pointer and a length it allocated through the SDK's
-        // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes from the global
-        // allocator), and hands ownership to the module; the SDK's own `get_map` takes it back
-        // the same way.
-        unsafe {
-            match proxy_get_header_map_pairs(map_type, &mut data, &mut size) {
-                Status::Ok if data.is_null() || size == 0 => Ok(Vec::new()),
-                Status::Ok => Ok(Vec::from_raw_parts(data, size, size)),
-                status => Err(status),
-            }
+        // SAFETY: on `OK` the host has written a pointer and a length that it allocated through
+        // the SDK's `proxy_on_memory_allocate` (a boxed `[u8]` of exactly `size` bytes from the
+        // global allocator, alignment 1), and ownership passes to the module; the SDK's own
+        // `get_map` takes it back the same way. A zero size allocated nothing.
+        let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+        match status {
+            OK if size == 0 => Ok(Vec::new()),
+            OK if data.is_null() => Err(format!("the host reported {size} bytes at address 0")),
+            // SAFETY: see above; `data` is non-null and owns `size` bytes.
+            OK => Ok(unsafe { Vec::from_raw_parts(data, size, size) }),
+            status => Err(format!("host status {status}")),
         }
     }
 }
