@@ -37,37 +37,32 @@ pub fn decode(bytes: &[u8]) -> Result<Headers, MapError> {
         .and_then(|lengths| lengths.checked_add(4))
         .filter(|&start| count.saturating_mul(2) <= bytes.len().saturating_sub(start))
         .ok_or(MapError::Malformed("count larger than the map"))?;
-    let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(count);
+    // One pass: names and values are copied out as they are read; after the first one that is
+    // not UTF-8, the rest are read lossily for the audit record.
+    let mut headers = Vec::with_capacity(count);
+    let mut unreadable: Option<String> = None;
     let mut at = pairs_start;
     for index in 0..count {
         let name_len = read_len(bytes, 4 + index * 8)?;
         let value_len = read_len(bytes, 8 + index * 8)?;
         let name = take(bytes, &mut at, name_len)?;
         let value = take(bytes, &mut at, value_len)?;
-        pairs.push((name, value));
+        match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+            (Ok(name), Ok(value)) => headers.push((name.to_string(), value.to_string())),
+            _ => {
+                unreadable.get_or_insert_with(|| printable_name(name));
+                let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+                headers.push((lossy(name), lossy(value)));
+            }
+        }
     }
     if at != bytes.len() {
         return Err(MapError::Malformed("bytes after the last pair"));
     }
-    let mut headers = Vec::with_capacity(count);
-    for (index, (name, value)) in pairs.iter().enumerate() {
-        match (std::str::from_utf8(name), std::str::from_utf8(value)) {
-            (Ok(name), Ok(value)) => headers.push((name.to_string(), value.to_string())),
-            _ => {
-                let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-                let name = printable_name(name);
-                headers.extend(
-                    pairs
-                        .get(index..)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|(name, value)| (lossy(name), lossy(value))),
-                );
-                return Err(MapError::NotUtf8 { name, headers });
-            }
-        }
+    match unreadable {
+        None => Ok(headers),
+        Some(name) => Err(MapError::NotUtf8 { name, headers }),
     }
-    Ok(headers)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {

@@ -87,9 +87,9 @@ pub type SharedState = Rc<RefCell<Option<Shared>>>;
 /// A labelled request counter's slot, by its decision and reason.
 type LabelledSlot = (&'static str, Option<&'static str>, usize);
 
-/// Counters, added up inside the VM and handed to the host once per tick ([`Counters::flush`]):
-/// a host call per counter per request costs the worker more than the counting itself, and a
-/// counter a tenth of a second late changes no dashboard.
+/// Counters, handed to the host as they move: a counter read right after a request (a test, an
+/// operator at the admin endpoint) counts it. Batching them per tick saved about half a
+/// microsecond per request and made every such read race the tick (docs/BENCHMARKS.md).
 #[derive(Default)]
 pub struct Counters {
     /// Slot of each counter defined at configure time, by name.
@@ -97,8 +97,8 @@ pub struct Counters {
     /// Labelled request counters by rule name ("" for none), then by (decision, reason): found
     /// without formatting the counter's name, which is only built the first time.
     labelled: HashMap<String, Vec<LabelledSlot>>,
-    /// Each counter's host id and what it gained since the last flush.
-    slots: Vec<(u32, Cell<u64>)>,
+    /// Each counter's host id.
+    slots: Vec<u32>,
     /// The decision-time histogram, if the host defines histograms.
     decision_time: Option<u32>,
     /// Decisions made at once so far (for sampling them into the histogram).
@@ -124,7 +124,7 @@ impl Counters {
         for name in names {
             if let Ok(id) = hostcalls::define_metric(MetricType::Counter, name) {
                 counters.by_name.insert(name.clone(), counters.slots.len());
-                counters.slots.push((id, Cell::new(0)));
+                counters.slots.push(id);
             }
         }
         counters
@@ -156,7 +156,7 @@ impl Counters {
                 let Ok(id) = hostcalls::define_metric(MetricType::Counter, &name) else {
                     return;
                 };
-                self.slots.push((id, Cell::new(0)));
+                self.slots.push(id);
                 by_rule.push((decision, reason, self.slots.len() - 1));
                 self.slots.len() - 1
             }
@@ -189,20 +189,10 @@ impl Counters {
         }
     }
 
+    /// A failed increment only loses counts; it never fails anything.
     fn bump(&self, slot: usize, amount: u64) {
-        if let Some((_, pending)) = self.slots.get(slot) {
-            pending.set(pending.get().saturating_add(amount));
-        }
-    }
-
-    /// Hands the host what every counter gained since the last flush (one call per counter
-    /// that moved). A failed increment only loses counts; it never fails anything.
-    pub fn flush(&self) {
-        for (id, pending) in &self.slots {
-            let amount = pending.replace(0);
-            if amount > 0 {
-                let _ = hostcalls::increment_metric(*id, i64::try_from(amount).unwrap_or(i64::MAX));
-            }
+        if let Some(id) = self.slots.get(slot) {
+            let _ = hostcalls::increment_metric(*id, i64::try_from(amount).unwrap_or(i64::MAX));
         }
     }
 }

@@ -105,9 +105,6 @@ impl Root {
             root_context_id: self.context_id,
             filter_state,
         };
-        if let Some(previous) = self.shared.borrow().as_ref() {
-            previous.counters.flush(); // a new configuration: the old counts still go to the host
-        }
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
@@ -373,7 +370,6 @@ impl RootContext for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
-        shared.counters.flush();
         shared.info_logging = super::info_enabled();
         let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
         report(shared, &events);

@@ -115,7 +115,6 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
 
 
 # Longer than brickgate's tick (100 ms), after which a request's counters are in Envoy's stats.
-COUNTER_FLUSH_S = 0.25
 
 
 class EnvoyProcess:
@@ -181,9 +180,7 @@ class EnvoyProcess:
         return {entry["name"]: entry["local_address"]["socket_address"]["port_value"] for entry in json.loads(body)["listener_statuses"]}
 
     def stats(self, pattern: str = r"^wasmcustom\.") -> dict[str, int]:
-        """Counters and gauges whose name matches `pattern` (admin /stats, text format). brickgate
-        hands its counters to Envoy once per tick (100 ms): wait for the requests just made."""
-        time.sleep(COUNTER_FLUSH_S)
+        """Counters and gauges whose name matches `pattern` (admin /stats, text format)."""
         status, body = http_get(f"{self.admin_url}/stats?filter={urllib.parse.quote(pattern)}")
         assert status == 200, body
         values = {}

@@ -264,9 +264,8 @@ def test_outage_stale_keys_then_fail_closed_then_recovery(start_envoy, wasm_path
                 time.sleep(0.15)
             stale_served = gw.counter("jwks.stale_served") - before.get("jwks.stale_served", 0)
             cache_hits = gw.counter("token_cache.hit") - before.get("token_cache.hit", 0)
-            # The counter first, then the IdP's log: counters reach Envoy once per tick and reading them
-            # waits for one, so a retry landing during that wait is in the log but not yet counted.
-            # This order means `attempts` holds every counted failure, plus at most one in flight.
+            # The counter first, then the IdP's log: a retry landing between the two reads is in the
+            # log but not yet counted, so `attempts` holds every counted failure plus at most one.
             failed = gw.counter("jwks.fetch_failed") - before.get("jwks.fetch_failed", 0)
             attempts = idp_requests(idp, JWKS, since=fetched)
 
