@@ -54,6 +54,9 @@ pub enum Reason {
     BadHeader,
     MethodOverride,
     KeysUnavailable,
+    /// The VM holds as many request-body bytes as it may (`databricks.max_held_body_bytes`): a
+    /// gateway-side limit, answered 503 so the client retries.
+    Overloaded,
     RouteDisabled,
     BadBody,
     BodyTooLarge,
@@ -106,6 +109,7 @@ impl Reason {
         Reason::BadHeader,
         Reason::MethodOverride,
         Reason::KeysUnavailable,
+        Reason::Overloaded,
         Reason::RouteDisabled,
         Reason::BadBody,
         Reason::BodyTooLarge,
@@ -143,6 +147,7 @@ impl Reason {
             Reason::BadHeader => "bad_header",
             Reason::MethodOverride => "method_override",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::Overloaded => "overloaded",
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
             Reason::BodyTooLarge => "body_too_large",
@@ -164,7 +169,7 @@ impl Reason {
                 }
                 Reason::BodyTooLarge => 413,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
-                Reason::KeysUnavailable | Reason::Internal => 503,
+                Reason::KeysUnavailable | Reason::Overloaded | Reason::Internal => 503,
                 _ => 403,
             },
         }
@@ -184,6 +189,7 @@ impl Reason {
             | Reason::BadHeader
             | Reason::MethodOverride
             | Reason::KeysUnavailable
+            | Reason::Overloaded
             | Reason::RouteDisabled
             | Reason::BadBody
             | Reason::BodyTooLarge
@@ -262,7 +268,10 @@ impl AuthError {
         if let Some(challenge) = self.challenge(realm) {
             headers.push(("www-authenticate".to_string(), challenge));
         }
-        if matches!(reason, Reason::KeysUnavailable | Reason::Internal) {
+        if matches!(
+            reason,
+            Reason::KeysUnavailable | Reason::Overloaded | Reason::Internal
+        ) {
             headers.push(("retry-after".to_string(), "5".to_string()));
         }
         let body = ErrorBody {
@@ -463,13 +472,14 @@ mod tests {
             Reason::BadHeader => 22,
             Reason::MethodOverride => 23,
             Reason::KeysUnavailable => 24,
-            Reason::RouteDisabled => 25,
-            Reason::BadBody => 26,
-            Reason::BodyTooLarge => 27,
-            Reason::ExchangeRejected => 28,
-            Reason::ExchangeFailed => 29,
-            Reason::UpstreamCredentialsRejected => 30,
-            Reason::Internal => 31,
+            Reason::Overloaded => 25,
+            Reason::RouteDisabled => 26,
+            Reason::BadBody => 27,
+            Reason::BodyTooLarge => 28,
+            Reason::ExchangeRejected => 29,
+            Reason::ExchangeFailed => 30,
+            Reason::UpstreamCredentialsRejected => 31,
+            Reason::Internal => 32,
         }
     }
 

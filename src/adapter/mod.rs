@@ -24,7 +24,7 @@ use brickgate_core::engine::Engine;
 use brickgate_core::jwks::{JwksStore, UnixMillis};
 use brickgate_core::metrics;
 use brickgate_core::shared_data::SharedData;
-use brickgate_core::stream::{Stream, TokenCalls};
+use brickgate_core::stream::{BodyBudget, Stream, TokenCalls};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
 #[allow(unsafe_code)]
@@ -72,6 +72,8 @@ pub struct Shared {
     /// Each record goes to the `wasm.brickgate` filter state (`audit.filter_state`, and the
     /// host could declare it).
     pub filter_state: bool,
+    /// The request bodies this VM's streams hold (`databricks.max_held_body_bytes`).
+    pub body_budget: BodyBudget,
 }
 
 impl Shared {

@@ -21,7 +21,7 @@ use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
 use brickgate_core::metrics;
-use brickgate_core::stream::Event;
+use brickgate_core::stream::{BodyBudget, Event};
 use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
 /// Short enough that every worker adopts new keys well within a second, and that paused
@@ -87,7 +87,9 @@ impl Root {
         );
         let performance = config.performance;
         let filter_state = config.audit.filter_state && super::access_log::declare();
+        let body_budget = BodyBudget::for_config(&config);
         let shared = Shared {
+            body_budget,
             store: JwksStore::new(&config, vm_id),
             engine: Rc::new(Engine::new(
                 config,

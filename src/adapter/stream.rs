@@ -45,6 +45,7 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
             shared: &HostSharedData,
             now_ms: now_ns / 1_000_000,
             fingerprint,
+            body_budget: &shared.body_budget,
         };
         let step = slot.stream.step(&mut env, current);
         reply = step.reply;

@@ -14,6 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 
 from databricks_support import bootstrap_with, make_body_echo, routed_listener, wait_until_decided
@@ -60,6 +63,7 @@ def with_http1_trailers(listener: dict) -> dict:
 class Lifecycle:
     port: int
     unheld_port: int
+    bounded_port: int  # databricks.max_held_body_bytes: BOUNDED_HELD_BYTES
     tokens: TokenFactory
     echo: object
     idp: object
@@ -76,15 +80,21 @@ def lifecycle(start_envoy, wasm_path):
                                  lifecycle_config(idp, first_body_wait_ms=FIRST_BODY_WAIT_MS), "echo")
         unheld["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"][
             "allow_on_headers_stop_iteration"] = False
-        envoy = start_envoy(bootstrap_with([held, unheld], {"echo": echo.port, "idp": idp.port}), "lifecycle")
+        bounded = routed_listener("bounded", wasm_path,
+                                  lifecycle_config(idp, max_held_body_bytes=BOUNDED_HELD_BYTES), "echo")
+        envoy = start_envoy(bootstrap_with([held, unheld, bounded], {"echo": echo.port, "idp": idp.port}),
+                            "lifecycle")
         try:
             envoy.wait_ready()
             ports = envoy.listener_ports()
             probe = factory.idp(scope="serving:probe")
             wait_until_decided(ports["lifecycle"], lambda p: send(p, "GET", "/api/2.1/jobs/list", probe))
-            yield Lifecycle(ports["lifecycle"], ports["unheld"], factory, echo, idp)
+            yield Lifecycle(ports["lifecycle"], ports["unheld"], ports["bounded"], factory, echo, idp)
         finally:
             envoy.stop()
+
+
+BOUNDED_HELD_BYTES = 6000  # the bounded listener's VM holds at most this much body at once
 
 
 def chat_body(model: str) -> bytes:
@@ -283,3 +293,72 @@ def test_a_host_that_never_delivers_the_body_is_detected_and_the_request_refused
     # Requests decided on their headers are not affected.
     plain = send(lifecycle.unheld_port, "GET", "/api/2.1/jobs/list", token)
     assert plain.status == 200
+
+
+# --- bodies held at once are bounded per VM ---------------------------------------------------------
+
+
+def _padded_chat(model: str, size: int) -> bytes:
+    head = b'{"model": "' + model.encode() + b'", "messages": [], "pad": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_bodies_held_at_once_are_bounded_and_the_stream_over_the_limit_is_503_overloaded(lifecycle):
+    """Two streams on one HTTP/2 connection (so one worker, one VM): the first holds 3,500 body
+    bytes and stalls; the second would take the VM past `databricks.max_held_body_bytes` (6,000)
+    and is refused with 503 `overloaded` and Retry-After, nothing of it upstream. The first then
+    completes and is allowed; once it has gone, the same request passes."""
+    token = lifecycle.tokens.idp(scope="serving:churn")
+    first_body, second_body = _padded_chat("churn", 3500), _padded_chat("churn", 3000)
+    before = upstream_hits(lifecycle.echo)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", "gw"), (":path", CHAT),
+               ("content-type", "application/json"), ("authorization", f"Bearer {token}")]
+    replies: dict[int, dict] = {}
+    with socket.create_connection(("127.0.0.1", lifecycle.bounded_port), timeout=10) as sock:
+        def pump_until(stream_id: int, deadline_s: float = 10.0) -> dict:
+            end = time.monotonic() + deadline_s
+            while not replies.get(stream_id, {}).get("ended"):
+                assert time.monotonic() < end, f"stream {stream_id} unanswered: {replies}"
+                data = sock.recv(65536)
+                assert data, "connection closed"
+                for event in connection.receive_data(data):
+                    reply = replies.setdefault(getattr(event, "stream_id", 0), {"body": b""})
+                    if isinstance(event, h2.events.ResponseReceived):
+                        reply["headers"] = dict(event.headers)
+                    elif isinstance(event, h2.events.DataReceived):
+                        reply["body"] += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        reply["ended"] = True
+                sock.sendall(connection.data_to_send())
+            return replies[stream_id]
+
+        connection.initiate_connection()
+        held = connection.get_next_available_stream_id()
+        connection.send_headers(held, headers)
+        connection.send_data(held, first_body[:-10])
+        sock.sendall(connection.data_to_send())
+        time.sleep(0.3)  # the first stream's bytes are read into the VM before the second starts
+        over = connection.get_next_available_stream_id()
+        connection.send_headers(over, headers)
+        connection.send_data(over, second_body, end_stream=True)
+        sock.sendall(connection.data_to_send())
+        refused = pump_until(over)
+        assert refused["headers"][":status"] == "503", refused
+        assert refused["headers"]["x-brickgate-reason"] == "overloaded"
+        assert refused["headers"]["retry-after"] == "5"
+        assert b"databricks.max_held_body_bytes" in refused["body"], refused["body"]
+        assert upstream_hits(lifecycle.echo) == before, "the refused stream reached the upstream"
+
+        connection.send_data(held, first_body[-10:], end_stream=True)
+        sock.sendall(connection.data_to_send())
+        allowed = pump_until(held)
+        assert allowed["headers"][":status"] == "200", allowed
+        assert json.loads(allowed["body"])["body_length"] == len(first_body)
+
+        again = connection.get_next_available_stream_id()
+        connection.send_headers(again, headers)
+        connection.send_data(again, second_body, end_stream=True)
+        sock.sendall(connection.data_to_send())
+        assert pump_until(again)["headers"][":status"] == "200", "the first body was not given back"

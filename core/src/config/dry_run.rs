@@ -39,6 +39,7 @@ fn reportable(reason: Reason) -> bool {
     !matches!(
         reason,
         Reason::Internal
+            | Reason::Overloaded
             | Reason::BadPath
             | Reason::BadHeader
             | Reason::BadBody

@@ -25,7 +25,9 @@ use crate::engine::Engine;
 use crate::error::DenyResponse;
 use crate::jwks::shared::InMemorySharedData;
 use crate::jwks::{FetchOutcome, FetchRequest, JwksStore};
-use crate::stream::{Env, Event, Headers, HostAction, Record, Reply, Stream, TokenCalls};
+use crate::stream::{
+    BodyBudget, Env, Event, Headers, HostAction, Record, Reply, Stream, TokenCalls,
+};
 use crate::verify::InWasmVerifier;
 
 const NOW_MS: u64 = 1_800_000_000_000;
@@ -33,6 +35,8 @@ const ISSUER: &str = "https://idp.fuzz";
 const WAIT_FOR_KEYS_MS: u64 = 2_000;
 const FIRST_BODY_WAIT_MS: u64 = 3_000;
 const MAX_BODY_BYTES: usize = 1024;
+/// Per VM: two chat bodies held at once fit, a third does not (503 `overloaded`).
+const MAX_HELD_BODY_BYTES: usize = 100;
 const MAX_STREAMS: usize = 4;
 const MAX_EVENTS: usize = 64;
 const SUBJECT: &str = "fuzz-user";
@@ -286,6 +290,8 @@ struct Worker {
     calls: TokenCalls,
     fetch: Option<FetchRequest>,
     in_flight: Vec<u32>,
+    /// The VM's held bodies: small, so that streams run into it.
+    budget: BodyBudget,
 }
 
 struct World {
@@ -319,6 +325,7 @@ impl World {
                 calls: TokenCalls::default(),
                 fetch: None,
                 in_flight: Vec::new(),
+                budget: BodyBudget::new(MAX_HELD_BODY_BYTES),
             })
             .collect();
         let mut ever_published = BTreeSet::new();
@@ -362,6 +369,7 @@ impl World {
                 shared: &self.shared,
                 now_ms: self.now_ms,
                 fingerprint: true,
+                body_budget: &worker.budget,
             };
             let step = client.stream.step(&mut env, current);
             reply = step.reply;
@@ -826,6 +834,14 @@ impl World {
                 );
             }
             self.check_records(id);
+        }
+        // Every stream has ended: no body is still counted against its VM.
+        for (w, worker) in self.workers.iter().enumerate() {
+            assert_eq!(
+                worker.budget.held(),
+                0,
+                "worker {w} still counts held body bytes"
+            );
         }
     }
 }

@@ -19,6 +19,7 @@
 //! Envoy's `allow_on_headers_stop_iteration: true` (see `docs/LIFECYCLE.md`); a held stream
 //! answers every body and trailers callback with `Pause`.
 
+pub mod body_budget;
 pub mod calls;
 mod keys;
 mod record;
@@ -27,6 +28,7 @@ mod trailers;
 #[cfg(test)]
 mod tests;
 
+pub use body_budget::{BodyBudget, HeldBody};
 pub use calls::TokenCalls;
 pub use record::Record;
 
@@ -48,6 +50,11 @@ pub type Headers = Vec<(String, String)>;
 /// `allow_on_headers_stop_iteration: true`) is detected here and refused, never released.
 pub const FIRST_BODY_WAIT_MS: u64 = 10_000;
 
+/// The request-body bytes all streams of one VM may hold at once, by default
+/// (`databricks.max_held_body_bytes`): sixteen of Databricks' largest serving bodies, a quarter
+/// of the 1 GiB proxy-wasm hosts give a VM.
+pub const MAX_HELD_BODY_BYTES: usize = 256 * 1024 * 1024;
+
 /// What a step may use: the compiled policy, the key store, the caches, shared data and the
 /// host's clock.
 pub struct Env<'a> {
@@ -59,6 +66,8 @@ pub struct Env<'a> {
     pub now_ms: UnixMillis,
     /// Fill the audit record's token fingerprint (only worth it when records are kept).
     pub fingerprint: bool,
+    /// The bodies this VM's streams hold ([`body_budget`]).
+    pub body_budget: &'a BodyBudget,
 }
 
 /// A host event for one stream.
@@ -148,7 +157,7 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     headers: Headers,
-    body: Option<Vec<u8>>,
+    body: Option<HeldBody>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,11 +374,16 @@ impl Stream {
                 },
             ) => {
                 self.request_complete |= end_of_stream;
-                let body = held.body.get_or_insert_with(Vec::new);
+                let body = held
+                    .body
+                    .get_or_insert_with(|| HeldBody::new(env.body_budget));
                 if body.len().saturating_add(bytes.len()) > limit.max_bytes {
                     return refuse(env, &held.headers, limit.too_large);
                 }
-                body.extend_from_slice(bytes);
+                if !body.extend(bytes) {
+                    let error = overloaded(env.body_budget);
+                    return refuse(env, &held.headers, error);
+                }
                 if end_of_stream {
                     self.decide(env, held, keys::Wait::Fresh, Context::Callback)
                 } else {
@@ -540,14 +554,14 @@ impl Stream {
                 // No body will come: decide on an empty one.
                 let held = Held {
                     headers: held.headers,
-                    body: Some(Vec::new()),
+                    body: Some(HeldBody::new(env.body_budget)),
                 };
                 return self.decide(env, held, wait, context);
             }
             let state = State::ReadingBody {
                 held: Held {
                     headers: held.headers,
-                    body: Some(Vec::new()),
+                    body: Some(HeldBody::new(env.body_budget)),
                 },
                 limit,
                 first_body_deadline_ms: Some(env.now_ms.saturating_add(first_body_wait_ms(env))),
@@ -653,7 +667,7 @@ fn run(env: &mut Env<'_>, held: &Held) -> Decision {
         method: pseudo(":method"),
         path: pseudo(":path"),
         headers: &held.headers,
-        body: held.body.as_deref(),
+        body: held.body.as_ref().map(HeldBody::bytes),
         fingerprint: env.fingerprint,
     };
     env.engine
@@ -708,6 +722,18 @@ fn refuse(env: &Env<'_>, headers: &[(String, String)], error: AuthError) -> (Sta
         ],
     };
     (State::Refused, step)
+}
+
+/// 503 `overloaded`: the VM holds as many body bytes as it may.
+fn overloaded(budget: &BodyBudget) -> AuthError {
+    AuthError::new(
+        crate::error::Reason::Overloaded,
+        format!(
+            "brickgate holds {} bytes of request bodies on this worker, its limit (databricks.max_held_body_bytes {}); retry shortly",
+            budget.held(),
+            budget.limit()
+        ),
+    )
 }
 
 /// 400 `bad_header`: `what` (a request header or trailer) named `name` is not UTF-8 text.

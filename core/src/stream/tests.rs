@@ -159,6 +159,7 @@ struct World {
     tokens: UpstreamTokens,
     shared: InMemorySharedData,
     now_ms: u64,
+    budget: BodyBudget,
 }
 
 impl World {
@@ -166,6 +167,7 @@ impl World {
         let engine = engine(setup);
         let store = JwksStore::new(&engine.config, 1);
         World {
+            budget: BodyBudget::for_config(&engine.config),
             engine,
             store,
             cache: TokenCache::new(64, 1 << 20),
@@ -184,6 +186,7 @@ impl World {
             shared: &self.shared,
             now_ms: self.now_ms,
             fingerprint: true,
+            body_budget: &self.budget,
         };
         stream.step(&mut env, event)
     }
@@ -888,4 +891,67 @@ fn a_header_or_trailer_that_is_not_utf8_is_refused_in_every_state() {
     );
     assert_eq!(step.reply, Reply::Pause);
     assert!(step.actions.is_empty());
+}
+
+/// Bodies held by all streams of a VM are bounded (`databricks.max_held_body_bytes`): the stream
+/// that would go over is refused with 503 `overloaded` and Retry-After, nothing of it reaches the
+/// upstream, and every held body's bytes come back when its stream ends, however it ends.
+#[test]
+fn held_bodies_are_bounded_per_vm_and_given_back_when_streams_end() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = World::new(Setup::InlineKeys);
+    world.budget = BodyBudget::new(40);
+    let start = |world: &mut World, stream: &mut Stream| {
+        world.step(
+            stream,
+            Event::RequestHeaders {
+                headers: headers("POST", CHAT, &member),
+                end_of_stream: false,
+            },
+        );
+        assert_eq!(stream.phase(), "reading_body");
+    };
+    let chunk = |world: &mut World, stream: &mut Stream, bytes: &[u8], end: bool| {
+        world.step(
+            stream,
+            Event::RequestBody {
+                bytes,
+                end_of_stream: end,
+            },
+        )
+    };
+    let (mut first, mut second, mut third) = (Stream::new(), Stream::new(), Stream::new());
+    start(&mut world, &mut first);
+    start(&mut world, &mut second);
+    chunk(&mut world, &mut first, br#"{"model": "churn", "#, false);
+    assert_eq!(world.budget.held(), 19);
+    let step = chunk(
+        &mut world,
+        &mut second,
+        br#"{"model": "churn", "messages": []}"#,
+        true,
+    );
+    assert_eq!(step.reply, Reply::Pause);
+    let response = step.actions.iter().find_map(|a| match a {
+        HostAction::SendResponse(r) => Some(r),
+        _ => None,
+    });
+    let response = response.expect("not refused");
+    assert_eq!(
+        (response.status, response.header("x-brickgate-reason")),
+        (503, Some("overloaded"))
+    );
+    assert_eq!(response.header("retry-after"), Some("5"));
+    assert!(String::from_utf8_lossy(&response.body).contains("databricks.max_held_body_bytes"));
+    assert_eq!(world.budget.held(), 19, "the refused stream holds nothing");
+    // The first one finishes and is allowed: its body goes upstream, and out of the budget.
+    let step = chunk(&mut world, &mut first, br#""messages": []}"#, true);
+    assert_eq!(step.reply, Reply::Continue);
+    assert_eq!(world.budget.held(), 0);
+    // A stream refused mid-body, or dropped by the host mid-body, gives its bytes back too.
+    start(&mut world, &mut third);
+    chunk(&mut world, &mut third, b"{", false);
+    assert_eq!(world.budget.held(), 1);
+    drop(third);
+    assert_eq!(world.budget.held(), 0);
 }

@@ -170,6 +170,26 @@ fn bad_configs_name_the_field() {
             "outside 1024..=8388608",
         ),
         (
+            "held bodies below one body",
+            with(
+                base(),
+                "/databricks",
+                json!({"max_body_bytes": 2_097_152, "max_held_body_bytes": 1_048_576}),
+            ),
+            "databricks.max_held_body_bytes",
+            "outside 2097152..=805306368",
+        ),
+        (
+            "held bodies beyond the VM's memory",
+            with(
+                base(),
+                "/databricks",
+                json!({"max_held_body_bytes": 1_073_741_824u64}),
+            ),
+            "databricks.max_held_body_bytes",
+            "outside 16777216..=805306368",
+        ),
+        (
             "body limit with an unknown field",
             with(
                 base(),
