@@ -312,9 +312,11 @@ impl Engine {
         };
         let identity = &config.identity;
         mutations.verified_headers = Rc::clone(&verified.headers);
-        mutations
-            .set_headers
-            .push((format!("{}rule", identity.header_prefix), rule.name.clone()));
+        if let Some(name) = &identity.rule_header {
+            mutations
+                .set_headers
+                .push((name.clone(), rule.name.clone()));
+        }
         // With a Databricks token of brickgate's making, the client's credential is of no use
         // upstream: it goes wherever it was read from, whatever `forward_authorization` says.
         if identity.forward_authorization && upstream == UpstreamAction::Forward {

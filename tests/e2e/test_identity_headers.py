@@ -1,9 +1,13 @@
 """Identity headers sent upstream: right values, client-sent look-alikes removed, config (b) variants."""
 
+import time
+
 import pytest
 
 from devstack.tokens import payload_of
+from envoy_harness import bootstrap, brickgate_listener
 from gateway_client import send
+from plugin_configs import main_config
 
 READER_ROUTE = "/api/2.0/clusters/list"
 
@@ -119,3 +123,28 @@ def test_query_credential_removed_when_not_forwarded(gateway, tokens, path, upst
     assert reply.status == 200, reply.body
     assert reply.forwarded_path == upstream_path
     assert token not in reply.body.decode()
+
+
+# --- identity.headers: only the chosen built-in headers are sent ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def chosen_headers_port(start_envoy, wasm_path, idp, upstream, tokens) -> int:
+    config = main_config(idp.issuer, idp.port)
+    config.setdefault("identity", {})["headers"] = ["subject", "rule"]
+    envoy = start_envoy(bootstrap([brickgate_listener("chosen", str(wasm_path), config)], upstream.port, idp.port),
+                        "identity-headers-chosen")
+    envoy.wait_ready()
+    port = envoy.listener_ports()["chosen"]
+    token = tokens.idp(scope="clusters:read")
+    deadline = time.monotonic() + 20
+    while send(port, "GET", READER_ROUTE, token).status != 200:
+        assert time.monotonic() < deadline, "keys never loaded"
+        time.sleep(0.2)
+    return port
+
+
+def test_only_the_chosen_identity_headers_are_sent_and_every_owned_one_is_stripped(chosen_headers_port, tokens):
+    token = tokens.idp(subject="alice@example.com", scope="clusters:read", groups=["eng"])
+    forwarded = send(chosen_headers_port, "GET", READER_ROUTE, token, headers=SPOOFED).forwarded
+    assert identity_headers(forwarded) == {"subject": ["alice@example.com"], "rule": ["clusters-read"]}

@@ -237,7 +237,40 @@ fn compile_identity(raw: &RawIdentity) -> Result<IdentityConfig> {
         }
         claim_headers.push((claim.clone(), format!("{prefix}{suffix}")));
     }
+    let built_in = match &raw.headers {
+        None => BUILT_IN_HEADER_SUFFIXES.to_vec(),
+        Some(names) => {
+            let mut chosen: Vec<&'static str> = Vec::with_capacity(names.len());
+            for (index, name) in names.iter().enumerate() {
+                let field = format!("identity.headers[{index}]");
+                let known = BUILT_IN_HEADER_SUFFIXES
+                    .iter()
+                    .find(|suffix| **suffix == name.as_str())
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            field.clone(),
+                            format!(
+                                "{:?} is not one of {}",
+                                crate::error::echo(name),
+                                BUILT_IN_HEADER_SUFFIXES.join(", ")
+                            ),
+                        )
+                    })?;
+                if chosen.contains(known) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("{known:?} is listed twice"),
+                    ));
+                }
+                chosen.push(known);
+            }
+            chosen
+        }
+    };
+    let rule_header = built_in.contains(&"rule").then(|| format!("{prefix}rule"));
     Ok(IdentityConfig {
+        built_in,
+        rule_header,
         header_prefix: prefix,
         forward_authorization: raw.forward_authorization.unwrap_or(true),
         claim_headers,

@@ -116,6 +116,13 @@ pub enum IdpKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityConfig {
     pub header_prefix: String,
+    /// The built-in identity headers sent (`identity.headers`; by their suffix, all of
+    /// `BUILT_IN_HEADER_SUFFIXES` by default). Every header with the prefix is stripped whatever
+    /// this says.
+    pub built_in: Vec<&'static str>,
+    /// `x-brickgate-rule` (with the configured prefix), when it is sent: named once, not per
+    /// request.
+    pub rule_header: Option<String>,
     pub forward_authorization: bool,
     /// (claim path, full header name).
     pub claim_headers: Vec<(String, String)>,

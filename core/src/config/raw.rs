@@ -184,6 +184,7 @@ pub struct RawRequire {
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     pub header_prefix: Option<String>,
+    pub headers: Option<Vec<String>>,
     pub forward_authorization: Option<bool>,
     #[serde(default)]
     pub claim_headers: BTreeMap<String, String>,

@@ -129,7 +129,7 @@ impl Engine {
             &roles,
         );
         let identity = &self.config.identity;
-        let built_in = vec![
+        let mut built_in = vec![
             ("subject", holder.subject.clone()),
             ("issuer", Some(provider.issuer.clone())),
             ("provider", Some(provider.name.clone())),
@@ -139,6 +139,7 @@ impl Engine {
             ("principal-kind", Some(kind.as_str().to_string())),
             ("token-id", holder.token_id.clone()),
         ];
+        built_in.retain(|(suffix, _)| identity.built_in.contains(suffix));
         let headers = identity_headers(
             &identity.header_prefix,
             built_in,

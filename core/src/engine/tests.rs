@@ -503,6 +503,55 @@ fn allowed_requests_get_verified_identity_and_spoofed_headers_removed() {
     assert!(!audit.to_json().contains(&token));
 }
 
+/// `identity.headers` picks the built-in headers sent; every header with the prefix is still
+/// stripped, the ones not chosen included.
+#[test]
+fn only_the_chosen_identity_headers_are_sent_and_every_owned_one_is_stripped() {
+    let h =
+        engine_with(json!({"headers": ["subject", "rule"], "claim_headers": {"email": "email"}}));
+    let token = rs(json!({"email": "alice@example.com"}));
+    let auth = format!("Bearer {token}");
+    let decision = decide_with(
+        &h,
+        "GET",
+        "/api/2.0/clusters/list",
+        &[
+            ("authorization", &auth),
+            ("x-brickgate-scopes", "admin"),
+            ("x-brickgate-rule", "other"),
+        ],
+    );
+    let Decision::Allow { mutations, .. } = decision else {
+        panic!("denied: {decision:?}")
+    };
+    assert_eq!(
+        mutations.remove_headers,
+        ["x-brickgate-scopes", "x-brickgate-rule"]
+    );
+    let set: std::collections::BTreeMap<_, _> = mutations.headers_set().collect();
+    let expected: std::collections::BTreeMap<_, _> = [
+        ("x-brickgate-subject", "alice@example.com"),
+        ("x-brickgate-rule", "clusters-read"),
+        ("x-brickgate-email", "alice@example.com"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(set, expected);
+
+    let none = engine_with(json!({"headers": []}));
+    let decision = decide_with(
+        &none,
+        "GET",
+        "/api/2.0/clusters/list",
+        &[("authorization", &auth), ("x-brickgate-subject", "admin")],
+    );
+    let Decision::Allow { mutations, .. } = decision else {
+        panic!("denied: {decision:?}")
+    };
+    assert_eq!(mutations.remove_headers, ["x-brickgate-subject"]);
+    assert_eq!(mutations.headers_set().count(), 0);
+}
+
 #[test]
 fn credentials_are_removed_when_not_forwarded() {
     let h = engine_with(json!({"forward_authorization": false}));

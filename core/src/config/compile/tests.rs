@@ -170,6 +170,22 @@ fn bad_configs_name_the_field() {
             "outside 1024..=8388608",
         ),
         (
+            "unknown identity header",
+            with(
+                base(),
+                "/identity",
+                json!({"headers": ["subject", "email"]}),
+            ),
+            "identity.headers[1]",
+            "\"email\" is not one of subject, issuer, provider, client-id, scopes, groups, principal-kind, token-id, rule",
+        ),
+        (
+            "identity header twice",
+            with(base(), "/identity", json!({"headers": ["rule", "rule"]})),
+            "identity.headers[1]",
+            "\"rule\" is listed twice",
+        ),
+        (
             "held bodies below one body",
             with(
                 base(),
