@@ -28,7 +28,9 @@ pub fn decode(bytes: &[u8]) -> Result<Headers, MapError> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let count = read_u32(bytes, 0).ok_or(MapError::Malformed("shorter than its count"))?;
+    let count = read_u32(bytes, 0)
+        .ok_or("shorter than its count")
+        .map_err(MapError::Malformed)?;
     // Every pair takes at least 8 bytes of lengths and 2 NULs: a count beyond that is a lie,
     // and checking it first bounds the allocation below by the buffer's size.
     let count = usize::try_from(count).map_err(|_| MapError::Malformed("count"))?;
@@ -36,17 +38,20 @@ pub fn decode(bytes: &[u8]) -> Result<Headers, MapError> {
         .checked_mul(8)
         .and_then(|lengths| lengths.checked_add(4))
         .filter(|&start| count.saturating_mul(2) <= bytes.len().saturating_sub(start))
-        .ok_or(MapError::Malformed("count larger than the map"))?;
+        .ok_or("count larger than the map")
+        .map_err(MapError::Malformed)?;
     // One pass: names and values are copied out as they are read; after the first one that is
     // not UTF-8, the rest are read lossily for the audit record.
     let mut headers = Vec::with_capacity(count);
     let mut unreadable: Option<String> = None;
     let mut at = pairs_start;
     for index in 0..count {
-        let name_len = read_len(bytes, 4 + index * 8)?;
-        let value_len = read_len(bytes, 8 + index * 8)?;
-        let name = take(bytes, &mut at, name_len)?;
-        let value = take(bytes, &mut at, value_len)?;
+        // The helpers fail with a `&'static str`, made a `MapError` only on failure: an error
+        // value built eagerly was built, and dropped, for every pair (measured).
+        let name_len = read_len(bytes, 4 + index * 8).map_err(MapError::Malformed)?;
+        let value_len = read_len(bytes, 8 + index * 8).map_err(MapError::Malformed)?;
+        let name = take(bytes, &mut at, name_len).map_err(MapError::Malformed)?;
+        let value = take(bytes, &mut at, value_len).map_err(MapError::Malformed)?;
         match (std::str::from_utf8(name), std::str::from_utf8(value)) {
             (Ok(name), Ok(value)) => headers.push((name.to_string(), value.to_string())),
             _ => {
@@ -70,22 +75,18 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(word.try_into().ok()?))
 }
 
-fn read_len(bytes: &[u8], at: usize) -> Result<usize, MapError> {
+fn read_len(bytes: &[u8], at: usize) -> Result<usize, &'static str> {
     read_u32(bytes, at)
         .and_then(|len| usize::try_from(len).ok())
-        .ok_or(MapError::Malformed("a length past the end"))
+        .ok_or("a length past the end")
 }
 
 /// The next `len` bytes and the NUL after them.
-fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], MapError> {
-    let end = at
-        .checked_add(len)
-        .ok_or(MapError::Malformed("a length past the end"))?;
-    let text = bytes
-        .get(*at..end)
-        .ok_or(MapError::Malformed("a length past the end"))?;
+fn take<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Result<&'a [u8], &'static str> {
+    let end = at.checked_add(len).ok_or("a length past the end")?;
+    let text = bytes.get(*at..end).ok_or("a length past the end")?;
     if bytes.get(end) != Some(&0) {
-        return Err(MapError::Malformed("a name or value without its NUL"));
+        return Err("a name or value without its NUL");
     }
     *at = end + 1;
     Ok(text)
