@@ -86,6 +86,18 @@ impl Shared {
 
 pub type SharedState = Rc<RefCell<Option<Shared>>>;
 
+thread_local! {
+    /// The request-body bytes every stream of this VM holds, whatever root context (plugin
+    /// configuration) it belongs to: one counter per VM, which every configuration's
+    /// `BodyBudget` shares, a new one included while streams of the old one still hold bodies.
+    static HELD_BODY_BYTES: Rc<Cell<usize>> = Rc::new(Cell::new(0));
+}
+
+/// This VM's held-body counter (see `HELD_BODY_BYTES`).
+pub fn vm_held_body_bytes() -> Rc<Cell<usize>> {
+    HELD_BODY_BYTES.with(Rc::clone)
+}
+
 /// The counters' maps' hasher (their keys are this configuration's counter and rule names).
 type FastHash = foldhash::fast::RandomState;
 

@@ -87,7 +87,8 @@ impl Root {
         );
         let performance = config.performance;
         let filter_state = config.audit.filter_state && super::access_log::declare();
-        let body_budget = BodyBudget::for_config(&config);
+        let body_budget =
+            BodyBudget::sharing(BodyBudget::limit_of(&config), super::vm_held_body_bytes());
         let shared = Shared {
             body_budget,
             store: JwksStore::new(&config, vm_id),

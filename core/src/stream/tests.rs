@@ -167,7 +167,7 @@ impl World {
         let engine = engine(setup);
         let store = JwksStore::new(&engine.config, 1);
         World {
-            budget: BodyBudget::for_config(&engine.config),
+            budget: BodyBudget::new(BodyBudget::limit_of(&engine.config)),
             engine,
             store,
             cache: TokenCache::new(64, 1 << 20),

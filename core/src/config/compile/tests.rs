@@ -193,7 +193,7 @@ fn bad_configs_name_the_field() {
                 json!({"max_body_bytes": 2_097_152, "max_held_body_bytes": 1_048_576}),
             ),
             "databricks.max_held_body_bytes",
-            "outside 2097152..=805306368",
+            "outside 2097152..=536870912",
         ),
         (
             "held bodies beyond the VM's memory",
@@ -203,7 +203,7 @@ fn bad_configs_name_the_field() {
                 json!({"max_held_body_bytes": 1_073_741_824u64}),
             ),
             "databricks.max_held_body_bytes",
-            "outside 16777216..=805306368",
+            "outside 16777216..=536870912",
         ),
         (
             "body limit with an unknown field",

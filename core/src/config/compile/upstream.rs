@@ -202,13 +202,14 @@ pub(super) fn compile_databricks(
             100,
             60_000,
         )?,
-        // At least one whole body; at most well under the host's 1 GiB of VM memory.
+        // At least one whole body; at most half the 1 GiB proxy-wasm-cpp-host gives a VM
+        // (`PROXY_WASM_HOST_MAX_WASM_MEMORY_SIZE_BYTES`), leaving room for everything else.
         max_held_body_bytes: in_range(
             "databricks.max_held_body_bytes",
             raw.max_held_body_bytes,
             crate::stream::MAX_HELD_BODY_BYTES as u64,
             max_body_bytes as u64,
-            768 * 1024 * 1024,
+            512 * 1024 * 1024,
         )? as usize,
     }))
 }
