@@ -70,11 +70,11 @@ pub fn read(map_type: MapType) -> Result<Headers, ReadError> {
 }
 
 /// A map brickgate only reads for itself (a callout's response headers): a value that is not
-/// UTF-8 is kept with U+FFFD in its place, which can only make a check fail; `None` when the
+/// UTF-8 is kept with U+FFFD in its place, which can only make a check fail; empty when the
 /// host could not give the map.
-pub fn read_lossy(map_type: MapType) -> Option<Headers> {
+pub fn read_lossy(map_type: MapType) -> Headers {
     match read(map_type) {
-        Ok(headers) | Err(ReadError::NotUtf8 { headers, .. }) => Some(headers),
-        Err(ReadError::Host(_)) => None,
+        Ok(headers) | Err(ReadError::NotUtf8 { headers, .. }) => headers,
+        Err(ReadError::Host(_)) => Vec::new(),
     }
 }

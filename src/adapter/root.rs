@@ -337,8 +337,7 @@ pub fn call_response(
     if num_headers == 0 {
         return None;
     }
-    let headers =
-        super::host_maps::read_lossy(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let headers = super::host_maps::read_lossy(MapType::HttpCallResponseHeaders);
     let status = headers
         .iter()
         .find(|(name, _)| name == ":status")

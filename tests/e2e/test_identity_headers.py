@@ -1,9 +1,8 @@
 """Identity headers sent upstream: right values, client-sent look-alikes removed, config (b) variants."""
 
-import time
-
 import pytest
 
+from databricks_support import wait_until_decided
 from devstack.tokens import payload_of
 from envoy_harness import bootstrap, brickgate_listener
 from gateway_client import send
@@ -137,10 +136,7 @@ def chosen_headers_port(start_envoy, wasm_path, idp, upstream, tokens) -> int:
     envoy.wait_ready()
     port = envoy.listener_ports()["chosen"]
     token = tokens.idp(scope="clusters:read")
-    deadline = time.monotonic() + 20
-    while send(port, "GET", READER_ROUTE, token).status != 200:
-        assert time.monotonic() < deadline, "keys never loaded"
-        time.sleep(0.2)
+    wait_until_decided(port, lambda p: send(p, "GET", READER_ROUTE, token))
     return port
 
 

@@ -305,17 +305,7 @@ impl Stream {
             // warning says why. A failure while carrying out the allow itself comes before its
             // record (see `allow`) and is refused below like any other.
             (State::Allowed, Event::HostFailure(why)) if !self.allow_unconfirmed => {
-                let response = internal_error(why.clone()).to_response(&env.engine.config.realm);
-                let step = Step {
-                    reply: Reply::Pause,
-                    actions: vec![
-                        HostAction::SendResponse(response),
-                        HostAction::Warn(format!(
-                            "brickgate: {why} after the request was allowed; the request is cut with 503 (its audit record is the allow)"
-                        )),
-                    ],
-                };
-                (State::Refused, step)
+                cut_after_allow(env, &why, internal_error(why.clone()))
             }
             (state, Event::HostFailure(why)) => {
                 let headers = state.headers().to_vec();
@@ -397,29 +387,17 @@ impl Stream {
             }
             // A trailer brickgate cannot read is one it cannot strip: refuse while nothing has
             // gone upstream.
-            (State::ReadingBody { held, .. }, Event::UnreadableTrailers { name }) => {
-                refuse(env, &held.headers, unreadable("request trailer", &name))
-            }
             (
-                state @ (State::WaitingForKeys(_) | State::WaitingForToken(_)),
+                state @ (State::ReadingBody { .. }
+                | State::WaitingForKeys(_)
+                | State::WaitingForToken(_)),
                 Event::UnreadableTrailers { name },
             ) => refuse(env, state.headers(), unreadable("request trailer", &name)),
             // Allowed and recorded; the headers (and body) went upstream but the trailers must
-            // not: cut the stream (Envoy resets the upstream request) without a second record.
+            // not.
             (State::Allowed, Event::UnreadableTrailers { name }) => {
                 let error = unreadable("request trailer", &name);
-                let response = error.to_response(&env.engine.config.realm);
-                let step = Step {
-                    reply: Reply::Pause,
-                    actions: vec![
-                        HostAction::SendResponse(response),
-                        HostAction::Warn(format!(
-                            "brickgate: {} after the request was allowed; the request is cut with 400 (its audit record is the allow)",
-                            error.detail
-                        )),
-                    ],
-                };
-                (State::Refused, step)
+                cut_after_allow(env, &error.detail.clone(), error)
             }
             (State::Refused, Event::UnreadableTrailers { .. }) => (State::Refused, Step::pause()),
             (State::ReadingBody { held, .. }, Event::RequestTrailers { trailers }) => {
@@ -719,6 +697,25 @@ fn refuse(env: &Env<'_>, headers: &[(String, String)], error: AuthError) -> (Sta
         actions: vec![
             HostAction::SendResponse(response),
             HostAction::Record(Box::new(Record::denied(audit, Vec::new()))),
+        ],
+    };
+    (State::Refused, step)
+}
+
+/// An allowed, recorded stream that must not go on (a later host call failed, or its trailers
+/// cannot be read): cut it (Envoy resets the upstream request) without a second record; the
+/// warning says why.
+fn cut_after_allow(env: &Env<'_>, why: &str, error: AuthError) -> (State, Step) {
+    let response = error.to_response(&env.engine.config.realm);
+    let warning = format!(
+        "brickgate: {why} after the request was allowed; the request is cut with {} (its audit record is the allow)",
+        response.status
+    );
+    let step = Step {
+        reply: Reply::Pause,
+        actions: vec![
+            HostAction::SendResponse(response),
+            HostAction::Warn(warning),
         ],
     };
     (State::Refused, step)

@@ -815,64 +815,46 @@ fn a_header_or_trailer_that_is_not_utf8_is_refused_in_every_state() {
     assert_eq!(records(&step), [Some("bad_header")]);
     assert_eq!(stream.phase(), "refused");
 
+    // The headers arrive (leaving the stream in `phase`), then a trailer that is not UTF-8.
+    let garbled_trailer_after = |setup, method, path, phase: &str| {
+        let mut world = World::new(setup);
+        let mut stream = Stream::new();
+        let at_headers = world.step(
+            &mut stream,
+            Event::RequestHeaders {
+                headers: headers(method, path, &member),
+                end_of_stream: false,
+            },
+        );
+        assert_eq!(stream.phase(), phase);
+        let step = world.step(&mut stream, garbled_trailer());
+        (world, stream, at_headers, step)
+    };
+
     // While reading a body (held at the headers): refused before anything went upstream.
-    let mut world = World::new(Setup::InlineKeys);
-    let mut stream = Stream::new();
-    world.step(
-        &mut stream,
-        Event::RequestHeaders {
-            headers: headers("POST", CHAT, &member),
-            end_of_stream: false,
-        },
-    );
-    assert_eq!(stream.phase(), "reading_body");
-    let step = world.step(
-        &mut stream,
-        Event::UnreadableTrailers {
-            name: "x-trace".into(),
-        },
-    );
+    let (_, _, _, step) = garbled_trailer_after(Setup::InlineKeys, "POST", CHAT, "reading_body");
     bad_header(&step, "request trailer x-trace");
     assert_eq!(records(&step), [Some("bad_header")]);
 
     // While waiting for keys.
-    let mut world = World::new(Setup::RemoteKeys);
-    let mut stream = Stream::new();
-    world.step(
-        &mut stream,
-        Event::RequestHeaders {
-            headers: headers("GET", "/api/2.1/jobs/list", &member),
-            end_of_stream: false,
-        },
-    );
-    assert_eq!(stream.phase(), "waiting_for_keys");
-    let step = world.step(
-        &mut stream,
-        Event::UnreadableTrailers {
-            name: "x-trace".into(),
-        },
+    let (_, stream, _, step) = garbled_trailer_after(
+        Setup::RemoteKeys,
+        "GET",
+        "/api/2.1/jobs/list",
+        "waiting_for_keys",
     );
     bad_header(&step, "request trailer x-trace");
     assert_eq!(records(&step), [Some("bad_header")]);
     assert!(!stream.is_held());
 
     // Allowed at the headers: the trailers cut the stream, with no second record.
-    let mut world = World::new(Setup::InlineKeys);
-    let mut stream = Stream::new();
-    let step = world.step(
-        &mut stream,
-        Event::RequestHeaders {
-            headers: headers("POST", "/api/2.1/jobs/run-now", &member),
-            end_of_stream: false,
-        },
+    let (mut world, mut stream, at_headers, step) = garbled_trailer_after(
+        Setup::InlineKeys,
+        "POST",
+        "/api/2.1/jobs/run-now",
+        "allowed",
     );
-    assert_eq!(step.reply, Reply::Continue);
-    let step = world.step(
-        &mut stream,
-        Event::UnreadableTrailers {
-            name: "x-trace".into(),
-        },
-    );
+    assert_eq!(at_headers.reply, Reply::Continue);
     bad_header(&step, "request trailer x-trace");
     assert!(records(&step).is_empty());
     assert!(
@@ -883,14 +865,15 @@ fn a_header_or_trailer_that_is_not_utf8_is_refused_in_every_state() {
     assert_eq!(stream.phase(), "refused");
 
     // Refused already: nothing more.
-    let step = world.step(
-        &mut stream,
-        Event::UnreadableTrailers {
-            name: "x-trace".into(),
-        },
-    );
+    let step = world.step(&mut stream, garbled_trailer());
     assert_eq!(step.reply, Reply::Pause);
     assert!(step.actions.is_empty());
+}
+
+fn garbled_trailer() -> Event<'static> {
+    Event::UnreadableTrailers {
+        name: "x-trace".into(),
+    }
 }
 
 /// Bodies held by all streams of a VM are bounded (`databricks.max_held_body_bytes`): the stream
