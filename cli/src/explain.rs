@@ -15,42 +15,13 @@ use brickgate_core::jwks::{Availability, JwksStore};
 use brickgate_core::policy::{Access, Bindings, Rule, match_rule, normalize_path};
 use brickgate_core::token::UnverifiedJwt;
 use brickgate_core::verify::claims::{
-    check_audience, check_lifetime, format_time, string_claim, string_list, token_times,
+    check_audience, check_lifetime, format_time, name_list, scope_list, string_claim, token_times,
 };
 use brickgate_core::verify::{InWasmVerifier, verify_for_provider};
 
 use crate::args::{Args, load_config, read_file};
+use crate::transcript::Transcript;
 use crate::{Outcome, describe, keys};
-
-struct Line;
-
-impl Line {
-    fn pass(what: &str, detail: impl AsRef<str>) {
-        println!("  ok    {what:<12} {}", detail.as_ref());
-    }
-    fn fail(what: &str, error: &AuthError) {
-        println!(
-            "  FAIL  {what:<12} {} ({})",
-            error.detail,
-            error.reason.as_str()
-        );
-    }
-    fn info(what: &str, detail: impl AsRef<str>) {
-        println!("        {what:<12} {}", detail.as_ref());
-    }
-    fn check(what: &str, result: Result<String, AuthError>) -> bool {
-        match result {
-            Ok(detail) => {
-                Line::pass(what, detail);
-                true
-            }
-            Err(error) => {
-                Line::fail(what, &error);
-                false
-            }
-        }
-    }
-}
 
 pub fn run(args: &Args) -> Result<Outcome, String> {
     let [path] = args.positionals(&["PATH"])? else {
@@ -72,29 +43,33 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
             .map_err(|e| format!("clock: {e}"))?
             .as_secs(),
     };
-    let now_ms = now_s * 1000;
     if let Some(jwks) = args.flag("jwks") {
         keys::use_file(&mut config, jwks)?;
     }
+    let out = Transcript::new(&config, &token);
+    replay(config, &out, &method, path, body, now_s).map_err(|problem| out.clean(&problem))
+}
 
-    println!(
+/// The request replayed; every line printed goes through `out`, which hides the token.
+fn replay(
+    config: Config,
+    out: &Transcript,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+    now_s: u64,
+) -> Result<Outcome, String> {
+    out.line(format!(
         "request: {method} {path} (token fingerprint {})",
-        fingerprint(&token)
-    );
+        fingerprint(out.token())
+    ));
+    let now_ms = now_s * 1000;
     let (store, key_lines) = keys::fetch_all(&config, now_ms);
     for line in key_lines {
-        println!("  {line}");
+        out.line(format!("  {line}"));
     }
-    let headers = trace(
-        &config,
-        &store,
-        &method,
-        path,
-        &token,
-        body.as_deref(),
-        now_s,
-    );
-    verdict(config, &store, &method, path, &headers, body, now_ms)
+    let headers = trace(&config, &store, out, method, path, body.as_deref(), now_s);
+    verdict(config, &store, out, method, &headers, body, now_ms)
 }
 
 /// `-` reads the token from stdin, `@FILE` from a file: a token on the command line is visible
@@ -124,25 +99,26 @@ fn read_token(given: &str) -> Result<String, String> {
 fn trace(
     config: &Config,
     store: &JwksStore,
+    out: &Transcript,
     method: &str,
     path: &str,
-    token: &str,
     body: Option<&[u8]>,
     now: u64,
 ) -> Vec<(String, String)> {
+    let token = out.token();
     let mut headers = vec![
         (":method".to_string(), method.to_string()),
         (":path".to_string(), path.to_string()),
         ("authorization".to_string(), format!("Bearer {token}")),
     ];
-    println!("checks, in the plugin's order:");
+    out.line("checks, in the plugin's order:");
     let normalized = match normalize_path(path) {
         Ok(normalized) => {
-            Line::pass("path", format!("canonical {}", normalized.path));
+            out.pass("path", format!("canonical {}", normalized.path));
             normalized
         }
         Err(problem) => {
-            Line::info("path", format!("refused: {problem}"));
+            out.info("path", format!("refused: {problem}"));
             return headers;
         }
     };
@@ -155,7 +131,7 @@ fn trace(
             match serving::model_from_body(body, limit) {
                 Ok(model) => Some(model),
                 Err(error) => {
-                    Line::fail("body", &error);
+                    out.fail("body", &error);
                     return headers;
                 }
             }
@@ -166,18 +142,18 @@ fn trace(
     let (rule, bindings) = match match_rule(&config.rules, method, &normalized.path, endpoint) {
         Ok(Some(found)) => found,
         Ok(None) => {
-            Line::info(
+            out.info(
                 "rule",
                 format!("no rule matches {method} {}", normalized.path),
             );
             return headers;
         }
         Err(conflict) => {
-            Line::fail("rule", &conflict.into_error(model.is_some()));
+            out.fail("rule", &conflict.into_error(model.is_some()));
             return headers;
         }
     };
-    Line::pass(
+    out.pass(
         "rule",
         format!(
             "{} ({} {}): {}",
@@ -190,8 +166,8 @@ fn trace(
     let Access::Token { providers, require } = &rule.access else {
         return headers;
     };
-    headers = place_token(config, providers, method, path, token);
-    token_checks(config, store, rule, providers, &bindings, token, now);
+    headers = place_token(config, out, providers, method, path);
+    token_checks(config, store, out, rule, providers, &bindings, now);
     let _ = require;
     headers
 }
@@ -200,11 +176,12 @@ fn trace(
 /// providers' token sources reads it.
 fn place_token(
     config: &Config,
+    out: &Transcript,
     providers: &[usize],
     method: &str,
     path: &str,
-    token: &str,
 ) -> Vec<(String, String)> {
+    let token = out.token();
     let source = providers
         .iter()
         .filter_map(|i| config.providers.get(*i))
@@ -218,13 +195,13 @@ fn place_token(
                 ":path".to_string(),
                 format!("{path}{joiner}{param}={token}"),
             ));
-            Line::info("credential", format!("sent in query parameter {param}"));
+            out.info("credential", format!("sent in query parameter {param}"));
         }
         Some(TokenSource::Header { name, prefix }) => {
             headers.push((":path".to_string(), path.to_string()));
             let prefix = prefix.clone().unwrap_or_default();
             headers.push((name.clone(), format!("{prefix}{token}")));
-            Line::info(
+            out.info(
                 "credential",
                 format!(
                     "sent in header {name}{}",
@@ -244,20 +221,21 @@ fn place_token(
 fn token_checks(
     config: &Config,
     store: &JwksStore,
+    out: &Transcript,
     rule: &Rule,
     providers: &[usize],
     bindings: &Bindings,
-    token: &str,
     now: u64,
 ) {
+    let token = out.token();
     let jwt = match UnverifiedJwt::parse(token) {
         Ok(jwt) => jwt,
         Err(error) => {
-            Line::fail("token", &error);
+            out.fail("token", &error);
             return;
         }
     };
-    Line::pass(
+    out.pass(
         "token",
         format!(
             "JWT alg {} kid {} typ {}",
@@ -277,7 +255,7 @@ fn token_checks(
         .find(|(_, p)| Some(&p.issuer) == iss.as_ref())
         .copied()
     else {
-        Line::info(
+        out.info(
             "issuer",
             format!(
                 "FAIL iss {:?} is not one of [{}] (issuer_not_accepted)",
@@ -287,7 +265,7 @@ fn token_checks(
         );
         return;
     };
-    Line::pass(
+    out.pass(
         "issuer",
         format!("iss {} -> provider {}", provider.issuer, provider.name),
     );
@@ -296,10 +274,10 @@ fn token_checks(
         let typ = jwt.header.typ.as_deref().unwrap_or("");
         let line = format!("typ {typ:?}; at+jwt required (RFC 9068)");
         if typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt") {
-            Line::pass("typ", line);
+            out.pass("typ", line);
         } else {
             ok = false;
-            Line::info("typ", format!("FAIL {line} (typ_mismatch)"));
+            out.info("typ", format!("FAIL {line} (typ_mismatch)"));
         }
     }
     let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
@@ -307,9 +285,9 @@ fn token_checks(
     let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
     ok &= alg_ok;
     if alg_ok {
-        Line::pass("algorithm", alg_line)
+        out.pass("algorithm", alg_line)
     } else {
-        Line::info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
+        out.info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
     }
     let times = token_times(&jwt.claims).map(|t| {
         let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
@@ -329,7 +307,7 @@ fn token_checks(
         provider.clock_skew_s,
         provider.max_lifetime_s,
     );
-    ok &= Line::check("time", lifetime.and(times));
+    ok &= out.check("time", lifetime.and(times));
     let aud = jwt
         .claims
         .get("aud")
@@ -340,8 +318,8 @@ fn token_checks(
                 .map(|()| format!("aud {aud} holds one of [{}]", audiences.join(", ")));
             if let Err(error) = &result {
                 ok = false;
-                Line::fail("audience", error);
-                Line::info(
+                out.fail("audience", error);
+                out.info(
                     "",
                     format!(
                         "token aud {aud}; expected one of [{}]",
@@ -349,17 +327,17 @@ fn token_checks(
                     ),
                 );
             } else {
-                Line::check("audience", result);
+                out.check("audience", result);
             }
         }
-        None => Line::pass(
+        None => out.pass(
             "audience",
             format!("aud {aud} (provider accepts any audience)"),
         ),
     }
     let keys = match store.availability(index, now * 1000) {
         Availability::Ready(keys) | Availability::Stale(keys) => {
-            Line::pass(
+            out.pass(
                 "keys",
                 format!(
                     "provider {} has [{}]",
@@ -379,7 +357,7 @@ fn token_checks(
         )),
     };
     if !ok {
-        Line::info(
+        out.info(
             "signature",
             "not checked: the plugin stops at the first failed check",
         );
@@ -391,7 +369,7 @@ fn token_checks(
             jwt.header.kid.as_deref().unwrap_or("(no kid)")
         )
     });
-    if !Line::check("signature", signature) {
+    if !out.check("signature", signature) {
         return;
     }
     let Access::Token { require, .. } = &rule.access else {
@@ -399,42 +377,43 @@ fn token_checks(
     };
     let mut scopes: Vec<String> = Vec::new();
     for claim in &provider.scope_claims {
-        for scope in string_list(&jwt.claims, claim) {
+        for scope in scope_list(&jwt.claims, claim) {
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
         }
     }
-    let groups = string_list(&jwt.claims, &provider.groups_claim);
-    Line::info(
+    let groups = name_list(&jwt.claims, &provider.groups_claim);
+    out.info(
         "token has",
         format!(
             "scopes [{}] (claims {}), groups [{}]",
             scopes.join(" "),
             provider.scope_claims.join(", "),
-            groups.join(" ")
+            groups.join(", ")
         ),
     );
     let requirement = require
         .check(&rule.name, bindings, &scopes, &groups)
         .map(|()| format!("requires {}", describe::requirement(require)));
-    Line::check("requirement", requirement);
+    out.check("requirement", requirement);
 }
 
 fn verdict(
     config: Config,
     store: &JwksStore,
+    out: &Transcript,
     method: &str,
-    path: &str,
     headers: &[(String, String)],
     body: Option<Vec<u8>>,
     now_ms: u64,
 ) -> Result<Outcome, String> {
+    // `trace` always places the path (with the token, when a query parameter carries it).
     let path = headers
         .iter()
         .find(|(n, _)| n == ":path")
-        .map_or(path, |(_, v)| v.as_str())
-        .to_string();
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let engine = Engine::new(config, Box::new(InWasmVerifier));
     let mut cache = TokenCache::new(0, 4096);
     let decide = |body: Option<&[u8]>, cache: &mut TokenCache| {
@@ -452,14 +431,17 @@ fn verdict(
         // As the plugin does once the request is complete: decide on the body (or none).
         decision = decide(Some(body.as_deref().unwrap_or_default()), &mut cache);
     }
-    println!("decision (Engine::decide):");
+    out.line("decision (Engine::decide):");
     let outcome = match &decision {
         Decision::Deny { response, .. } => {
-            println!("  refused: HTTP {}", response.status);
+            out.line(format!("  refused: HTTP {}", response.status));
             for (name, value) in &response.headers {
-                println!("  {name}: {value}");
+                out.line(format!("  {name}: {value}"));
             }
-            println!("  body: {}", String::from_utf8_lossy(&response.body));
+            out.line(format!(
+                "  body: {}",
+                String::from_utf8_lossy(&response.body)
+            ));
             Outcome::Refused
         }
         Decision::Allow {
@@ -468,34 +450,36 @@ fn verdict(
             audit,
         } => {
             if audit.decision == WOULD_DENY {
-                println!(
+                out.line(format!(
                     "  would_deny (dry-run): would answer HTTP {} ({}); the request goes on",
                     audit.status,
                     audit.reason.unwrap_or_default()
-                );
+                ));
             } else {
-                println!("  allowed: forwarded upstream");
+                out.line("  allowed: forwarded upstream");
             }
             for (name, value) in mutations.headers_set() {
-                println!("  sets {name}: {value}");
+                out.line(format!("  sets {name}: {value}"));
             }
             for name in &mutations.remove_headers {
-                println!("  removes {name}");
+                out.line(format!("  removes {name}"));
             }
             if let Some(rewritten) = &mutations.set_path {
-                println!("  path becomes {rewritten}");
+                out.line(format!("  path becomes {rewritten}"));
             }
             match upstream {
-                UpstreamAction::Forward => println!("  upstream: the request as authorised"),
-                UpstreamAction::Fetch(request) => println!(
-                    "  upstream: Authorization replaced by a Databricks token from {}{} (cluster {})",
+                UpstreamAction::Forward => out.line("  upstream: the request as authorised"),
+                UpstreamAction::Fetch(request) => out.line(format!("  upstream: Authorization replaced by a Databricks token from {}{} (cluster {})",
                     request.authority, request.path, request.cluster
-                ),
+                )),
             }
             Outcome::Allowed
         }
         Decision::NeedBody { .. } => return Err("the decision still needs a body".to_string()),
     };
-    println!("audit: {}", decision.audit().to_json());
+    out.line(format!("audit: {}", decision.audit().to_json()));
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,7 @@ mod describe;
 mod explain;
 mod keys;
 mod route;
+mod transcript;
 
 use std::process::ExitCode;
 

@@ -150,9 +150,10 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
         dry_run,
         audit: AuditOutputs {
             log_line: raw.audit.log_line.unwrap_or(false),
-            // Off unless an access log reads it: a filter-state object costs Envoy several µs per
-            // request (docs/BENCHMARKS.md); every shipped config that logs it turns it on.
-            filter_state: raw.audit.filter_state.unwrap_or(false),
+            // On unless turned off explicitly: a gateway installed from the README snippet must
+            // leave a record of each decision. It costs Envoy a few µs per request
+            // (docs/BENCHMARKS.md), and nothing is written unless an access log reads it.
+            filter_state: raw.audit.filter_state.unwrap_or(true),
         },
     })
 }

@@ -20,7 +20,7 @@ use crate::identity::{
 use crate::jwks::{Availability, JwksStore, KeySet, UnixMillis};
 use crate::policy::Rule;
 use crate::token::UnverifiedJwt;
-use crate::verify::claims::{check_times, string_claim, string_list, token_times};
+use crate::verify::claims::{check_times, name_list, scope_list, string_claim, token_times};
 use crate::verify::verify_for_provider;
 
 impl Engine {
@@ -120,8 +120,8 @@ impl Engine {
         holder: Holder,
     ) -> Result<Verified, AuthError> {
         let kind = principal_kind(provider.idp, claims, holder.subject.as_deref());
-        let groups = string_list(claims, &provider.groups_claim);
-        let roles = string_list(claims, &provider.roles_claim);
+        let groups = name_list(claims, &provider.groups_claim);
+        let roles = name_list(claims, &provider.roles_claim);
         let scopes = effective_scopes(
             &provider.grants,
             scopes_of(provider, claims),
@@ -274,7 +274,7 @@ fn federated_subject_of(provider: &Provider, claims: &Claims) -> FederatedSubjec
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {
     let mut scopes: Vec<String> = Vec::new();
     for claim in &provider.scope_claims {
-        for scope in string_list(claims, claim) {
+        for scope in scope_list(claims, claim) {
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }

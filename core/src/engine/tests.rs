@@ -434,6 +434,20 @@ fn decision_table() {
             Some("group_not_allowed"),
         ),
         (
+            "a string group claim is one group",
+            "GET",
+            "/team/x".into(),
+            Some(rs(json!({"groups": "ml"}))),
+            None,
+        ),
+        (
+            "a string group claim is not split on spaces",
+            "GET",
+            "/team/x".into(),
+            Some(rs(json!({"groups": "web ml"}))),
+            Some("group_not_allowed"),
+        ),
+        (
             "query token",
             "GET",
             format!("/api/2.0/clusters/list?access_token={good}"),

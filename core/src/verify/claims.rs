@@ -156,11 +156,32 @@ pub fn claim_at<'a>(claims: &'a Claims, path: &str) -> Option<&'a Value> {
     parts.try_fold(first, |value, part| value.get(part))
 }
 
-/// A claim read as a list of strings: a string is split on whitespace, an array is taken
-/// as is (non-strings skipped). Anything else is empty.
-pub fn string_list(claims: &Claims, name: &str) -> Vec<String> {
+/// A scope claim read as a list: a string is space-delimited (`scope`, RFC 8693 §4.2, which
+/// RFC 9068 §2.2.3 uses; Entra ID's `scp` is the same), an array is taken as is (non-strings
+/// skipped). Anything else is empty.
+pub fn scope_list(claims: &Claims, name: &str) -> Vec<String> {
     match claim_at(claims, name) {
         Some(Value::String(text)) => text.split_whitespace().map(str::to_string).collect(),
+        other => array_of_strings(other),
+    }
+}
+
+/// A group or role claim read as a list of names. IdPs send these as arrays (RFC 9068 §2.2.3.1
+/// takes `groups` and `roles` from SCIM's multi-valued attributes, RFC 7643 §4.1.2; Entra ID's
+/// `groups` and `roles`, Okta's and Keycloak's `groups` are JSON arrays), and a group name may
+/// hold spaces (`Domain Admins`). So a string is ONE name, never split: splitting it would let
+/// `"Domain Admins"` satisfy a rule or grant for `Admins`. An empty string is no name.
+pub fn name_list(claims: &Claims, name: &str) -> Vec<String> {
+    match claim_at(claims, name) {
+        Some(Value::String(text)) if text.is_empty() => Vec::new(),
+        Some(Value::String(text)) => vec![text.clone()],
+        other => array_of_strings(other),
+    }
+}
+
+/// An array's strings (non-strings skipped); anything else is empty.
+fn array_of_strings(value: Option<&Value>) -> Vec<String> {
+    match value {
         Some(Value::Array(items)) => items
             .iter()
             .filter_map(Value::as_str)
@@ -289,13 +310,39 @@ mod tests {
         );
     }
 
+    /// Scopes are space-delimited in a string; groups and roles are one name per string.
     #[test]
-    fn lists_and_paths() {
-        let c = claims(json!({"scope": "a  b", "scp": ["c", 1, "d"], "realm": {"roles": ["r"]}}));
-        assert_eq!(string_list(&c, "scope"), ["a", "b"]);
-        assert_eq!(string_list(&c, "scp"), ["c", "d"]);
-        assert_eq!(string_list(&c, "realm.roles"), ["r"]);
-        assert!(string_list(&c, "missing").is_empty());
+    fn scope_and_name_lists_table() {
+        // (claim value, as scopes, as groups or roles)
+        let cases: Vec<(Value, Vec<&str>, Vec<&str>)> = vec![
+            (json!("a  b"), vec!["a", "b"], vec!["a  b"]),
+            (
+                json!("Domain Admins"),
+                vec!["Domain", "Admins"],
+                vec!["Domain Admins"],
+            ),
+            (json!("admins"), vec!["admins"], vec!["admins"]),
+            (json!(""), vec![], vec![]),
+            (json!(" "), vec![], vec![" "]),
+            (
+                json!(["Domain Admins", 1, "ops"]),
+                vec!["Domain Admins", "ops"],
+                vec!["Domain Admins", "ops"],
+            ),
+            (json!([]), vec![], vec![]),
+            (json!(7), vec![], vec![]),
+            (json!({"a": "b"}), vec![], vec![]),
+            (json!(null), vec![], vec![]),
+        ];
+        for (value, scopes, names) in cases {
+            let c = claims(json!({ "claim": value }));
+            assert_eq!(scope_list(&c, "claim"), scopes, "scopes of {value}");
+            assert_eq!(name_list(&c, "claim"), names, "names of {value}");
+        }
+        let c = claims(json!({"realm": {"roles": ["r s"]}}));
+        assert_eq!(name_list(&c, "realm.roles"), ["r s"]);
+        assert!(name_list(&c, "missing").is_empty());
+        assert!(scope_list(&c, "missing").is_empty());
     }
 
     #[test]

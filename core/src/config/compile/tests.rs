@@ -572,16 +572,31 @@ fn bad_configs_name_the_field() {
 }
 
 #[test]
-fn audit_outputs_are_off_until_configured() {
-    let config = compile(&base()).unwrap();
-    assert!(!config.audit.filter_state && !config.audit.log_line);
-    let config = compile(&with(
-        base(),
-        "/audit",
-        json!({"log_line": true, "filter_state": true}),
-    ))
-    .unwrap();
-    assert!(config.audit.filter_state && config.audit.log_line);
+fn audit_goes_to_filter_state_by_default_and_each_output_is_a_choice() {
+    // (`audit` given, filter_state, log_line) after compiling.
+    let cases = [
+        (None, true, false),
+        (Some(json!({})), true, false),
+        (Some(json!({"filter_state": false})), false, false),
+        (Some(json!({"log_line": true})), true, true),
+        (
+            Some(json!({"log_line": true, "filter_state": false})),
+            false,
+            true,
+        ),
+    ];
+    for (audit, filter_state, log_line) in cases {
+        let raw = match &audit {
+            Some(audit) => with(base(), "/audit", audit.clone()),
+            None => base(),
+        };
+        let config = compile(&raw).unwrap();
+        assert_eq!(
+            (config.audit.filter_state, config.audit.log_line),
+            (filter_state, log_line),
+            "{audit:?}"
+        );
+    }
 }
 
 #[test]

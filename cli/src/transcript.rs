@@ -1,0 +1,199 @@
+//! What `brickgate explain` prints, one line at a time, each line cleaned before it is written:
+//! the token never appears, wherever the core's answer carries it (a path rewritten with the
+//! token still in its query, a header value), and neither does the value of any query parameter
+//! a provider reads tokens from (a token the user wrote into PATH). The fingerprint stands in.
+
+use brickgate_core::config::{Config, TokenSource};
+use brickgate_core::error::AuthError;
+use brickgate_core::identity::fingerprint;
+
+pub struct Transcript {
+    sink: Sink,
+    token: String,
+    /// What the token is replaced with.
+    stand_in: String,
+    /// Query parameters any provider reads a token from.
+    token_params: Vec<String>,
+}
+
+impl Transcript {
+    pub fn new(config: &Config, token: &str) -> Self {
+        let mut token_params: Vec<String> = Vec::new();
+        for source in config.providers.iter().flat_map(|p| &p.token_sources) {
+            if let TokenSource::Query { param } = source
+                && !token_params.contains(param)
+            {
+                token_params.push(param.clone());
+            }
+        }
+        Transcript {
+            sink: Sink::Stdout,
+            token: token.to_string(),
+            stand_in: format!("[token {}]", fingerprint(token)),
+            token_params,
+        }
+    }
+
+    /// A transcript that keeps its lines (cleaned) instead of printing them.
+    #[cfg(test)]
+    pub fn kept(config: &Config, token: &str) -> Self {
+        Transcript {
+            sink: Sink::Kept(Default::default()),
+            ..Transcript::new(config, token)
+        }
+    }
+
+    /// The lines a [`Transcript::kept`] holds.
+    #[cfg(test)]
+    pub fn lines(&self) -> Vec<String> {
+        match &self.sink {
+            Sink::Kept(lines) => lines.borrow().clone(),
+            Sink::Stdout => Vec::new(),
+        }
+    }
+
+    /// The token being replayed, which every printed line hides.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `text` without the token and without any token parameter's value.
+    pub fn clean(&self, text: &str) -> String {
+        // Parameters first: the stand-in holds a space, which would end a parameter's value.
+        let text = self
+            .token_params
+            .iter()
+            .fold(text.to_string(), |text, param| {
+                without_param_values(&text, param)
+            });
+        if self.token.is_empty() {
+            text
+        } else {
+            text.replace(&self.token, &self.stand_in)
+        }
+    }
+
+    pub fn line(&self, text: impl AsRef<str>) {
+        let line = self.clean(text.as_ref());
+        match &self.sink {
+            Sink::Stdout => println!("{line}"),
+            #[cfg(test)]
+            Sink::Kept(lines) => lines.borrow_mut().push(line),
+        }
+    }
+
+    pub fn pass(&self, what: &str, detail: impl AsRef<str>) {
+        self.line(format!("  ok    {what:<12} {}", detail.as_ref()));
+    }
+
+    pub fn fail(&self, what: &str, error: &AuthError) {
+        self.line(format!(
+            "  FAIL  {what:<12} {} ({})",
+            error.detail,
+            error.reason.as_str()
+        ));
+    }
+
+    pub fn info(&self, what: &str, detail: impl AsRef<str>) {
+        self.line(format!("        {what:<12} {}", detail.as_ref()));
+    }
+
+    pub fn check(&self, what: &str, result: Result<String, AuthError>) -> bool {
+        match result {
+            Ok(detail) => {
+                self.pass(what, detail);
+                true
+            }
+            Err(error) => {
+                self.fail(what, &error);
+                false
+            }
+        }
+    }
+}
+
+enum Sink {
+    Stdout,
+    #[cfg(test)]
+    Kept(std::cell::RefCell<Vec<String>>),
+}
+
+/// Every `param=VALUE` that starts a query pair (after `?` or `&`) with VALUE replaced by
+/// `[redacted]`; VALUE ends at `&`, `#`, whitespace, a quote or the end of the text.
+fn without_param_values(text: &str, param: &str) -> String {
+    let key = format!("{param}=");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(&key) {
+        let starts_pair = rest[..at].ends_with(['?', '&']);
+        let (before, after) = rest.split_at(at + key.len());
+        out.push_str(before);
+        rest = after;
+        if starts_pair {
+            let end = rest
+                .find(|c: char| matches!(c, '&' | '#' | '"' | '\'') || c.is_whitespace())
+                .unwrap_or(rest.len());
+            if end > 0 {
+                out.push_str("[redacted]");
+            }
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript(params: &[&str], token: &str) -> Transcript {
+        Transcript {
+            sink: Sink::Stdout,
+            token: token.to_string(),
+            stand_in: format!("[token {}]", fingerprint(token)),
+            token_params: params.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn neither_the_token_nor_a_token_parameter_survives() {
+        let t = transcript(&["access_token"], "eyJ.abc.def");
+        let fp = fingerprint("eyJ.abc.def");
+        // (printed, written)
+        let cases = [
+            (
+                "  path becomes /api/2.0/x?access_token=eyJ.abc.def".to_string(),
+                "  path becomes /api/2.0/x?access_token=[redacted]".to_string(),
+            ),
+            (
+                "request: GET /x?a=1&access_token=other.jwt.value&b=2 (fp)".to_string(),
+                "request: GET /x?a=1&access_token=[redacted]&b=2 (fp)".to_string(),
+            ),
+            (
+                "/x?my_access_token=keep&access_token=".to_string(),
+                "/x?my_access_token=keep&access_token=".to_string(),
+            ),
+            (
+                r#"{"path":"/x?access_token=v1#frag","q":"?access_token=v2"}"#.to_string(),
+                r#"{"path":"/x?access_token=[redacted]#frag","q":"?access_token=[redacted]"}"#
+                    .to_string(),
+            ),
+            (
+                "header x-token: Bearer eyJ.abc.def, again eyJ.abc.def".to_string(),
+                format!("header x-token: Bearer [token {fp}], again [token {fp}]"),
+            ),
+            (
+                "access_token=not-a-query-pair".to_string(),
+                "access_token=not-a-query-pair".to_string(),
+            ),
+            (
+                "/é?access_token=ü€".to_string(),
+                "/é?access_token=[redacted]".to_string(),
+            ),
+        ];
+        for (printed, written) in cases {
+            assert_eq!(t.clean(&printed), written, "{printed}");
+        }
+    }
+}
