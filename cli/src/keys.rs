@@ -41,7 +41,8 @@ pub fn fetch_all(config: &Config, now_ms: u64) -> (JwksStore, Vec<String>) {
         }
         let mut next = Vec::new();
         for fetch in pending {
-            let outcome = get(&store, &fetch);
+            let (outcome, redirect) = get(&store, &fetch);
+            lines.extend(redirect);
             let (more, events) = store.on_fetch_outcome(&shared, fetch.provider, outcome, now_ms);
             lines.extend(describe_events(config, &events));
             next.extend(more);
@@ -60,18 +61,40 @@ fn url(fetch: &FetchRequest) -> String {
     format!("{scheme}://{}{}", fetch.authority, fetch.path)
 }
 
-fn get(store: &JwksStore, fetch: &FetchRequest) -> FetchOutcome {
+/// One GET, as the plugin's `dispatch_http_call` makes it: a redirect is not followed (Envoy
+/// hands the plugin the 3xx itself, and the key store refuses it as it refuses any answer but
+/// 200), so an https URL can never lead this tool to plain http or to another host. The second
+/// value says where a redirect pointed, by host only (its path or query may hold anything).
+fn get(store: &JwksStore, fetch: &FetchRequest) -> (FetchOutcome, Option<String>) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_millis(fetch.timeout_ms)))
         .http_status_as_error(false)
+        // 0: the 3xx response is returned as it is, never followed.
+        .max_redirects(0)
         .build()
         .into();
     let url = url(fetch);
     let mut response = match agent.get(&url).header("accept", "application/json").call() {
         Ok(response) => response,
-        Err(e) => return FetchOutcome::TransportFailure(format!("GET {url}: {e}")),
+        Err(e) => {
+            return (
+                FetchOutcome::TransportFailure(format!("GET {url}: {e}")),
+                None,
+            );
+        }
     };
     let status = u32::from(response.status().as_u16());
+    let redirect = response.status().is_redirection().then(|| {
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok());
+        format!(
+            "keys: GET {url} answered HTTP {status}, a redirect to {}: not followed (the plugin \
+             never follows redirects)",
+            location_host(location)
+        )
+    });
     let max_age_s = response
         .headers()
         .get("cache-control")
@@ -84,14 +107,43 @@ fn get(store: &JwksStore, fetch: &FetchRequest) -> FetchOutcome {
         .as_reader()
         .take(limit)
         .read_to_end(&mut body);
-    match read {
+    let outcome = match read {
         Ok(_) => FetchOutcome::Response {
             status,
             body,
             max_age_s,
         },
         Err(e) => FetchOutcome::TransportFailure(format!("GET {url}: {e}")),
+    };
+    (outcome, redirect)
+}
+
+/// The host a `Location` names, and only that: `host x` for an absolute URL (scheme and
+/// userinfo dropped), `the same host` for a relative one. A host that is not plain
+/// letters, digits, `.`, `-`, `:`, `[`, `]`, or is longer than a DNS name, is not echoed.
+fn location_host(location: Option<&str>) -> String {
+    let Some(location) = location else {
+        return "nowhere (no Location header)".to_string();
+    };
+    let after_scheme = match location.split_once("://") {
+        Some((_, rest)) => rest,
+        None => match location.strip_prefix("//") {
+            Some(rest) => rest,
+            None => return "the same host".to_string(),
+        },
+    };
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let plain = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if host.is_empty() || host.len() > 255 || !plain {
+        return "a host it does not name readably".to_string();
     }
+    format!("host {host}")
 }
 
 fn describe_events(config: &Config, events: &[StoreEvent]) -> Vec<String> {
@@ -140,6 +192,93 @@ mod tests {
             path: "/jwks.json".into(),
             timeout_ms: 1000,
         }
+    }
+
+    #[test]
+    fn a_redirect_names_only_the_host_it_points_at() {
+        let cases = [
+            (
+                Some("http://evil.example/jwks?token=secret"),
+                "host evil.example",
+            ),
+            (
+                Some("https://user:pw@idp.example:8443/k"),
+                "host idp.example:8443",
+            ),
+            (Some("//cdn.example/keys"), "host cdn.example"),
+            (Some("/elsewhere?access_token=secret"), "the same host"),
+            (Some("http://[::1]:9/x"), "host [::1]:9"),
+            (
+                Some("http://a b.example/"),
+                "a host it does not name readably",
+            ),
+            (Some("http:///nohost"), "a host it does not name readably"),
+            (None, "nowhere (no Location header)"),
+        ];
+        for (location, named) in cases {
+            assert_eq!(location_host(location), named, "{location:?}");
+        }
+    }
+
+    /// A loopback IdP whose JWKS URL redirects (here to another loopback port, plain http):
+    /// the tool reports the redirect, with the host only, and never connects to its target.
+    #[test]
+    fn a_redirect_is_not_followed() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::net::TcpListener;
+
+        let target = TcpListener::bind("127.0.0.1:0").unwrap();
+        let target_port = target.local_addr().unwrap().port();
+        let idp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let idp_port = idp.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = idp.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let answer = format!(
+                "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{target_port}/jwks.json?token=secret\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            reader.get_mut().write_all(answer.as_bytes()).unwrap();
+        });
+        let config = brickgate_core::config::Config::from_json(
+            serde_json::json!({
+                "realm": "r",
+                "providers": {"p": {
+                    "issuer": "https://p.test",
+                    "audiences": ["api"],
+                    "jwks": {"remote": {"cluster": "idp", "uri": format!("http://127.0.0.1:{idp_port}/jwks.json")}}
+                }},
+                "rules": [{"name": "all", "match": {"template": "/**"}, "providers": ["p"]}]
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let (_, lines) = fetch_all(&config, 1_800_000_000_000);
+        server.join().unwrap();
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!(
+                "keys: GET http://127.0.0.1:{idp_port}/jwks.json answered HTTP 302, a redirect to host 127.0.0.1:{target_port}: not followed"
+            ))),
+            "{lines:#?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("JWKS endpoint answered HTTP 302")),
+            "{lines:#?}"
+        );
+        assert!(lines.iter().all(|l| !l.contains("secret")), "{lines:#?}");
+        // Had the redirect been followed, its connection would be waiting here by now.
+        target.set_nonblocking(true).unwrap();
+        assert_eq!(
+            target.accept().map(|_| ()).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
     }
 
     #[test]
