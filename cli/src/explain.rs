@@ -477,7 +477,10 @@ fn verdict(
         }
         Decision::NeedBody { .. } => return Err("the decision still needs a body".to_string()),
     };
-    out.line(format!("audit: {}", decision.audit().to_json()));
+    // Bounded as the plugin writes it (`Record`).
+    let mut audit = decision.audit().clone();
+    audit.bound_client_fields();
+    out.line(format!("audit: {}", audit.to_json()));
     Ok(outcome)
 }
 

@@ -11,6 +11,7 @@ import pytest
 
 from envoy_harness import bootstrap, brickgate_listener, http_get
 from gateway_client import send
+from h2_client import h2_request
 from plugin_configs import AUDIENCE, main_config
 from shipped_config import with_shipped_observability
 
@@ -234,9 +235,29 @@ def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, i
         collector.close()
 
 
-def test_without_filter_state_configured_the_access_log_has_no_record(start_envoy, wasm_path, idp, upstream, tokens):
-    """`audit.filter_state` is off unless configured: no host call, and the field is empty."""
-    plugin_config = {k: v for k, v in main_config(idp.issuer, idp.port).items() if k != "audit"}
+@pytest.mark.parametrize("protocol", ["h2", "http1.1"])
+def test_a_default_configuration_leaves_one_record_per_decision(observed, tokens, protocol):
+    """No `audit` section at all (the README snippet has none): each decision, allowed or refused,
+    is one record in the filter state, which `%FILTER_STATE(wasm.brickgate)%` reads."""
+    assert "audit" not in main_config("https://idp.example", 1), "the observed listener uses the defaults"
+    envoy, port = observed
+    token = tokens.idp(scope="clusters:read", subject="default-alice")
+    allowed, refused = unique(CLUSTERS), unique(CLUSTERS)
+    for path, sent in ((allowed, token), (refused, None)):
+        if protocol == "h2":
+            headers = [("authorization", f"Bearer {sent}")] if sent else []
+            h2_request(port, "GET", path, headers)
+        else:
+            send(port, "GET", path, sent)
+    allowed_fields = brickgate_fields(logged(envoy, allowed))
+    assert (allowed_fields["decision"], allowed_fields["subject"]) == ("allow", "default-alice"), allowed_fields
+    refused_fields = brickgate_fields(logged(envoy, refused))
+    assert (refused_fields["decision"], refused_fields["reason"]) == ("deny", "missing_token"), refused_fields
+
+
+def test_with_filter_state_turned_off_the_access_log_has_no_record(start_envoy, wasm_path, idp, upstream, tokens):
+    """`"audit": {"filter_state": false}` is the explicit way out: no host call, and the field is empty."""
+    plugin_config = {**main_config(idp.issuer, idp.port), "audit": {"filter_state": False}}
     config = with_shipped_observability(bootstrap([brickgate_listener("main", str(wasm_path), plugin_config)], upstream.port, idp.port))
     envoy = start_envoy(config, "no-filter-state")
     envoy.wait_ready()

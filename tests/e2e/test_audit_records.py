@@ -55,6 +55,9 @@ def audit_gateway(start_envoy, wasm_path):
     with running(make_idp(0, audience=AUDIENCE)) as idp, running(make_body_echo()) as echo:
         factory = TokenFactory(idp.issuer)
         listener = routed_listener("audit", wasm_path, audit_config(idp), "echo")
+        # Behind a trusted proxy a gateway keeps the request id it is given; the client then
+        # chooses it, which the bounded-record test needs.
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["preserve_external_request_id"] = True
         envoy = start_envoy(bootstrap_with([listener], {"echo": echo.port, "idp": idp.port}), "audit-records")
         try:
             envoy.wait_ready()
@@ -156,3 +159,32 @@ def test_every_answer_is_counted_once_over_both_protocols(audit_gateway):
     assert delta(before, after, "wasmcustom.brickgate.allowed") == 2
     assert delta(before, after, "wasmcustom.brickgate.denied") == 2
     assert len(wait_for_records(audit_gateway.envoy, offset, 4)) == 4
+
+
+TRUNCATED = re.compile(r"…\[truncated from (\d+) bytes\]$")
+
+
+@pytest.mark.parametrize("protocol", ["h2", "http1.1"])
+def test_a_huge_request_id_and_path_are_recorded_bounded_and_marked(audit_gateway, protocol):
+    """Request id at most 128 bytes, path at most 2 KiB (identity/audit.rs), cut with a mark that
+    says how long they were: for a path brickgate refuses unread (over 8 KiB) and one it allows."""
+    token = audit_gateway.tokens.idp(scope="jobs")
+    request_id = "r" * 5000
+    refused_path = "/api/2.1/jobs/" + "p" * 20_000
+    allowed_path = "/api/2.1/jobs/" + "a" * 3000
+    offset = audit_gateway.envoy.log_size()
+    for path, status in ((refused_path, 400), (allowed_path, 200)):
+        headers = [("authorization", f"Bearer {token}"), ("x-request-id", request_id)]
+        if protocol == "h2":
+            reply = h2_request(audit_gateway.port, "GET", path, headers)
+        else:
+            reply = send(audit_gateway.port, "GET", path, headers=headers)
+        assert reply.status == status, reply.body[:200]
+    records = wait_for_records(audit_gateway.envoy, offset, 2)
+    assert [r["status"] for r in records] == [400, 200], records
+    assert records[0]["reason"] == "bad_path"
+    for record, path in zip(records, (refused_path, allowed_path)):
+        assert len(record["path"].encode()) <= 2048 and len(record["request_id"].encode()) <= 128, record
+        assert TRUNCATED.search(record["path"]).group(1) == str(len(path)), record["path"][-60:]
+        assert TRUNCATED.search(record["request_id"]).group(1) == "5000", record["request_id"]
+        assert path.startswith(TRUNCATED.sub("", record["path"]))

@@ -8,6 +8,8 @@ the tool runs the same core; its agreement with the plugin is the core's own tes
 import json
 import os
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from devstack.httpbase import running
 from devstack.idp import DEMO_CLIENTS, make_idp
 from devstack.token import fetch_token
-from plugin_configs import AUDIENCE, VM_ENV, main_config
+from plugin_configs import AUDIENCE, VM_ENV, idp_provider, main_config
 from token_factory import TokenFactory
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +121,81 @@ def test_make_run_points_at_the_access_log_the_metrics_and_a_working_explain_lin
     assert json.loads(refreshed.stdout) == json.loads(config.read_text()), "the refresh line prints the live policy's JSON"
     explain_line = next(line for line in pointers.splitlines() if " explain " in line)
     assert f"{CLI} explain --config {config} --token - --method POST /api/2.1/clusters/create" in explain_line
+
+
+def query_token_config(idp, tmp_path, jwks_uri: str | None = None) -> Path:
+    """One provider that reads tokens from the query only, so `explain` places the token there."""
+    provider = idp_provider(idp.issuer, idp.port, token_sources=[{"query": "access_token"}])
+    if jwks_uri:
+        provider["jwks"] = {"remote": {"cluster": "idp", "uri": jwks_uri}}
+    config = tmp_path / "query.json"
+    config.write_text(json.dumps({"realm": "cli", "providers": {"idp": provider},
+                                  "rules": [{"name": "all", "match": {"template": "/**"}, "providers": ["idp"]}]}))
+    return config
+
+
+@pytest.mark.parametrize("path", ["/api/2.0/clusters//list", "/api/2.0/clusters/li%73t?x=1",
+                                  "/api/2.0/clusters//list?access_token=eyJvdGhlciJ9.e30.c2ln"])
+def test_explain_never_prints_a_token_carried_in_the_query(stack, tmp_path, path):
+    """The token rides in the query and the plugin rewrites the path: `path becomes …` used to hold
+    the whole token. Neither it nor a token written into PATH is printed, on stdout or stderr."""
+    idp, _ = stack
+    token = TokenFactory(idp.issuer).idp(subject="alice", scope="clusters:read")
+    result = run("explain", "--config", str(query_token_config(idp, tmp_path)), "--token", "-", path, stdin=token)
+    printed = result.stdout + result.stderr
+    assert "sent in query parameter access_token" in printed, printed
+    assert token not in printed and "eyJvdGhlciJ9.e30.c2ln" not in printed, printed
+    if "access_token=" not in path:
+        assert result.returncode == 0 and "path becomes /api/2.0/clusters/list" in printed, printed
+        assert "access_token=[redacted]" in printed, printed
+
+
+class _Counting(HTTPServer):
+    def __init__(self, handler):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.requests = 0
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_explain_never_follows_a_key_fetch_redirect(stack, tmp_path):
+    """The JWKS URL answers 302 to another server (plain http, a token-looking query): the tool, like
+    the plugin, does not follow it, names the Location's host only, and the target sees nothing."""
+    idp, _ = stack
+
+    class Target(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.server.requests += 1
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    target = _Counting(Target)
+    target_host = f"127.0.0.1:{target.server_port}"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.server.requests += 1
+            self.send_response(302)
+            self.send_header("Location", f"http://{target_host}/jwks.json?token=sekrit")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_):
+            pass
+
+    redirect = _Counting(Redirect)
+    try:
+        config = query_token_config(idp, tmp_path, f"http://127.0.0.1:{redirect.server_port}/jwks.json")
+        token = TokenFactory(idp.issuer).idp(subject="alice", scope="clusters:read")
+        result = run("explain", "--config", str(config), "--token", "-", "/api/2.0/clusters/list", stdin=token)
+        printed = result.stdout + result.stderr
+        assert result.returncode == 1, printed
+        assert f"answered HTTP 302, a redirect to host {target_host}: not followed" in printed, printed
+        assert "JWKS endpoint answered HTTP 302" in printed, printed
+        assert "sekrit" not in printed
+        assert redirect.requests >= 1 and target.requests == 0
+    finally:
+        target.shutdown()
+        redirect.shutdown()

@@ -25,7 +25,6 @@ def policy(idp, version: str) -> dict:
     """Version `a` lets scope `scope-a` read clusters under rule `policy-a`; version `b` only `scope-b`."""
     return {
         "realm": "brickgate-e2e",
-        "audit": {"filter_state": True},  # the access log names each request's rule
         "providers": {"idp": idp_provider(idp.issuer, idp.port)},
         "rules": [{"name": f"policy-{version}", "match": {"prefix": PREFIX, "methods": ["GET"]},
                    "providers": ["idp"], "require": {"scopes_any": [f"scope-{version}"]}}],

@@ -108,6 +108,60 @@ impl AuditRecord {
     }
 }
 
+/// The most bytes a record keeps of each field whose value the client chooses at will (a header,
+/// the path, what an unverified token claims), so one request cannot make a record, the
+/// access-log line holding it or the filter-state object of arbitrary size. A longer value is
+/// cut on a character boundary and ends in the [`truncated`] mark, within the bound. A request
+/// id is a UUID (36 bytes) or a tracing id; a path that brickgate reads may be up to 8 KiB
+/// (`policy::MAX_PATH_BYTES`), and 2 KiB keep every path the Databricks API uses whole.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+pub const MAX_PATH_BYTES: usize = 2048;
+pub const MAX_METHOD_BYTES: usize = 32;
+/// `kid`, `alg` and the `claimed_*` fields, read from a token before it verified.
+pub const MAX_CLAIMED_BYTES: usize = 256;
+
+impl AuditRecord {
+    /// Cuts every client-chosen field to its bound (see [`MAX_PATH_BYTES`]); done once, as the
+    /// record is written.
+    pub fn bound_client_fields(&mut self) {
+        bound(&mut self.method, MAX_METHOD_BYTES);
+        bound(&mut self.path, MAX_PATH_BYTES);
+        let optional = [
+            (&mut self.request_id, MAX_REQUEST_ID_BYTES),
+            (&mut self.kid, MAX_CLAIMED_BYTES),
+            (&mut self.alg, MAX_CLAIMED_BYTES),
+            (&mut self.claimed_subject, MAX_CLAIMED_BYTES),
+            (&mut self.claimed_client_id, MAX_CLAIMED_BYTES),
+            (&mut self.claimed_token_id, MAX_CLAIMED_BYTES),
+        ];
+        for (field, max) in optional {
+            if let Some(text) = field {
+                bound(text, max);
+            }
+        }
+    }
+}
+
+/// The mark that ends a cut value: how long the value was, so a reader knows it was cut.
+pub fn truncated(original_bytes: usize) -> String {
+    format!("…[truncated from {original_bytes} bytes]")
+}
+
+/// `text` unchanged within `max` bytes; otherwise its longest prefix that ends on a character
+/// boundary and leaves room for the mark, then the mark (`max` bytes at most in all).
+fn bound(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mark = truncated(text.len());
+    let mut keep = max.saturating_sub(mark.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    text.push_str(&mark);
+}
+
 /// The first 16 hex digits of SHA-256 over the compact token (`sha256sum`), so an operator
 /// holding a token can find its records.
 pub fn fingerprint(token: &str) -> String {
@@ -173,6 +227,73 @@ mod tests {
             let serde_form: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
             assert_eq!(serde_json::Value::Object(visited), serde_form);
         }
+    }
+
+    /// Each client-chosen field, far over its bound, in ASCII and in multi-byte characters.
+    #[test]
+    fn client_chosen_fields_are_bounded_and_marked() {
+        let huge = |unit: &str| unit.repeat(70_000);
+        for unit in ["a", "é", "€", "😀"] {
+            let mut record = AuditRecord {
+                decision: "deny",
+                method: huge(unit),
+                path: format!("/{}", huge(unit)),
+                request_id: Some(huge(unit)),
+                kid: Some(huge(unit)),
+                alg: Some(huge(unit)),
+                claimed_subject: Some(huge(unit)),
+                claimed_client_id: Some(huge(unit)),
+                claimed_token_id: Some(huge(unit)),
+                ..Default::default()
+            };
+            record.bound_client_fields();
+            let fields = [
+                (Some(&record.method), MAX_METHOD_BYTES),
+                (Some(&record.path), MAX_PATH_BYTES),
+                (record.request_id.as_ref(), MAX_REQUEST_ID_BYTES),
+                (record.kid.as_ref(), MAX_CLAIMED_BYTES),
+                (record.alg.as_ref(), MAX_CLAIMED_BYTES),
+                (record.claimed_subject.as_ref(), MAX_CLAIMED_BYTES),
+                (record.claimed_client_id.as_ref(), MAX_CLAIMED_BYTES),
+                (record.claimed_token_id.as_ref(), MAX_CLAIMED_BYTES),
+            ];
+            for (field, max) in fields {
+                let field = field.unwrap();
+                let original = if field.starts_with('/') { 1 } else { 0 } + 70_000 * unit.len();
+                let mark = truncated(original);
+                assert!(field.len() <= max, "{unit}: {} > {max}", field.len());
+                assert!(field.ends_with(&mark), "{unit}: {field}");
+                let kept = &field[..field.len() - mark.len()];
+                assert!(
+                    kept.len() + unit.len() > max - mark.len(),
+                    "{unit}: cut too short"
+                );
+                assert!(
+                    kept.trim_start_matches('/')
+                        .chars()
+                        .all(|c| c.to_string() == unit)
+                );
+            }
+            let json = record.to_json();
+            assert!(json.len() < 4096, "{unit}: record of {} bytes", json.len());
+            let filter_state = crate::access_log::filter_state_struct(&record);
+            assert!(filter_state.len() < 2048, "{unit}: {}", filter_state.len());
+        }
+    }
+
+    #[test]
+    fn fields_within_their_bounds_are_kept_whole() {
+        let mut record = AuditRecord {
+            method: "PROPFIND".into(),
+            path: format!("/{}", "p".repeat(MAX_PATH_BYTES - 1)),
+            request_id: Some("3f1c9e2a-7b4d-4c1e-9a2b-0c5d6e7f8a9b".into()),
+            kid: Some("k".repeat(MAX_CLAIMED_BYTES)),
+            claimed_subject: Some("é".repeat(MAX_CLAIMED_BYTES / 2)),
+            ..Default::default()
+        };
+        let before = record.clone();
+        record.bound_client_fields();
+        assert_eq!(record, before);
     }
 
     #[test]

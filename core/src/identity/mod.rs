@@ -1,6 +1,6 @@
 //! Who the verified caller is, as headers for the upstream and as an audit record.
 
-mod audit;
+pub mod audit;
 pub mod grants;
 mod headers;
 mod principal;

@@ -7,9 +7,6 @@ use crate::error::AuthError;
 use crate::identity::AuditRecord;
 use crate::metrics;
 
-/// Paths in records of requests refused before they were parsed are cut to this length.
-const MAX_RAW_PATH_CHARS: usize = 256;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub audit: AuditRecord,
@@ -17,7 +14,8 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn allowed(audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+    pub fn allowed(mut audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+        audit.bound_client_fields();
         if audit.decision == WOULD_DENY {
             // Dry-run: counted apart from what was allowed outright (and by reason below).
             counters.push(metrics::WOULD_DENY);
@@ -32,7 +30,8 @@ impl Record {
         Record { audit, counters }
     }
 
-    pub fn denied(audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+    pub fn denied(mut audit: AuditRecord, mut counters: Vec<&'static str>) -> Record {
+        audit.bound_client_fields();
         counters.push(metrics::DENIED);
         Record { audit, counters }
     }
@@ -75,7 +74,8 @@ pub fn cache_counters(audit: &AuditRecord) -> Vec<&'static str> {
     }
 }
 
-/// The record of a request refused outside the engine (body limit, host trouble).
+/// The record of a request refused outside the engine (body limit, host trouble); its
+/// client-chosen fields are bounded as the record is made (`Record::denied`).
 pub fn refusal_audit(headers: &[(String, String)], error: &AuthError, status: u32) -> AuditRecord {
     let header = |name: &str| {
         headers
@@ -88,20 +88,14 @@ pub fn refusal_audit(headers: &[(String, String)], error: &AuthError, status: u3
         .split('?')
         .next()
         .unwrap_or_default()
-        .chars()
-        .take(MAX_RAW_PATH_CHARS)
-        .collect();
+        .to_string();
     AuditRecord {
         decision: "deny",
         reason: Some(error.reason.as_str()),
         status,
-        method: header(":method")
-            .unwrap_or_default()
-            .chars()
-            .take(16)
-            .collect(),
+        method: header(":method").unwrap_or_default().to_string(),
         path,
-        request_id: header("x-request-id").map(|id| id.chars().take(64).collect()),
+        request_id: header("x-request-id").map(str::to_string),
         detail: Some(error.detail.clone()),
         ..AuditRecord::default()
     }
@@ -110,6 +104,31 @@ pub fn refusal_audit(headers: &[(String, String)], error: &AuthError, status: u3
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every record is bounded as it is made, the engine's and one refused outside it alike.
+    #[test]
+    fn a_record_bounds_the_fields_a_client_chose() {
+        use crate::error::Reason;
+        use crate::identity::audit::{MAX_PATH_BYTES, MAX_REQUEST_ID_BYTES};
+        let headers = [
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), format!("/{}?q=1", "p".repeat(100_000))),
+            ("x-request-id".to_string(), "r".repeat(100_000)),
+        ];
+        let error = AuthError::new(Reason::Overloaded, "held bodies are full");
+        let refused = Record::denied(refusal_audit(&headers, &error, 503), Vec::new());
+        let engine_made = AuditRecord {
+            path: "/".repeat(100_000),
+            request_id: Some("r".repeat(100_000)),
+            ..AuditRecord::default()
+        };
+        for record in [refused, Record::allowed(engine_made, Vec::new())] {
+            assert!(record.audit.path.len() <= MAX_PATH_BYTES);
+            assert!(record.audit.path.ends_with("bytes]"));
+            let request_id = record.audit.request_id.unwrap_or_default();
+            assert!(request_id.len() <= MAX_REQUEST_ID_BYTES && request_id.ends_with("bytes]"));
+        }
+    }
 
     #[test]
     fn a_reported_refusal_is_counted_apart_by_reason() {
