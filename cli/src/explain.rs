@@ -1,7 +1,8 @@
 //! `brickgate explain`: one request replayed through the plugin's decision code. Each check
 //! is printed in order with the core function that makes it (so the lines say what the plugin
-//! compares), then the answer comes from `Engine::decide` itself. The token is never printed:
-//! only its fingerprint, as the audit record has it.
+//! compares), then the answer comes from `Engine::decide` itself. The token is never printed,
+//! even where the core's answer carries it (a rewritten path with the token in its query): every
+//! line goes through a `Transcript`, which writes the fingerprint in its place.
 
 use std::io::Read;
 

@@ -116,7 +116,8 @@ impl AuditRecord {
 /// (`policy::MAX_PATH_BYTES`), and 2 KiB keep every path the Databricks API uses whole.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 pub const MAX_PATH_BYTES: usize = 2048;
-pub const MAX_METHOD_BYTES: usize = 32;
+/// At least the longest mark ([`truncated`] of `usize::MAX`, 50 bytes), as every bound here.
+pub const MAX_METHOD_BYTES: usize = 64;
 /// `kid`, `alg` and the `claimed_*` fields, read from a token before it verified.
 pub const MAX_CLAIMED_BYTES: usize = 256;
 
@@ -278,6 +279,20 @@ mod tests {
             assert!(json.len() < 4096, "{unit}: record of {} bytes", json.len());
             let filter_state = crate::access_log::filter_state_struct(&record);
             assert!(filter_state.len() < 2048, "{unit}: {}", filter_state.len());
+        }
+    }
+
+    /// So a cut value, mark included, always fits its bound.
+    #[test]
+    fn every_bound_holds_the_longest_mark() {
+        let longest = truncated(usize::MAX).len();
+        for max in [
+            MAX_REQUEST_ID_BYTES,
+            MAX_PATH_BYTES,
+            MAX_METHOD_BYTES,
+            MAX_CLAIMED_BYTES,
+        ] {
+            assert!(max >= longest, "{max} < {longest}");
         }
     }
 
