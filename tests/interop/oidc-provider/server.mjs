@@ -87,6 +87,9 @@ function buildProvider(issuer, config) {
 let handle = null;
 let generation = 0;
 const server = createServer((req, res) => {
+  // One log line per request, so a test can tell which endpoints brickgate called. The path only:
+  // the query and body can hold credentials.
+  console.error(`request ${req.method} ${req.url.split('?')[0]}`);
   if (handle) return handle(req, res);
   res.writeHead(503).end();
   return undefined;
