@@ -25,6 +25,7 @@ from devstack.keys import KEYS_DIR
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "interop" / "oidc-provider"
 SERVER = PROVIDER_DIR / "server.mjs"
 READY_TIMEOUT_S = 20.0
+PROTOCOL_PREFIX = "oidc-interop: "  # server.mjs: the lines meant for the test
 
 
 def signing_key(name: str, kid: str) -> dict:
@@ -57,7 +58,9 @@ class OidcProvider:
             with contextlib.suppress(ValueError):  # the log is closed once stop() ran
                 self._log.write(b"[stdout] " + raw)
                 self._log.flush()
-            self._lines.put(raw.decode(errors="replace"))
+            line = raw.decode(errors="replace")
+            if line.startswith(PROTOCOL_PREFIX):  # not one of oidc-provider's own notices
+                self._lines.put(line[len(PROTOCOL_PREFIX):])
 
     def configure(self, config: dict, timeout_s: float = READY_TIMEOUT_S) -> None:
         """Applies `config` (see server.mjs); returns once the provider serves it."""

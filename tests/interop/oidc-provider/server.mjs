@@ -6,7 +6,7 @@
 // Protocol with the test, one JSON object per line:
 //   stdin:  a configuration (below). The first one starts the provider; every later one replaces it
 //           in place on the same port (a key rotation without a moment with no provider listening).
-//   stdout: {"ready": true, "issuer": "...", "generation": n} after each configuration is applied,
+//   stdout: `oidc-interop: ` then {"ready": true, "issuer": "...", "generation": n} after each configuration is applied,
 //           {"error": "..."} when one is refused (the previous provider stays).
 // Configuration:
 //   keys:      [{"kid": "...", "pem": "<PKCS#8 private key>"}], the FIRST one signs: oidc-provider
@@ -25,8 +25,11 @@ import Provider, { errors } from 'oidc-provider';
 
 const DEFAULT_TTL_S = 300;
 
+// oidc-provider prints its own notices on stdout too: the test reads only lines with this prefix.
+const PROTOCOL_PREFIX = 'oidc-interop: ';
+
 function say(message) {
-  process.stdout.write(`${JSON.stringify(message)}\n`);
+  process.stdout.write(`${PROTOCOL_PREFIX}${JSON.stringify(message)}\n`);
 }
 
 function privateJwks(keys) {
