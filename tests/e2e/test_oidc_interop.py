@@ -18,7 +18,6 @@ What brickgate must do is docs/CONFIG.md (discovery, `require_typ`, identity hea
 and kid-miss refetch) and docs/ERRORS.md (`audience_mismatch`, `unknown_kid`).
 """
 
-import base64
 import json
 import threading
 import time
@@ -27,6 +26,7 @@ import urllib.request
 import pytest
 
 from devstack.keys import TEST_KEYS
+from devstack.tokens import header_of, payload_of
 from envoy_harness import bootstrap, brickgate_listener
 from gateway_client import Reply, assert_refused, invalid_token, send
 from h2_client import h2_request
@@ -69,16 +69,6 @@ def gateway_config(provider, **remote) -> dict:
 
 def provider_token(provider, scope: str = "clusters:read", resource: str = RESOURCE) -> str:
     return provider.token(CLIENT_ID, CLIENT_SECRET, scope, resource)["access_token"]
-
-
-def jose_header(token: str) -> dict:
-    segment = token.split(".")[0]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-
-
-def payload(token: str) -> dict:
-    segment = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
 
 
 def identity_headers(reply: Reply) -> dict[str, list[str]]:
@@ -128,9 +118,9 @@ def test_client_credentials_jwt_access_token_accepted(start_envoy, wasm_path, up
     with scenario(start_envoy, wasm_path, upstream, oidc_provider, "oidc-accept", gateway_config(oidc_provider)) as gw:
         wait_until_accepted(gw.port, oidc_provider)
         token = provider_token(oidc_provider)
-        claims = payload(token)
+        claims = payload_of(token)
         # What the provider issued is an RFC 9068 token; brickgate's require_typ is then satisfied by it.
-        assert jose_header(token) == {"alg": "RS256", "typ": "at+jwt", "kid": "op-key-a"}
+        assert header_of(token) == {"alg": "RS256", "typ": "at+jwt", "kid": "op-key-a"}
         assert (claims["sub"], claims["client_id"], claims["aud"]) == (CLIENT_ID, CLIENT_ID, RESOURCE)
 
         reply = send_with(gw.port, token)
@@ -154,7 +144,7 @@ def test_token_for_another_resource_refused_naming_both_audiences(start_envoy, w
     with scenario(start_envoy, wasm_path, upstream, oidc_provider, "oidc-audience", gateway_config(oidc_provider)) as gw:
         wait_until_accepted(gw.port, oidc_provider)
         token = provider_token(oidc_provider, resource=OTHER_RESOURCE)
-        assert payload(token)["aud"] == OTHER_RESOURCE
+        assert payload_of(token)["aud"] == OTHER_RESOURCE
         expected = invalid_token("audience_mismatch", f"token has [{OTHER_RESOURCE}]", f"accepts [{RESOURCE}]")
         for send_with in (send_h1, send_h2):
             assert_refused(send_with(gw.port, token), expected, token)
@@ -178,7 +168,7 @@ class SteadyClients:
         while not self._stop.is_set():
             token = self.tokens[index % len(self.tokens)]
             index += 1
-            self.answers.append((jose_header(token)["kid"], send(self.port, "GET", PATH, token).status))
+            self.answers.append((header_of(token)["kid"], send(self.port, "GET", PATH, token).status))
 
     def count(self, kid: str) -> int:
         return sum(1 for answer_kid, _ in self.answers if answer_kid == kid)
@@ -211,10 +201,10 @@ def test_rotation_new_key_accepted_without_dropping_traffic_then_removed_key_ref
         try:
             wait_for(lambda: clients.count("op-key-a") >= 6, "A tokens answered before the rotation", 15)
             oidc_provider.configure(provider_config(KEY_A, KEY_B))
-            assert jose_header(provider_token(oidc_provider))["kid"] == "op-key-a"
+            assert header_of(provider_token(oidc_provider))["kid"] == "op-key-a"
             oidc_provider.configure(provider_config(KEY_B, KEY_A))
             token_b = provider_token(oidc_provider)
-            assert jose_header(token_b)["kid"] == "op-key-b"
+            assert header_of(token_b)["kid"] == "op-key-b"
             first_b = send(gw.port, "GET", PATH, token_b)  # may wait for the kid-miss refetch
             assert first_b.status == 200, (first_b.status, first_b.header("x-brickgate-reason"), first_b.body[:300])
             clients.tokens.append(token_b)
