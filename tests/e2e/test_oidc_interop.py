@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 
 from devstack.keys import TEST_KEYS
-from devstack.tokens import header_of, payload_of
+from devstack.tokens import header_of, mint, payload_of
 from envoy_harness import bootstrap, brickgate_listener
 from gateway_client import Reply, assert_refused, invalid_token, send
 from h2_client import h2_request
@@ -151,6 +151,15 @@ def test_token_for_another_resource_refused_naming_both_audiences(start_envoy, w
         # The provider itself refuses a resource it does not serve (RFC 8707 §2: invalid_target).
         status, body = oidc_provider.token_response(CLIENT_ID, CLIENT_SECRET, "clusters:read", "api://unknown")
         assert (status, body.get("error")) == (400, "invalid_target")
+
+
+def test_same_claims_and_key_without_at_jwt_typ_refused(start_envoy, wasm_path, upstream, oidc_provider):
+    """require_typ is what admits the provider's tokens above: the same claims signed with the same
+    key under `typ: JWT` are refused (docs/ERRORS.md typ_mismatch)."""
+    with scenario(start_envoy, wasm_path, upstream, oidc_provider, "oidc-typ", gateway_config(oidc_provider)) as gw:
+        wait_until_accepted(gw.port, oidc_provider)
+        token = mint(payload_of(provider_token(oidc_provider)), "rsa-1", header={"typ": "JWT", "kid": KEY_A["kid"]})
+        assert_refused(send(gw.port, "GET", PATH, token), invalid_token("typ_mismatch"), token)
 
 
 # --- 4. signing key rotation -------------------------------------------------------------------
