@@ -31,7 +31,14 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-deps: $(STAMPS)/rust-target $(STAMPS)/apt-clang $(VENV)/.installed
+# The certified OpenID provider the interop e2e tests run (tests/e2e/test_oidc_interop.py), pinned
+# by its lockfile; Debian's npm brings Node.js.
+OIDC_PROVIDER := tests/interop/oidc-provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(STAMPS)/apt-npm $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: $(STAMPS)/rust-target $(STAMPS)/apt-clang $(VENV)/.installed $(OIDC_PROVIDER)/node_modules/.installed
 
 $(WASM): $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml Cargo.lock $(shell find src core/src -name "*.rs") core/Cargo.toml
 	cargo build --release --locked --target $(TARGET) -p brickgate
@@ -58,7 +65,7 @@ unit:
 	cargo test --locked --workspace
 
 # The OCI test (tests/e2e/test_oci.py) pushes `make oci`'s image to Debian's docker-registry with skopeo.
-e2e: $(WASM) $(CLI) $(VENV)/.installed $(STAMPS)/apt-skopeo $(STAMPS)/apt-docker-registry
+e2e: $(WASM) $(CLI) $(VENV)/.installed $(OIDC_PROVIDER)/node_modules/.installed $(STAMPS)/apt-skopeo $(STAMPS)/apt-docker-registry
 	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) $(PYTHON) -m pytest tests/e2e -q
 
 test: unit e2e

@@ -146,6 +146,11 @@ def payload_of(token: str) -> dict:
     return json.loads(_b64url_decode(segments(token)[1]))
 
 
+def header_of(token: str) -> dict:
+    """The JOSE header of a token, unverified."""
+    return json.loads(_b64url_decode(segments(token)[0]))
+
+
 def bad_signature(token: str) -> str:
     """Same header and payload, signature bytes changed at the end (still canonical base64url)."""
     header_b64, payload_b64, signature_b64 = segments(token)

@@ -31,6 +31,14 @@ class TokenFactory:
         payload = tokens.claims(HMAC_ISSUER, AUDIENCE, **claim_fields)
         return tokens.mint(payload, HMAC_SECRET, "HS256", header={"kid": HMAC_KID, **(header or {})}, omit_header=omit_header)
 
+    def shaped(self, published: dict, key="rsa-1", header=None, omit_header=()) -> str:
+        """A token with exactly the claims of an IdP's published example (`iss` and `aud` included),
+        its times moved to now with the example's lifetime kept: the shape, not the age."""
+        lifetime = published["exp"] - published["iat"]
+        now = self.now
+        times = {"iat": now, "exp": now + lifetime, **({"nbf": now} if "nbf" in published else {})}
+        return tokens.mint({**published, **times}, key, header=header, omit_header=omit_header)
+
     def from_idp(self, client_id: str, scope: str | None = None) -> str:
         """A real token from the fake IdP's token endpoint (client_credentials)."""
         return fetch_token(self.idp_issuer, client_id, DEMO_CLIENTS[client_id].secret, scope)
