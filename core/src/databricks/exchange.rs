@@ -17,6 +17,11 @@ pub use super::upstream_tokens::UpstreamTokens;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// Databricks OAuth access tokens live one hour: a longer `expires_in` is not believed, so a
+/// wrong or hostile answer cannot keep a token cached past what Databricks issues.
+pub const MAX_EXPIRES_IN_S: u64 = 3600;
+/// When the answer names no lifetime.
+const DEFAULT_EXPIRES_IN_S: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -53,6 +58,18 @@ impl fmt::Debug for TokenEndpoint {
             .field("client_id", &self.client_id)
             .finish()
     }
+}
+
+/// What the workspace's federation policy judges in an exchanged token, and the token itself.
+#[derive(Clone, Copy)]
+pub struct FederatedCaller<'a> {
+    pub issuer: &'a str,
+    /// The token's `aud` values, sorted and deduplicated.
+    pub audiences: &'a [String],
+    /// The claim the policy maps (`upstream.subject_claim`) and its value.
+    pub subject_claim: &'a str,
+    pub subject: &'a str,
+    pub subject_token: &'a str,
 }
 
 /// A token request to send; holds the client's token or brickgate's secret, so it is never
@@ -131,32 +148,36 @@ impl TokenEndpoint {
         }
     }
 
-    /// RFC 8693 exchange of the verified IdP token, cached per issuer, mapped subject (the
-    /// value of `subject_claim`, which the federation policy maps), scopes and client id.
-    pub fn exchange(
-        &self,
-        issuer: &str,
-        subject_claim: &str,
-        subject: &str,
-        subject_token: &str,
-    ) -> TokenRequest {
-        let scope = self.scopes.join(" ");
+    /// RFC 8693 exchange of the verified IdP token for a Databricks token carrying `scopes`
+    /// (the caller's, narrowed: [`super::token_scopes::to_request`]). Cached per what the
+    /// federation policy judges (issuer, audiences, the mapped subject claim and its value),
+    /// the scopes and the client id: a token the policy would judge otherwise (another `aud`)
+    /// never reuses a Databricks token obtained for another.
+    pub fn exchange(&self, caller: &FederatedCaller<'_>, scopes: &[String]) -> TokenRequest {
+        let scope = scopes.join(" ");
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", subject_token),
+            ("subject_token", caller.subject_token),
             ("subject_token_type", JWT_TOKEN_TYPE),
             ("scope", scope.as_str()),
         ];
         if let Some(client_id) = &self.client_id {
             form.push(("client_id", client_id));
         }
+        // Length-prefixed: `["a b"]` and `["a", "b"]` are different audiences.
+        let audiences: String = caller
+            .audiences
+            .iter()
+            .map(|aud| format!("{}:{aud};", aud.len()))
+            .collect();
         let key = cache_key(&[
             "exchange",
             &self.cluster,
             &self.location.authority,
-            issuer,
-            subject_claim,
-            subject,
+            caller.issuer,
+            &audiences,
+            caller.subject_claim,
+            caller.subject,
             &scope,
             self.client_id.as_deref().unwrap_or(""),
         ]);
@@ -164,13 +185,15 @@ impl TokenEndpoint {
             key,
             Vec::new(),
             form_encode(&form),
-            Some(subject_token.to_string()),
+            Some(caller.subject_token.to_string()),
         )
     }
 
     /// brickgate's own token (`client_credentials`), shared by every caller of the provider.
-    pub fn client_credentials(&self, provider: &str) -> TokenRequest {
-        let scope = self.scopes.join(" ");
+    /// Asks for `scopes` (the caller's, narrowed), so the token is shared by the callers of
+    /// the provider holding the same scopes.
+    pub fn client_credentials(&self, provider: &str, scopes: &[String]) -> TokenRequest {
+        let scope = scopes.join(" ");
         let id = self.client_id.as_deref().unwrap_or_default();
         let secret = self.client_secret.as_deref().unwrap_or_default();
         let basic = STANDARD.encode(format!("{id}:{secret}"));
@@ -293,7 +316,8 @@ pub fn parse_token_response(
                 .as_ref()
                 .and_then(|d| d.get("expires_in"))
                 .and_then(Value::as_u64)
-                .unwrap_or(300);
+                .unwrap_or(DEFAULT_EXPIRES_IN_S)
+                .min(MAX_EXPIRES_IN_S);
             token
                 .map(|token| IssuedToken {
                     access_token: token.to_string(),
@@ -385,6 +409,29 @@ mod tests {
 
     const ISSUER: &str = "https://okta.test";
 
+    fn all_apis() -> Vec<String> {
+        vec!["all-apis".into(), "sql".into()]
+    }
+
+    /// An exchange by `endpoint` of a token with `aud: databricks`, for `all-apis sql`.
+    fn exchange(
+        endpoint: &TokenEndpoint,
+        issuer: &str,
+        claim: &str,
+        subject: &str,
+        token: &str,
+    ) -> TokenRequest {
+        let audiences = ["databricks".to_string()];
+        let caller = FederatedCaller {
+            issuer,
+            audiences: &audiences,
+            subject_claim: claim,
+            subject,
+            subject_token: token,
+        };
+        endpoint.exchange(&caller, &all_apis())
+    }
+
     fn endpoint(client_id: Option<&str>) -> TokenEndpoint {
         TokenEndpoint {
             cluster: "workspace".into(),
@@ -399,8 +446,13 @@ mod tests {
 
     #[test]
     fn exchange_requests_follow_rfc_8693() {
-        let request =
-            endpoint(Some("sp-app")).exchange(ISSUER, "sub", "alice@example.com", "eyJ.a.b");
+        let request = exchange(
+            &endpoint(Some("sp-app")),
+            ISSUER,
+            "sub",
+            "alice@example.com",
+            "eyJ.a.b",
+        );
         assert_eq!(request.path, "/oidc/v1/token");
         assert_eq!(
             request.body,
@@ -413,9 +465,7 @@ mod tests {
     #[test]
     fn exchanged_tokens_are_cached_per_issuer_mapped_subject_and_client_id() {
         let key = |client_id: Option<&str>, issuer: &str, claim: &str, subject: &str| {
-            endpoint(client_id)
-                .exchange(issuer, claim, subject, "eyJ.a.b")
-                .cache_key
+            exchange(&endpoint(client_id), issuer, claim, subject, "eyJ.a.b").cache_key
         };
         let alice = key(Some("sp-app"), ISSUER, "email", "alice@example.com");
         let differing = [
@@ -455,16 +505,21 @@ mod tests {
         }
         assert_eq!(
             alice,
-            endpoint(Some("sp-app"))
-                .exchange(ISSUER, "email", "alice@example.com", "eyJ.other.token")
-                .cache_key,
+            exchange(
+                &endpoint(Some("sp-app")),
+                ISSUER,
+                "email",
+                "alice@example.com",
+                "eyJ.other.token"
+            )
+            .cache_key,
             "a new IdP token of the same subject reuses the Databricks token"
         );
     }
 
     #[test]
     fn service_principal_requests_use_basic_auth() {
-        let request = endpoint(Some("sp-app")).client_credentials("okta");
+        let request = endpoint(Some("sp-app")).client_credentials("okta", &all_apis());
         assert_eq!(
             request.body,
             "grant_type=client_credentials&scope=all-apis+sql"
@@ -478,7 +533,8 @@ mod tests {
 
     #[test]
     fn token_endpoint_answers_map_to_precise_refusals() {
-        let request = endpoint(None).exchange(
+        let request = exchange(
+            &endpoint(None),
             ISSUER,
             "sub",
             "alice",
@@ -535,7 +591,7 @@ mod tests {
     /// is not told its token is bad; Databricks' `error_id` survives for support tickets.
     #[test]
     fn service_principal_refusals_blame_the_gateway_and_keep_the_error_id() {
-        let request = endpoint(Some("sp-client")).client_credentials("idp");
+        let request = endpoint(Some("sp-client")).client_credentials("idp", &all_apis());
         let cases: [(u32, &[u8]); 3] = [
             (401, br#"{"error": "invalid_client", "error_description": "Client authentication failed", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
             (400, br#"{"error": "access_denied", "error_description": "Scopes 'all-apis' are not assigned", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
@@ -558,7 +614,7 @@ mod tests {
             );
             assert!(error.detail.contains("not your token"), "{}", error.detail);
         }
-        let exchange = endpoint(None).exchange(ISSUER, "sub", "alice", "a.b.c");
+        let exchange = exchange(&endpoint(None), ISSUER, "sub", "alice", "a.b.c");
         let error = parse_token_response(
             &exchange,
             401,
@@ -581,7 +637,7 @@ mod tests {
     #[test]
     fn relayed_messages_keep_ids_but_not_token_parts() {
         let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
-        let request = endpoint(None).exchange(ISSUER, "sub", "alice", token);
+        let request = exchange(&endpoint(None), ISSUER, "sub", "alice", token);
         let quoted = parse_token_response(
             &request,
             401,
@@ -618,7 +674,7 @@ mod tests {
             client_secret: Some("sp-secret-value".into()),
             ..endpoint(Some("sp-app"))
         };
-        let request = endpoint.client_credentials("okta");
+        let request = endpoint.client_credentials("okta", &all_apis());
         for status in [400, 401, 403] {
             let body = br#"{"error": "invalid_client", "error_description": "bad secret sp-secret-value"}"#;
             let refused = parse_token_response(&request, status, body).unwrap_err();
@@ -638,6 +694,93 @@ mod tests {
                     .detail
                     .contains("invalid_client: bad secret [secret]")
             );
+        }
+    }
+
+    /// Issue 16 point 7e: the cache key holds what the federation policy judges, so a token of
+    /// the same subject that the policy would judge otherwise (another `aud`), or a caller
+    /// with other scopes, never reuses the cached Databricks token.
+    #[test]
+    fn exchanges_are_cached_per_audience_and_requested_scopes() {
+        let endpoint = endpoint(None);
+        let key = |audiences: &[&str], scopes: &[&str]| {
+            let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
+            let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+            let caller = FederatedCaller {
+                issuer: ISSUER,
+                audiences: &audiences,
+                subject_claim: "sub",
+                subject: "alice",
+                subject_token: "eyJ.a.b",
+            };
+            endpoint.exchange(&caller, &scopes).cache_key
+        };
+        let alice = key(&["databricks"], &["all-apis"]);
+        let differing = [
+            ("another aud", key(&["other-api"], &["all-apis"])),
+            (
+                "an extra aud",
+                key(&["databricks", "other-api"], &["all-apis"]),
+            ),
+            ("no aud", key(&[], &["all-apis"])),
+            ("joined auds", key(&["databricks other-api"], &["all-apis"])),
+            ("narrower scopes", key(&["databricks"], &["clusters:read"])),
+        ];
+        for (what, other) in differing {
+            assert_ne!(alice, other, "{what}");
+        }
+        assert_eq!(alice, key(&["databricks"], &["all-apis"]));
+    }
+
+    #[test]
+    fn requests_ask_for_the_given_scopes() {
+        let scopes = vec!["sql:restricted-query".to_string()];
+        let audiences = ["databricks".to_string()];
+        let caller = FederatedCaller {
+            issuer: ISSUER,
+            audiences: &audiences,
+            subject_claim: "sub",
+            subject: "alice",
+            subject_token: "eyJ.a.b",
+        };
+        let exchange = endpoint(None).exchange(&caller, &scopes);
+        assert!(
+            exchange.body.contains("&scope=sql%3Arestricted-query"),
+            "{}",
+            exchange.body
+        );
+        let own = endpoint(Some("sp")).client_credentials("okta", &scopes);
+        assert_eq!(
+            own.body,
+            "grant_type=client_credentials&scope=sql%3Arestricted-query"
+        );
+        assert_ne!(
+            own.cache_key,
+            endpoint(Some("sp"))
+                .client_credentials("okta", &all_apis())
+                .cache_key
+        );
+    }
+
+    /// Issue 16 point 7d: `expires_in` is capped at Databricks' one hour, whatever the answer
+    /// says; absurd values never overflow.
+    #[test]
+    fn expires_in_is_capped_at_one_hour() {
+        let request = endpoint(None).client_credentials("okta", &all_apis());
+        let cases: [(&str, u64); 6] = [
+            (r#"{"access_token": "t", "expires_in": 3599}"#, 3599),
+            (r#"{"access_token": "t", "expires_in": 3601}"#, 3600),
+            (
+                r#"{"access_token": "t", "expires_in": 18446744073709551615}"#,
+                3600,
+            ),
+            (r#"{"access_token": "t", "expires_in": 1e300}"#, 300),
+            (r#"{"access_token": "t", "expires_in": -5}"#, 300),
+            (r#"{"access_token": "t"}"#, 300),
+        ];
+        for (body, expected) in cases {
+            let issued = parse_token_response(&request, 200, body.as_bytes()).unwrap();
+            assert_eq!(issued.expires_in_s, expected, "{body}");
         }
     }
 }
