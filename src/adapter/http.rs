@@ -71,6 +71,22 @@ fn refuse_unconfigured() {
 }
 
 impl Context for Filter {
+    /// The answer to a token call this stream sent: the SDK hands it to the sending context,
+    /// and it is for every stream that waits for it.
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        if let Ok(mut guard) = self.shared.try_borrow_mut()
+            && let Some(shared) = guard.as_mut()
+        {
+            super::upstream::on_call_response(shared, token, num_headers, body_size);
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         // A client that gave up is not woken later; token calls go on for the others.
         if let Ok(mut guard) = self.shared.try_borrow_mut()

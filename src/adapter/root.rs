@@ -271,12 +271,8 @@ impl Context for Root {
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
         let Some(provider) = self.pending.remove(&token) else {
-            // Otherwise a Databricks token call (the root context sends those too).
-            if shared.calls.owns(token) {
-                let response = call_response(num_headers, body_size, 64 * 1024);
-                let (status, body) = response.map_or((0, Vec::new()), |r| (r.status, r.body));
-                upstream::on_response(shared, token, status, &body);
-            }
+            // Otherwise a Databricks token call the root's tick sent.
+            upstream::on_call_response(shared, token, num_headers, body_size);
             return;
         };
         let outcome = match call_response(
