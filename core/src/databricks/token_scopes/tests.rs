@@ -155,3 +155,53 @@ fn the_catalogue_names_each_routes_scopes_least_privilege_first() {
     }
     assert!(catalogue_alternatives("GET", "/not-databricks").is_empty());
 }
+
+#[test]
+fn check_warns_where_a_configuration_cannot_honour_the_callers_scopes() {
+    let config = |mode: &str, scopes: &[&str]| {
+        let jwks: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../tests/keys/public-jwks.json")).unwrap();
+        let mut upstream = serde_json::json!({"mode": mode, "cluster": "ws", "workspace_url": "https://ws.example", "scopes": scopes});
+        if mode == "service_principal" {
+            upstream["client_id"] = "sp".into();
+            upstream["client_secret"] = "secret".into();
+        }
+        let raw = serde_json::json!({
+            "providers": {"okta": {"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}, "upstream": upstream}},
+            "rules": [], "databricks": {"route_catalogue": true}, "allow_inline_secrets": true
+        });
+        Config::from_json(raw.to_string().as_bytes()).unwrap()
+    };
+    // (mode, upstream.scopes) → a warning containing each text
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("exchange", &["all-apis"], &[]),
+        (
+            "exchange",
+            &["sql", "openid"],
+            &[
+                "[openid] are not Databricks API scopes",
+                " clusters clusters:read ",
+                "refused (insufficient_scope)",
+            ],
+        ),
+        (
+            "service_principal",
+            &["all-apis"],
+            &["subset of its scopes"],
+        ),
+    ];
+    for (mode, scopes, expected) in cases {
+        let warnings = configuration_warnings(&config(mode, scopes));
+        assert_eq!(
+            warnings.is_empty(),
+            expected.is_empty(),
+            "{mode} {scopes:?}: {warnings:?}"
+        );
+        for text in *expected {
+            assert!(
+                warnings.iter().any(|w| w.contains(text)),
+                "{mode} {scopes:?}: {text} not in {warnings:?}"
+            );
+        }
+    }
+}
