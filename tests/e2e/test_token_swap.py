@@ -43,8 +43,13 @@ STATEMENTS = "/api/2.0/sql/statements"
 CLUSTERS = "/api/2.1/clusters/list"
 
 
-def plugin_config(provider: dict) -> dict:
-    return {"realm": REALM, "providers": {"p": provider}, "rules": [], "databricks": {"route_catalogue": True}}
+def plugin_config(provider: dict, rules: list | None = None) -> dict:
+    return {"realm": REALM, "providers": {"p": provider}, "rules": rules or [], "databricks": {"route_catalogue": True}}
+
+
+# A rule on groups alone: its callers hold no Databricks scope.
+ADMINS = [{"name": "cluster-admins", "match": {"prefix": "/api/2.1/clusters/"}, "providers": ["p"],
+           "require": {"groups_any": ["cluster-admins"]}}]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,10 @@ def swap(start_envoy, wasm_path):
             "sp": provider(mode="service_principal", client_id=SP_GATEWAY.application_id,
                            client_secret_env=VM_SECRET_ENV, scopes=["all-apis"]),
             "sql_only": provider(mode="exchange", scopes=["sql"]),
+            "groups": provider(mode="exchange", scopes=["all-apis"]),
         }
-        config = bootstrap_with([routed_listener(name, wasm_path, plugin_config(p), "workspace")
+        config = bootstrap_with([routed_listener(name, wasm_path, plugin_config(p, ADMINS if name == "groups" else None),
+                                                 "workspace")
                                  for name, p in listeners.items()], {"workspace": workspace.port, "idp": idp.port})
         envoy = start_envoy(config, "token-swap", env={VM_SECRET_ENV: SP_GATEWAY.secret})
         try:
@@ -128,6 +135,17 @@ def test_service_principal_tokens_are_narrowed_per_caller_scope_set(swap):
     assert reply.status == 200 and reply.json()["scopes"] == ["clusters:read"], reply.body
     assert reply.json()["principal"] == SP_GATEWAY.application_id
     assert token_calls(workspace_stats(workspace), grant_type=GRANT_CLIENT_CREDENTIALS, scope="clusters:read") >= 1
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), [("GET", CLUSTERS, "clusters:read"),
+                                                       ("POST", "/api/2.1/clusters/create", "clusters")])
+def test_a_caller_admitted_by_its_groups_alone_gets_the_routes_narrowest_scope(swap, method, path, scope):
+    """No Databricks scope to narrow: brickgate asks for the narrowest scope the catalogue names for
+    the request's route (within upstream.scopes), never upstream.scopes' all-apis."""
+    envoy, ports, workspace, tokens = swap
+    subject = new_user(workspace, "admin")
+    reply = send(ports["groups"], method, path, tokens.idp(subject=subject, scope=None, groups=["cluster-admins"]))
+    assert reply.status == 200 and reply.json()["scopes"] == [scope], reply.body
 
 
 def test_a_caller_whose_scopes_upstream_cannot_honour_is_refused_before_any_exchange(swap):
