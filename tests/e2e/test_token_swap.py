@@ -10,7 +10,10 @@ answers is what a restricted token can do.
 
 import http.client
 import json
+import os
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +188,33 @@ def test_token_calls_are_sent_by_the_stream_that_needs_them(swap):
     assert delta(before, after, DEFERRED) == 0, "a token call waited for the tick"
     paths = [entry["path"] for entry in workspace.snapshot_log()[offset:]]
     assert paths == ["/oidc/v1/token", CLUSTERS] * len(callers), paths
+
+
+CHECK_CASES = [
+    # (upstream, a rule's scopes) → the warnings `brickgate check` prints (substrings), none when []
+    ({"mode": "exchange", "scopes": ["all-apis"]}, ["jobs:read"], []),
+    ({"mode": "exchange", "scopes": ["sql", "openid"]}, ["jobs:read"],
+     ["upstream.scopes [openid] are not Databricks API scopes", "rules admit callers by [jobs:read]"]),
+    ({"mode": "service_principal", "scopes": ["all-apis"], "client_id": "sp", "client_secret": "s"}, ["jobs:read"],
+     ["must allow requesting a subset of its scopes"]),
+]
+
+
+@pytest.mark.parametrize(("upstream", "scopes", "expected"), CHECK_CASES)
+def test_check_warns_where_the_configuration_cannot_honour_callers_scopes(tmp_path, upstream, scopes, expected):
+    config = {"providers": {"p": {"issuer": "https://idp.example", "audiences": ["api"],
+                                  "jwks": {"remote": {"cluster": "idp", "uri": "https://idp.example/keys"}},
+                                  "upstream": {"cluster": "ws", "workspace_url": "https://ws.example", **upstream}}},
+              "rules": [{"name": "r", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["p"],
+                         "require": {"scopes_any": scopes}}],
+              "allow_inline_secrets": True}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    cli = os.environ.get("BRICKGATE_CLI", str(Path(__file__).resolve().parents[2] / "target" / "release" / "brickgate"))
+    result = subprocess.run([cli, "check", str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.strip().startswith("warning:")]
+    for text in expected:
+        assert any(text in line for line in warnings), (text, warnings)
+    if not expected:
+        assert warnings == []
