@@ -311,8 +311,8 @@ def test_exchange_sends_a_databricks_token_for_the_caller(gateway):
 
 
 def test_exchange_still_enforces_the_callers_scopes(gateway):
-    """The exchanged token has all-apis; the caller's clusters:read still cannot create a cluster,
-    and a refused request costs no exchange."""
+    """brickgate still checks the caller's scopes before any exchange: clusters:read cannot create a
+    cluster, and a refused request costs no exchange."""
     subject = new_subject("xch-scope")
     add_users(gateway.workspace, subject)
     reply = send(gateway.ports["exchange"], "POST", "/api/2.1/clusters/create", gateway.idp_token(subject, "clusters:read"))
