@@ -163,7 +163,8 @@ User-Agent it saw. GET /healthz needs no token and reaches the echo upstream on 
 Envoy admin: http://127.0.0.1:{ADMIN_PORT} (try /stats?filter=brickgate); Envoy log: {log_path.relative_to(REPO_ROOT)}.
 Ctrl-C stops everything.
 
-Allowed (the catalogue lets clusters:read list clusters; the workspace sees principal demo-reader):
+Allowed (the catalogue lets clusters:read list clusters; the workspace sees principal demo-reader, with a
+Databricks token scoped clusters:read, the caller's own scope, not upstream.scopes' all-apis):
   curl -s -H "Authorization: Bearer $(make -s token)" {base}/api/2.1/clusters/list
 Refused by brickgate (403 insufficient_scope: creating a cluster needs `clusters` or `all-apis`):
   curl -s -i -X POST -H "Authorization: Bearer $(make -s token)" {base}/api/2.1/clusters/create

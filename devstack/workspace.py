@@ -238,6 +238,25 @@ class Route:
         return False
 
 
+def only_restricted_sql(scopes) -> bool:
+    """A token whose only SQL grant is `:restricted-query` (no `sql`, no `all-apis`)."""
+    return not ({DEFAULT_SCOPE, "sql"} & set(scopes))
+
+
+READ_ONLY_STATEMENTS = ("SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "WITH", "VALUES")
+
+
+def read_only_statement(body: bytes) -> bool:
+    """The Statement Execution request's `statement` is a query (this fake's stand-in for the SQL
+    engine's read-only check)."""
+    try:
+        statement = json.loads(body or b"{}").get("statement", "")
+    except (ValueError, AttributeError):
+        return True
+    words = str(statement).split(None, 1)
+    return not words or words[0].upper() in READ_ONLY_STATEMENTS
+
+
 def _route(name, regex, service, methods=None, **kwargs) -> Route:
     return Route(name, re.compile(regex), service, frozenset(methods) if methods else None, **kwargs)
 
@@ -842,6 +861,12 @@ class WorkspaceHandler(JsonHandler):
         if not route.satisfied_by(self.command, set(scopes)):
             self.api_error(403, "PERMISSION_DENIED",
                            f"Provided OAuth token does not have required scopes: {route.needed()}")
+            return
+        executes = route.name == "sql-statements" and path.rstrip("/") == "/api/2.0/sql/statements"
+        if executes and self.command == "POST" and only_restricted_sql(scopes) and not read_only_statement(body):
+            # SCOPE_MODIFIERS: `:restricted-query` allows read-only queries; Databricks' SQL engine refuses the rest.
+            self.api_error(403, "PERMISSION_DENIED",
+                           "The token's sql:restricted-query scope allows read-only queries only")
             return
         headers: dict[str, list[str]] = {}
         for name, value in self.headers.items():

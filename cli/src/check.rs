@@ -36,5 +36,14 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         println!("{}", describe::rule(&config, index, rule));
     }
     println!("anything else: refused (no_matching_rule)");
+    let warnings = brickgate_core::databricks::token_scopes::configuration_warnings(&config);
+    if !warnings.is_empty() {
+        println!(
+            "warnings (Databricks tokens carry each caller's own scopes, docs/DATABRICKS.md):"
+        );
+        for warning in warnings {
+            println!("  warning: {warning}");
+        }
+    }
     Ok(Outcome::Allowed)
 }

@@ -8,10 +8,9 @@ use serde_json::{Map, Value};
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
-use crate::databricks::exchange::UpstreamMode;
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
-use crate::identity::{AuditRecord, FederatedSubject, headers_to_strip};
+use crate::identity::{AuditRecord, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
 use crate::policy::{Access, Bindings, NormalizedPath, Rule, RuleIndex, normalize_path};
 use crate::request_hygiene;
@@ -24,6 +23,7 @@ mod accepted;
 mod authenticate;
 mod dry_run;
 mod mutations;
+mod upstream;
 
 pub use dry_run::WOULD_DENY;
 pub use mutations::{HeaderEdit, HeaderRewrite, Mutations, UpstreamAction};
@@ -295,21 +295,14 @@ impl Engine {
             self.report_or_refuse(error, audit)?;
         }
 
-        let upstream = match &provider.upstream {
-            UpstreamMode::PassThrough => UpstreamAction::Forward,
-            UpstreamMode::Exchange {
-                endpoint,
-                subject_claim,
-            } => UpstreamAction::Fetch(endpoint.exchange(
-                &provider.issuer,
-                subject_claim,
-                federated_subject(&verified.federated_subject)?,
-                &credential.token,
-            )),
-            UpstreamMode::ServicePrincipal(endpoint) => {
-                UpstreamAction::Fetch(endpoint.client_credentials(&provider.name))
-            }
-        };
+        let upstream = upstream::upstream_action(
+            provider,
+            rule,
+            request.method,
+            &path.path,
+            &verified,
+            &credential.token,
+        )?;
         let identity = &config.identity;
         mutations.verified_headers = Rc::clone(&verified.headers);
         if let Some(name) = &identity.rule_header {
@@ -325,18 +318,6 @@ impl Engine {
             remove_credential(&credential, path, &mut mutations);
         }
         Ok(Verdict::Allowed(mutations, upstream))
-    }
-}
-
-/// The mapped subject an exchange is cached under; no exchange without it.
-fn federated_subject(subject: &FederatedSubject) -> Result<&str, AuthError> {
-    match subject {
-        FederatedSubject::Claim(value) => Ok(value),
-        FederatedSubject::Unusable(why) => Err(AuthError::new(Reason::MissingSubject, why.clone())),
-        FederatedSubject::NotExchanged => Err(AuthError::new(
-            Reason::MissingSubject,
-            "the token was verified for a provider that does not exchange tokens",
-        )),
     }
 }
 

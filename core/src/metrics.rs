@@ -17,6 +17,9 @@ pub const JWKS_STALE_SERVED: &str = "brickgate.jwks.stale_served";
 /// (`KeySet::too_many_without_kid`).
 pub const JWKS_KEYS_WITHOUT_KID_CAPPED: &str = "brickgate.jwks.keys_without_kid_capped";
 pub const UPSTREAM_TOKEN_FETCH: &str = "brickgate.upstream_token.fetch";
+/// Token calls the root context's tick sent: ones a stream could not send at once, or whose
+/// sending stream went away before the answer. Zero in normal operation.
+pub const UPSTREAM_TOKEN_FETCH_DEFERRED: &str = "brickgate.upstream_token.fetch_deferred";
 pub const UPSTREAM_TOKEN_CACHE_HIT: &str = "brickgate.upstream_token.cache_hit";
 pub const UPSTREAM_TOKEN_FAILED: &str = "brickgate.upstream_token.failed";
 pub const TOKEN_CACHE_HIT: &str = "brickgate.token_cache.hit";
@@ -66,6 +69,7 @@ pub fn all_counters() -> Vec<String> {
         TOKEN_CACHE_HIT,
         TOKEN_CACHE_MISS,
         UPSTREAM_TOKEN_FETCH,
+        UPSTREAM_TOKEN_FETCH_DEFERRED,
         UPSTREAM_TOKEN_CACHE_HIT,
         UPSTREAM_TOKEN_FAILED,
     ]

@@ -12,6 +12,7 @@ use super::host_maps::{self, ReadError};
 use super::stream::drive;
 use super::{SharedState, Slot, StreamCell, log};
 use brickgate_core::error::AuthError;
+use brickgate_core::stream::calls::Sender;
 use brickgate_core::stream::{Event, Reply};
 
 pub struct Filter {
@@ -48,6 +49,7 @@ impl Filter {
             }
             return Action::Pause;
         };
+        shared.callback_of = Sender::Stream(self.context_id);
         match drive(shared, self.context_id, &self.stream, event) {
             Reply::Continue => Action::Continue,
             Reply::Pause => Action::Pause,
@@ -71,6 +73,23 @@ fn refuse_unconfigured() {
 }
 
 impl Context for Filter {
+    /// The answer to a token call this stream sent: the SDK hands it to the sending context,
+    /// and it is for every stream that waits for it.
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
+        if let Ok(mut guard) = self.shared.try_borrow_mut()
+            && let Some(shared) = guard.as_mut()
+        {
+            shared.callback_of = Sender::Stream(self.context_id);
+            super::upstream::on_call_response(shared, token, num_headers, body_size);
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         // A client that gave up is not woken later; token calls go on for the others.
         if let Ok(mut guard) = self.shared.try_borrow_mut()

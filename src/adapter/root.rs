@@ -21,6 +21,7 @@ use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
 use brickgate_core::metrics;
+use brickgate_core::stream::calls::Sender;
 use brickgate_core::stream::{BodyBudget, Event};
 use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
@@ -106,6 +107,7 @@ impl Root {
             held: HashMap::new(),
             info_logging: super::info_enabled(),
             root_context_id: self.context_id,
+            callback_of: Sender::Root,
             filter_state,
         };
         *self.shared.borrow_mut() = Some(shared);
@@ -270,13 +272,10 @@ impl Context for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
+        shared.callback_of = Sender::Root;
         let Some(provider) = self.pending.remove(&token) else {
-            // Otherwise a Databricks token call (the root context sends those too).
-            if shared.calls.owns(token) {
-                let response = call_response(num_headers, body_size, 64 * 1024);
-                let (status, body) = response.map_or((0, Vec::new()), |r| (r.status, r.body));
-                upstream::on_response(shared, token, status, &body);
-            }
+            // Otherwise a Databricks token call the root's tick sent.
+            upstream::on_call_response(shared, token, num_headers, body_size);
             return;
         };
         let outcome = match call_response(
@@ -372,6 +371,7 @@ impl RootContext for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
+        shared.callback_of = Sender::Root;
         shared.info_logging = super::info_enabled();
         let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
         report(shared, &events);

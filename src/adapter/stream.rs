@@ -105,7 +105,7 @@ fn carry_out(
         HostAction::Resume => hostcalls::resume_http_request()
             .map_err(|e| format!("cannot resume the request: {e:?}")),
         HostAction::FetchUpstreamToken(request) => {
-            shared.calls.wait_for(request, context_id);
+            super::upstream::fetch_for_stream(shared, context_id, request);
             Ok(())
         }
         HostAction::Record(record) => {

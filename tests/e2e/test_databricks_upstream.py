@@ -175,7 +175,8 @@ def test_service_principal_mode_blames_the_gateway_when_databricks_refuses_its_c
                                                                                          databricks_error):
     """Issue 9 point 5: the client's token is fine, brickgate's own client credentials are not: 502 with
     its own reason (not 401 invalid_token), and Databricks' error_id kept for a support ticket."""
-    reply = send(gateway.ports[listener], "GET", PATH, gateway.idp_token(new_subject("sp-erin"), "clusters:read"))
+    # `clusters`: brickgate asks for the caller's own scope, which sp-reader's secret does not hold.
+    reply = send(gateway.ports[listener], "GET", PATH, gateway.idp_token(new_subject("sp-erin"), "clusters"))
     assert reply.status == 502, reply.body
     assert reply.header("x-brickgate-reason") == "upstream_credentials_rejected"
     assert reply.header("www-authenticate") is None, "nothing tells the client its token is bad"
@@ -296,7 +297,8 @@ def test_exchange_sends_a_databricks_token_for_the_caller(gateway):
     idp_token = gateway.idp_token(subject, "clusters:read")
     echo = workspace_echo(send(gateway.ports["exchange"], "GET", PATH, idp_token))
     assert echo["principal"] == subject, "the workspace sees the IdP subject, as mapped by the federation policy"
-    assert echo["client_id"] == FEDERATION_CLIENT_ID and echo["scopes"] == ["all-apis"]
+    assert echo["client_id"] == FEDERATION_CLIENT_ID
+    assert echo["scopes"] == ["clusters:read"], "issue 16 point 4: the caller's own scope, not upstream.scopes' all-apis"
     databricks_token = received_bearer(echo)
     assert databricks_token != idp_token
     claims = claims_of(databricks_token)
@@ -305,12 +307,12 @@ def test_exchange_sends_a_databricks_token_for_the_caller(gateway):
     headers = echo["headers"]
     assert headers["x-brickgate-subject"] == [subject] and headers["x-brickgate-provider"] == ["xch"]
     assert headers["x-brickgate-scopes"] == ["clusters:read"], "identity headers carry the caller's own scopes"
-    assert token_calls(workspace_stats(gateway.workspace), subject, scope="all-apis") == 1
+    assert token_calls(workspace_stats(gateway.workspace), subject, scope="clusters:read") == 1
 
 
 def test_exchange_still_enforces_the_callers_scopes(gateway):
-    """The exchanged token has all-apis; the caller's clusters:read still cannot create a cluster,
-    and a refused request costs no exchange."""
+    """brickgate still checks the caller's scopes before any exchange: clusters:read cannot create a
+    cluster, and a refused request costs no exchange."""
     subject = new_subject("xch-scope")
     add_users(gateway.workspace, subject)
     reply = send(gateway.ports["exchange"], "POST", "/api/2.1/clusters/create", gateway.idp_token(subject, "clusters:read"))
@@ -467,6 +469,8 @@ FAILURES = {
     "issuer-mismatch": ("exchange", lambda g: other_policy(g, issuer="https://other-idp.example.com"), True,
                         rejected("Databricks refused the token exchange", "issuer", "does not match")),
     "unknown-subject": ("exchange", lambda g: {}, False, rejected("subject", "not a user of this workspace")),
+    # An all-apis caller on a listener whose upstream.scopes are [sql]: brickgate asks for `sql`, which
+    # the workspace does not grant this user (allowed clusters:read only).
     "scope-not-granted": ("sql_scope", lambda g: {}, "clusters:read", rejected("invalid_scope", "sql")),
     "federation-not-enabled-404": ("exchange", lambda g: {"token_endpoint_fault": "404"}, True,
                                    failed("HTTP 404", "federation not enabled, or not a Databricks workspace host")),
@@ -483,7 +487,7 @@ def test_federation_failure(gateway, case):
     if is_user:
         add_users(gateway.workspace, subject, scopes=("all-apis",) if is_user is True else (is_user,))
     workspace_control(gateway.workspace, **changes(gateway))
-    idp_token = gateway.idp_token(subject)
+    idp_token = gateway.idp_token(subject, "all-apis" if case == "scope-not-granted" else "clusters:read")
     before, log_offset = counters(gateway.envoy), gateway.envoy.log_size()
     reply = send(gateway.ports[listener], "GET", PATH, idp_token, timeout_s=10)
     after = counters(gateway.envoy)

@@ -17,6 +17,11 @@ pub use super::upstream_tokens::UpstreamTokens;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// Databricks OAuth access tokens live one hour: a longer `expires_in` is not believed, so a
+/// wrong or hostile answer cannot keep a token cached past what Databricks issues.
+pub const MAX_EXPIRES_IN_S: u64 = 3600;
+/// When the answer names no lifetime.
+const DEFAULT_EXPIRES_IN_S: u64 = 300;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamMode {
@@ -53,6 +58,18 @@ impl fmt::Debug for TokenEndpoint {
             .field("client_id", &self.client_id)
             .finish()
     }
+}
+
+/// What the workspace's federation policy judges in an exchanged token, and the token itself.
+#[derive(Clone, Copy)]
+pub struct FederatedCaller<'a> {
+    pub issuer: &'a str,
+    /// The token's `aud` values, sorted and deduplicated.
+    pub audiences: &'a [String],
+    /// The claim the policy maps (`upstream.subject_claim`) and its value.
+    pub subject_claim: &'a str,
+    pub subject: &'a str,
+    pub subject_token: &'a str,
 }
 
 /// A token request to send; holds the client's token or brickgate's secret, so it is never
@@ -131,32 +148,36 @@ impl TokenEndpoint {
         }
     }
 
-    /// RFC 8693 exchange of the verified IdP token, cached per issuer, mapped subject (the
-    /// value of `subject_claim`, which the federation policy maps), scopes and client id.
-    pub fn exchange(
-        &self,
-        issuer: &str,
-        subject_claim: &str,
-        subject: &str,
-        subject_token: &str,
-    ) -> TokenRequest {
-        let scope = self.scopes.join(" ");
+    /// RFC 8693 exchange of the verified IdP token for a Databricks token carrying `scopes`
+    /// (the caller's, narrowed: [`super::token_scopes::to_request`]). Cached per what the
+    /// federation policy judges (issuer, audiences, the mapped subject claim and its value),
+    /// the scopes and the client id: a token the policy would judge otherwise (another `aud`)
+    /// never reuses a Databricks token obtained for another.
+    pub fn exchange(&self, caller: &FederatedCaller<'_>, scopes: &[String]) -> TokenRequest {
+        let scope = scopes.join(" ");
         let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", subject_token),
+            ("subject_token", caller.subject_token),
             ("subject_token_type", JWT_TOKEN_TYPE),
             ("scope", scope.as_str()),
         ];
         if let Some(client_id) = &self.client_id {
             form.push(("client_id", client_id));
         }
+        // Length-prefixed: `["a b"]` and `["a", "b"]` are different audiences.
+        let audiences: String = caller
+            .audiences
+            .iter()
+            .map(|aud| format!("{}:{aud};", aud.len()))
+            .collect();
         let key = cache_key(&[
             "exchange",
             &self.cluster,
             &self.location.authority,
-            issuer,
-            subject_claim,
-            subject,
+            caller.issuer,
+            &audiences,
+            caller.subject_claim,
+            caller.subject,
             &scope,
             self.client_id.as_deref().unwrap_or(""),
         ]);
@@ -164,13 +185,15 @@ impl TokenEndpoint {
             key,
             Vec::new(),
             form_encode(&form),
-            Some(subject_token.to_string()),
+            Some(caller.subject_token.to_string()),
         )
     }
 
     /// brickgate's own token (`client_credentials`), shared by every caller of the provider.
-    pub fn client_credentials(&self, provider: &str) -> TokenRequest {
-        let scope = self.scopes.join(" ");
+    /// Asks for `scopes` (the caller's, narrowed), so the token is shared by the callers of
+    /// the provider holding the same scopes.
+    pub fn client_credentials(&self, provider: &str, scopes: &[String]) -> TokenRequest {
+        let scope = scopes.join(" ");
         let id = self.client_id.as_deref().unwrap_or_default();
         let secret = self.client_secret.as_deref().unwrap_or_default();
         let basic = STANDARD.encode(format!("{id}:{secret}"));
@@ -293,7 +316,8 @@ pub fn parse_token_response(
                 .as_ref()
                 .and_then(|d| d.get("expires_in"))
                 .and_then(Value::as_u64)
-                .unwrap_or(300);
+                .unwrap_or(DEFAULT_EXPIRES_IN_S)
+                .min(MAX_EXPIRES_IN_S);
             token
                 .map(|token| IssuedToken {
                     access_token: token.to_string(),
@@ -380,264 +404,4 @@ pub fn parse_token_response(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ISSUER: &str = "https://okta.test";
-
-    fn endpoint(client_id: Option<&str>) -> TokenEndpoint {
-        TokenEndpoint {
-            cluster: "workspace".into(),
-            location: FetchLocation::parse("https://adb-1.azuredatabricks.net/oidc/v1/token")
-                .unwrap(),
-            scopes: vec!["all-apis".into(), "sql".into()],
-            client_id: client_id.map(String::from),
-            client_secret: Some("s3cret".into()),
-            timeout_ms: 5000,
-        }
-    }
-
-    #[test]
-    fn exchange_requests_follow_rfc_8693() {
-        let request =
-            endpoint(Some("sp-app")).exchange(ISSUER, "sub", "alice@example.com", "eyJ.a.b");
-        assert_eq!(request.path, "/oidc/v1/token");
-        assert_eq!(
-            request.body,
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=eyJ.a.b\
-             &subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt&scope=all-apis+sql&client_id=sp-app"
-        );
-        assert!(!format!("{request:?}").contains("eyJ"), "never printed");
-    }
-
-    #[test]
-    fn exchanged_tokens_are_cached_per_issuer_mapped_subject_and_client_id() {
-        let key = |client_id: Option<&str>, issuer: &str, claim: &str, subject: &str| {
-            endpoint(client_id)
-                .exchange(issuer, claim, subject, "eyJ.a.b")
-                .cache_key
-        };
-        let alice = key(Some("sp-app"), ISSUER, "email", "alice@example.com");
-        let differing = [
-            (
-                "subject",
-                key(Some("sp-app"), ISSUER, "email", "bob@example.com"),
-            ),
-            (
-                "issuer",
-                key(
-                    Some("sp-app"),
-                    "https://other.test",
-                    "email",
-                    "alice@example.com",
-                ),
-            ),
-            (
-                "client id",
-                key(Some("sp-other"), ISSUER, "email", "alice@example.com"),
-            ),
-            (
-                "no client id",
-                key(None, ISSUER, "email", "alice@example.com"),
-            ),
-            (
-                "claim",
-                key(Some("sp-app"), ISSUER, "sub", "alice@example.com"),
-            ),
-            // A value holding the separator cannot borrow the next part.
-            (
-                "shifted",
-                key(Some("sp-app"), ISSUER, "email\nalice@example.com", ""),
-            ),
-        ];
-        for (what, other) in differing {
-            assert_ne!(alice, other, "{what}");
-        }
-        assert_eq!(
-            alice,
-            endpoint(Some("sp-app"))
-                .exchange(ISSUER, "email", "alice@example.com", "eyJ.other.token")
-                .cache_key,
-            "a new IdP token of the same subject reuses the Databricks token"
-        );
-    }
-
-    #[test]
-    fn service_principal_requests_use_basic_auth() {
-        let request = endpoint(Some("sp-app")).client_credentials("okta");
-        assert_eq!(
-            request.body,
-            "grant_type=client_credentials&scope=all-apis+sql"
-        );
-        assert_eq!(
-            request.headers[0].1,
-            format!("Basic {}", STANDARD.encode("sp-app:s3cret"))
-        );
-        assert!(!format!("{:?}", endpoint(Some("x"))).contains("s3cret"));
-    }
-
-    #[test]
-    fn token_endpoint_answers_map_to_precise_refusals() {
-        let request = endpoint(None).exchange(
-            ISSUER,
-            "sub",
-            "alice",
-            "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ",
-        );
-        let ok = parse_token_response(
-            &request,
-            200,
-            br#"{"access_token": "dbx-token", "expires_in": 3600}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            ok,
-            IssuedToken {
-                access_token: "dbx-token".into(),
-                expires_in_s: 3600
-            }
-        );
-        let refused = parse_token_response(
-            &request,
-            400,
-            format!(r#"{{"error": "invalid_request", "error_description": "audience mismatch for {}"}}"#, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ").as_bytes(),
-        )
-        .unwrap_err();
-        assert_eq!(refused.reason, Reason::ExchangeRejected);
-        assert_eq!(
-            refused.detail,
-            "Databricks refused the token exchange: invalid_request: audience mismatch for [token]"
-        );
-        let cases: [(u32, &[u8], Reason, &str); 4] = [
-            (
-                404,
-                b"",
-                Reason::ExchangeFailed,
-                "federation not enabled, or not a Databricks workspace host",
-            ),
-            (500, b"oops", Reason::ExchangeFailed, "HTTP 500"),
-            (0, b"", Reason::ExchangeFailed, "no response"),
-            (
-                200,
-                b"{}",
-                Reason::ExchangeFailed,
-                "without an access_token",
-            ),
-        ];
-        for (status, body, reason, text) in cases {
-            let error = parse_token_response(&request, status, body).unwrap_err();
-            assert_eq!(error.reason, reason, "{status}");
-            assert!(error.detail.contains(text), "{}", error.detail);
-        }
-    }
-
-    /// Issue 9 point 5: when Databricks refuses brickgate's own client credentials, the client
-    /// is not told its token is bad; Databricks' `error_id` survives for support tickets.
-    #[test]
-    fn service_principal_refusals_blame_the_gateway_and_keep_the_error_id() {
-        let request = endpoint(Some("sp-client")).client_credentials("idp");
-        let cases: [(u32, &[u8]); 3] = [
-            (401, br#"{"error": "invalid_client", "error_description": "Client authentication failed", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
-            (400, br#"{"error": "access_denied", "error_description": "Scopes 'all-apis' are not assigned", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
-            (403, br#"{"error_code": "PERMISSION_DENIED", "message": "no", "error_id": "7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"}"#),
-        ];
-        for (status, body) in cases {
-            let error = parse_token_response(&request, status, body).unwrap_err();
-            assert_eq!(
-                error.reason,
-                Reason::UpstreamCredentialsRejected,
-                "{status}"
-            );
-            assert_eq!(error.to_response("r").status, 502);
-            assert!(
-                error
-                    .detail
-                    .contains("error_id 7f3c9a12-0b1d-4e5f-9a8b-1c2d3e4f5a6b"),
-                "{}",
-                error.detail
-            );
-            assert!(error.detail.contains("not your token"), "{}", error.detail);
-        }
-        let exchange = endpoint(None).exchange(ISSUER, "sub", "alice", "a.b.c");
-        let error = parse_token_response(
-            &exchange,
-            401,
-            br#"{"error": "invalid_request", "error_description": "x", "error_id": "abc-123"}"#,
-        )
-        .unwrap_err();
-        assert_eq!(error.reason, Reason::ExchangeRejected);
-        assert!(
-            error.detail.ends_with("(error_id abc-123)"),
-            "{}",
-            error.detail
-        );
-        // an error_id that is not a plain id is dropped, not relayed
-        let error =
-            parse_token_response(&exchange, 401, br#"{"error": "e", "error_id": "<script>"}"#)
-                .unwrap_err();
-        assert!(!error.detail.contains("script"), "{}", error.detail);
-    }
-
-    #[test]
-    fn relayed_messages_keep_ids_but_not_token_parts() {
-        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU";
-        let request = endpoint(None).exchange(ISSUER, "sub", "alice", token);
-        let quoted = parse_token_response(
-            &request,
-            401,
-            br#"{"error": "invalid_request", "error_description": "bad signature c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU on eyJzdWIiOiJhbGljZUBleGFtcGxlLmNvbSJ9 for 5a1c0d6e-0000-4000-8000-000000000001"}"#,
-        )
-        .unwrap_err();
-        assert!(
-            !quoted.detail.contains("c2lnbmF0dXJl") && !quoted.detail.contains("eyJzdWIi"),
-            "{}",
-            quoted.detail
-        );
-        assert!(
-            quoted
-                .detail
-                .contains("5a1c0d6e-0000-4000-8000-000000000001"),
-            "{}",
-            quoted.detail
-        );
-        let down = parse_token_response(&request, 503, b"upstream connect error").unwrap_err();
-        assert!(
-            down.detail.contains("could not reach the workspace"),
-            "{}",
-            down.detail
-        );
-        let slow = parse_token_response(&request, 504, b"upstream request timeout").unwrap_err();
-        assert!(slow.detail.contains("timed out"), "{}", slow.detail);
-    }
-
-    /// Found by the token_response fuzzer: brickgate's own secret, echoed back, reached the
-    /// client's refusal; and a refusal of brickgate's own credentials blamed the client (401).
-    #[test]
-    fn service_principal_refusals_are_the_gateway_s_and_never_quote_its_secret() {
-        let endpoint = TokenEndpoint {
-            client_secret: Some("sp-secret-value".into()),
-            ..endpoint(Some("sp-app"))
-        };
-        let request = endpoint.client_credentials("okta");
-        for status in [400, 401, 403] {
-            let body = br#"{"error": "invalid_client", "error_description": "bad secret sp-secret-value"}"#;
-            let refused = parse_token_response(&request, status, body).unwrap_err();
-            assert_eq!(
-                refused.reason,
-                Reason::UpstreamCredentialsRejected,
-                "{status}"
-            );
-            assert_eq!(refused.to_response("r").status, 502);
-            assert!(
-                !refused.detail.contains("sp-secret-value"),
-                "{}",
-                refused.detail
-            );
-            assert!(
-                refused
-                    .detail
-                    .contains("invalid_client: bad secret [secret]")
-            );
-        }
-    }
-}
+mod tests;

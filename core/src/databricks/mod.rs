@@ -6,6 +6,7 @@ pub mod body_limits;
 pub mod catalogue;
 pub mod exchange;
 pub mod serving;
+pub mod token_scopes;
 pub mod upstream_tokens;
 
 /// The `databricks` section of the configuration.

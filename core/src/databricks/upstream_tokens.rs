@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::exchange::IssuedToken;
+use super::exchange::{IssuedToken, MAX_EXPIRES_IN_S};
 use crate::UnixMillis;
 use crate::shared_data::{SharedData, read, write};
 
@@ -93,7 +93,14 @@ impl UpstreamTokens {
         issued: &IssuedToken,
         now_ms: UnixMillis,
     ) {
-        let until = now_ms + (issued.expires_in_s * 1000).saturating_sub(EXPIRY_MARGIN_MS);
+        // Capped and saturating: whatever `expires_in` said, a token is kept at most an hour
+        // and the arithmetic never overflows.
+        let lifetime_ms = issued
+            .expires_in_s
+            .min(MAX_EXPIRES_IN_S)
+            .saturating_mul(1000)
+            .saturating_sub(EXPIRY_MARGIN_MS);
+        let until = now_ms.saturating_add(lifetime_ms);
         if until <= now_ms {
             return;
         }
@@ -228,5 +235,30 @@ mod tests {
             None,
             "nor in the writer's VM"
         );
+    }
+
+    /// Issue 16 point 7d: an absurd lifetime neither overflows nor keeps a token past an hour.
+    #[test]
+    fn absurd_lifetimes_are_capped_without_overflow() {
+        let shared = InMemorySharedData::default();
+        let mut vm = UpstreamTokens::new(16);
+        let cases: [(u64, UnixMillis, UnixMillis); 3] = [
+            // (expires_in_s, issued at, first instant no longer served)
+            (u64::MAX, 0, 3_540_000),
+            (u64::MAX / 1000 + 1, 1_000, 3_541_000),
+            (7_200, u64::MAX - 10, u64::MAX),
+        ];
+        for (i, (expires_in_s, at, gone)) in cases.into_iter().enumerate() {
+            let key = format!("k{i}");
+            let issued = IssuedToken {
+                access_token: format!("dbx-{i}"),
+                expires_in_s,
+            };
+            vm.put(&shared, &key, &issued, at);
+            if gone > at + 1 {
+                assert!(fresh_vm(16).get(&shared, &key, gone - 1).is_some(), "{i}");
+            }
+            assert_eq!(fresh_vm(16).get(&shared, &key, gone), None, "{i}");
+        }
     }
 }

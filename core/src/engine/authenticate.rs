@@ -258,7 +258,10 @@ fn federated_subject_of(provider: &Provider, claims: &Claims) -> FederatedSubjec
     };
     let problem = match claims.get(subject_claim) {
         Some(Value::String(text)) if !text.is_empty() => {
-            return FederatedSubject::Claim(text.clone());
+            return FederatedSubject::Claim {
+                subject: text.clone(),
+                audiences: audiences_of(claims),
+            };
         }
         Some(Value::String(_)) => "is empty",
         Some(_) => "is not a string",
@@ -269,6 +272,21 @@ fn federated_subject_of(provider: &Provider, claims: &Claims) -> FederatedSubjec
          tokens by that claim (the federation policy's subject_claim), so this token cannot be used",
         provider.name
     ))
+}
+
+/// The token's `aud` values, sorted and deduplicated (the audience was checked already).
+fn audiences_of(claims: &Claims) -> Vec<String> {
+    let mut audiences: Vec<String> = match claims.get("aud") {
+        Some(Value::String(one)) => vec![one.clone()],
+        Some(Value::Array(many)) => many
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    audiences.sort();
+    audiences.dedup();
+    audiences
 }
 
 fn scopes_of(provider: &Provider, claims: &Claims) -> Vec<String> {

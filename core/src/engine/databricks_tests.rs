@@ -1098,3 +1098,5 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
         limit.too_large.detail
     );
 }
+
+mod token_swap;

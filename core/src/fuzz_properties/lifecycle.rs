@@ -421,7 +421,14 @@ impl World {
                         released = true;
                     }
                     HostAction::FetchUpstreamToken(request) => {
-                        worker.calls.wait_for(request, id as u32);
+                        // A new call is sent at once from the stream's context.
+                        if let Some(request) = worker.calls.wait_for(request, id as u32) {
+                            let callout = self.next_callout;
+                            self.next_callout += 1;
+                            let sender = crate::stream::calls::Sender::Stream(id as u32);
+                            worker.calls.sent(callout, request, vec![id as u32], sender);
+                            worker.in_flight.push(callout);
+                        }
                     }
                     HostAction::Record(record) => client.records.push(*record),
                     HostAction::Warn(_) => {}
@@ -695,7 +702,12 @@ impl World {
         for (request, waiting) in worker.calls.take_queued() {
             let callout = self.next_callout;
             self.next_callout += 1;
-            worker.calls.sent(callout, request, waiting);
+            worker.calls.sent(
+                callout,
+                request,
+                waiting,
+                crate::stream::calls::Sender::Root,
+            );
             worker.in_flight.push(callout);
         }
         self.wake(w);

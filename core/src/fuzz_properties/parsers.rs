@@ -466,10 +466,19 @@ pub fn token_response(data: &[u8]) {
         .replace("$P", SUBJECT_TOKEN.split('.').nth(1).unwrap())
         .replace("$S", "sp-secret-value-never-echoed");
     let endpoint = endpoint();
+    let scopes = endpoint.scopes.clone();
+    let audiences = ["databricks".to_string()];
     let request = if exchange {
-        endpoint.exchange("https://okta.test", "sub", "alice", SUBJECT_TOKEN)
+        let caller = crate::databricks::exchange::FederatedCaller {
+            issuer: "https://okta.test",
+            audiences: &audiences,
+            subject_claim: "sub",
+            subject: "alice",
+            subject_token: SUBJECT_TOKEN,
+        };
+        endpoint.exchange(&caller, &scopes)
     } else {
-        endpoint.client_credentials("okta")
+        endpoint.client_credentials("okta", &scopes)
     };
     match parse_token_response(&request, status, body.as_bytes()) {
         Ok(issued) => {

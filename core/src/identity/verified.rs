@@ -21,7 +21,12 @@ pub struct Holder {
 pub enum FederatedSubject {
     /// The provider does not exchange tokens.
     NotExchanged,
-    Claim(String),
+    /// The claim's value, and the token's `aud` values (sorted, deduplicated), which the
+    /// policy judges too.
+    Claim {
+        subject: String,
+        audiences: Vec<String>,
+    },
     /// The claim is absent, not a string, or empty: the token cannot be exchanged. Says which.
     Unusable(String),
 }
@@ -49,7 +54,10 @@ impl Verified {
             .map(|(n, v)| n.len() + v.len() + 48)
             .sum();
         let federated = match &self.federated_subject {
-            FederatedSubject::Claim(text) | FederatedSubject::Unusable(text) => text.len(),
+            FederatedSubject::Claim { subject, audiences } => {
+                subject.len() + audiences.iter().map(|a| a.len() + 24).sum::<usize>()
+            }
+            FederatedSubject::Unusable(text) => text.len(),
             FederatedSubject::NotExchanged => 0,
         };
         256 + strings(&self.scopes) + strings(&self.groups) + headers + federated
