@@ -14,17 +14,12 @@ pub const CLOSED_PIPE: u8 = 141;
 /// Exit status for an internal failure (stdout could not be written for another reason).
 pub const INTERNAL: u8 = 4;
 
-/// How a command prints: lines for people (the default) or one JSON document (`--json`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Format {
-    Human,
-    Json,
-}
-
-impl Format {
-    pub fn is_json(self) -> bool {
-        self == Format::Json
-    }
+/// `println!` through [`line`]: formats one line and writes it to stdout.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::line(&format!($($arg)*))
+    };
 }
 
 /// One line on stdout.

@@ -2,10 +2,17 @@
 //! the token never appears, wherever the core's answer carries it (a path rewritten with the
 //! token still in its query, a header value), and neither does the value of any query parameter
 //! a provider reads tokens from (a token the user wrote into PATH). The fingerprint stands in.
+//! With `--json` the checks and the fields set become one document, every string of it
+//! cleaned the same way, printed by [`Transcript::finish`].
+
+use std::cell::RefCell;
 
 use brickgate_core::config::{Config, TokenSource};
 use brickgate_core::error::AuthError;
 use brickgate_core::identity::fingerprint;
+use serde_json::{Map, Value, json};
+
+use crate::{json, output};
 
 pub struct Transcript {
     sink: Sink,
@@ -14,10 +21,12 @@ pub struct Transcript {
     stand_in: String,
     /// Query parameters any provider reads a token from.
     token_params: Vec<String>,
+    /// `--json`: the document being built (lines are then not printed).
+    document: Option<RefCell<Map<String, Value>>>,
 }
 
 impl Transcript {
-    pub fn new(config: &Config, token: &str) -> Self {
+    pub fn new(config: &Config, token: &str, as_json: bool) -> Self {
         let mut token_params: Vec<String> = Vec::new();
         for source in config.providers.iter().flat_map(|p| &p.token_sources) {
             if let TokenSource::Query { param } = source
@@ -31,6 +40,44 @@ impl Transcript {
             token: token.to_string(),
             stand_in: format!("[token {}]", fingerprint(token)),
             token_params,
+            document: as_json.then(|| {
+                let mut document = Map::new();
+                document.insert("schema".into(), json!("brickgate.explain/v1"));
+                document.insert("checks".into(), json!([]));
+                RefCell::new(document)
+            }),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.document.is_some()
+    }
+
+    /// A field of the `--json` document (nothing without `--json`).
+    pub fn set(&self, field: &str, value: Value) {
+        if let Some(document) = &self.document {
+            document.borrow_mut().insert(field.to_string(), value);
+        }
+    }
+
+    /// Prints the `--json` document, every string in it cleaned.
+    pub fn finish(&self) {
+        if let Some(document) = &self.document {
+            let document = Value::Object(document.borrow().clone());
+            output::document(&json::cleaned(document, &|text| self.clean(text)));
+        }
+    }
+
+    /// One check: a line for people, an entry of `checks` in the document.
+    fn record(&self, what: &str, result: &str, detail: &str, reason: Option<&str>, line: String) {
+        match &self.document {
+            Some(document) => {
+                let entry = json!({"check": what, "result": result, "detail": detail, "reason": reason});
+                if let Some(Value::Array(checks)) = document.borrow_mut().get_mut("checks") {
+                    checks.push(entry);
+                }
+            }
+            None => self.line(line),
         }
     }
 
@@ -39,7 +86,7 @@ impl Transcript {
     pub fn kept(config: &Config, token: &str) -> Self {
         Transcript {
             sink: Sink::Kept(Default::default()),
-            ..Transcript::new(config, token)
+            ..Transcript::new(config, token, false)
         }
     }
 
@@ -73,29 +120,41 @@ impl Transcript {
         }
     }
 
+    /// A line for people; `--json` documents carry the same facts as fields instead.
     pub fn line(&self, text: impl AsRef<str>) {
+        if self.is_json() {
+            return;
+        }
         let line = self.clean(text.as_ref());
         match &self.sink {
-            Sink::Stdout => println!("{line}"),
+            Sink::Stdout => output::line(&line),
             #[cfg(test)]
             Sink::Kept(lines) => lines.borrow_mut().push(line),
         }
     }
 
     pub fn pass(&self, what: &str, detail: impl AsRef<str>) {
-        self.line(format!("  ok    {what:<12} {}", detail.as_ref()));
+        let detail = detail.as_ref();
+        let line = format!("  ok    {what:<12} {detail}");
+        self.record(what, "ok", detail, None, line);
     }
 
     pub fn fail(&self, what: &str, error: &AuthError) {
-        self.line(format!(
-            "  FAIL  {what:<12} {} ({})",
-            error.detail,
-            error.reason.as_str()
-        ));
+        let reason = error.reason.as_str();
+        let line = format!("  FAIL  {what:<12} {} ({reason})", error.detail);
+        self.record(what, "fail", &error.detail, Some(reason), line);
+    }
+
+    /// A failed check the core reports without an `AuthError` (printed in the info column).
+    pub fn failed(&self, what: &str, detail: &str, reason: &str) {
+        let line = format!("        {what:<12} FAIL {detail} ({reason})");
+        self.record(what, "fail", detail, Some(reason), line);
     }
 
     pub fn info(&self, what: &str, detail: impl AsRef<str>) {
-        self.line(format!("        {what:<12} {}", detail.as_ref()));
+        let detail = detail.as_ref();
+        let line = format!("        {what:<12} {detail}");
+        self.record(what, "info", detail, None, line);
     }
 
     pub fn check(&self, what: &str, result: Result<String, AuthError>) -> bool {
@@ -153,6 +212,7 @@ mod tests {
             token: token.to_string(),
             stand_in: format!("[token {}]", fingerprint(token)),
             token_params: params.iter().map(|p| p.to_string()).collect(),
+            document: None,
         }
     }
 
