@@ -18,8 +18,8 @@
 //! In Envoy documents every `envoy.extensions.filters.http.wasm.v3.Wasm` typed config is a
 //! candidate, named by the object holding it (the HTTP filter or the `TypedExtensionConfig`);
 //! a filter whose configuration comes by extension config discovery from a file
-//! (`path_config_source`) is read from that file, resolved as Envoy resolves it: against the
-//! working directory. More than one candidate is refused with their names unless `--filter NAME`
+//! (`path_config_source`) is read from that file, resolved as Envoy resolves it (against the
+//! working directory) or else beside the bootstrap. More than one candidate is refused with their names unless `--filter NAME`
 //! picks one.
 
 use std::collections::BTreeMap;
@@ -84,7 +84,12 @@ struct Candidate {
 pub fn load(path: &str, filter: Option<&str>) -> Result<Loaded, String> {
     let bytes = read_bounded(path)?;
     let documents = parse_documents(&bytes).map_err(|e| format!("{path}: {e}"))?;
+    let mut candidates = Vec::new();
+    for document in &documents {
+        candidates.extend(candidates_in(document, path));
+    }
     if let [document] = documents.as_slice()
+        && candidates.is_empty()
         && is_plugin_config(document)
     {
         // The raw plugin configuration: the file's own bytes, so the plugin's error positions
@@ -99,10 +104,6 @@ pub fn load(path: &str, filter: Option<&str>) -> Result<Loaded, String> {
             origin: "plugin configuration".to_string(),
             env: VmEnv::Process,
         });
-    }
-    let mut candidates = Vec::new();
-    for document in &documents {
-        candidates.extend(candidates_in(document));
     }
     choose(path, candidates, filter)
 }
@@ -167,12 +168,13 @@ fn parse_documents(bytes: &[u8]) -> Result<Vec<Value>, String> {
     Ok(documents)
 }
 
-/// Not a wrapper: no Kubernetes `kind`, no `@type`, no bootstrap or xDS section.
+/// Not a wrapper: no Kubernetes `kind`, no `@type`, no bootstrap, filter or xDS section.
 fn is_plugin_config(document: &Value) -> bool {
     let Some(object) = document.as_object() else {
         return false;
     };
-    const WRAPPERS: [&str; 6] = [
+    const WRAPPERS: [&str; 7] = [
+        "config_discovery",
         "kind",
         "@type",
         "resources",
@@ -183,12 +185,12 @@ fn is_plugin_config(document: &Value) -> bool {
     !WRAPPERS.iter().any(|key| object.contains_key(*key))
 }
 
-fn candidates_in(document: &Value) -> Vec<Candidate> {
+fn candidates_in(document: &Value, path: &str) -> Vec<Candidate> {
     match document.get("kind").and_then(Value::as_str) {
         Some("WasmPlugin") => mesh::istio(document),
         Some("EnvoyExtensionPolicy") => mesh::envoy_gateway(document),
         // Other Kubernetes objects beside them (Backends, routes, secrets).
         Some(_) => Vec::new(),
-        None => envoy::candidates(document),
+        None => envoy::candidates(document, path),
     }
 }

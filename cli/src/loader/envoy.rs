@@ -14,14 +14,15 @@ const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
 const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
 const STRUCT: &str = "type.googleapis.com/google.protobuf.Struct";
 
-pub(super) fn candidates(document: &Value) -> Vec<Candidate> {
+/// The filters in `document`, read from the file `path`.
+pub(super) fn candidates(document: &Value, path: &str) -> Vec<Candidate> {
     let mut found = Vec::new();
-    walk(document, "(unnamed)", &mut found);
+    walk(document, path, "(unnamed)", &mut found);
     found
 }
 
 /// Every Wasm HTTP filter config under `value`, named by the nearest enclosing `name`.
-fn walk(value: &Value, name: &str, found: &mut Vec<Candidate>) {
+fn walk(value: &Value, path: &str, name: &str, found: &mut Vec<Candidate>) {
     match value {
         Value::Object(object) => {
             let name = object.get("name").and_then(Value::as_str).unwrap_or(name);
@@ -35,17 +36,17 @@ fn walk(value: &Value, name: &str, found: &mut Vec<Candidate>) {
             if let Some(discovery) = object.get("config_discovery") {
                 found.push(Candidate {
                     name: name.to_string(),
-                    found: discovered(discovery, name),
+                    found: discovered(discovery, path, name),
                 });
                 return;
             }
             for child in object.values() {
-                walk(child, name, found);
+                walk(child, path, name, found);
             }
         }
         Value::Array(items) => {
             for item in items {
-                walk(item, name, found);
+                walk(item, path, name, found);
             }
         }
         _ => {}
@@ -54,19 +55,20 @@ fn walk(value: &Value, name: &str, found: &mut Vec<Candidate>) {
 
 /// A filter configured by extension config discovery: from the watched file, or its
 /// `default_config` when it comes from a management server this tool cannot ask.
-fn discovered(discovery: &Value, name: &str) -> Result<Loaded, String> {
+fn discovered(discovery: &Value, bootstrap: &str, name: &str) -> Result<Loaded, String> {
     let file = discovery
         .pointer("/config_source/path_config_source/path")
         .or_else(|| discovery.pointer("/config_source/path"))
         .and_then(Value::as_str);
     if let Some(file) = file {
-        let bytes = read_bounded(file).map_err(|e| {
+        let file = resolve(file, bootstrap);
+        let bytes = read_bounded(&file).map_err(|e| {
             format!("{e} (extension config discovery; Envoy reads the path from its working directory)")
         })?;
         let documents = parse_documents(&bytes).map_err(|e| format!("{file}: {e}"))?;
         let mut in_file = Vec::new();
         for document in &documents {
-            walk(document, "(unnamed)", &mut in_file);
+            walk(document, &file, "(unnamed)", &mut in_file);
         }
         // Envoy subscribes to the resource named as the filter.
         let only_one = in_file.len() == 1;
@@ -85,6 +87,22 @@ fn discovered(discovery: &Value, name: &str) -> Result<Loaded, String> {
                      TypedExtensionConfig instead"
             .to_string()),
     }
+}
+
+/// A watched file's path as Envoy reads it, from the working directory; when it is not there,
+/// the first directory holding the bootstrap (or one above it) where it is, so that a
+/// bootstrap can be checked from anywhere (Envoy is usually started from the repository root).
+fn resolve(file: &str, bootstrap: &str) -> String {
+    let relative = std::path::Path::new(file);
+    if relative.is_absolute() || relative.exists() {
+        return file.to_string();
+    }
+    std::path::Path::new(bootstrap)
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join(relative))
+        .find(|candidate| candidate.is_file())
+        .map_or_else(|| file.to_string(), |found| found.display().to_string())
 }
 
 /// The plugin configuration and VM environment of one `Wasm` typed config.
