@@ -48,7 +48,8 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     if let Some(jwks) = args.flag("jwks") {
         keys::use_file(&mut config, jwks)?;
     }
-    let out = Transcript::new(&config, &token, args.json);
+    let out =
+        Transcript::new(&config, &token, args.json).hiding_credentials_in(&config, &extra_headers);
     let request = Replayed {
         method: &method,
         path,

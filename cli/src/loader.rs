@@ -111,7 +111,10 @@ pub fn load(path: &str, filter: Option<&str>) -> Result<Loaded, String> {
 fn choose(path: &str, candidates: Vec<Candidate>, filter: Option<&str>) -> Result<Loaded, String> {
     let names: Vec<String> = candidates.iter().map(|c| c.name.clone()).collect();
     let mut chosen: Vec<Candidate> = match filter {
-        Some(wanted) => candidates.into_iter().filter(|c| c.name == wanted).collect(),
+        Some(wanted) => candidates
+            .into_iter()
+            .filter(|c| c.name == wanted)
+            .collect(),
         None => candidates,
     };
     match (chosen.pop(), chosen.is_empty(), filter) {

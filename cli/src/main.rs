@@ -13,8 +13,8 @@ mod args;
 mod check;
 mod describe;
 mod explain;
-mod keys;
 mod json;
+mod keys;
 mod loader;
 mod output;
 mod route;
@@ -122,7 +122,10 @@ fn run(argv: &[String]) -> u8 {
                 "explain" => explain::run(&parsed),
                 _ => route::run(&parsed),
             },
-            Err(problem) => Err(format!("{problem}\n{}", help(Some(name)).unwrap_or_default())),
+            Err(problem) => Err(format!(
+                "{problem}\n{}",
+                help(Some(name)).unwrap_or_default()
+            )),
         },
         Some("help" | "-h" | "--help") => match help(rest.first().map(String::as_str)) {
             Some(text) => {
@@ -135,7 +138,9 @@ fn run(argv: &[String]) -> u8 {
             output::line(&version());
             return 0;
         }
-        _ => Err(format!("unknown or missing command\n{USAGE}\n\n{EXIT_CODES}")),
+        _ => Err(format!(
+            "unknown or missing command\n{USAGE}\n\n{EXIT_CODES}"
+        )),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),

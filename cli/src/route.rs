@@ -25,7 +25,14 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         document: json!({"schema": "brickgate.route/v1"}),
     };
     let outcome = answer(args, &mut report)?;
-    report.set("outcome", json!(if outcome == Outcome::Allowed { "allowed" } else { "refused" }));
+    report.set(
+        "outcome",
+        json!(if outcome == Outcome::Allowed {
+            "allowed"
+        } else {
+            "refused"
+        }),
+    );
     if args.json {
         output::document(&report.document);
     } else {
@@ -107,7 +114,11 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
         Ok(chosen) => chosen,
         Err(conflict) => {
             let error = conflict.into_error(model.is_some());
-            report.line(format!("refused ({}): {}", error.reason.as_str(), error.detail));
+            report.line(format!(
+                "refused ({}): {}",
+                error.reason.as_str(),
+                error.detail
+            ));
             return Ok(report.refused(error.reason.as_str(), error.detail));
         }
     };
@@ -150,9 +161,7 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
         }
         Access::Token { providers, require } => {
             let render = |list: &[brickgate_core::policy::ScopeTemplate]| {
-                list.iter()
-                    .map(|s| s.render(&bindings))
-                    .collect::<Vec<_>>()
+                list.iter().map(|s| s.render(&bindings)).collect::<Vec<_>>()
             };
             let names = describe::provider_names(&config, providers);
             report.line(format!("needs: a token from [{}]", names.join(", ")));
@@ -165,7 +174,10 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
                 report.line(format!("  with any of scopes: {scopes}"));
             }
             if !require.groups_any.is_empty() {
-                report.line(format!("  in any of groups: {}", require.groups_any.join(" ")));
+                report.line(format!(
+                    "  in any of groups: {}",
+                    require.groups_any.join(" ")
+                ));
             }
             report.set(
                 "needs",

@@ -32,10 +32,20 @@ fn help_and_version_exit_zero_and_bad_usage_exits_two() {
 fn each_command_has_its_own_help_with_the_exit_codes() {
     for command in ["check", "explain", "route"] {
         let text = help(Some(command)).unwrap_or_default();
-        assert!(text.starts_with(&format!("usage: brickgate {command}")), "{text}");
-        assert!(text.contains("exit codes:") && text.contains("3    the signing keys"), "{text}");
+        assert!(
+            text.starts_with(&format!("usage: brickgate {command}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("exit codes:") && text.contains("3    the signing keys"),
+            "{text}"
+        );
     }
-    assert!(help(Some("explain")).unwrap_or_default().contains("[--header NAME:VALUE]..."));
+    assert!(
+        help(Some("explain"))
+            .unwrap_or_default()
+            .contains("[--header NAME:VALUE]...")
+    );
     assert_eq!(help(Some("nope")), None);
 }
 
@@ -43,13 +53,18 @@ fn each_command_has_its_own_help_with_the_exit_codes() {
 fn version_names_the_tool_and_the_core() {
     assert_eq!(
         version(),
-        format!("brickgate {} (core {})", env!("CARGO_PKG_VERSION"), brickgate_core::VERSION)
+        format!(
+            "brickgate {} (core {})",
+            env!("CARGO_PKG_VERSION"),
+            brickgate_core::VERSION
+        )
     );
 }
 
 #[test]
 fn keys_that_could_not_be_fetched_are_not_a_refusal() {
-    let codes = [Outcome::Allowed, Outcome::Refused, Outcome::KeysUnavailable].map(|o| o.exit_code());
+    let codes =
+        [Outcome::Allowed, Outcome::Refused, Outcome::KeysUnavailable].map(|o| o.exit_code());
     assert_eq!(codes, [0, 1, 3]);
     assert!(!codes.contains(&BAD_INPUT) && !codes.contains(&output::INTERNAL));
 }

@@ -23,6 +23,9 @@ pub struct Transcript {
     token_params: Vec<String>,
     /// `--json`: the document being built (lines are then not printed).
     document: Option<RefCell<Map<String, Value>>>,
+    /// Other credentials given on the command line (`--header Authorization: …`), hidden as
+    /// the token is: (text, stand-in), longest first.
+    others: Vec<(String, String)>,
 }
 
 impl Transcript {
@@ -46,7 +49,33 @@ impl Transcript {
                 document.insert("checks".into(), json!([]));
                 RefCell::new(document)
             }),
+            others: Vec::new(),
         }
+    }
+
+    /// Also hides the value of every header in `headers` that carries a credential: the
+    /// Authorization headers and those any provider reads tokens from. The whole value and the
+    /// part after the scheme (`Bearer `) are each replaced by the value's fingerprint.
+    pub fn hiding_credentials_in(mut self, config: &Config, headers: &[(String, String)]) -> Self {
+        let credential_header = |name: &str| {
+            name == "authorization"
+                || name == "proxy-authorization"
+                || config.providers.iter().flat_map(|p| &p.token_sources).any(|source| {
+                    matches!(source, TokenSource::Header { name: read, .. } if read.eq_ignore_ascii_case(name))
+                })
+        };
+        for (_, value) in headers.iter().filter(|(name, _)| credential_header(name)) {
+            let stand_in = format!("[credential {}]", fingerprint(value));
+            let bare = value.split_once(' ').map(|(_, rest)| rest.trim());
+            for secret in std::iter::once(value.as_str()).chain(bare) {
+                if !secret.is_empty() {
+                    self.others.push((secret.to_string(), stand_in.clone()));
+                }
+            }
+        }
+        self.others
+            .sort_by_key(|(secret, _)| std::cmp::Reverse(secret.len()));
+        self
     }
 
     pub fn is_json(&self) -> bool {
@@ -72,7 +101,8 @@ impl Transcript {
     fn record(&self, what: &str, result: &str, detail: &str, reason: Option<&str>, line: String) {
         match &self.document {
             Some(document) => {
-                let entry = json!({"check": what, "result": result, "detail": detail, "reason": reason});
+                let entry =
+                    json!({"check": what, "result": result, "detail": detail, "reason": reason});
                 if let Some(Value::Array(checks)) = document.borrow_mut().get_mut("checks") {
                     checks.push(entry);
                 }
@@ -113,11 +143,14 @@ impl Transcript {
             .fold(text.to_string(), |text, param| {
                 without_param_values(&text, param)
             });
-        if self.token.is_empty() {
+        let text = if self.token.is_empty() {
             text
         } else {
             text.replace(&self.token, &self.stand_in)
-        }
+        };
+        self.others.iter().fold(text, |text, (secret, stand_in)| {
+            text.replace(secret, stand_in)
+        })
     }
 
     /// A line for people; `--json` documents carry the same facts as fields instead.
@@ -213,6 +246,7 @@ mod tests {
             stand_in: format!("[token {}]", fingerprint(token)),
             token_params: params.iter().map(|p| p.to_string()).collect(),
             document: None,
+            others: Vec::new(),
         }
     }
 
@@ -255,5 +289,36 @@ mod tests {
         for (printed, written) in cases {
             assert_eq!(t.clean(&printed), written, "{printed}");
         }
+    }
+
+    #[test]
+    fn a_credential_given_as_a_header_is_hidden_too() {
+        let config = Config::from_json(
+            br#"{"providers": {"p": {"issuer": "https://i.example", "allow_any_audience": true,
+                 "jwks": {"remote": {"cluster": "c", "uri": "https://i.example/k"}},
+                 "token_sources": [{"header": "x-api-token"}]}},
+                 "databricks": {"route_catalogue": true}}"#,
+        )
+        .unwrap();
+        let headers = [
+            (
+                "authorization".to_string(),
+                "Bearer second.jwt.value".to_string(),
+            ),
+            ("x-api-token".to_string(), "third".to_string()),
+            ("origin".to_string(), "https://app.example".to_string()),
+        ];
+        let t = Transcript::new(&config, "first.jwt.value", false)
+            .hiding_credentials_in(&config, &headers);
+        let printed =
+            t.clean("a Bearer second.jwt.value b second.jwt.value c third d https://app.example");
+        assert!(
+            !printed.contains("second.jwt.value") && !printed.contains("third"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("[credential ") && printed.contains("https://app.example"),
+            "{printed}"
+        );
     }
 }

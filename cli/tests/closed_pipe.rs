@@ -5,19 +5,6 @@
 
 use std::process::{Command, Stdio};
 
-fn closed_stdout_run(args: &[&str]) -> std::process::Output {
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    Command::new(env!("CARGO_BIN_EXE_brickgate"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .env("BRICKGATE_CLIENT_SECRET", "closed-pipe-test")
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_closed_stdout_exits_141_without_a_panic() {
     let cases: [&[&str]; 4] = [
@@ -27,7 +14,16 @@ fn a_closed_stdout_exits_141_without_a_panic() {
         &["--help"],
     ];
     for args in cases {
-        let output = closed_stdout_run(args);
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_brickgate"))
+            .args(args)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .env("BRICKGATE_CLIENT_SECRET", "closed-pipe-test")
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
         assert_eq!(output.status.code(), Some(141), "{args:?}: {output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.is_empty(), "{args:?}: {stderr}");

@@ -271,9 +271,11 @@ def test_explain_replays_the_operators_headers(stack):
     alone = run(*args, "/api/2.0/clusters/list", stdin=token)
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert json.loads(alone.stdout)["request"]["headers"] == [["origin", "https://app.example"]]
-    doubled = run(*args, "--header", f"Authorization: Bearer {token}", "/api/2.0/clusters/list", stdin=token)
+    other = TokenFactory(idp.issuer).idp(subject="mallory", scope="clusters:read")
+    doubled = run(*args, "--header", f"Authorization: Bearer {other}", "/api/2.0/clusters/list", stdin=token)
     assert doubled.returncode == 1, doubled.stdout + doubled.stderr
-    assert token not in doubled.stdout + doubled.stderr
+    assert token not in doubled.stdout + doubled.stderr and other not in doubled.stdout + doubled.stderr, \
+        "a credential given as a header is hidden as the token is"
     assert json.loads(doubled.stdout)["decision"]["decision"] == "refused"
 
 

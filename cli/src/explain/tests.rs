@@ -118,12 +118,18 @@ fn get<'a>(path: &'a str, extra_headers: &'a [(String, String)]) -> Replayed<'a>
 
 #[test]
 fn headers_are_name_value_pairs() {
-    let given = ["Origin: https://a.example".to_string(), "x-forwarded-for:10.0.0.1, 10.0.0.2".to_string()];
+    let given = [
+        "Origin: https://a.example".to_string(),
+        "x-forwarded-for:10.0.0.1, 10.0.0.2".to_string(),
+    ];
     assert_eq!(
         request_headers(&given).unwrap(),
         [
             ("origin".to_string(), "https://a.example".to_string()),
-            ("x-forwarded-for".to_string(), "10.0.0.1, 10.0.0.2".to_string())
+            (
+                "x-forwarded-for".to_string(),
+                "10.0.0.1, 10.0.0.2".to_string()
+            )
         ]
     );
     for bad in ["no-colon", ": value", ""] {
@@ -136,11 +142,22 @@ fn headers_are_name_value_pairs() {
 #[test]
 fn a_header_given_reaches_the_decision() {
     let token = token();
-    let second = [("authorization".to_string(), "Bearer other.jwt.value".to_string())];
+    let second = [(
+        "authorization".to_string(),
+        "Bearer other.jwt.value".to_string(),
+    )];
     let out = Transcript::kept(&query_token_config(), &token);
-    let alone = replay(query_token_config(), &out, get("/api/2.0/clusters/list", &[]));
+    let alone = replay(
+        query_token_config(),
+        &out,
+        get("/api/2.0/clusters/list", &[]),
+    );
     assert!(matches!(alone, Ok(Outcome::Allowed)));
     let out = Transcript::kept(&query_token_config(), &token);
-    let both = replay(query_token_config(), &out, get("/api/2.0/clusters/list", &second));
+    let both = replay(
+        query_token_config(),
+        &out,
+        get("/api/2.0/clusters/list", &second),
+    );
     assert!(matches!(both, Ok(Outcome::Refused)), "{:#?}", out.lines());
 }

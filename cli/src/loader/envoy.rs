@@ -63,7 +63,9 @@ fn discovered(discovery: &Value, bootstrap: &str, name: &str) -> Result<Loaded, 
     if let Some(file) = file {
         let file = resolve(file, bootstrap);
         let bytes = read_bounded(&file).map_err(|e| {
-            format!("{e} (extension config discovery; Envoy reads the path from its working directory)")
+            format!(
+                "{e} (extension config discovery; Envoy reads the path from its working directory)"
+            )
         })?;
         let documents = parse_documents(&bytes).map_err(|e| format!("{file}: {e}"))?;
         let mut in_file = Vec::new();
@@ -82,10 +84,12 @@ fn discovered(discovery: &Value, bootstrap: &str, name: &str) -> Result<Loaded, 
     }
     match discovery.get("default_config") {
         Some(default) => from_wasm_filter(default, name),
-        None => Err("its configuration comes from a management server (extension config \
+        None => Err(
+            "its configuration comes from a management server (extension config \
                      discovery) and it has no default_config: check the served \
                      TypedExtensionConfig instead"
-            .to_string()),
+                .to_string(),
+        ),
     }
 }
 

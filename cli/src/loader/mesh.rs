@@ -15,7 +15,10 @@ pub(super) fn istio(document: &Value) -> Vec<Candidate> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("(unnamed)");
-    let name = match document.pointer("/metadata/namespace").and_then(Value::as_str) {
+    let name = match document
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+    {
         Some(namespace) => format!("{namespace}.{name}"),
         None => name.to_string(),
     };
@@ -23,7 +26,9 @@ pub(super) fn istio(document: &Value) -> Vec<Candidate> {
         Some(Value::Object(config)) if !config.is_empty() => {
             let mut values = BTreeMap::new();
             let mut host_keys = Vec::new();
-            let env = document.pointer("/spec/vmConfig/env").and_then(Value::as_array);
+            let env = document
+                .pointer("/spec/vmConfig/env")
+                .and_then(Value::as_array);
             for variable in env.into_iter().flatten() {
                 let Some(key) = variable.get("name").and_then(Value::as_str) else {
                     continue;
@@ -74,8 +79,10 @@ pub(super) fn envoy_gateway(document: &Value) -> Vec<Candidate> {
                         host_keys: strings(wasm.pointer("/env/hostKeys")),
                     },
                 }),
-                _ => Err("config is missing: Envoy Gateway then gives the plugin an empty string"
-                    .to_string()),
+                _ => Err(
+                    "config is missing: Envoy Gateway then gives the plugin an empty string"
+                        .to_string(),
+                ),
             };
             Candidate { name, found }
         })

@@ -153,7 +153,10 @@ fn several_filters_need_a_choice_and_bad_files_are_named() {
     let chosen = load(&two, Some("brickgate-b")).unwrap();
     assert_eq!(chosen.origin, "Envoy Wasm filter brickgate-b");
     let missing = load(&two, Some("other")).unwrap_err();
-    assert!(missing.contains("no brickgate filter named \"other\""), "{missing}");
+    assert!(
+        missing.contains("no brickgate filter named \"other\""),
+        "{missing}"
+    );
     #[rustfmt::skip]
     let cases: [(&str, &str, &str); 6] = [
         ("bad.json", "{\"realm\": ", "not valid JSON"),
@@ -167,7 +170,11 @@ fn several_filters_need_a_choice_and_bad_files_are_named() {
         let error = load(&file(name, text), None).unwrap_err();
         assert!(error.contains(problem), "{name}: {error}");
     }
-    assert!(load("/nonexistent/brickgate.yaml", None).unwrap_err().contains("cannot read"));
+    assert!(
+        load("/nonexistent/brickgate.yaml", None)
+            .unwrap_err()
+            .contains("cannot read")
+    );
 }
 
 #[test]
@@ -188,7 +195,8 @@ fn the_shipped_files_load() {
         ("deploy/envoy-gateway/extension-policy.yaml", "Envoy Gateway EnvoyExtensionPolicy wasm brickgate"),
     ];
     for (path, origin) in cases {
-        let loaded = load(&format!("{root}/{path}"), None).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let loaded =
+            load(&format!("{root}/{path}"), None).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(loaded.origin, origin, "{path}");
         let config: Value = serde_json::from_slice(&loaded.plugin_config).unwrap();
         assert!(config.get("providers").is_some(), "{path}: {config}");
