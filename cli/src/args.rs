@@ -1,43 +1,76 @@
-//! Command-line arguments: a handful of `--flag VALUE` options and positionals. Hand-written:
-//! three commands and six flags do not need an argument-parsing crate.
+//! Command-line arguments: `--flag VALUE` options, `--json` and `--help` switches, a repeatable
+//! `--header`, and positionals. Hand-written: three commands and a dozen flags do not need an
+//! argument-parsing crate.
 
 use std::collections::BTreeMap;
 
 use brickgate_core::config::Config;
 
+use crate::loader;
+
 pub struct Args {
     pub flags: BTreeMap<String, String>,
+    /// `--header NAME:VALUE`, in the order given (the only flag that may repeat).
+    pub headers: Vec<String>,
+    /// `--json`.
+    pub json: bool,
+    /// `--help` or `-h`.
+    pub help: bool,
     pub positional: Vec<String>,
 }
 
-const FLAGS: [&str; 6] = ["config", "token", "method", "body", "jwks", "now"];
+const FLAGS: [&str; 7] = ["config", "token", "method", "body", "jwks", "now", "filter"];
+const SWITCHES: [&str; 2] = ["json", "help"];
 
 pub fn parse(argv: &[String]) -> Result<Args, String> {
-    let mut flags = BTreeMap::new();
-    let mut positional = Vec::new();
+    let mut args = Args {
+        flags: BTreeMap::new(),
+        headers: Vec::new(),
+        json: false,
+        help: false,
+        positional: Vec::new(),
+    };
     let mut rest = argv.iter();
     while let Some(arg) = rest.next() {
-        if let Some(name) = arg.strip_prefix("--") {
-            let (name, value) = match name.split_once('=') {
-                Some((name, value)) => (name.to_string(), value.to_string()),
-                None => {
-                    let value = rest
-                        .next()
-                        .ok_or_else(|| format!("--{name} needs a value"))?;
-                    (name.to_string(), value.clone())
-                }
-            };
-            if !FLAGS.contains(&name.as_str()) {
-                return Err(format!("unknown option --{name}\n{}", crate::USAGE));
+        if arg == "-h" {
+            args.help = true;
+            continue;
+        }
+        let Some(name) = arg.strip_prefix("--") else {
+            args.positional.push(arg.clone());
+            continue;
+        };
+        let (name, inline) = match name.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (name, None),
+        };
+        if SWITCHES.contains(&name) {
+            if inline.is_some() {
+                return Err(format!("--{name} takes no value"));
             }
-            if flags.insert(name.clone(), value).is_some() {
-                return Err(format!("--{name} given twice"));
+            match name {
+                "json" => args.json = true,
+                _ => args.help = true,
             }
-        } else {
-            positional.push(arg.clone());
+            continue;
+        }
+        if name != "header" && !FLAGS.contains(&name) {
+            return Err(format!("unknown option --{name}"));
+        }
+        let value = match inline {
+            Some(value) => value.to_string(),
+            None => rest
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?
+                .clone(),
+        };
+        if name == "header" {
+            args.headers.push(value);
+        } else if args.flags.insert(name.to_string(), value).is_some() {
+            return Err(format!("--{name} given twice"));
         }
     }
-    Ok(Args { flags, positional })
+    Ok(args)
 }
 
 impl Args {
@@ -47,7 +80,7 @@ impl Args {
 
     pub fn required(&self, name: &str) -> Result<&str, String> {
         self.flag(name)
-            .ok_or_else(|| format!("--{name} is required\n{}", crate::USAGE))
+            .ok_or_else(|| format!("--{name} is required"))
     }
 
     /// Exactly `count` positionals, named in the error.
@@ -56,11 +89,10 @@ impl Args {
             Ok(&self.positional)
         } else {
             Err(format!(
-                "expected {} ({}), got {} argument(s)\n{}",
+                "expected {} ({}), got {} argument(s)",
                 names.len(),
                 names.join(" "),
                 self.positional.len(),
-                crate::USAGE
             ))
         }
     }
@@ -70,12 +102,13 @@ pub fn read_file(path: &str, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {what} {path}: {e}"))
 }
 
-/// The configuration, compiled exactly as the plugin compiles it; secrets named by
-/// environment variables are read from this process's environment.
-pub fn load_config(path: &str) -> Result<Config, String> {
-    let bytes = read_file(path, "configuration")?;
-    Config::from_json_with_env(&bytes, &|name| std::env::var(name).ok())
-        .map_err(|e| format!("invalid configuration {path}: {e}"))
+/// The configuration, compiled exactly as the plugin compiles it, from whatever file holds it
+/// (`loader`); secrets named by environment variables are read as the plugin's VM would see
+/// them, from this process's environment.
+pub fn load_config(args: &Args, path: &str) -> Result<Config, String> {
+    let loaded = loader::load(path, args.flag("filter"))?;
+    Config::from_json_with_env(&loaded.plugin_config, &|name| loaded.env.lookup(name))
+        .map_err(|e| format!("invalid configuration in {path} ({}): {e}", loaded.origin))
 }
 
 #[cfg(test)]
@@ -97,10 +130,12 @@ mod tests {
     #[test]
     fn bad_input_is_named() {
         #[rustfmt::skip]
-        let cases: [(&[&str], &str); 3] = [
+        let cases: [(&[&str], &str); 5] = [
             (&["--token"], "--token needs a value"),
             (&["--bogus", "x"], "unknown option --bogus"),
             (&["--jwks", "a", "--jwks", "b"], "--jwks given twice"),
+            (&["--json=yes"], "--json takes no value"),
+            (&["--header"], "--header needs a value"),
         ];
         for (words, problem) in cases {
             let error = parse(&argv(words)).err().unwrap_or_default();
@@ -109,5 +144,26 @@ mod tests {
         let args = parse(&argv(&["a", "b"])).unwrap();
         assert!(args.positionals(&["PATH"]).is_err());
         assert!(args.required("config").is_err());
+    }
+
+    #[test]
+    fn header_repeats_and_switches_take_no_value() {
+        let args = parse(&argv(&[
+            "--header",
+            "Origin: https://a.example",
+            "--json",
+            "--header=X-Forwarded-For:10.0.0.1",
+            "-h",
+            "/x",
+        ]))
+        .unwrap();
+        assert_eq!(
+            args.headers,
+            ["Origin: https://a.example", "X-Forwarded-For:10.0.0.1"]
+        );
+        assert!(args.json && args.help);
+        assert_eq!(args.positional, ["/x"]);
+        let plain = parse(&argv(&["/x"])).unwrap();
+        assert!(!plain.json && !plain.help && plain.headers.is_empty());
     }
 }

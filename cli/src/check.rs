@@ -1,29 +1,40 @@
 //! `brickgate check CONFIG`: the plugin's own validation, then the compiled table.
 
+use brickgate_core::config::Config;
+
 use crate::args::{Args, load_config};
-use crate::{Outcome, describe};
+use crate::{Outcome, describe, json, outln, output};
 
 pub fn run(args: &Args) -> Result<Outcome, String> {
     let [path] = args.positionals(&["CONFIG"])? else {
         return Err("expected CONFIG".to_string());
     };
-    let config = load_config(path)?;
-    println!("configuration {path} is valid");
+    let config = load_config(args, path).inspect_err(|problem| {
+        if args.json {
+            output::document(&json::invalid(problem));
+        }
+    })?;
+    let warnings = warnings(&config);
+    if args.json {
+        output::document(&json::check(&config, &warnings));
+        return Ok(Outcome::Allowed);
+    }
+    outln!("configuration {path} is valid");
     let top = if config.dry_run.everything {
         "dry_run"
     } else {
         "enforce"
     };
-    println!("mode: {top}, realm {:?}", config.realm);
-    println!("providers:");
+    outln!("mode: {top}, realm {:?}", config.realm);
+    outln!("providers:");
     for index in 0..config.providers.len() {
-        println!("  {}", describe::provider(&config, index));
+        outln!("  {}", describe::provider(&config, index));
     }
     let catalogue = config
         .databricks
         .as_ref()
         .is_some_and(|d| d.route_catalogue);
-    println!(
+    outln!(
         "rules, first match wins ({} rules{}):",
         config.rules.len(),
         if catalogue {
@@ -33,17 +44,19 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
         }
     );
     for (index, rule) in config.rules.iter().enumerate() {
-        println!("{}", describe::rule(&config, index, rule));
+        outln!("{}", describe::rule(&config, index, rule));
     }
-    println!("anything else: refused (no_matching_rule)");
-    let warnings = brickgate_core::databricks::token_scopes::configuration_warnings(&config);
+    outln!("anything else: refused (no_matching_rule)");
     if !warnings.is_empty() {
-        println!(
-            "warnings (Databricks tokens carry each caller's own scopes, docs/DATABRICKS.md):"
-        );
-        for warning in warnings {
-            println!("  warning: {warning}");
+        outln!("warnings (Databricks tokens carry each caller's own scopes, docs/DATABRICKS.md):");
+        for warning in &warnings {
+            outln!("  warning: {warning}");
         }
     }
     Ok(Outcome::Allowed)
+}
+
+/// What is valid but likely not meant: printed after the table, listed by `--json`.
+pub fn warnings(config: &Config) -> Vec<String> {
+    brickgate_core::databricks::token_scopes::configuration_warnings(config)
 }

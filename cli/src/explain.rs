@@ -6,10 +6,10 @@
 
 use std::io::Read;
 
-use brickgate_core::cache::TokenCache;
+use serde_json::json;
+
 use brickgate_core::config::{Config, Provider, TokenSource};
 use brickgate_core::databricks::serving;
-use brickgate_core::engine::{Decision, Engine, Request, UpstreamAction, WOULD_DENY};
 use brickgate_core::error::AuthError;
 use brickgate_core::identity::fingerprint;
 use brickgate_core::jwks::{Availability, JwksStore};
@@ -28,7 +28,8 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     let [path] = args.positionals(&["PATH"])? else {
         return Err("expected PATH".to_string());
     };
-    let mut config = load_config(args.required("config")?)?;
+    let mut config = load_config(args, args.required("config")?)?;
+    let extra_headers = request_headers(&args.headers)?;
     let token = read_token(args.required("token")?)?;
     let method = args.flag("method").unwrap_or("GET").to_ascii_uppercase();
     let body = args
@@ -47,30 +48,78 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     if let Some(jwks) = args.flag("jwks") {
         keys::use_file(&mut config, jwks)?;
     }
-    let out = Transcript::new(&config, &token);
-    replay(config, &out, &method, path, body, now_s).map_err(|problem| out.clean(&problem))
+    let out =
+        Transcript::new(&config, &token, args.json).hiding_credentials_in(&config, &extra_headers);
+    let request = Replayed {
+        method: &method,
+        path,
+        extra_headers: &extra_headers,
+        body,
+        now_s,
+    };
+    let outcome = replay(config, &out, request).map_err(|problem| out.clean(&problem))?;
+    out.finish();
+    Ok(outcome)
+}
+
+/// One request as given on the command line.
+struct Replayed<'a> {
+    method: &'a str,
+    path: &'a str,
+    /// `--header NAME:VALUE`, names lowercased, after the token's own header.
+    extra_headers: &'a [(String, String)],
+    body: Option<Vec<u8>>,
+    now_s: u64,
+}
+
+/// `--header NAME:VALUE` (or `NAME: VALUE`); pseudo-headers come from `--method` and PATH.
+fn request_headers(given: &[String]) -> Result<Vec<(String, String)>, String> {
+    given
+        .iter()
+        .map(|header| {
+            let (name, value) = header
+                .split_once(':')
+                .filter(|(name, _)| !name.trim().is_empty())
+                .ok_or_else(|| format!("--header {header:?} is not NAME:VALUE"))?;
+            Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        })
+        .collect()
 }
 
 /// The request replayed; every line printed goes through `out`, which hides the token.
-fn replay(
-    config: Config,
-    out: &Transcript,
-    method: &str,
-    path: &str,
-    body: Option<Vec<u8>>,
-    now_s: u64,
-) -> Result<Outcome, String> {
+fn replay(config: Config, out: &Transcript, request: Replayed) -> Result<Outcome, String> {
+    let Replayed {
+        method,
+        path,
+        extra_headers,
+        body,
+        now_s,
+    } = request;
     out.line(format!(
         "request: {method} {path} (token fingerprint {})",
         fingerprint(out.token())
     ));
+    for (name, value) in extra_headers {
+        out.line(format!("  with header {name}: {value}"));
+    }
+    out.set(
+        "request",
+        json!({
+            "method": method,
+            "path": path,
+            "token_fingerprint": fingerprint(out.token()),
+            "headers": extra_headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+        }),
+    );
     let now_ms = now_s * 1000;
     let (store, key_lines) = keys::fetch_all(&config, now_ms);
-    for line in key_lines {
+    for line in &key_lines {
         out.line(format!("  {line}"));
     }
-    let headers = trace(&config, &store, out, method, path, body.as_deref(), now_s);
-    verdict(config, &store, out, method, &headers, body, now_ms)
+    out.set("keys", json!(key_lines));
+    let mut headers = trace(&config, &store, out, method, path, body.as_deref(), now_s);
+    headers.extend(extra_headers.iter().cloned());
+    verdict::verdict(config, &store, out, method, &headers, body, now_ms)
 }
 
 /// `-` reads the token from stdin, `@FILE` from a file: a token on the command line is visible
@@ -256,13 +305,14 @@ fn token_checks(
         .find(|(_, p)| Some(&p.issuer) == iss.as_ref())
         .copied()
     else {
-        out.info(
+        out.failed(
             "issuer",
-            format!(
-                "FAIL iss {:?} is not one of [{}] (issuer_not_accepted)",
+            &format!(
+                "iss {:?} is not one of [{}]",
                 iss.unwrap_or_default(),
                 issuers.join(", ")
             ),
+            "issuer_not_accepted",
         );
         return;
     };
@@ -278,7 +328,7 @@ fn token_checks(
             out.pass("typ", line);
         } else {
             ok = false;
-            out.info("typ", format!("FAIL {line} (typ_mismatch)"));
+            out.failed("typ", &line, "typ_mismatch");
         }
     }
     let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
@@ -288,7 +338,7 @@ fn token_checks(
     if alg_ok {
         out.pass("algorithm", alg_line)
     } else {
-        out.info("algorithm", format!("FAIL {alg_line} (alg_not_allowed)"))
+        out.failed("algorithm", &alg_line, "alg_not_allowed")
     }
     let times = token_times(&jwt.claims).map(|t| {
         let show = |v: Option<u64>| v.map_or("-".to_string(), format_time);
@@ -400,90 +450,7 @@ fn token_checks(
     out.check("requirement", requirement);
 }
 
-fn verdict(
-    config: Config,
-    store: &JwksStore,
-    out: &Transcript,
-    method: &str,
-    headers: &[(String, String)],
-    body: Option<Vec<u8>>,
-    now_ms: u64,
-) -> Result<Outcome, String> {
-    // `trace` always places the path (with the token, when a query parameter carries it).
-    let path = headers
-        .iter()
-        .find(|(n, _)| n == ":path")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    let engine = Engine::new(config, Box::new(InWasmVerifier));
-    let mut cache = TokenCache::new(0, 4096);
-    let decide = |body: Option<&[u8]>, cache: &mut TokenCache| {
-        let request = Request {
-            method,
-            path: &path,
-            headers,
-            body,
-            fingerprint: true,
-        };
-        engine.decide(&request, store, cache, now_ms)
-    };
-    let mut decision = decide(body.as_deref(), &mut cache);
-    if let Decision::NeedBody { .. } = decision {
-        // As the plugin does once the request is complete: decide on the body (or none).
-        decision = decide(Some(body.as_deref().unwrap_or_default()), &mut cache);
-    }
-    out.line("decision (Engine::decide):");
-    let outcome = match &decision {
-        Decision::Deny { response, .. } => {
-            out.line(format!("  refused: HTTP {}", response.status));
-            for (name, value) in &response.headers {
-                out.line(format!("  {name}: {value}"));
-            }
-            out.line(format!(
-                "  body: {}",
-                String::from_utf8_lossy(&response.body)
-            ));
-            Outcome::Refused
-        }
-        Decision::Allow {
-            mutations,
-            upstream,
-            audit,
-        } => {
-            if audit.decision == WOULD_DENY {
-                out.line(format!(
-                    "  would_deny (dry-run): would answer HTTP {} ({}); the request goes on",
-                    audit.status,
-                    audit.reason.unwrap_or_default()
-                ));
-            } else {
-                out.line("  allowed: forwarded upstream");
-            }
-            for (name, value) in mutations.headers_set() {
-                out.line(format!("  sets {name}: {value}"));
-            }
-            for name in &mutations.remove_headers {
-                out.line(format!("  removes {name}"));
-            }
-            if let Some(rewritten) = &mutations.set_path {
-                out.line(format!("  path becomes {rewritten}"));
-            }
-            match upstream {
-                UpstreamAction::Forward => out.line("  upstream: the request as authorised"),
-                UpstreamAction::Fetch(request) => out.line(format!("  upstream: Authorization replaced by a Databricks token from {}{} (cluster {})",
-                    request.authority, request.path, request.cluster
-                )),
-            }
-            Outcome::Allowed
-        }
-        Decision::NeedBody { .. } => return Err("the decision still needs a body".to_string()),
-    };
-    // Bounded as the plugin writes it (`Record`).
-    let mut audit = decision.audit().clone();
-    audit.bound_client_fields();
-    out.line(format!("audit: {}", audit.to_json()));
-    Ok(outcome)
-}
+mod verdict;
 
 #[cfg(test)]
 mod tests;

@@ -191,7 +191,7 @@ def test_explain_never_follows_a_key_fetch_redirect(stack, tmp_path):
         token = TokenFactory(idp.issuer).idp(subject="alice", scope="clusters:read")
         result = run("explain", "--config", str(config), "--token", "-", "/api/2.0/clusters/list", stdin=token)
         printed = result.stdout + result.stderr
-        assert result.returncode == 1, printed
+        assert result.returncode == 3, "keys that could not be fetched are not a policy refusal: " + printed
         assert f"answered HTTP 302, a redirect to host {target_host}: not followed" in printed, printed
         assert "JWKS endpoint answered HTTP 302" in printed, printed
         assert "sekrit" not in printed
@@ -199,3 +199,117 @@ def test_explain_never_follows_a_key_fetch_redirect(stack, tmp_path):
     finally:
         target.shutdown()
         redirect.shutdown()
+
+
+# The files operators deploy, read as the control plane renders them (issue 18, finding 6).
+SHIPPED = [
+    ("envoy/ecds/brickgate.yaml", "brickgate-demo"),
+    ("envoy/envoy.yaml", "brickgate-demo"),
+    ("deploy/istio/wasmplugin.yaml", "databricks"),
+    ("deploy/envoy-gateway/extension-policy.yaml", "databricks"),
+]
+
+
+def run_in_repo(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    # The mesh manifests hand the VM BRICKGATE_CLIENT_SECRET from Envoy's environment (HOST).
+    return subprocess.run([CLI, *args], capture_output=True, text=True, input=stdin, timeout=30, cwd=REPO,
+                          env={**os.environ, "BRICKGATE_CLIENT_SECRET": "e2e-not-a-secret"})
+
+
+@pytest.mark.parametrize("path, realm", SHIPPED)
+def test_check_reads_the_shipped_deployment_files_and_prints_json(path, realm):
+    human = run_in_repo("check", path)
+    assert human.returncode == 0 and f"configuration {path} is valid" in human.stdout, human.stdout + human.stderr
+    document = run_in_repo("check", "--json", path)
+    assert document.returncode == 0, document.stderr
+    checked = json.loads(document.stdout)
+    assert checked["schema"] == "brickgate.check/v1" and checked["valid"] is True
+    assert checked["realm"] == realm and checked["mode"] == "enforce" and checked["warnings"] == []
+    assert checked["providers"] and checked["rules"] and checked["route_catalogue"] is True
+
+
+def test_a_mesh_manifest_sees_only_the_variables_its_vm_gets(tmp_path):
+    """The WasmPlugin passes BRICKGATE_CLIENT_SECRET from Envoy's environment: without it in the
+    tool's environment, check says so (exit 2), as the plugin would refuse to start."""
+    env = {k: v for k, v in os.environ.items() if k != "BRICKGATE_CLIENT_SECRET"}
+    result = subprocess.run([CLI, "check", "--json", "deploy/istio/wasmplugin.yaml"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "BRICKGATE_CLIENT_SECRET" in result.stderr, result.stderr
+    assert json.loads(result.stdout) == {"schema": "brickgate.check/v1", "valid": False,
+                                         "error": result.stderr.removeprefix("brickgate: ").strip()}
+
+
+def test_several_filters_are_refused_with_their_names_until_one_is_chosen(tmp_path):
+    ecds = (REPO / "envoy/ecds/brickgate.yaml").read_text()
+    both = tmp_path / "two.yaml"
+    both.write_text(ecds + "\n---\n" + ecds.replace("name: brickgate\n", "name: brickgate-canary\n", 1))
+    refused = run_in_repo("check", str(both))
+    assert refused.returncode == 2 and "[brickgate, brickgate-canary]: choose one with --filter NAME" in refused.stderr
+    chosen = run_in_repo("check", "--filter", "brickgate-canary", str(both))
+    assert chosen.returncode == 0, chosen.stderr
+
+
+def test_explain_json_is_one_document_without_the_token(stack):
+    idp, config = stack
+    token = fetch_token(idp.issuer, "demo-reader", DEMO_CLIENTS["demo-reader"].secret)
+    result = run("explain", "--json", "--config", str(config), "--token", "-", "/api/2.0/clusters/list", stdin=token)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert token not in result.stdout + result.stderr, "the token is never printed"
+    explained = json.loads(result.stdout)
+    assert explained["schema"] == "brickgate.explain/v1" and explained["exit_code"] == 0
+    checks = {c["check"]: c for c in explained["checks"]}
+    assert checks["signature"]["result"] == "ok" and checks["requirement"]["result"] == "ok", checks
+    assert explained["decision"]["decision"] == "allowed" and explained["audit"]["decision"] == "allow"
+    assert explained["audit"]["rule"] == "clusters-read"
+
+
+def test_explain_replays_the_operators_headers(stack):
+    """A second credential given with --header reaches the decision: refused as the plugin refuses it."""
+    idp, config = stack
+    token = fetch_token(idp.issuer, "demo-reader", DEMO_CLIENTS["demo-reader"].secret)
+    args = ("explain", "--json", "--config", str(config), "--token", "-", "--header", "Origin: https://app.example")
+    alone = run(*args, "/api/2.0/clusters/list", stdin=token)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert json.loads(alone.stdout)["request"]["headers"] == [["origin", "https://app.example"]]
+    other = TokenFactory(idp.issuer).idp(subject="mallory", scope="clusters:read")
+    doubled = run(*args, "--header", f"Authorization: Bearer {other}", "/api/2.0/clusters/list", stdin=token)
+    assert doubled.returncode == 1, doubled.stdout + doubled.stderr
+    assert token not in doubled.stdout + doubled.stderr and other not in doubled.stdout + doubled.stderr, \
+        "a credential given as a header is hidden as the token is"
+    assert json.loads(doubled.stdout)["decision"]["decision"] == "refused"
+
+
+def test_route_json_names_rule_scopes_and_class():
+    result = run("route", "--json", "POST", "/api/2.0/token/create")
+    assert result.returncode == 1, result.stdout
+    answer = json.loads(result.stdout)
+    assert answer["class"] == "personal_access_tokens" and answer["reason"] == "route_disabled"
+    allowed = json.loads(run("route", "--json", "POST", "/api/2.1/clusters/create").stdout)
+    assert allowed["outcome"] == "allowed" and "all-apis" in allowed["needs"]["scopes_any"], allowed
+
+
+def test_version_help_and_exit_codes_are_documented():
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("brickgate "), version.stdout
+    for command in ("check", "explain", "route"):
+        for asked in (("help", command), (command, "--help"), (command, "-h")):
+            helped = run(*asked)
+            assert helped.returncode == 0 and helped.stdout.startswith(f"usage: brickgate {command}"), asked
+            assert "3    the signing keys could not be fetched" in helped.stdout
+    assert "[--header NAME:VALUE]..." in run("explain", "--help").stdout
+    assert run("check", "--json=yes", "x").returncode == 2
+
+
+def test_a_closed_pipe_stops_the_tool_quietly_with_141(tmp_path):
+    """`brickgate check big.json | head -1`: the tool used to panic (exit 134). Its output here is far
+    larger than a pipe's buffer, so it is still writing when head exits."""
+    config = {"providers": {"p": {"issuer": "https://idp.example", "allow_any_audience": True,
+                                  "jwks": {"remote": {"cluster": "idp", "uri": "https://idp.example/keys"}}}},
+              "rules": [{"name": f"rule-{i}", "match": {"path": f"/api/2.0/r{i}"}, "providers": ["p"]}
+                        for i in range(4000)]}
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(config))
+    result = subprocess.run(["bash", "-c", f'"{CLI}" check "{big}" | head -1; echo "status ${{PIPESTATUS[0]}}" >&2'],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout == f"configuration {big} is valid\n", result.stdout
+    assert result.stderr.strip() == "status 141", result.stderr

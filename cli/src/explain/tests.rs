@@ -2,7 +2,7 @@ use brickgate_core::config::Config;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::replay;
+use super::{Replayed, replay, request_headers};
 use crate::Outcome;
 use crate::transcript::Transcript;
 
@@ -83,7 +83,7 @@ fn no_line_holds_a_token_from_the_query() {
     ];
     for (path, printed) in cases {
         let out = Transcript::kept(&query_token_config(), &token);
-        let outcome = replay(query_token_config(), &out, "GET", path, None, NOW);
+        let outcome = replay(query_token_config(), &out, get(path, &[]));
         assert!(matches!(outcome, Ok(Outcome::Allowed)), "{path}");
         let lines = out.lines();
         assert!(
@@ -98,10 +98,66 @@ fn no_line_holds_a_token_from_the_query() {
     }
     let given = format!("/a//b?access_token={other}");
     let out = Transcript::kept(&query_token_config(), &token);
-    let _ = replay(query_token_config(), &out, "GET", &given, None, NOW);
+    let _ = replay(query_token_config(), &out, get(&given, &[]));
     let lines = out.lines();
     assert!(lines.len() > 3, "{lines:#?}");
     for line in &lines {
         assert!(!line.contains(&token) && !line.contains(other), "{line}");
     }
+}
+
+fn get<'a>(path: &'a str, extra_headers: &'a [(String, String)]) -> Replayed<'a> {
+    Replayed {
+        method: "GET",
+        path,
+        extra_headers,
+        body: None,
+        now_s: NOW,
+    }
+}
+
+#[test]
+fn headers_are_name_value_pairs() {
+    let given = [
+        "Origin: https://a.example".to_string(),
+        "x-forwarded-for:10.0.0.1, 10.0.0.2".to_string(),
+    ];
+    assert_eq!(
+        request_headers(&given).unwrap(),
+        [
+            ("origin".to_string(), "https://a.example".to_string()),
+            (
+                "x-forwarded-for".to_string(),
+                "10.0.0.1, 10.0.0.2".to_string()
+            )
+        ]
+    );
+    for bad in ["no-colon", ": value", ""] {
+        assert!(request_headers(&[bad.to_string()]).is_err(), "{bad:?}");
+    }
+}
+
+/// A second credential given with --header reaches the engine: the plugin refuses a request
+/// carrying two, and so does the replay.
+#[test]
+fn a_header_given_reaches_the_decision() {
+    let token = token();
+    let second = [(
+        "authorization".to_string(),
+        "Bearer other.jwt.value".to_string(),
+    )];
+    let out = Transcript::kept(&query_token_config(), &token);
+    let alone = replay(
+        query_token_config(),
+        &out,
+        get("/api/2.0/clusters/list", &[]),
+    );
+    assert!(matches!(alone, Ok(Outcome::Allowed)));
+    let out = Transcript::kept(&query_token_config(), &token);
+    let both = replay(
+        query_token_config(),
+        &out,
+        get("/api/2.0/clusters/list", &second),
+    );
+    assert!(matches!(both, Ok(Outcome::Refused)), "{:#?}", out.lines());
 }
