@@ -9,6 +9,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::databricks::exchange::UpstreamTokens;
+use crate::engine::Engine;
+use crate::error::{AuthError, DenyResponse};
 use crate::cache::TokenCache;
 use crate::config::Config;
 use crate::error::Reason;
@@ -533,7 +536,7 @@ fn a_host_that_never_delivers_the_body_is_detected_and_refused() {
     );
     host.apply(step, true);
     assert_eq!(stream.phase(), "reading_body");
-    world.now_ms += FIRST_BODY_WAIT_MS;
+    world.now_ms += crate::config::held_bodies::FIRST_BODY_WAIT_MS;
     assert!(stream.wants_wake(&world.store, world.now_ms));
     let step = world.step(&mut stream, Event::Wake);
     assert!(step.actions.iter().any(

@@ -1,0 +1,1 @@
+//! Tests for credentials before bodies (filled below).
