@@ -19,6 +19,8 @@ use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
 
+mod credentials_first;
+
 const NOW_S: u64 = 1_800_000_000;
 const RSA_1: &str = include_str!("../../../tests/keys/rsa-1.pem");
 const PUBLIC_JWKS: &str = include_str!("../../../tests/keys/public-jwks.json");
