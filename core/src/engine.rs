@@ -196,16 +196,12 @@ impl Engine {
             _ if !self.endpoint_in_body(request.method, &path.path) => None,
             None => {
                 let limit = self.model_read_limit();
-                return match self.admits_without_body(request, &path, keys, cache, now_ms, audit)
-                {
+                return match self.admits_without_body(request, &path, keys, cache, now_ms, audit) {
                     Ok(()) => Ok(Verdict::NeedBody(limit)),
                     Err(error) => self.refuse_or_read(error, audit, limit),
                 };
             }
-            Some(body) => Some(serving::model_from_body(
-                body,
-                self.serving_limits().other,
-            )?),
+            Some(body) => Some(serving::model_from_body(body, self.serving_limits().other)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
         let size_unknown = match endpoint {

@@ -9,12 +9,12 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::databricks::exchange::UpstreamTokens;
-use crate::engine::Engine;
-use crate::error::{AuthError, DenyResponse};
 use crate::cache::TokenCache;
 use crate::config::Config;
+use crate::databricks::exchange::UpstreamTokens;
+use crate::engine::Engine;
 use crate::error::Reason;
+use crate::error::{AuthError, DenyResponse};
 use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;

@@ -1,8 +1,8 @@
 //! How allowed requests authenticate to Databricks, and the `databricks` section.
 
+use super::super::held_bodies;
 use super::super::raw::RawServingBodyLimit;
 use super::super::raw::{RawDatabricks, RawUpstream};
-use super::super::held_bodies;
 use super::super::{ConfigError, Provider};
 use super::secrets::Secrets;
 use super::{Result, in_range};

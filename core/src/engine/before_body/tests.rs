@@ -89,16 +89,52 @@ fn only_credentials_some_candidate_rule_could_admit_have_their_body_read() {
     };
     type Case = (&'static str, Option<String>, Option<&'static str>);
     let cases: Vec<Case> = vec![
-        ("a scope naming one endpoint", Some(bearer(json!({"scope": "serving:churn"}))), None),
-        ("the fraud group", Some(bearer(json!({"groups": ["fraud"]}))), None),
-        ("a scope with a prefix only", Some(bearer(json!({"scope": "serving:"}))), Some("group_not_allowed")),
-        ("no scope, no group", Some(bearer(json!({"scope": "jobs:read"}))), Some("group_not_allowed")),
+        (
+            "a scope naming one endpoint",
+            Some(bearer(json!({"scope": "serving:churn"}))),
+            None,
+        ),
+        (
+            "the fraud group",
+            Some(bearer(json!({"groups": ["fraud"]}))),
+            None,
+        ),
+        (
+            "a scope with a prefix only",
+            Some(bearer(json!({"scope": "serving:"}))),
+            Some("group_not_allowed"),
+        ),
+        (
+            "no scope, no group",
+            Some(bearer(json!({"scope": "jobs:read"}))),
+            Some("group_not_allowed"),
+        ),
         ("no token", None, Some("missing_token")),
-        ("not a JWT", Some("Bearer not-a-jwt".into()), Some("malformed_token")),
+        (
+            "not a JWT",
+            Some("Bearer not-a-jwt".into()),
+            Some("malformed_token"),
+        ),
         ("a forged signature", Some(forged), Some("bad_signature")),
-        ("expired", Some(bearer(json!({"scope": "serving:churn", "iat": NOW - 7200, "exp": NOW - 3600}))), Some("expired")),
-        ("another audience", Some(bearer(json!({"scope": "serving:churn", "aud": "other"}))), Some("audience_mismatch")),
-        ("another issuer", Some(bearer(json!({"scope": "serving:churn", "iss": "https://evil.test"}))), Some("issuer_not_accepted")),
+        (
+            "expired",
+            Some(bearer(
+                json!({"scope": "serving:churn", "iat": NOW - 7200, "exp": NOW - 3600}),
+            )),
+            Some("expired"),
+        ),
+        (
+            "another audience",
+            Some(bearer(json!({"scope": "serving:churn", "aud": "other"}))),
+            Some("audience_mismatch"),
+        ),
+        (
+            "another issuer",
+            Some(bearer(
+                json!({"scope": "serving:churn", "iss": "https://evil.test"}),
+            )),
+            Some("issuer_not_accepted"),
+        ),
     ];
     for (what, authorization, refused) in cases {
         let mut headers = vec![];
@@ -110,8 +146,14 @@ fn only_credentials_some_candidate_rule_could_admit_have_their_body_read() {
             (None, None) => {}
             (Some(reason), Some((got, rule))) => {
                 assert_eq!(got, reason, "{what}");
-                assert_eq!(rule.as_deref(), Some("fraud-team"), "{what}: the first candidate's refusal");
-                let Decision::Deny { response, .. } = &decision else { unreachable!() };
+                assert_eq!(
+                    rule.as_deref(),
+                    Some("fraud-team"),
+                    "{what}: the first candidate's refusal"
+                );
+                let Decision::Deny { response, .. } = &decision else {
+                    unreachable!()
+                };
                 let body = String::from_utf8_lossy(&response.body);
                 assert!(body.contains("the body was not read"), "{what}: {body}");
             }
@@ -176,9 +218,15 @@ fn an_invocation_of_unknown_length_is_refused_at_its_headers() {
     let path = "/serving-endpoints/churn/invocations";
     let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
     let outsider = format!("Bearer {}", token(json!({"scope": "serving:other"})));
-    assert_eq!(outcome(&at_headers(&engine, path, &[("authorization", &member)])), None);
+    assert_eq!(
+        outcome(&at_headers(&engine, path, &[("authorization", &member)])),
+        None
+    );
     let refused = outcome(&at_headers(&engine, path, &[("authorization", &outsider)]));
-    assert_eq!(refused, Some(("insufficient_scope", Some("per-endpoint".into()))));
+    assert_eq!(
+        refused,
+        Some(("insufficient_scope", Some("per-endpoint".into())))
+    );
     let refused = outcome(&at_headers(&engine, path, &[]));
     assert_eq!(refused.map(|(reason, _)| reason), Some("missing_token"));
 }
@@ -207,7 +255,10 @@ fn the_body_read_limit_is_known_at_the_headers() {
     };
     let length = vec![("content-length".to_string(), "10".to_string())];
     assert_eq!(limit(CHAT, &[]), Some(16 << 20));
-    assert_eq!(limit("/serving-endpoints/databricks-llm/invocations", &[]), Some(4 << 20));
+    assert_eq!(
+        limit("/serving-endpoints/databricks-llm/invocations", &[]),
+        Some(4 << 20)
+    );
     assert_eq!(limit("/serving-endpoints/churn/invocations", &length), None);
     assert_eq!(limit("/api/2.1/jobs/run-now", &[]), None);
 }

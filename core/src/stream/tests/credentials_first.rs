@@ -71,7 +71,11 @@ fn unauthenticated_streams_cannot_make_an_authenticated_request_overloaded() {
         ("not a JWT", "Bearer garbage", "malformed_token"),
         ("forged", &forged, "bad_signature"),
         ("expired", &expired, "expired"),
-        ("no scope or group any rule accepts", &no_scope, "group_not_allowed"),
+        (
+            "no scope or group any rule accepts",
+            &no_scope,
+            "group_not_allowed",
+        ),
     ];
     let mut world = World::new(Setup::InlineKeys);
     // Room for exactly one chat body.
@@ -89,7 +93,11 @@ fn unauthenticated_streams_cannot_make_an_authenticated_request_overloaded() {
             // The client goes on sending: nothing is read, nothing is held.
             outcome.take(&body(&mut world, &mut stream, &CHURN_BODY[..10], false));
             assert_eq!(outcome.records.len(), 1, "{what}: one record");
-            assert_eq!(world.budget.held(), 0, "{what} (round {round}) holds body bytes");
+            assert_eq!(
+                world.budget.held(),
+                0,
+                "{what} (round {round}) holds body bytes"
+            );
             held_open.push(stream);
         }
     }
@@ -124,9 +132,16 @@ fn a_body_not_whole_by_its_deadline_is_refused_and_given_back() {
     assert_eq!(outcome.replies, [408]);
     assert_eq!(outcome.records.len(), 1);
     assert_eq!(outcome.records[0].audit.reason, Some("body_timeout"));
-    let counters: Vec<String> = outcome.records[0].counters().map(|c| c.into_owned()).collect();
+    let counters: Vec<String> = outcome.records[0]
+        .counters()
+        .map(|c| c.into_owned())
+        .collect();
     assert!(counters.contains(&"brickgate.denied.body_timeout".to_string()));
-    assert_eq!(world.budget.held(), 0, "the refused stream's bytes are given back");
+    assert_eq!(
+        world.budget.held(),
+        0,
+        "the refused stream's bytes are given back"
+    );
     // The rest of the body changes nothing.
     outcome.take(&body(&mut world, &mut stream, &CHURN_BODY[12..], true));
     assert_eq!(outcome.records.len(), 1);
@@ -150,14 +165,23 @@ fn a_request_waiting_for_keys_reads_its_body_and_is_judged_when_they_arrive() {
         assert_eq!(stream.phase(), "waiting_for_keys");
         assert!(stream.wants_body_bytes());
         outcome.take(&body(&mut world, &mut stream, CHURN_BODY, true));
-        assert_eq!(stream.phase(), "waiting_for_keys", "keys, not the body, move it on");
+        assert_eq!(
+            stream.phase(),
+            "waiting_for_keys",
+            "keys, not the body, move it on"
+        );
         assert!(!stream.wants_body_bytes(), "the whole body is read");
         world.keys_arrive();
         assert!(stream.wants_wake(&world.store, world.now_ms));
         let step = world.step(&mut stream, Event::Wake);
         outcome.take(&step);
         assert_eq!(outcome.records.len(), 1);
-        assert_eq!(outcome.records[0].is_allowed(), allowed, "{:?}", outcome.records);
+        assert_eq!(
+            outcome.records[0].is_allowed(),
+            allowed,
+            "{:?}",
+            outcome.records
+        );
         if allowed {
             assert!(step.actions.contains(&HostAction::Resume));
         } else {
@@ -208,9 +232,18 @@ fn a_read_failure_leaves_one_record_in_every_state() {
         // And once more, as a host that keeps failing would.
         outcome.take(&world.step(&mut stream, read_failure()));
         assert_eq!(stream.phase(), "refused", "{phase} {setup:?}");
-        assert_eq!(outcome.records.len(), 1, "{phase} {setup:?}: {:?}", outcome.records);
+        assert_eq!(
+            outcome.records.len(),
+            1,
+            "{phase} {setup:?}: {:?}",
+            outcome.records
+        );
         assert_eq!(outcome.replies.len(), 1, "{phase} {setup:?}");
         let refused_before = phase != "allowed";
-        assert_eq!(!outcome.records[0].is_allowed(), refused_before, "{phase} {setup:?}");
+        assert_eq!(
+            !outcome.records[0].is_allowed(),
+            refused_before,
+            "{phase} {setup:?}"
+        );
     }
 }
