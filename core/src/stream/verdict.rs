@@ -6,7 +6,7 @@ use super::body::{BodyRead, Held};
 use super::keys::{self, KeyWait, Parked};
 use super::record::{self, Record};
 use super::{Context, Env, Headers, HostAction, Reply, State, Step, Stream, TokenWait};
-use crate::engine::{Decision, HeaderRewrite, Mutations, Request, UpstreamAction};
+use crate::engine::{Decision, HeaderRewrite, Mutations, ReadLimit, Request, UpstreamAction};
 use crate::error::AuthError;
 use crate::identity::AuditRecord;
 
@@ -22,26 +22,6 @@ impl Stream {
         context: Context,
     ) -> (State, Step) {
         let mut decision = run(env, &held, self.request_complete);
-        if let Decision::NeedBody { limit, .. } = decision {
-            match (&held.body, self.request_complete) {
-                (Some(_), true) => {
-                    // The engine asks for a body only when it has none: a bug, refuse.
-                    return refuse_internal(
-                        &held.headers,
-                        env,
-                        "brickgate asked for a body it already had".to_string(),
-                    );
-                }
-                (None, true) => {
-                    // No body will come: decide on an empty one.
-                    held.body = Some(BodyRead::new(env, limit));
-                    return self.decide(env, held, wait, context);
-                }
-                (Some(_), false) => {}
-                (None, false) => held.body = Some(BodyRead::new(env, limit)),
-            }
-            return (State::ReadingBody(held), Step::pause());
-        }
         match keys::should_wait(env, &decision, wait) {
             KeyWait::Park {
                 provider,
@@ -111,12 +91,39 @@ impl Stream {
                     ))));
                 (State::Refused, step)
             }
-            Decision::NeedBody { .. } => refuse_internal(
-                &held.headers,
-                env,
-                "brickgate asked for a body after deciding without one".to_string(),
-            ),
+            // Also after keys adopted at the headers (`KeyWait::DecideAgain`).
+            Decision::NeedBody { limit, .. } => self.hold_for_body(env, held, limit, wait, context),
         }
+    }
+
+    /// The engine asks for the body: read it (`ReadingBody`), or decide on an empty one when
+    /// the client has sent everything without one.
+    fn hold_for_body(
+        &mut self,
+        env: &mut Env<'_>,
+        mut held: Held,
+        limit: ReadLimit,
+        wait: keys::Wait,
+        context: Context,
+    ) -> (State, Step) {
+        match (&held.body, self.request_complete) {
+            (Some(_), true) => {
+                // The engine asks for a body only when it has none: a bug, refuse.
+                return refuse_internal(
+                    &held.headers,
+                    env,
+                    "brickgate asked for a body it already had".to_string(),
+                );
+            }
+            (None, true) => {
+                // No body will come: decide on an empty one.
+                held.body = Some(BodyRead::new(env, limit));
+                return self.decide(env, held, wait, context);
+            }
+            (Some(_), false) => {}
+            (None, false) => held.body = Some(BodyRead::new(env, limit)),
+        }
+        (State::ReadingBody(held), Step::pause())
     }
 }
 

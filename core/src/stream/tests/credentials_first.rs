@@ -1,7 +1,7 @@
 //! Credentials before bodies, the body deadline, and one record per request, through the
 //! lifecycle: what the VM holds, what the client gets, how many records a stream writes.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -246,4 +246,54 @@ fn a_read_failure_leaves_one_record_in_every_state() {
             "{phase} {setup:?}"
         );
     }
+}
+
+/// A `kid` this worker lacks, which another worker's newer keys (in shared data) have: the keys
+/// are adopted and the request judged again at once, and it goes on to read its body (not an
+/// internal error for asking for it).
+#[test]
+fn keys_adopted_at_the_headers_lead_to_reading_the_body() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = World::new(Setup::RemoteKeys);
+    let all: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let without_rsa_1: Vec<Value> = all["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|key| key["kid"] != "test-rsa-1")
+        .cloned()
+        .collect();
+    let answer = |keys: Value| FetchOutcome::Response {
+        status: 200,
+        body: keys.to_string().into_bytes(),
+        max_age_s: None,
+    };
+    // Another worker fetches keys without `test-rsa-1`, and this one adopts them; then the IdP
+    // rotates, a refetch over there publishes the new set.
+    let mut other = JwksStore::new(&world.engine.config, 2);
+    let t = world.now_ms;
+    other.tick(&world.shared, t);
+    other.on_fetch_outcome(
+        &world.shared,
+        0,
+        answer(json!({ "keys": without_rsa_1 })),
+        t,
+    );
+    world.store.tick(&world.shared, t + 10);
+    let t = t + 61_000;
+    assert_eq!(
+        other.on_unknown_kid(&world.shared, 0, t),
+        crate::jwks::KidMiss::Wait
+    );
+    other.tick(&world.shared, t);
+    other.on_fetch_outcome(&world.shared, 0, answer(all), t + 50);
+    world.now_ms = t + 60;
+    let mut stream = Stream::new();
+    let mut outcome = Outcome::default();
+    outcome.take(&start(&mut world, &mut stream, CHAT, &member));
+    assert!(outcome.records.is_empty(), "{:?}", outcome.records);
+    assert_eq!(stream.phase(), "reading_body");
+    outcome.take(&body(&mut world, &mut stream, CHURN_BODY, true));
+    assert_eq!(outcome.records.len(), 1);
+    assert!(outcome.records[0].is_allowed(), "{:?}", outcome.records);
 }
