@@ -271,6 +271,9 @@ struct Client {
     body_events: usize,
     /// Allowed, then cut by a host call that failed (or by trailers it could not read).
     cut: bool,
+    /// A fuzzed host call or read failed for it: the only reason besides a body that never
+    /// came for brickgate to answer `internal_error`.
+    host_failed: bool,
     /// Its headers, or its trailers, held a value that is not UTF-8 (the adapter's
     /// `UnreadableHeaders` / `UnreadableTrailers`).
     garbled_headers: bool,
@@ -387,6 +390,7 @@ impl World {
                         | HostAction::Resume
                 );
                 if host_call && std::mem::take(&mut self.fail_next_call) {
+                    client.host_failed = true;
                     event = Some(Event::HostFailure("fuzzed host call failure".into()));
                     break;
                 }
@@ -477,6 +481,7 @@ impl World {
         if client.local_reply.is_some() || client.complete() {
             return;
         }
+        self.clients[id].host_failed = true;
         let event = Event::ReadFailure("fuzzed read failure".into());
         self.drive(id, event, true);
     }
@@ -566,6 +571,15 @@ impl World {
             );
             assert_eq!(record.audit.status, reply.status);
         }
+        for record in &client.records {
+            if record.audit.reason == Some("internal_error") {
+                let detail = record.audit.detail.as_deref().unwrap_or_default();
+                assert!(
+                    client.host_failed || detail.contains("no request body reached brickgate"),
+                    "internal_error without a host failure: {detail}"
+                );
+            }
+        }
         assert!(
             !(client.garbled_trailers && client.upstream_trailers.is_some()),
             "unreadable trailers reached the upstream"
@@ -653,6 +667,7 @@ impl World {
             headers_at: self.now_ms,
             body_events: 0,
             cut: false,
+            host_failed: false,
             garbled_headers: false,
             garbled_trailers: false,
             stream: Stream::new(),
