@@ -7,20 +7,22 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
-use crate::policy::{Access, Bindings, NormalizedPath, Rule, RuleIndex, normalize_path};
+use crate::policy::{
+    Access, Bindings, NormalizedPath, PathPattern, Rule, RuleIndex, normalize_path,
+};
 use crate::request_hygiene;
-use crate::token::extract_credential;
+use crate::token::{Credential, extract_credential};
 use crate::verify::SignatureVerifier;
 use accepted::{AcceptedProviders, accepted_by_rule};
 use mutations::{databricks_hygiene, remove_credential};
 
 mod accepted;
 mod authenticate;
+mod before_body;
 mod dry_run;
 mod mutations;
 mod upstream;
@@ -99,17 +101,24 @@ pub struct Engine {
     rule_index: RuleIndex,
     /// By rule index.
     accepted: Vec<Rc<AcceptedProviders>>,
+    /// The serving-endpoint rules, in order (the rules a body's `model` may select).
+    endpoint_rules: Vec<usize>,
 }
 
 impl Engine {
     pub fn new(config: Config, verifier: Box<dyn SignatureVerifier>) -> Self {
         let rule_index = RuleIndex::new(&config.rules);
         let accepted = accepted_by_rule(&config);
+        let endpoint_rules = (config.rules.iter().enumerate())
+            .filter(|(_, rule)| matches!(rule.pattern, PathPattern::ServingEndpoint(_)))
+            .map(|(index, _)| index)
+            .collect();
         Engine {
             config,
             verifier,
             rule_index,
             accepted,
+            endpoint_rules,
         }
     }
 
@@ -181,42 +190,24 @@ impl Engine {
         if config.bypass_cors_preflight && is_cors_preflight(request) {
             return Ok(self.cors_preflight(request, audit));
         }
-        let default_limits;
-        let limits = match config.databricks.as_ref() {
-            Some(databricks) => &databricks.serving_body_limits,
-            None => {
-                default_limits = ServingBodyLimits::default();
-                &default_limits
-            }
-        };
+        // Credentials before bodies: a request whose rule its body decides is judged at the
+        // headers against every rule the body could select (`before_body`); only then read.
         let model = match request.body {
-            _ if !(config.reads_model_from_body
-                && serving::endpoint_in_body(request.method, &path.path)) =>
-            {
-                None
-            }
+            _ if !self.endpoint_in_body(request.method, &path.path) => None,
             None => {
-                return Ok(Verdict::NeedBody(ReadLimit {
-                    max_bytes: limits.other,
-                    too_large: AuthError::body_too_large(limits.other),
-                }));
+                let limit = self.model_read_limit();
+                return match self.admits_without_body(request, &path, keys, cache, now_ms, audit) {
+                    Ok(()) => Ok(Verdict::NeedBody(limit)),
+                    Err(error) => self.refuse_or_read(error, audit, limit),
+                };
             }
-            Some(body) => Some(serving::model_from_body(body, limits.other)?),
+            Some(body) => Some(serving::model_from_body(body, self.serving_limits().other)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
-        if let Some(endpoint) = endpoint {
-            let declared = body_limits::declared_length(request.headers);
-            match body_limits::check(limits.limit_for(endpoint), request.body, declared) {
-                BodyCheck::Fits => {}
-                BodyCheck::TooLarge(refusal) => return Err(refusal),
-                BodyCheck::Read(limit) => {
-                    return Ok(Verdict::NeedBody(ReadLimit {
-                        max_bytes: limit.max_bytes,
-                        too_large: limit.refusal(None),
-                    }));
-                }
-            }
-        }
+        let size_unknown = match endpoint {
+            Some(endpoint) => self.size_to_read(request, endpoint)?,
+            None => None,
+        };
         let (index, rule, bindings) = self
             .rule_index
             .match_rule(&config.rules, request.method, &path.path, endpoint)
@@ -226,9 +217,50 @@ impl Engine {
             .accepted
             .get(index)
             .map_or_else(Default::default, Rc::clone);
-        self.apply_rule(
+        let verdict = self.apply_rule(
             request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit,
-        )
+        );
+        // A path-named endpoint without `Content-Length`: rule and credential are decided at
+        // the headers; only the body's size waits for the body.
+        match (size_unknown, verdict) {
+            (Some(limit), Ok(Verdict::Allowed(..))) => Ok(Verdict::NeedBody(limit)),
+            (Some(limit), Err(error)) => self.refuse_or_read(error, audit, limit),
+            (_, verdict) => verdict,
+        }
+    }
+
+    /// Before the body: a refusal is sent at once, unless dry-run only reports it; then the
+    /// body is read as for a passage, and the decision with it reports the refusal (the body's
+    /// own checks, enforced in every mode, included).
+    fn refuse_or_read(
+        &self,
+        error: AuthError,
+        audit: &AuditRecord,
+        limit: ReadLimit,
+    ) -> Result<Verdict, AuthError> {
+        if self.reports(&error, audit) {
+            Ok(Verdict::NeedBody(limit))
+        } else {
+            Err(error)
+        }
+    }
+
+    /// The request's credential, from the sources the rule's providers read.
+    fn credential<'r>(
+        &self,
+        request: &Request<'r>,
+        path: &'r NormalizedPath,
+        rule: &Rule,
+        accepted: &'r AcceptedProviders,
+    ) -> Result<Credential<'r>, AuthError> {
+        let sources = accepted.source_refs();
+        extract_credential(request.headers, path.query.as_deref(), &sources, self.config.max_token_bytes)?
+            .ok_or_else(|| {
+                AuthError::new(
+                    Reason::MissingToken,
+                    format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
+                )
+            })
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.
@@ -264,14 +296,7 @@ impl Engine {
             Access::Refuse(why) => return Err(AuthError::new(Reason::RouteDisabled, why.clone())),
             Access::Token { require, .. } => require,
         };
-        let sources = accepted.source_refs();
-        let credential = extract_credential(request.headers, path.query.as_deref(), &sources, config.max_token_bytes)?
-            .ok_or_else(|| {
-                AuthError::new(
-                    Reason::MissingToken,
-                    format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
-                )
-            })?;
+        let credential = self.credential(request, path, rule, accepted)?;
         let (index, verified) = self.authenticate(
             rule,
             accepted,

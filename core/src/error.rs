@@ -60,6 +60,9 @@ pub enum Reason {
     RouteDisabled,
     BadBody,
     BodyTooLarge,
+    /// A body held for the decision was not complete within `databricks.body_deadline_ms` of
+    /// the request's headers (RFC 9110 §15.5.9, 408 Request Timeout).
+    BodyTimeout,
     ExchangeRejected,
     ExchangeFailed,
     /// Service-principal mode: Databricks refused brickgate's own client credentials (wrong
@@ -113,6 +116,7 @@ impl Reason {
         Reason::RouteDisabled,
         Reason::BadBody,
         Reason::BodyTooLarge,
+        Reason::BodyTimeout,
         Reason::ExchangeRejected,
         Reason::ExchangeFailed,
         Reason::UpstreamCredentialsRejected,
@@ -151,6 +155,7 @@ impl Reason {
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyTimeout => "body_timeout",
             Reason::ExchangeRejected => "exchange_rejected",
             Reason::ExchangeFailed => "exchange_failed",
             Reason::UpstreamCredentialsRejected => "upstream_credentials_rejected",
@@ -168,6 +173,7 @@ impl Reason {
                     400
                 }
                 Reason::BodyTooLarge => 413,
+                Reason::BodyTimeout => 408,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
                 Reason::KeysUnavailable | Reason::Overloaded | Reason::Internal => 503,
                 _ => 403,
@@ -193,6 +199,7 @@ impl Reason {
             | Reason::RouteDisabled
             | Reason::BadBody
             | Reason::BodyTooLarge
+            | Reason::BodyTimeout
             | Reason::ExchangeFailed
             | Reason::UpstreamCredentialsRejected
             | Reason::Internal => ChallengeError::NoChallenge,
@@ -203,7 +210,7 @@ impl Reason {
     /// Databricks' `error_code` for this status, so the Databricks SDKs show the message.
     fn error_code(self) -> &'static str {
         match self.status() {
-            400 | 413 => "BAD_REQUEST",
+            400 | 408 | 413 => "BAD_REQUEST",
             401 => "UNAUTHENTICATED",
             502 => "INTERNAL_ERROR",
             503 => "TEMPORARILY_UNAVAILABLE",
@@ -476,10 +483,11 @@ mod tests {
             Reason::RouteDisabled => 26,
             Reason::BadBody => 27,
             Reason::BodyTooLarge => 28,
-            Reason::ExchangeRejected => 29,
-            Reason::ExchangeFailed => 30,
-            Reason::UpstreamCredentialsRejected => 31,
-            Reason::Internal => 32,
+            Reason::BodyTimeout => 29,
+            Reason::ExchangeRejected => 30,
+            Reason::ExchangeFailed => 31,
+            Reason::UpstreamCredentialsRejected => 32,
+            Reason::Internal => 33,
         }
     }
 
@@ -502,7 +510,7 @@ mod tests {
                 "{name} has no counter"
             );
             assert!(
-                [400, 401, 403, 413, 502, 503].contains(&reason.status()),
+                [400, 401, 403, 408, 413, 502, 503].contains(&reason.status()),
                 "{name}"
             );
             let response = AuthError::new(reason, "why").to_response("r");

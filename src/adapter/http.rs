@@ -118,7 +118,7 @@ impl HttpContext for Filter {
             Err(ReadError::NotUtf8 { name, headers }) => {
                 self.handle(Event::UnreadableHeaders { name, headers })
             }
-            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+            Err(ReadError::Host(why)) => self.handle(Event::ReadFailure(format!(
                 "cannot read the request headers: {why}"
             ))),
         }
@@ -133,7 +133,7 @@ impl HttpContext for Filter {
                     bytes.unwrap_or_default()
                 }
                 Err(status) => {
-                    return self.handle(Event::HostFailure(format!(
+                    return self.handle(Event::ReadFailure(format!(
                         "cannot read the request body: {status:?}"
                     )));
                 }
@@ -151,7 +151,7 @@ impl HttpContext for Filter {
         match host_maps::read(MapType::HttpRequestTrailers) {
             Ok(trailers) => self.handle(Event::RequestTrailers { trailers }),
             Err(ReadError::NotUtf8 { name, .. }) => self.handle(Event::UnreadableTrailers { name }),
-            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+            Err(ReadError::Host(why)) => self.handle(Event::ReadFailure(format!(
                 "cannot read the request trailers: {why}"
             ))),
         }

@@ -44,6 +44,7 @@ fn reportable(reason: Reason) -> bool {
             | Reason::BadHeader
             | Reason::BadBody
             | Reason::BodyTooLarge
+            | Reason::BodyTimeout
             | Reason::MethodOverride
             | Reason::MultipleTokens
             | Reason::ExchangeRejected

@@ -3,6 +3,7 @@
 
 mod compile;
 mod dry_run;
+pub mod held_bodies;
 mod raw;
 
 use std::fmt;

@@ -50,6 +50,7 @@ pub struct RawDatabricks {
     pub max_body_bytes: Option<u64>,
     pub serving_body_limits: Option<Vec<RawServingBodyLimit>>,
     pub first_body_wait_ms: Option<u64>,
+    pub body_deadline_ms: Option<u64>,
     pub max_held_body_bytes: Option<u64>,
 }
 

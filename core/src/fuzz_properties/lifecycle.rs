@@ -1,16 +1,21 @@
 //! The lifecycle fuzzer: random sequences of host events for several streams on two workers
 //! (VMs) that share keys and Databricks tokens through shared data, with the IdP rotating its
 //! keys, fetches and token calls answering (or failing) in any order, time passing and host
-//! calls failing. A fake host models Envoy's pause semantics (with
-//! `allow_on_headers_stop_iteration: true`) and the adapter's `drive` (an action that fails
-//! stops the step and feeds the failure back). Checked on every run:
+//! calls failing, and the host failing to read a callback's input. A fake host models Envoy's
+//! pause semantics (with `allow_on_headers_stop_iteration: true`) and the adapter's `drive` (an
+//! action that fails stops the step and feeds the failure back). Checked on every run:
 //!
 //! - nothing reaches the upstream unless an allow record of that stream covers it, and what it
 //!   receives is what the policy allows for exactly those bytes (an independent oracle: token
 //!   kind, route, the `model` of the body the upstream got);
-//! - no stream is still held once its deadline has passed and the root has woken it, and every
-//!   stream is answered once the client has sent everything and every call has ended;
-//! - every answered stream has exactly one audit record, whose decision is the answer.
+//! - no stream is still held once its deadline has passed and the root has woken it (keys,
+//!   first body callback, whole body), and every stream is answered once the client has sent
+//!   everything and every call has ended;
+//! - credentials before bodies: a stream with no credential, or one that is not a JWT, never
+//!   waits for anything, and only a credential some rule admits has its body read after its keys
+//!   are known (`reading_body`);
+//! - every stream has at most one audit record at any time, and exactly one once answered,
+//!   whose decision is the answer (a host failure in a later callback included).
 
 use std::collections::BTreeSet;
 
@@ -34,6 +39,7 @@ const NOW_MS: u64 = 1_800_000_000_000;
 const ISSUER: &str = "https://idp.fuzz";
 const WAIT_FOR_KEYS_MS: u64 = 2_000;
 const FIRST_BODY_WAIT_MS: u64 = 3_000;
+const BODY_DEADLINE_MS: u64 = 5_000;
 const MAX_BODY_BYTES: usize = 1024;
 /// Per VM: two chat bodies held at once fit, a third does not (503 `overloaded`).
 const MAX_HELD_BODY_BYTES: usize = 100;
@@ -224,7 +230,7 @@ fn config(setup: Setup) -> Config {
             {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["idp"], "require": {"scopes_any": ["serving:{name}"]}},
             {"name": "jobs", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["idp"]}
         ],
-        "databricks": {"route_catalogue": false, "max_body_bytes": MAX_BODY_BYTES, "first_body_wait_ms": FIRST_BODY_WAIT_MS}
+        "databricks": {"route_catalogue": false, "max_body_bytes": MAX_BODY_BYTES, "first_body_wait_ms": FIRST_BODY_WAIT_MS, "body_deadline_ms": BODY_DEADLINE_MS}
     });
     Config::from_json(config.to_string().as_bytes()).unwrap()
 }
@@ -265,6 +271,9 @@ struct Client {
     body_events: usize,
     /// Allowed, then cut by a host call that failed (or by trailers it could not read).
     cut: bool,
+    /// A fuzzed host call or read failed for it: the only reason besides a body that never
+    /// came for brickgate to answer `internal_error`.
+    host_failed: bool,
     /// Its headers, or its trailers, held a value that is not UTF-8 (the adapter's
     /// `UnreadableHeaders` / `UnreadableTrailers`).
     garbled_headers: bool,
@@ -381,6 +390,7 @@ impl World {
                         | HostAction::Resume
                 );
                 if host_call && std::mem::take(&mut self.fail_next_call) {
+                    client.host_failed = true;
                     event = Some(Event::HostFailure("fuzzed host call failure".into()));
                     break;
                 }
@@ -447,6 +457,40 @@ impl World {
             self.check_release(id);
         }
         self.check_records(id);
+        self.check_credentials_first(id);
+    }
+
+    /// Only a credential that could be admitted is held: without one (or with one that is not
+    /// a JWT) a stream is answered at its headers; in `reading_body` its token has verified.
+    fn check_credentials_first(&self, id: usize) {
+        let client = &self.clients[id];
+        let phase = client.stream.phase();
+        if matches!(client.kind, Kind::Anonymous | Kind::Garbage) {
+            assert!(
+                !client.stream.is_held(),
+                "{:?} held in {phase}",
+                client.kind
+            );
+        }
+        if phase == "reading_body" {
+            assert!(
+                matches!(client.kind, Kind::Member | Kind::FraudAnalyst),
+                "{:?} reads its body",
+                client.kind
+            );
+        }
+    }
+
+    /// The host cannot read what the client sends next (its body chunk or trailers): the
+    /// adapter sends [`Event::ReadFailure`] in place of that callback's event.
+    fn read_failure(&mut self, id: usize) {
+        let client = &self.clients[id];
+        if client.local_reply.is_some() || client.complete() {
+            return;
+        }
+        self.clients[id].host_failed = true;
+        let event = Event::ReadFailure("fuzzed read failure".into());
+        self.drive(id, event, true);
     }
 
     /// What reached the upstream is covered by an allow record, and is what the policy allows.
@@ -533,6 +577,15 @@ impl World {
                 "answered locally with an allow record"
             );
             assert_eq!(record.audit.status, reply.status);
+        }
+        for record in &client.records {
+            if record.audit.reason == Some("internal_error") {
+                let detail = record.audit.detail.as_deref().unwrap_or_default();
+                assert!(
+                    client.host_failed || detail.contains("no request body reached brickgate"),
+                    "internal_error without a host failure: {detail}"
+                );
+            }
         }
         assert!(
             !(client.garbled_trailers && client.upstream_trailers.is_some()),
@@ -621,6 +674,7 @@ impl World {
             headers_at: self.now_ms,
             body_events: 0,
             cut: false,
+            host_failed: false,
             garbled_headers: false,
             garbled_trailers: false,
             stream: Stream::new(),
@@ -742,6 +796,12 @@ impl World {
                     "held for a body that never came past its deadline"
                 );
             }
+            if client.stream.wants_body_bytes() {
+                assert!(
+                    self.now_ms < client.headers_at + BODY_DEADLINE_MS,
+                    "held for a body past its deadline"
+                );
+            }
         }
     }
 
@@ -839,7 +899,8 @@ impl World {
                 "stream {id} never answered: phase {}, {client:?}",
                 client.stream.phase()
             );
-            if client.upstream_headers.is_some() {
+            // A cut stream's upstream request is reset: what it got is not a request.
+            if client.upstream_headers.is_some() && !client.cut {
                 assert_eq!(
                     client.upstream_body, client.body,
                     "the upstream got another body"
@@ -876,7 +937,7 @@ pub fn check(data: &[u8]) {
     let mut events = 0;
     while !input.is_empty() && events < MAX_EVENTS {
         events += 1;
-        match input.byte() % 13 {
+        match input.byte() % 14 {
             0 | 1 => world.start(&mut input),
             2 | 3 => {
                 if !world.clients.is_empty() {
@@ -916,6 +977,12 @@ pub fn check(data: &[u8]) {
                 }
             }
             11 => world.fail_next_call = true,
+            12 => {
+                if !world.clients.is_empty() {
+                    let id = input.below(world.clients.len());
+                    world.read_failure(id);
+                }
+            }
             _ => world.garble_next = true,
         }
     }

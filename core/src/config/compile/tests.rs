@@ -196,6 +196,22 @@ fn bad_configs_name_the_field() {
             "outside 2097152..=536870912",
         ),
         (
+            "a body deadline shorter than the first-body wait",
+            with(
+                base(),
+                "/databricks",
+                json!({"first_body_wait_ms": 20_000, "body_deadline_ms": 15_000}),
+            ),
+            "databricks.body_deadline_ms",
+            "15000 is shorter than databricks.first_body_wait_ms (20000)",
+        ),
+        (
+            "a body deadline beyond ten minutes",
+            with(base(), "/databricks", json!({"body_deadline_ms": 600_001})),
+            "databricks.body_deadline_ms",
+            "outside 100..=600000",
+        ),
+        (
             "held bodies beyond the VM's memory",
             with(
                 base(),
@@ -715,4 +731,21 @@ fn serving_body_limits_default_to_databricks_and_can_be_replaced() {
         assert_eq!(got.other, other, "{databricks}");
         assert_eq!(got.configured, configured, "{databricks}");
     }
+}
+
+/// `databricks.body_deadline_ms`: 60 s by default (docs/CONFIG.md), any value from the
+/// first-body wait up to ten minutes.
+#[test]
+fn the_body_deadline_defaults_to_a_minute_and_may_equal_the_first_body_wait() {
+    let deadline = |databricks: Value| {
+        let config = compile(&with(base(), "/databricks", databricks)).unwrap();
+        let databricks = config.databricks.unwrap();
+        (databricks.first_body_wait_ms, databricks.body_deadline_ms)
+    };
+    assert_eq!(deadline(json!({})), (10_000, 60_000));
+    assert_eq!(
+        deadline(json!({"first_body_wait_ms": 500, "body_deadline_ms": 500})),
+        (500, 500)
+    );
+    assert_eq!(deadline(json!({"body_deadline_ms": 600_000})).1, 600_000);
 }
