@@ -1,9 +1,10 @@
-//! Rules, matched in order by method and normalised path. A path whose letter case or
-//! extension suffix would change which rule applies is refused (docs/PATHS.md): brickgate
-//! cannot know whether the upstream routes case-insensitively or strips suffixes.
+//! Rules, matched in order by method and normalised path. A path whose letter case, extension
+//! suffix, escaped delimiters or trailing dots would change which rule applies is refused
+//! (docs/PATHS.md): brickgate cannot know whether the upstream routes case-insensitively,
+//! strips suffixes or trailing dots, or decodes `%3F`, `%23` and `%3B` into structure.
 
 use crate::error::{AuthError, Reason};
-use crate::policy::path::suffix_readings;
+use crate::policy::path::{delimiter_readings, suffix_readings};
 use crate::policy::require::Requirement;
 
 /// Values bound by `{name}` template segments.
@@ -300,6 +301,22 @@ where
                 return Err(RuleConflict::Path(format!(
                     "the extension suffix of {:?} decides its rule: {} as sent, {} read \
                      as {:?}; brickgate cannot tell whether the upstream strips it",
+                    shown(),
+                    name_of(chosen_index),
+                    name_of(other),
+                    truncate(&reading, 200)
+                )));
+            }
+        }
+    }
+    for reading in delimiter_readings(path) {
+        for case in [LetterCase::Exact, LetterCase::Ignored] {
+            let other = first(&reading, case).map(|(index, _)| index);
+            if other != chosen_index {
+                return Err(RuleConflict::Path(format!(
+                    "an escaped ?, # or ; or a trailing dot or space in {:?} decides its rule: \
+                     {} as sent, {} read as {:?}; brickgate cannot tell whether the upstream \
+                     reads it as data",
                     shown(),
                     name_of(chosen_index),
                     name_of(other),
