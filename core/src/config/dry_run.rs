@@ -45,6 +45,8 @@ fn reportable(reason: Reason) -> bool {
             | Reason::BadBody
             | Reason::BodyTooLarge
             | Reason::MethodOverride
+            | Reason::BadMethod
+            | Reason::PathOverride
             | Reason::MultipleTokens
             | Reason::ExchangeRejected
             | Reason::ExchangeFailed

@@ -373,4 +373,7 @@ fn echo(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+pub mod sdk_file_names;
+
+#[cfg(test)]
 mod tests;
