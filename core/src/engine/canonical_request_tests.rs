@@ -83,7 +83,13 @@ fn only_the_exact_upper_case_method_reaches_any_rule() {
     let all_apis = bearer("all-apis");
     let secrets = "/api/2.0/accounts/servicePrincipals/1/credentials/secrets";
     let auth = [("authorization", all_apis.as_str())];
-    let cases: &[(&str, &str, &[(&str, &str)], Result<&str, &str>)] = &[
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Result<&'a str, &'a str>,
+    );
+    let cases: &[Case] = &[
         ("POST", secrets, &auth, Err("route_disabled")),
         // Issue 16's finding: over HTTP/2 `Post` skipped the POST-only rule.
         ("Post", secrets, &auth, Err("bad_method")),
@@ -263,7 +269,8 @@ fn a_cors_preflight_gets_the_hygiene_of_any_request() {
             Some("/api/2.0/sql/statements?x=1".to_string())
         ))
     );
-    let refusals: &[(&str, &str, Vec<(&str, &str)>, &str)] = &[
+    type Refusal<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let refusals: &[Refusal] = &[
         ("options", path, preflight(&[]), "bad_method"),
         (
             "OPTIONS",
