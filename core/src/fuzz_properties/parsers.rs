@@ -369,9 +369,14 @@ pub fn path(data: &[u8]) {
         );
     }
     // An escaped `%` is data, never followed by what a second decoder reads as an escape.
+    let hex = |text: &str, count: usize| {
+        text.len() >= count && text.bytes().take(count).all(|b| b.is_ascii_hexdigit())
+    };
     let escape_once_more = normal.path.split('%').skip(1).any(|after| {
-        let hex_pair = after.len() >= 2 && after.bytes().take(2).all(|b| b.is_ascii_hexdigit());
-        hex_pair || after.starts_with(['u', 'U'])
+        let unicode = after
+            .strip_prefix(['u', 'U'])
+            .is_some_and(|rest| hex(rest, 4));
+        hex(after, 2) || unicode
     });
     assert!(!escape_once_more, "double encoding in {:?}", normal.path);
     assert!(!normal.path.chars().any(char::is_control));

@@ -200,15 +200,18 @@ fn decode_escape(value: u8, segment: &mut Segment) -> Result<(), String> {
 }
 
 /// An escaped `%` is data (a file named `100%.csv`), unless what follows it reads as an escape
-/// once more (`%2541`, `%252e`, `%25u002e`): an upstream that decodes twice would see another
-/// name, or another path (`%252F`).
+/// once more (`%2541`, `%252e`, IIS-style `%25u002e`): an upstream that decodes twice would see
+/// another name, or another path (`%252F`).
 fn check_double_encoding(decoded: &str, raw: &str) -> Result<(), String> {
     let bytes = decoded.as_bytes();
+    let hex_digits = |from: usize, count: usize| {
+        bytes
+            .get(from..from + count)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    };
     let escape_follows = |index: usize| {
-        let next = bytes.get(index + 1..).unwrap_or_default();
-        let hex_pair = next.len() >= 2 && next.iter().take(2).all(u8::is_ascii_hexdigit);
-        let unicode_escape = matches!(next.first(), Some(b'u' | b'U'));
-        hex_pair || unicode_escape
+        let unicode_escape = matches!(bytes.get(index + 1), Some(b'u' | b'U'));
+        hex_digits(index + 1, 2) || (unicode_escape && hex_digits(index + 2, 4))
     };
     let double = bytes
         .iter()

@@ -74,6 +74,8 @@ const NORMALISED: &[(&str, &str, Option<&str>)] = &[
     ("/a/50%25", "/a/50%", None),
     ("/a/%25%25", "/a/%%", None),
     ("/a/%25zz", "/a/%zz", None),
+    ("/a/50%25used.csv", "/a/50%used.csv", None),
+    ("/a/%25u12", "/a/%u12", None),
     ("/oidc/..%3B/x", "/oidc/..;/x", None),
     // Trailing dots and spaces are data too, checked the same way.
     ("/a/report.", "/a/report.", None),
