@@ -19,8 +19,13 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_in("enforce")
+}
+
+fn harness_in(mode: &str) -> Harness {
     let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
     let raw = json!({
+        "mode": mode,
         "providers": {"okta": {"issuer": "https://okta.test", "audiences": ["api"], "jwks": {"inline": jwks}}},
         "rules": [{"name": "health", "match": {"path": "/healthz"}, "allow_anonymous": true}],
         "databricks": {"route_catalogue": true},
@@ -349,4 +354,28 @@ fn path_override_headers_never_reach_the_upstream() {
             .remove_headers
             .contains(&"x-forwarded-prefix".to_string())
     );
+}
+
+/// Hygiene, not policy: enforced in dry-run mode too.
+#[test]
+fn method_and_path_override_refusals_are_enforced_in_dry_run() {
+    let h = harness_in("dry_run");
+    let token = bearer("all-apis");
+    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+        ("Post", "/api/2.0/clusters/create", &[], "bad_method"),
+        (
+            "GET",
+            "/healthz",
+            &[("x-original-url", "/api/2.0/token/create")],
+            "path_override",
+        ),
+        ("GET", "/api/2.0/secrets/get%3F", &[], "bad_path"),
+    ];
+    for (method, path, extra, reason) in cases {
+        let mut headers = vec![("authorization", token.as_str())];
+        headers.extend_from_slice(extra);
+        let decision = decide(&h, method, path, &headers);
+        assert_eq!(decision.audit().decision, "deny", "{method} {path}");
+        assert_eq!(outcome(&decision), Err(*reason), "{method} {path}");
+    }
 }
