@@ -361,7 +361,8 @@ fn path_override_headers_never_reach_the_upstream() {
 fn method_and_path_override_refusals_are_enforced_in_dry_run() {
     let h = harness_in("dry_run");
     let token = bearer("all-apis");
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("Post", "/api/2.0/clusters/create", &[], "bad_method"),
         (
             "GET",
