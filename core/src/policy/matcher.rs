@@ -294,29 +294,24 @@ where
             name_of(case_index)
         )));
     }
-    for reading in suffix_readings(path) {
+    // What the other readings stand for, as the refusal says it.
+    const SUFFIX: &str = "the extension suffix";
+    const DELIMITER: &str = "an escaped ?, # or ; or a trailing dot or space";
+    let readings = (suffix_readings(path)
+        .into_iter()
+        .map(|reading| (reading, SUFFIX)))
+    .chain(
+        delimiter_readings(path)
+            .into_iter()
+            .map(|reading| (reading, DELIMITER)),
+    );
+    for (reading, what) in readings {
         for case in [LetterCase::Exact, LetterCase::Ignored] {
             let other = first(&reading, case).map(|(index, _)| index);
             if other != chosen_index {
                 return Err(RuleConflict::Path(format!(
-                    "the extension suffix of {:?} decides its rule: {} as sent, {} read \
-                     as {:?}; brickgate cannot tell whether the upstream strips it",
-                    shown(),
-                    name_of(chosen_index),
-                    name_of(other),
-                    truncate(&reading, 200)
-                )));
-            }
-        }
-    }
-    for reading in delimiter_readings(path) {
-        for case in [LetterCase::Exact, LetterCase::Ignored] {
-            let other = first(&reading, case).map(|(index, _)| index);
-            if other != chosen_index {
-                return Err(RuleConflict::Path(format!(
-                    "an escaped ?, # or ; or a trailing dot or space in {:?} decides its rule: \
-                     {} as sent, {} read as {:?}; brickgate cannot tell whether the upstream \
-                     reads it as data",
+                    "{what} in {:?} decides its rule: {} as sent, {} read as {:?}; brickgate \
+                     cannot tell how the upstream reads it",
                     shown(),
                     name_of(chosen_index),
                     name_of(other),
