@@ -187,8 +187,9 @@ impl Engine {
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();
+        request_hygiene::check_method(request.method)?;
         if config.bypass_cors_preflight && is_cors_preflight(request) {
-            return Ok(self.cors_preflight(request, audit));
+            return self.cors_preflight(request, &path, audit);
         }
         // Credentials before bodies: a request whose rule its body decides is judged at the
         // headers against every rule the body could select (`before_body`); only then read.
@@ -286,7 +287,8 @@ impl Engine {
         if config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
-        let overrides = request_hygiene::headers_to_remove(request.method, request.headers)?;
+        let overrides =
+            request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
         mutations.remove_headers.extend(overrides);
         let requirement = match &rule.access {
             Access::Anonymous => {
@@ -366,19 +368,32 @@ fn is_cors_preflight(request: &Request<'_>) -> bool {
 }
 
 impl Engine {
-    /// `bypass_cors_preflight`: forwarded without a token, but with the same header hygiene, and
-    /// without any credential (a preflight carries none; one that does is not trusted).
-    fn cors_preflight(&self, request: &Request<'_>, audit: &mut AuditRecord) -> Verdict {
+    /// `bypass_cors_preflight`: forwarded without a token, but with the hygiene of any request
+    /// (the canonical path, the method it announces spelled exactly, no method or path override,
+    /// no proxy credentials), and without any credential (a preflight carries none; one that
+    /// does is not trusted).
+    fn cors_preflight(
+        &self,
+        request: &Request<'_>,
+        path: &NormalizedPath,
+        audit: &mut AuditRecord,
+    ) -> Result<Verdict, AuthError> {
         audit.rule = Some(CORS_PREFLIGHT_RULE.to_string());
+        let announced = header(request.headers, "access-control-request-method").unwrap_or("");
+        request_hygiene::check_method(announced)?;
         let mut mutations = Mutations {
             remove_headers: headers_to_strip(request.headers, &self.config.identity.header_prefix),
+            set_path: path.rewritten.clone(),
             ..Mutations::default()
         };
         if self.config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
+        let overrides =
+            request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
+        mutations.remove_headers.extend(overrides);
         mutations.remove_headers.push("authorization".to_string());
-        Verdict::Allowed(mutations, UpstreamAction::Forward)
+        Ok(Verdict::Allowed(mutations, UpstreamAction::Forward))
     }
 }
 
@@ -400,3 +415,6 @@ mod databricks_tests;
 
 #[cfg(test)]
 mod dry_run_tests;
+
+#[cfg(test)]
+mod canonical_request_tests;

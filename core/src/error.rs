@@ -71,6 +71,11 @@ pub enum Reason {
     /// brickgate itself could not decide (not configured, a host call failed): a gateway-side
     /// fault, never blamed on the client, answered 503 so the client retries.
     Internal,
+    /// A method other than the upper-case ones brickgate forwards (`Post`, `get`, `TRACE`):
+    /// rules compare methods exactly, an upstream may not.
+    BadMethod,
+    /// A path-override header (`X-Original-URL`, …) naming another path than `:path`.
+    PathOverride,
 }
 
 /// The RFC 6750 §3.1 error code carried by the challenge, if any.
@@ -121,6 +126,8 @@ impl Reason {
         Reason::ExchangeFailed,
         Reason::UpstreamCredentialsRejected,
         Reason::Internal,
+        Reason::BadMethod,
+        Reason::PathOverride,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -160,6 +167,8 @@ impl Reason {
             Reason::ExchangeFailed => "exchange_failed",
             Reason::UpstreamCredentialsRejected => "upstream_credentials_rejected",
             Reason::Internal => "internal_error",
+            Reason::BadMethod => "bad_method",
+            Reason::PathOverride => "path_override",
         }
     }
 
@@ -169,9 +178,12 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::BadHeader | Reason::MethodOverride | Reason::BadBody => {
-                    400
-                }
+                Reason::BadPath
+                | Reason::BadHeader
+                | Reason::MethodOverride
+                | Reason::BadBody
+                | Reason::BadMethod
+                | Reason::PathOverride => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::BodyTimeout => 408,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
@@ -202,7 +214,9 @@ impl Reason {
             | Reason::BodyTimeout
             | Reason::ExchangeFailed
             | Reason::UpstreamCredentialsRejected
-            | Reason::Internal => ChallengeError::NoChallenge,
+            | Reason::Internal
+            | Reason::BadMethod
+            | Reason::PathOverride => ChallengeError::NoChallenge,
             _ => ChallengeError::InvalidToken,
         }
     }
@@ -379,6 +393,8 @@ mod tests {
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
             (Reason::MethodOverride, 400, "BAD_REQUEST", None),
+            (Reason::BadMethod, 400, "BAD_REQUEST", None),
+            (Reason::PathOverride, 400, "BAD_REQUEST", None),
             (
                 Reason::KeysUnavailable,
                 503,
@@ -488,6 +504,8 @@ mod tests {
             Reason::ExchangeFailed => 31,
             Reason::UpstreamCredentialsRejected => 32,
             Reason::Internal => 33,
+            Reason::BadMethod => 34,
+            Reason::PathOverride => 35,
         }
     }
 

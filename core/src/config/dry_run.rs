@@ -46,6 +46,8 @@ fn reportable(reason: Reason) -> bool {
             | Reason::BodyTooLarge
             | Reason::BodyTimeout
             | Reason::MethodOverride
+            | Reason::BadMethod
+            | Reason::PathOverride
             | Reason::MultipleTokens
             | Reason::ExchangeRejected
             | Reason::ExchangeFailed

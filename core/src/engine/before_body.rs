@@ -100,7 +100,7 @@ impl Engine {
         audit: &mut AuditRecord,
     ) -> Result<(), AuthError> {
         // Refused whatever rule applies.
-        request_hygiene::headers_to_remove(request.method, request.headers)?;
+        request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
         let candidates = self.body_candidates(request.method, &path.path);
         let mut key_wait = None;
         let mut first_refusal = None;

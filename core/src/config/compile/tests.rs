@@ -441,7 +441,13 @@ fn bad_configs_name_the_field() {
             "lower-case method",
             with(base(), "/rules/0/match/methods", json!(["get"])),
             "rules[0].match.methods",
-            "upper-case",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ),
+        (
+            "a method brickgate never forwards",
+            with(base(), "/rules/0/match/methods", json!(["GET", "TRACE"])),
+            "rules[0].match.methods",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         ),
         (
             "bad template",
