@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Classifies the Go SDK's Databricks routes by what their request and response models carry.
 
-Reads the route list (docs/../shared TSV: scope, method, path, sdk_package, sdk_service,
-sdk_method) and the SDK's `service/<pkg>/impl.go` and `model.go` at the commit the TSV names,
+Reads the route list (tests/data/databricks-rest-routes-from-sdk-go.tsv: scope, method, path,
+sdk_package, sdk_service, sdk_method) and the SDK's `service/<pkg>/impl.go` and `model.go` at the commit the TSV names,
 from a git directory of databricks/databricks-sdk-go (the `fetch` tool's bare clone works):
 
     python3 tools/databricks/classify_routes.py ROUTES.tsv SDK_GIT_DIR > \
@@ -15,13 +15,16 @@ not one of the names that only look like one (NOT_CREDENTIALS: pagination tokens
 times, enums, key/value map keys...). Every such operation must have a reviewed decision in
 DECISIONS: the route class that refuses it by default, or `allow` with the reason. An
 operation found without a decision, or a decision that matches no operation, fails the run, so
-a new SDK version forces a review instead of slipping through.
+a new SDK version forces a review instead of slipping through. `--raw` prints the hits
+without decisions (for reviewing a new SDK version).
+
+The request model is walked the same way: an operation whose request carries a credential and
+whose response carries none is listed as `request` (it stores a credential; it returns none).
 """
 
 import re
 import subprocess
 import sys
-from collections import defaultdict
 
 # JSON names (lower-cased, camelCase split to snake_case) that may carry a credential.
 CREDENTIAL_WORDS = re.compile(
@@ -264,13 +267,17 @@ def main():
     impls = {}
     hits = []
     request_hits = []
+    routed = 0
     for line in lines:
         if line.startswith("#") or not line.strip():
             continue
         scope, method, path, pkg, service, sdk_method = line.split("\t")
         if pkg not in impls:
             impls[pkg] = impl_responses(git_dir, commit, pkg)
-        request, response = impls[pkg].get((service, sdk_method), (None, None))
+        if (service, sdk_method) not in impls[pkg]:
+            sys.exit(f"no SDK implementation found for {method} {path} ({pkg}.{service}.{sdk_method})")
+        routed += 1
+        request, response = impls[pkg][(service, sdk_method)]
         if response:
             fields = models.credential_fields(pkg, response)
             if fields:
@@ -279,9 +286,8 @@ def main():
             fields = models.credential_fields(pkg, request)
             if fields:
                 request_hits.append((method, path, request, fields))
-    if "--raw" not in sys.argv:
-        write(routes_path, commit, hits, request_hits)
-        return
+    print(f"{routed} routes, {len(hits)} whose response and {len(request_hits)} whose request "
+          "carries a credential", file=sys.stderr)
     if "--raw" in sys.argv:
         for hit in hits:
             print(*hit[:5], ",".join(hit[5]), sep="\t")
@@ -289,6 +295,7 @@ def main():
         for hit in request_hits:
             print(*hit[:3], ",".join(hit[3]), sep="\t")
         return
+    write(routes_path, commit, hits, request_hits)
 
 
 if __name__ == "__main__":
