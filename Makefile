@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage route-classes lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -73,6 +73,14 @@ test: unit e2e
 # Regenerates docs/databricks-route-coverage.md (per SDK route family: rule and scopes).
 route-coverage:
 	BRICKGATE_BLESS=1 cargo test --locked -p brickgate-core route_coverage
+
+# Regenerates the operations whose request or response carries a credential, from the Go SDK's
+# models: SDK_GIT_DIR is a git directory of databricks/databricks-sdk-go holding the commit the
+# route list names (docs/DATABRICKS.md). Then run make route-coverage.
+route-classes:
+	@test -n "$(SDK_GIT_DIR)" || { echo "set SDK_GIT_DIR to a databricks-sdk-go git directory"; exit 1; }
+	python3 tools/databricks/classify_routes.py tests/data/databricks-rest-routes-from-sdk-go.tsv $(SDK_GIT_DIR) > core/src/databricks/catalogue/credential_operations.tsv.new
+	mv core/src/databricks/catalogue/credential_operations.tsv.new core/src/databricks/catalogue/credential_operations.tsv
 
 lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo fmt --check

@@ -60,6 +60,39 @@ def scopes(*names: str) -> frozenset:
     return frozenset(names)
 
 
+# Other spellings of credential operations (issue 16 point 1), and operations whose response carries a
+# credential (core/src/databricks/catalogue/credential_operations.tsv).
+CREDENTIAL_SPELLINGS = [
+    # Databricks serves a family under several API versions and with or without `preview/`; each spelling is
+    # in the canonical spelling's class, an unknown version (3.0) included.
+    Route("POST", "/api/2.1/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/2.0/preview/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/2.2/preview/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/3.0/token/create", DISABLED, scopes("authentication"), "personal_access_tokens"),
+    Route("POST", "/api/2.1/token-management/on-behalf-of/tokens", DISABLED, scopes("authentication"),
+          "personal_access_tokens"),
+    Route("POST", "/api/2.0/preview/token-management/on-behalf-of/tokens", DISABLED, scopes("authentication"),
+          "personal_access_tokens"),
+    Route("GET", "/api/2.1/secrets/get?scope=s&key=k", DISABLED, scopes("secrets"), "secret_values"),
+    Route("GET", "/api/2.0/preview/secrets/get?scope=s&key=k", DISABLED, scopes("secrets"), "secret_values"),
+    Route("GET", "/api/2.0/unity-catalog/secrets/main.default.s1?include_value=true", DISABLED,
+          scopes("unity-catalog"), "secret_values"),
+    # Marketplace installations return a Delta Sharing bearer token, a custom OAuth app's creation its client
+    # secret, a recipient its activation link, a provider file's creation a pre-signed upload URL.
+    Route("POST", "/api/2.1/marketplace-consumer/listings/l1/installations", DISABLED, scopes("gw.marketplace"),
+          "marketplace_installations"),
+    Route("GET", "/api/2.1/marketplace-consumer/installations", DISABLED, scopes("gw.marketplace"),
+          "marketplace_installations"),
+    Route("PUT", "/api/2.0/preview/marketplace-consumer/listings/l1/installations/i1", DISABLED,
+          scopes("gw.marketplace"), "marketplace_installations"),
+    Route("POST", "/api/2.0/accounts/acc-1/oauth2/custom-app-integrations", DISABLED, scopes("authentication"),
+          "oauth_secrets_and_federation"),
+    Route("POST", "/api/2.1/preview/accounts/acc-1/oauth2/custom-app-integrations", DISABLED,
+          scopes("authentication"), "oauth_secrets_and_federation"),
+    Route("GET", "/api/2.1/unity-catalog/recipients/r1", DISABLED, scopes("unity-catalog"), "sharing_tokens"),
+    Route("POST", "/api/2.0/marketplace-provider/files", DISABLED, scopes("gw.marketplace"), "presigned_urls"),
+]
+
 ROUTES = [
     # compute
     Route("GET", "/api/2.0/clusters/list", scopes("clusters", "clusters:read")),
@@ -136,8 +169,11 @@ ROUTES = [
     Route("POST", "/api/2.0/database/credentials", DISABLED, scopes("postgres"), "database_credentials"),
     Route("POST", "/api/2.0/postgres/credentials", DISABLED, scopes("postgres"), "database_credentials"),
     Route("GET", "/api/2.0/secrets/get?scope=s&key=k", DISABLED, scopes("secrets"), "secret_values"),
+    *CREDENTIAL_SPELLINGS,
     # their non-minting neighbours are ordinary routes
     Route("GET", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", scopes("authentication", "authentication:read")),
+    Route("DELETE", "/api/2.1/unity-catalog/recipients/r1", scopes("unity-catalog")),
+    Route("GET", "/api/2.1/marketplace-consumer/listings", scopes("gw.marketplace", "gw.marketplace:read")),
     # OAuth and host metadata: no token
     Route("POST", "/oidc/v1/token", ANONYMOUS),
     Route("GET", "/oidc/.well-known/oauth-authorization-server", ANONYMOUS),
@@ -164,6 +200,7 @@ class CatalogueGateway:
     tokens: dict[str, str]  # TOKENS name → token
     factory: TokenFactory
     cors_port: int  # bypass_cors_preflight on
+    echo: object  # the upstream: counts the requests it received, per path
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +218,7 @@ def catalogue_gateway(start_envoy, wasm_path):
             for port in ports.values():
                 wait_until_decided(port, lambda p: send(p, "GET", "/api/2.0/clusters/list", probe))
             tokens = {name: factory.idp(subject=f"user-{name.replace(':', '-')}", scope=scope) for name, scope in TOKENS.items()}
-            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory, ports["cors"])
+            yield CatalogueGateway(ports["catalogue"], ports["sensitive"], tokens, factory, ports["cors"], echo)
         finally:
             envoy.stop()
 
@@ -290,6 +327,31 @@ def test_sensitive_route_allowed_for_its_service_scope(catalogue_gateway, route)
     assert not check_allowed(send(catalogue_gateway.sensitive_port, route.method, route.path, token), route)
     reply = send(catalogue_gateway.port, route.method, route.path, token)
     assert reply.header("x-brickgate-reason") == "route_disabled", reply.body
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize("route", CREDENTIAL_SPELLINGS, ids=lambda r: r.id)
+def test_every_spelling_of_a_credential_operation_is_refused_and_nothing_reaches_the_upstream(
+        catalogue_gateway, route, http2):
+    """An all-apis token on another version or `preview/` spelling of a credential operation: 403
+    route_disabled naming the class, over HTTP/1.1 and HTTP/2, and the upstream receives nothing; with the
+    class enabled the same request reaches it."""
+    token = catalogue_gateway.tokens["all-apis"]
+
+    def request(port):
+        if http2:
+            return h2_request(port, route.method, route.path, [("authorization", f"Bearer {token}")])
+        return send(port, route.method, route.path, token)
+
+    upstream_path = route.path.split("?", 1)[0]
+    before = catalogue_gateway.echo.snapshot_counts().get(upstream_path, 0)
+    refused = request(catalogue_gateway.port)
+    assert refused.status == 403 and refused.header("x-brickgate-reason") == "route_disabled", refused.body[:300]
+    assert f'databricks.enable_route_classes includes "{route.route_class}"' in refused.json()["message"], refused.body
+    assert catalogue_gateway.echo.snapshot_counts().get(upstream_path, 0) == before, "a refused request reached the upstream"
+    admitted = request(catalogue_gateway.sensitive_port)
+    assert not check_allowed(admitted, route), admitted.body[:300]
+    assert catalogue_gateway.echo.snapshot_counts().get(upstream_path, 0) == before + 1
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.accepts == ANONYMOUS], ids=lambda r: r.id)

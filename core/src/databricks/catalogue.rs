@@ -9,13 +9,14 @@
 
 pub mod classes;
 pub mod scopes;
+mod spellings;
 
 pub use classes::RouteClass;
 
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
 use RouteClass::{
-    CloudCredentials, CodeExecution, DatabaseCredentials, OauthSecretsAndFederation,
-    PersonalAccessTokens, SecretValues, SharingTokens,
+    CloudCredentials, CodeExecution, DatabaseCredentials, MarketplaceInstallations,
+    OauthSecretsAndFederation, PersonalAccessTokens, PresignedUrls, SecretValues, SharingTokens,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,8 @@ enum Methods {
     Write,
     /// POST, PUT and PATCH: creating or changing, not deleting.
     Change,
+    /// Every method but DELETE: reads, creations and updates return the resource.
+    NotDelete,
     Post,
     Any,
 }
@@ -45,7 +48,7 @@ enum Class {
 }
 
 use Class::{Anonymous, AnyScope, Full, Read, Sensitive};
-use Methods::{Any, Change, Post, Write};
+use Methods::{Any, Change, NotDelete, Post, Write};
 
 /// Invocations: the Query API's page lists `model-serving` and `model-serving-inference`;
 /// `serving.serving-endpoints` is the Apps name.
@@ -65,6 +68,27 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Methods::Read,
         "",
         Anonymous,
+    ),
+    // Every `/api/1.2` route runs code; it comes before the families, whose version
+    // segment matches any version (see `spellings`).
+    (
+        "/api/1.2/**",
+        Any,
+        "command-execution",
+        Sensitive(CodeExecution),
+    ),
+    // The same command-execution API under any other version.
+    (
+        "/api/2.0/commands/**",
+        Any,
+        "command-execution",
+        Sensitive(CodeExecution),
+    ),
+    (
+        "/api/2.0/contexts/**",
+        Any,
+        "command-execution",
+        Sensitive(CodeExecution),
     ),
     // Model serving and AI gateway
     ("/serving-endpoints/{name}/invocations", Post, SERVING, Full),
@@ -173,9 +197,17 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "unity-catalog",
         Sensitive(SecretValues),
     ),
+    // A recipient's reads, creation and updates return its activation link (the SDK's
+    // `RecipientInfo.activation_url`, credential_operations.tsv).
     (
         "/api/2.1/unity-catalog/recipients",
-        Post,
+        NotDelete,
+        "unity-catalog",
+        Sensitive(SharingTokens),
+    ),
+    (
+        "/api/2.1/unity-catalog/recipients/{name}",
+        NotDelete,
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
@@ -211,6 +243,56 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Read,
     ),
     ("/api/2.[01]/data-sharing/**", Write, "unity-catalog", Full),
+    // Marketplace: a consumer installation returns its Delta Sharing bearer token, a provider
+    // file's creation a pre-signed upload URL (credential_operations.tsv).
+    (
+        "/api/2.1/marketplace-consumer/installations",
+        Methods::Read,
+        "gw.marketplace",
+        Sensitive(MarketplaceInstallations),
+    ),
+    (
+        "/api/2.1/marketplace-consumer/listings/{id}/installations",
+        NotDelete,
+        "gw.marketplace",
+        Sensitive(MarketplaceInstallations),
+    ),
+    (
+        "/api/2.1/marketplace-consumer/listings/{id}/installations/{installation}",
+        NotDelete,
+        "gw.marketplace",
+        Sensitive(MarketplaceInstallations),
+    ),
+    (
+        "/api/2.0/marketplace-provider/files",
+        Post,
+        "gw.marketplace",
+        Sensitive(PresignedUrls),
+    ),
+    (
+        "/api/2.[01]/marketplace-consumer/**",
+        Methods::Read,
+        "gw.marketplace",
+        Read,
+    ),
+    (
+        "/api/2.[01]/marketplace-consumer/**",
+        Write,
+        "gw.marketplace",
+        Full,
+    ),
+    (
+        "/api/2.0/marketplace-provider/**",
+        Methods::Read,
+        "gw.marketplace",
+        Read,
+    ),
+    (
+        "/api/2.0/marketplace-provider/**",
+        Write,
+        "gw.marketplace",
+        Full,
+    ),
     // Jobs, pipelines, compute
     ("/api/2.[012]/jobs/**", Methods::Read, "jobs", Read),
     ("/api/2.[012]/jobs/**", Write, "jobs", Full),
@@ -252,12 +334,6 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "/api/2.0/global-init-scripts/**",
         Any,
         "global-init-scripts",
-        Sensitive(CodeExecution),
-    ),
-    (
-        "/api/1.2/**",
-        Any,
-        "command-execution",
         Sensitive(CodeExecution),
     ),
     // Spark Connect (Databricks Connect) is gRPC over HTTP/2: it runs the client's plans and
@@ -360,6 +436,13 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Write,
         "authentication",
         Full,
+    ),
+    // A custom OAuth app's creation returns its client secret.
+    (
+        "/api/2.0/accounts/{account}/oauth2/custom-app-integrations",
+        Post,
+        "authentication",
+        Sensitive(OauthSecretsAndFederation),
     ),
     (
         "/api/2.0/accounts/{account}/federationPolicies/**",
@@ -558,6 +641,7 @@ fn methods(group: Methods) -> Option<Vec<String>> {
         Methods::Read => &["GET", "HEAD"],
         Methods::Write => &["POST", "PUT", "PATCH", "DELETE"],
         Methods::Change => &["POST", "PUT", "PATCH"],
+        Methods::NotDelete => &["GET", "HEAD", "POST", "PUT", "PATCH"],
         Methods::Post => &["POST"],
         Methods::Any => return None,
     };
@@ -606,7 +690,7 @@ pub fn rules(providers: &[usize], enabled: &[RouteClass]) -> Vec<Rule> {
     };
     let mut rules: Vec<Rule> = ENTRIES
         .iter()
-        .filter_map(|(template, group, scope_list, class)| {
+        .flat_map(|(template, group, scope_list, class)| {
             let alternatives: Vec<&str> = scope_list.split('|').filter(|s| !s.is_empty()).collect();
             let service = alternatives.first().copied().unwrap_or(match class {
                 Anonymous => "oauth",
@@ -641,13 +725,17 @@ pub fn rules(providers: &[usize], enabled: &[RouteClass]) -> Vec<Rule> {
                     )),
                 ),
             };
-            let pattern = PathPattern::template(template).ok()?;
-            Some(Rule {
-                name: format!("databricks:{service}:{label}"),
-                pattern,
-                methods: methods(*group),
-                access,
-            })
+            let name = format!("databricks:{service}:{label}");
+            spellings::spellings(template)
+                .into_iter()
+                .filter_map(|spelling| PathPattern::template(&spelling).ok())
+                .map(|pattern| Rule {
+                    name: name.clone(),
+                    pattern,
+                    methods: methods(*group),
+                    access: access.clone(),
+                })
+                .collect::<Vec<Rule>>()
         })
         .collect();
     if let Ok(pattern) = PathPattern::template("/api/**") {
@@ -669,3 +757,5 @@ pub fn rules(providers: &[usize], enabled: &[RouteClass]) -> Vec<Rule> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod walk_tests;

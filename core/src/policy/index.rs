@@ -10,7 +10,7 @@ use super::matcher::{
     Bindings, PathPattern, Rule, RuleConflict, Segment, endpoint_case_conflict, match_rule_among,
 };
 
-/// Rules by the literal path segments they start with (ASCII lower-cased, so one walk serves
+/// Rules by the path segments they start with (literals ASCII lower-cased, so one walk serves
 /// both the exact and the case-ignoring reading), and serving-endpoint rules by name.
 #[derive(Debug, Default)]
 pub struct RuleIndex {
@@ -22,11 +22,14 @@ pub struct RuleIndex {
     any_endpoint: Vec<usize>,
 }
 
-/// The rules whose leading literal segments end here (in order), and the longer ones below.
+/// The rules whose leading segments end here (in order), and the longer ones below: by literal
+/// segment, or under `any_segment` for a class or variable segment (`/api/{version}/jobs/**`
+/// sits under api → any → jobs), which every path segment may take.
 #[derive(Debug, Default)]
 struct Node {
     rules: Vec<usize>,
     children: HashMap<String, Node>,
+    any_segment: Option<Box<Node>>,
 }
 
 impl Node {
@@ -35,7 +38,17 @@ impl Node {
         self.rules.shrink_to_fit();
         self.children.shrink_to_fit();
         self.children.values_mut().for_each(Node::shrink);
+        if let Some(any) = self.any_segment.as_mut() {
+            any.shrink();
+        }
     }
+}
+
+/// A leading segment of a pattern, as the index keys it.
+enum Key<'a> {
+    Literal(&'a str),
+    /// A `[...]` class or `{variable}` segment: any one path segment.
+    Any,
 }
 
 impl RuleIndex {
@@ -56,11 +69,14 @@ impl RuleIndex {
                 }
                 pattern => {
                     let mut node = &mut index.paths;
-                    for segment in leading_literals(pattern) {
-                        node = node
-                            .children
-                            .entry(segment.to_ascii_lowercase())
-                            .or_default();
+                    for key in leading_segments(pattern) {
+                        node = match key {
+                            Key::Literal(segment) => node
+                                .children
+                                .entry(segment.to_ascii_lowercase())
+                                .or_default(),
+                            Key::Any => node.any_segment.get_or_insert_with(Box::default),
+                        };
                     }
                     node.rules.push(position);
                 }
@@ -101,16 +117,27 @@ impl RuleIndex {
     fn candidates(&self, path: &str, serving_endpoint: Option<&str>) -> Vec<usize> {
         let mut found: Vec<usize> = self.paths.rules.clone();
         if let Some(segments) = path.strip_prefix('/').map(|rest| rest.split('/')) {
-            let mut node = &self.paths;
+            // Every node a path reaches holds rules no other node holds, so each list merges in
+            // once; a path reaches one node per literal-or-any choice along its segments.
+            let mut nodes: Vec<&Node> = vec![&self.paths];
             for segment in segments {
-                let child = if segment.bytes().any(|b| b.is_ascii_uppercase()) {
-                    node.children.get(&segment.to_ascii_lowercase())
-                } else {
-                    node.children.get(segment)
-                };
-                let Some(child) = child else { break };
-                found = merged(found, &child.rules);
-                node = child;
+                let folded = segment
+                    .bytes()
+                    .any(|b| b.is_ascii_uppercase())
+                    .then(|| segment.to_ascii_lowercase());
+                let key = folded.as_deref().unwrap_or(segment);
+                let next: Vec<&Node> = nodes
+                    .iter()
+                    .flat_map(|node| [node.children.get(key), node.any_segment.as_deref()])
+                    .flatten()
+                    .collect();
+                if next.is_empty() {
+                    break;
+                }
+                for child in &next {
+                    found = merged(found, &child.rules);
+                }
+                nodes = next;
             }
         }
         if let Some(endpoint) = serving_endpoint {
@@ -148,26 +175,29 @@ fn merged(found: Vec<usize>, more: &[usize]) -> Vec<usize> {
     }
 }
 
-/// The path segments every path the pattern matches starts with (compared ignoring case, as
-/// the index keys are): all of an exact path's, the complete ones of a prefix (those followed
-/// by `/`), a template's literals up to its first class or variable. None for anything else,
-/// which is then tried on every path.
-fn leading_literals(pattern: &PathPattern) -> Vec<&str> {
+/// The path segments every path the pattern matches starts with (literals compared ignoring
+/// case, as the index keys are): all of an exact path's, the complete ones of a prefix (those
+/// followed by `/`), a template's segments (a class or variable as any segment). None for
+/// anything else, which is then tried on every path.
+fn leading_segments(pattern: &PathPattern) -> Vec<Key<'_>> {
+    fn literals<'a>(parts: Option<std::str::Split<'a, char>>) -> Vec<Key<'a>> {
+        parts
+            .map(|p| p.map(Key::Literal).collect())
+            .unwrap_or_default()
+    }
     match pattern {
-        PathPattern::Exact(exact) => exact
-            .strip_prefix('/')
-            .map(|rest| rest.split('/').collect())
-            .unwrap_or_default(),
-        PathPattern::Prefix(prefix) => prefix
-            .strip_prefix('/')
-            .and_then(|rest| rest.rsplit_once('/'))
-            .map(|(complete, _partial)| complete.split('/').collect())
-            .unwrap_or_default(),
+        PathPattern::Exact(exact) => literals(exact.strip_prefix('/').map(|r| r.split('/'))),
+        PathPattern::Prefix(prefix) => literals(
+            prefix
+                .strip_prefix('/')
+                .and_then(|rest| rest.rsplit_once('/'))
+                .map(|(complete, _partial)| complete.split('/')),
+        ),
         PathPattern::Template { segments, .. } => segments
             .iter()
-            .map_while(|segment| match segment {
-                Segment::Literal(literal) => Some(literal.as_str()),
-                Segment::Glob(_) | Segment::Variable(_) => None,
+            .map(|segment| match segment {
+                Segment::Literal(literal) => Key::Literal(literal.as_str()),
+                Segment::Glob(_) | Segment::Variable(_) => Key::Any,
             })
             .collect(),
         PathPattern::ServingEndpoint(_) => Vec::new(),

@@ -16,12 +16,18 @@ pub enum RouteClass {
     OauthSecretsAndFederation,
     /// Secret values (`/api/2.0/secrets/get`, Unity Catalog secrets).
     SecretValues,
-    /// Delta Sharing recipient tokens (recipient creation, rotation, activation).
+    /// Delta Sharing recipient tokens and activation links (recipient creation, reads,
+    /// updates, rotation, activation).
     SharingTokens,
+    /// Marketplace consumer installations: their responses carry the installation's Delta
+    /// Sharing bearer token and activation link.
+    MarketplaceInstallations,
+    /// Pre-signed cloud storage URLs (Marketplace provider file uploads).
+    PresignedUrls,
 }
 
 impl RouteClass {
-    pub const ALL: [RouteClass; 7] = [
+    pub const ALL: [RouteClass; 9] = [
         RouteClass::PersonalAccessTokens,
         RouteClass::CodeExecution,
         RouteClass::CloudCredentials,
@@ -29,6 +35,8 @@ impl RouteClass {
         RouteClass::OauthSecretsAndFederation,
         RouteClass::SecretValues,
         RouteClass::SharingTokens,
+        RouteClass::MarketplaceInstallations,
+        RouteClass::PresignedUrls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +48,8 @@ impl RouteClass {
             RouteClass::OauthSecretsAndFederation => "oauth_secrets_and_federation",
             RouteClass::SecretValues => "secret_values",
             RouteClass::SharingTokens => "sharing_tokens",
+            RouteClass::MarketplaceInstallations => "marketplace_installations",
+            RouteClass::PresignedUrls => "presigned_urls",
         }
     }
 
@@ -53,7 +63,13 @@ impl RouteClass {
                 "creates OAuth secrets, federation policies or IdP tokens"
             }
             RouteClass::SecretValues => "returns secret values",
-            RouteClass::SharingTokens => "mints Delta Sharing recipient tokens",
+            RouteClass::SharingTokens => {
+                "mints or returns Delta Sharing recipient tokens and activation links"
+            }
+            RouteClass::MarketplaceInstallations => {
+                "returns Marketplace installations' Delta Sharing bearer tokens"
+            }
+            RouteClass::PresignedUrls => "returns pre-signed cloud storage URLs",
         }
     }
 

@@ -99,6 +99,7 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("gw.workspace-admin", GW_OWN),
     ("gw.command-execution", GW_OWN),
     ("gw.feature-store", GW_OWN),
+    ("gw.marketplace", GW_OWN),
     ("global-init-scripts", API_REF_GLOBAL_INIT_SCRIPTS),
 ];
 

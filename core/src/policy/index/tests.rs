@@ -140,6 +140,16 @@ fn candidates_skip_rules_of_other_paths_and_endpoints() {
             "api",
             PathPattern::template("/api/**").unwrap_or(PathPattern::Exact("/".into())),
         ),
+        rule(
+            "any-version-jobs",
+            PathPattern::template("/api/{version}/jobs/**")
+                .unwrap_or(PathPattern::Exact("/".into())),
+        ),
+        rule(
+            "any-version-clusters",
+            PathPattern::template("/api/2.[01]/preview/clusters/{id}")
+                .unwrap_or(PathPattern::Exact("/".into())),
+        ),
     ];
     let index = RuleIndex::new(&rules);
     assert_eq!(
@@ -155,4 +165,14 @@ fn candidates_skip_rules_of_other_paths_and_endpoints() {
         vec![1, 3]
     );
     assert_eq!(index.candidates("/other", Some("churn")), vec![3]);
+    // A class or variable segment takes any path segment; the literals after it still narrow.
+    assert_eq!(
+        index.candidates("/api/2.1/jobs/list", None),
+        vec![0, 3, 4, 5]
+    );
+    assert_eq!(index.candidates("/api/9.9/jobs/list", None), vec![3, 4, 5]);
+    assert_eq!(
+        index.candidates("/api/2.0/preview/clusters/c1", None),
+        vec![3, 4, 6]
+    );
 }
