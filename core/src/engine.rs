@@ -25,10 +25,12 @@ mod authenticate;
 mod before_body;
 mod dry_run;
 mod mutations;
+mod passage;
 mod upstream;
 
 pub use dry_run::WOULD_DENY;
 pub use mutations::{HeaderEdit, HeaderRewrite, Mutations, UpstreamAction};
+pub use passage::Passage;
 
 type Claims = Map<String, Value>;
 
@@ -66,6 +68,9 @@ pub enum Decision {
     NeedBody {
         limit: ReadLimit,
         audit: AuditRecord,
+        /// With `body_rules: buffer_filter`: the header changes to make before the headers go
+        /// on to Envoy's buffer filter (`passage`); the decision with the body must cover them.
+        passage: Option<Box<Passage>>,
     },
 }
 
@@ -90,8 +95,9 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
-    /// Read the body (at most this many bytes), then decide.
-    NeedBody(ReadLimit),
+    /// Read the body (at most this many bytes), then decide; with `body_rules:
+    /// buffer_filter`, the header changes made before it.
+    NeedBody(ReadLimit, Option<Box<Passage>>),
 }
 
 pub struct Engine {
@@ -148,7 +154,11 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(limit)) => Decision::NeedBody { limit, audit },
+            Ok(Verdict::NeedBody(limit, passage)) => Decision::NeedBody {
+                limit,
+                audit,
+                passage,
+            },
             Err(error) if self.reports(&error, &audit) => {
                 dry_run::mark_would_deny(&mut audit, error);
                 Decision::Allow {
@@ -197,9 +207,16 @@ impl Engine {
             _ if !self.endpoint_in_body(request.method, &path.path) => None,
             None => {
                 let limit = self.model_read_limit();
-                return match self.admits_without_body(request, &path, keys, cache, now_ms, audit) {
-                    Ok(()) => Ok(Verdict::NeedBody(limit)),
-                    Err(error) => self.refuse_or_read(error, audit, limit),
+                let passage = self
+                    .admits_without_body(request, &path, keys, cache, now_ms, audit)
+                    .and_then(|admitting| {
+                        self.passage_before_body(
+                            request, &path, admitting, keys, cache, now_ms, audit,
+                        )
+                    });
+                return match passage {
+                    Ok(passage) => Ok(Verdict::NeedBody(limit, passage)),
+                    Err(error) => self.refuse_or_read(error, request, audit, limit),
                 };
             }
             Some(body) => Some(serving::model_from_body(body, self.serving_limits().other)?),
@@ -224,8 +241,11 @@ impl Engine {
         // A path-named endpoint without `Content-Length`: rule and credential are decided at
         // the headers; only the body's size waits for the body.
         match (size_unknown, verdict) {
-            (Some(limit), Ok(Verdict::Allowed(..))) => Ok(Verdict::NeedBody(limit)),
-            (Some(limit), Err(error)) => self.refuse_or_read(error, audit, limit),
+            (Some(limit), Ok(Verdict::Allowed(mutations, upstream))) => Ok(Verdict::NeedBody(
+                limit,
+                self.passage_of(mutations, upstream),
+            )),
+            (Some(limit), Err(error)) => self.refuse_or_read(error, request, audit, limit),
             (_, verdict) => verdict,
         }
     }
@@ -236,11 +256,15 @@ impl Engine {
     fn refuse_or_read(
         &self,
         error: AuthError,
+        request: &Request<'_>,
         audit: &AuditRecord,
         limit: ReadLimit,
     ) -> Result<Verdict, AuthError> {
         if self.reports(&error, audit) {
-            Ok(Verdict::NeedBody(limit))
+            Ok(Verdict::NeedBody(
+                limit,
+                self.unverified_passage_of(request),
+            ))
         } else {
             Err(error)
         }

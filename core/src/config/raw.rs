@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub allow_inline_secrets: bool,
     #[serde(default)]
     pub audit: RawAudit,
+    /// How rules that depend on the body get it: `hold_headers` (default) or `buffer_filter`.
+    pub body_rules: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

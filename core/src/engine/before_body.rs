@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::rc::Rc;
 
+use super::passage::Admitting;
 use super::{Engine, ReadLimit, Request};
 use crate::cache::TokenCache;
 use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
@@ -86,7 +87,7 @@ impl Engine {
         }
     }
 
-    /// `Ok` when some rule the body could select might admit this request's credential;
+    /// The first rule the body could select that might admit this request's credential;
     /// otherwise the refusal of the first such rule (a wait for keys first, so the stream waits
     /// at the headers and is judged again once they arrive), its audit fields filled.
     #[allow(clippy::too_many_arguments)]
@@ -98,7 +99,7 @@ impl Engine {
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Admitting, AuthError> {
         // Refused whatever rule applies.
         request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
         let candidates = self.body_candidates(request.method, &path.path);
@@ -121,7 +122,12 @@ impl Engine {
                 now_ms,
                 &mut attempt,
             ) {
-                Ok(()) => return Ok(()),
+                Ok(bindings) => {
+                    return Ok(Admitting {
+                        index: *index,
+                        bindings,
+                    });
+                }
                 Err(error) => error,
             };
             let slot = if matches!(error.reason, Reason::KeysUnavailable | Reason::UnknownKid) {
@@ -182,7 +188,8 @@ impl Engine {
         candidates
     }
 
-    /// Whether this rule might admit the request, whatever endpoint the body names.
+    /// Whether this rule might admit the request, whatever endpoint the body names: the
+    /// bindings it would admit it with.
     #[allow(clippy::too_many_arguments)]
     fn could_admit(
         &self,
@@ -195,9 +202,9 @@ impl Engine {
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Bindings, AuthError> {
         let require = match &rule.access {
-            Access::Anonymous => return Ok(()),
+            Access::Anonymous => return Ok(Vec::new()),
             Access::Refuse(why) => return Err(AuthError::new(Reason::RouteDisabled, why.clone())),
             Access::Token { require, .. } => require,
         };
@@ -220,10 +227,14 @@ impl Engine {
         let (scopes, groups) = (&verified.scopes, &verified.groups);
         let variable = match candidate {
             Candidate::Path(bindings) => {
-                return require.check(&rule.name, bindings, scopes, groups);
+                return require
+                    .check(&rule.name, bindings, scopes, groups)
+                    .map(|()| bindings.clone());
             }
             Candidate::OneEndpoint => {
-                return require.check(&rule.name, &Vec::new(), scopes, groups);
+                return require
+                    .check(&rule.name, &Vec::new(), scopes, groups)
+                    .map(|()| Vec::new());
             }
             Candidate::AnyEndpoint(variable) => *variable,
         };
@@ -232,7 +243,7 @@ impl Engine {
         // with the templates named as written.
         let unbound = require.check(&rule.name, &Vec::new(), scopes, groups);
         if unbound.is_ok() {
-            return unbound;
+            return Ok(Vec::new());
         }
         let marker = format!("{{{variable}}}");
         let templates = require.scopes_all.iter().chain(&require.scopes_any);
@@ -249,11 +260,11 @@ impl Engine {
                 };
                 let bindings = vec![(variable.to_string(), value.to_string())];
                 if require.check(&rule.name, &bindings, scopes, groups).is_ok() {
-                    return Ok(());
+                    return Ok(bindings);
                 }
             }
         }
-        unbound
+        unbound.map(|()| Vec::new())
     }
 }
 

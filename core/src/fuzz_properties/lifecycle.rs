@@ -16,6 +16,16 @@
 //!   are known (`reading_body`);
 //! - every stream has at most one audit record at any time, and exactly one once answered,
 //!   whose decision is the answer (a host failure in a later callback included).
+//!
+//! Every input runs twice: once as above, and once with `body_rules: buffer_filter` against a
+//! host modelled as Istio and Envoy Gateway render the filter (no
+//! `allow_on_headers_stop_iteration`) with Envoy's buffer filter right after brickgate
+//! (`Host::BufferFilter`): headers paused by brickgate get no body or trailers callback until
+//! they go on (what the client sent meanwhile is delivered then); what brickgate lets on goes
+//! to the buffer filter, which lets the request reach the upstream only once its end has gone
+//! past brickgate, and drops it on a local reply; a header edit after the headers went on fails
+//! (mesh-facts §3). The same properties hold: in particular the end of the body never passes a
+//! refusal, and nothing reaches the upstream without exactly one allow record.
 
 use std::collections::BTreeSet;
 
@@ -53,6 +63,15 @@ const TRAILERS: [(&str, &str); 3] = [
     ("authorization", "Bearer smuggled"),
     ("x-brickgate-subject", "spoofed"),
 ];
+
+/// How the host runs brickgate (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    /// `allow_on_headers_stop_iteration: true`, `body_rules: hold_headers`.
+    HoldHeaders,
+    /// No flag; Envoy's buffer filter after brickgate; `body_rules: buffer_filter`.
+    BufferFilter,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
@@ -207,7 +226,7 @@ fn oracle(kind: Kind, route: Route, model: Option<&str>) -> (bool, &'static str)
     }
 }
 
-fn config(setup: Setup) -> Config {
+fn config(setup: Setup, host: Host) -> Config {
     let keys = match setup {
         Setup::InlineKeys => {
             json!({"inline": serde_json::from_slice::<Value>(&jwks(&["k1", "k2"])).unwrap()})
@@ -222,7 +241,12 @@ fn config(setup: Setup) -> Config {
             "workspace_url": "https://adb-1.azuredatabricks.net", "scopes": ["all-apis"]}),
         Setup::InlineKeys | Setup::RemoteKeys => json!({"mode": "pass_through"}),
     };
+    let body_rules = match host {
+        Host::HoldHeaders => "hold_headers",
+        Host::BufferFilter => "buffer_filter",
+    };
     let config = json!({
+        "body_rules": body_rules,
         "providers": {"idp": {"issuer": ISSUER, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": keys, "upstream": upstream}},
         "rules": [
@@ -263,6 +287,17 @@ struct Client {
     upstream_headers: Option<Headers>,
     upstream_body: Vec<u8>,
     upstream_trailers: Option<Headers>,
+    /// `Host::BufferFilter`: what brickgate let on, held by the buffer filter until the
+    /// request's end has gone past brickgate.
+    in_buffer: (Option<Headers>, Vec<u8>, Option<Headers>),
+    /// `Host::BufferFilter`: the headers went on (later header edits fail), and the callback
+    /// carrying the request's end reached brickgate.
+    headers_went_on: bool,
+    end_delivered: bool,
+    /// `Host::BufferFilter`: sent by the client while brickgate held the headers; the host
+    /// delivers it once they go on (body bytes, then the trailers, garbled or not).
+    queued_body: Option<Vec<u8>>,
+    queued_trailers: Option<(Headers, bool)>,
     local_reply: Option<DenyResponse>,
     records: Vec<Record>,
     /// When it was first seen waiting for keys, and when its headers arrived.
@@ -287,8 +322,12 @@ impl Client {
             && (self.ending == Ending::EndOfStream || self.trailers_sent)
     }
 
+    /// Answered locally, or allowed: passed on to the upstream, or (`Host::BufferFilter`) to
+    /// the buffer filter, which passes it on with the request's end.
     fn answered(&self) -> bool {
-        self.local_reply.is_some() || self.upstream_headers.is_some()
+        self.local_reply.is_some()
+            || self.upstream_headers.is_some()
+            || (self.in_buffer.0.is_some() && self.stream.phase() == "allowed")
     }
 }
 
@@ -305,6 +344,7 @@ struct Worker {
 
 struct World {
     setup: Setup,
+    host: Host,
     engine: Engine,
     shared: InMemorySharedData,
     workers: Vec<Worker>,
@@ -324,8 +364,8 @@ struct World {
 const ROTATION: [&[&str]; 3] = [&["k1"], &["k1", "k2"], &["k2"]];
 
 impl World {
-    fn new(setup: Setup) -> World {
-        let config = config(setup);
+    fn new(setup: Setup, host: Host) -> World {
+        let config = config(setup, host);
         let workers = (0..2)
             .map(|vm| Worker {
                 store: JwksStore::new(&config, vm + 1),
@@ -345,6 +385,7 @@ impl World {
         }
         World {
             setup,
+            host,
             engine: Engine::new(config, Box::new(InWasmVerifier)),
             shared: InMemorySharedData::default(),
             workers,
@@ -397,7 +438,7 @@ impl World {
                 match action {
                     HostAction::SetRequestHeaders(headers) => {
                         assert!(
-                            client.upstream_headers.is_none(),
+                            client.upstream_headers.is_none() && !client.headers_went_on,
                             "headers changed after release"
                         );
                         client.pending_headers = Some(headers.to_headers());
@@ -422,13 +463,17 @@ impl World {
                                 "a cut stream blames the client"
                             );
                             client.cut = true;
+                        } else if client.headers_went_on
+                            && client.records.iter().any(Record::is_allowed)
+                        {
+                            // Allowed, its headers in the buffer filter: the reply drops them.
+                            client.cut = true;
                         }
                         client.local_reply = Some(response);
                     }
                     HostAction::Resume => {
                         assert!(!in_callback, "resume from inside a callback");
-                        release(client);
-                        released = true;
+                        released |= release(client, self.host);
                     }
                     HostAction::FetchUpstreamToken(request) => {
                         // A new call is sent at once from the stream's context.
@@ -447,8 +492,7 @@ impl World {
         }
         let client = &mut self.clients[id];
         if in_callback && reply == Reply::Continue && client.local_reply.is_none() {
-            release(client);
-            released = true;
+            released |= release(client, self.host);
         }
         if client.stream.phase() == "waiting_for_keys" && client.keys_wait_since.is_none() {
             client.keys_wait_since = Some(self.now_ms);
@@ -458,6 +502,51 @@ impl World {
         }
         self.check_records(id);
         self.check_credentials_first(id);
+        self.deliver_queued(id);
+    }
+
+    /// `Host::BufferFilter`: once the headers went on, the host delivers what the client sent
+    /// while they were held: its body so far in one callback, then its trailers.
+    fn deliver_queued(&mut self, id: usize) {
+        let client = &mut self.clients[id];
+        if !client.headers_went_on || client.local_reply.is_some() {
+            return;
+        }
+        if let Some(bytes) = client.queued_body.take() {
+            let end_of_stream = client.complete()
+                && client.ending == Ending::EndOfStream
+                && client.queued_trailers.is_none();
+            client.end_delivered |= end_of_stream;
+            let bytes = if client.stream.wants_body_bytes() {
+                bytes
+            } else {
+                Vec::new()
+            };
+            let event = Event::RequestBody {
+                bytes: &bytes,
+                end_of_stream,
+            };
+            self.drive(id, event, true);
+            return;
+        }
+        if let Some((trailers, garbled)) = client.queued_trailers.take() {
+            client.end_delivered = true;
+            let event = if garbled {
+                Event::UnreadableTrailers {
+                    name: "x-trace".to_string(),
+                }
+            } else {
+                Event::RequestTrailers { trailers }
+            };
+            self.drive(id, event, true);
+        }
+    }
+
+    /// `Host::BufferFilter`: brickgate holds the headers, so the host holds back every later
+    /// callback.
+    fn held_back(&self, id: usize) -> bool {
+        let client = &self.clients[id];
+        self.host == Host::BufferFilter && !client.headers_went_on
     }
 
     /// Only a credential that could be admitted is held: without one (or with one that is not
@@ -472,7 +561,7 @@ impl World {
                 client.kind
             );
         }
-        if phase == "reading_body" {
+        if phase == "reading_body" || phase == "streaming_body" {
             assert!(
                 matches!(client.kind, Kind::Member | Kind::FraudAnalyst),
                 "{:?} reads its body",
@@ -485,7 +574,7 @@ impl World {
     /// adapter sends [`Event::ReadFailure`] in place of that callback's event.
     fn read_failure(&mut self, id: usize) {
         let client = &self.clients[id];
-        if client.local_reply.is_some() || client.complete() {
+        if client.local_reply.is_some() || client.complete() || self.held_back(id) {
             return;
         }
         self.clients[id].host_failed = true;
@@ -668,6 +757,11 @@ impl World {
             upstream_headers: None,
             upstream_body: Vec::new(),
             upstream_trailers: None,
+            in_buffer: (None, Vec::new(), None),
+            headers_went_on: false,
+            end_delivered: false,
+            queued_body: None,
+            queued_trailers: None,
             local_reply: None,
             records: Vec::new(),
             keys_wait_since: None,
@@ -698,6 +792,7 @@ impl World {
 
     /// The client sends its next body chunk (or, with everything sent, its trailers).
     fn send_next(&mut self, id: usize) {
+        let held_back = self.held_back(id);
         let client = &mut self.clients[id];
         if client.local_reply.is_some() || client.complete() {
             return;
@@ -709,6 +804,13 @@ impl World {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
             client.pending_trailers = Some(trailers.clone());
+            if held_back {
+                let garbled = std::mem::take(&mut self.garble_next);
+                client.garbled_trailers |= garbled;
+                client.queued_trailers = Some((trailers, garbled));
+                return;
+            }
+            client.end_delivered = true;
             if std::mem::take(&mut self.garble_next) {
                 // Had the stream gone on, the host would pass these on as they came.
                 client.garbled_trailers = true;
@@ -727,6 +829,14 @@ impl World {
             client.sent_chunks == client.chunks.len() && client.ending == Ending::EndOfStream;
         client.pending_body.extend_from_slice(&chunk);
         client.body_events += 1;
+        if held_back {
+            client
+                .queued_body
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&chunk);
+            return;
+        }
+        client.end_delivered |= end_of_stream;
         let bytes = if client.stream.wants_body_bytes() {
             chunk
         } else {
@@ -790,7 +900,10 @@ impl World {
                     "held for keys past its deadline"
                 );
             }
-            if client.stream.phase() == "reading_body" && client.body_events == 0 {
+            if client.stream.phase() == "reading_body"
+                && client.body_events == 0
+                && self.host == Host::HoldHeaders
+            {
                 assert!(
                     self.now_ms < client.headers_at + FIRST_BODY_WAIT_MS,
                     "held for a body that never came past its deadline"
@@ -919,21 +1032,62 @@ impl World {
     }
 }
 
-fn release(client: &mut Client) {
-    if let Some(headers) = client.pending_headers.take() {
-        client.upstream_headers = Some(headers);
+/// What brickgate held goes on: to the upstream, or (`Host::BufferFilter`) to the buffer
+/// filter, which passes the whole request on once its end has gone past brickgate. Whether
+/// the upstream received something.
+fn release(client: &mut Client, host: Host) -> bool {
+    let (headers, body, trailers) = match host {
+        Host::HoldHeaders => (
+            &mut client.upstream_headers,
+            &mut client.upstream_body,
+            &mut client.upstream_trailers,
+        ),
+        Host::BufferFilter => {
+            // Only what was delivered to brickgate went past it; the rest is still queued.
+            let queued = client.queued_body.as_ref().map_or(0, Vec::len);
+            let delivered = client.pending_body.len() - queued;
+            let (buffered_headers, buffered_body, buffered_trailers) = &mut client.in_buffer;
+            if let Some(headers) = client.pending_headers.take() {
+                client.headers_went_on = true;
+                *buffered_headers = Some(headers);
+            }
+            buffered_body.extend(client.pending_body.drain(..delivered));
+            if client.queued_trailers.is_none()
+                && let Some(trailers) = client.pending_trailers.take()
+            {
+                *buffered_trailers = Some(trailers);
+            }
+            if !client.end_delivered {
+                return false;
+            }
+            let (headers, body, trailers) = std::mem::take(&mut client.in_buffer);
+            client.upstream_headers = headers;
+            client.upstream_body = body;
+            client.upstream_trailers = trailers;
+            return true;
+        }
+    };
+    if let Some(sent) = client.pending_headers.take() {
+        *headers = Some(sent);
     }
-    client.upstream_body.append(&mut client.pending_body);
-    if let Some(trailers) = client.pending_trailers.take() {
-        client.upstream_trailers = Some(trailers);
+    body.append(&mut client.pending_body);
+    if let Some(sent) = client.pending_trailers.take() {
+        *trailers = Some(sent);
     }
+    true
 }
 
-/// Runs one sequence of host events (see the module's documentation for what it checks).
+/// Runs one sequence of host events under both hosts (see the module's documentation for what
+/// it checks).
 pub fn check(data: &[u8]) {
+    check_with(data, Host::HoldHeaders);
+    check_with(data, Host::BufferFilter);
+}
+
+fn check_with(data: &[u8], host: Host) {
     let mut input = Input::new(data);
     let setup = *input.choose(&[Setup::InlineKeys, Setup::RemoteKeys, Setup::Exchange]);
-    let mut world = World::new(setup);
+    let mut world = World::new(setup, host);
     let mut events = 0;
     while !input.is_empty() && events < MAX_EVENTS {
         events += 1;

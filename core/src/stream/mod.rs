@@ -31,6 +31,7 @@ pub mod calls;
 mod events;
 mod keys;
 mod record;
+mod streaming;
 mod trailers;
 mod verdict;
 
@@ -48,6 +49,7 @@ use crate::identity::AuditRecord;
 use crate::jwks::{JwksStore, UnixMillis};
 use body::{Deadlines, Held};
 use keys::Parked;
+use streaming::Streaming;
 use verdict::{cut_after_allow, refuse, refuse_after_allow, refuse_internal, unreadable};
 
 /// Request headers (or trailers) as the host delivers them: names in lower case.
@@ -58,6 +60,9 @@ enum State {
     Idle,
     /// Held for its body (`held.body` is being read).
     ReadingBody(Held),
+    /// `body_rules: buffer_filter`: its headers went on to Envoy's buffer filter, which holds
+    /// everything from the upstream; its body is read as it passes, for the verdict.
+    StreamingBody(Box<Streaming>),
     WaitingForKeys(Parked),
     WaitingForToken(Box<TokenWait>),
     Allowed,
@@ -69,6 +74,7 @@ impl State {
     fn headers(&self) -> &[(String, String)] {
         match self {
             State::ReadingBody(held) => &held.headers,
+            State::StreamingBody(streaming) => &streaming.held.headers,
             State::WaitingForKeys(parked) => &parked.held.headers,
             State::WaitingForToken(wait) => &wait.headers,
             State::Idle | State::Allowed | State::Refused => &[],
@@ -85,6 +91,9 @@ struct TokenWait {
     /// Counted with the token's outcome.
     counters: Vec<&'static str>,
     cache_key: String,
+    /// `body_rules: buffer_filter`: the token is for the headers' passage; with it, they go on
+    /// and the body is streamed.
+    then_stream: Option<Box<Streaming>>,
 }
 
 /// One stream's lifecycle.
@@ -132,6 +141,7 @@ impl Stream {
         match self.state {
             State::Idle => "idle",
             State::ReadingBody(_) => "reading_body",
+            State::StreamingBody(_) => "streaming_body",
             State::WaitingForKeys(_) => "waiting_for_keys",
             State::WaitingForToken(_) => "waiting_for_token",
             State::Allowed => "allowed",
@@ -147,9 +157,11 @@ impl Stream {
 
     fn reads_body(state: &State, request_complete: bool) -> bool {
         match state {
-            State::ReadingBody(_) => true,
+            State::ReadingBody(_) | State::StreamingBody(_) => true,
             State::WaitingForKeys(parked) => parked.held.body.is_some() && !request_complete,
-            State::Idle | State::WaitingForToken(_) | State::Allowed | State::Refused => false,
+            // Only a host that delivers bodies to paused headers sends body events here.
+            State::WaitingForToken(wait) => wait.then_stream.is_some() && !request_complete,
+            State::Idle | State::Allowed | State::Refused => false,
         }
     }
 
@@ -157,15 +169,21 @@ impl Stream {
     /// context keeps a list of these and wakes them).
     pub fn is_held(&self) -> bool {
         match self.state {
-            State::ReadingBody(_) | State::WaitingForKeys(_) | State::WaitingForToken(_) => true,
+            State::ReadingBody(_)
+            | State::StreamingBody(_)
+            | State::WaitingForKeys(_)
+            | State::WaitingForToken(_) => true,
             State::Idle | State::Allowed | State::Refused => false,
         }
     }
 
     /// What is overdue for a stream reading its body, if anything.
     fn body_overdue(&self, state: &State, now_ms: UnixMillis) -> Option<body::Overdue> {
+        // The first-body wait detects a host that holds bodies back from paused headers; a
+        // streaming request's headers went on, so only the whole body's deadline applies.
+        let body_seen = self.body_seen || matches!(state, State::StreamingBody(_));
         Self::reads_body(state, self.request_complete)
-            .then(|| self.deadlines.overdue(self.body_seen, now_ms))
+            .then(|| self.deadlines.overdue(body_seen, now_ms))
             .flatten()
     }
 
@@ -177,6 +195,7 @@ impl Stream {
         match &self.state {
             State::WaitingForKeys(parked) => parked.ready(store, now_ms),
             State::ReadingBody(_)
+            | State::StreamingBody(_)
             | State::Idle
             | State::WaitingForToken(_)
             | State::Allowed
@@ -190,6 +209,7 @@ impl Stream {
             State::WaitingForToken(wait) => Some(&wait.cache_key),
             State::Idle
             | State::ReadingBody(_)
+            | State::StreamingBody(_)
             | State::WaitingForKeys(_)
             | State::Allowed
             | State::Refused => None,
@@ -273,6 +293,16 @@ impl Stream {
                 ),
             },
             (
+                State::StreamingBody(streaming),
+                Event::RequestBody {
+                    bytes,
+                    end_of_stream,
+                },
+            ) => self.streamed_chunk(env, streaming, bytes, end_of_stream),
+            (State::StreamingBody(streaming), Event::RequestTrailers { trailers }) => {
+                self.streamed_trailers(env, &streaming, &trailers)
+            }
+            (
                 State::ReadingBody(mut held),
                 Event::RequestBody {
                     bytes,
@@ -314,6 +344,7 @@ impl Stream {
             // gone upstream.
             (
                 state @ (State::ReadingBody(_)
+                | State::StreamingBody(_)
                 | State::WaitingForKeys(_)
                 | State::WaitingForToken(_)),
                 Event::UnreadableTrailers { name },
@@ -351,9 +382,13 @@ impl Stream {
                     audit,
                     counters,
                     cache_key: _,
+                    then_stream,
                 } = *wait;
-                match result {
-                    Ok(token) => verdict::allow(
+                match (result, then_stream) {
+                    (Ok(token), Some(streaming)) => {
+                        self.stream_after_token(env, *streaming, &token)
+                    }
+                    (Ok(token), None) => verdict::allow(
                         headers,
                         mutations,
                         Some(&token),
@@ -361,12 +396,29 @@ impl Stream {
                         counters,
                         Context::Outside,
                     ),
-                    Err(error) => refuse_after_allow(env, &error, audit, counters),
+                    (Err(error), _) => refuse_after_allow(env, &error, audit, counters),
                 }
             }
             // Held: the host keeps buffering; the verdict will cover what arrives meanwhile.
-            (State::WaitingForToken(wait), Event::RequestBody { end_of_stream, .. }) => {
+            // A streaming request's body is read even here (only a host that delivers bodies
+            // to paused headers sends it): it will not pass brickgate again.
+            (
+                State::WaitingForToken(mut wait),
+                Event::RequestBody {
+                    bytes,
+                    end_of_stream,
+                },
+            ) => {
+                self.body_seen = true;
                 self.request_complete |= end_of_stream;
+                if let Some(body) = wait
+                    .then_stream
+                    .as_mut()
+                    .and_then(|streaming| streaming.held.body.as_mut())
+                    && let Err(error) = body.append(env, bytes)
+                {
+                    return refuse(env, &wait.headers, error);
+                }
                 (State::WaitingForToken(wait), Step::pause())
             }
             (
@@ -382,7 +434,8 @@ impl Stream {
             (
                 state @ (State::WaitingForKeys(_)
                 | State::WaitingForToken(_)
-                | State::ReadingBody(_)),
+                | State::ReadingBody(_)
+                | State::StreamingBody(_)),
                 Event::Wake | Event::UpstreamToken(_),
             ) => (state, Step::pause()),
             (State::Allowed, Event::RequestBody { .. }) => (State::Allowed, Step::proceed()),

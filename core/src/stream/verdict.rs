@@ -75,6 +75,7 @@ impl Stream {
                     audit,
                     counters,
                     cache_key: request.cache_key.clone(),
+                    then_stream: None,
                 }));
                 let step = Step {
                     reply: Reply::Pause,
@@ -90,6 +91,16 @@ impl Stream {
                         audit, counters,
                     ))));
                 (State::Refused, step)
+            }
+            // With `body_rules: buffer_filter`, a body still to come is streamed past the
+            // headers. One a host delivered to the paused headers (the flag is set anyway) is
+            // read on as held; none at all is decided as held (on an empty body).
+            Decision::NeedBody {
+                limit,
+                passage: Some(passage),
+                audit,
+            } if !self.body_seen && !self.request_complete => {
+                self.stream_body(env, held, limit, *passage, audit, context)
             }
             // Also after keys adopted at the headers (`KeyWait::DecideAgain`).
             Decision::NeedBody { limit, .. } => self.hold_for_body(env, held, limit, wait, context),
@@ -148,7 +159,7 @@ fn request_of<'a>(held: &'a Held, fingerprint: Option<bool>, complete: bool) -> 
     }
 }
 
-fn run(env: &mut Env<'_>, held: &Held, complete: bool) -> Decision {
+pub(super) fn run(env: &mut Env<'_>, held: &Held, complete: bool) -> Decision {
     let request = request_of(held, Some(env.fingerprint), complete);
     env.engine
         .decide(&request, env.store, env.cache, env.now_ms)

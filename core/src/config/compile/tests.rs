@@ -755,3 +755,29 @@ fn the_body_deadline_defaults_to_a_minute_and_may_equal_the_first_body_wait() {
     );
     assert_eq!(deadline(json!({"body_deadline_ms": 600_000})).1, 600_000);
 }
+
+#[test]
+fn body_rules_default_to_holding_headers_and_refuse_other_values_by_name() {
+    use crate::config::BodyRules;
+    let cases = [
+        (None, Ok(BodyRules::HoldHeaders)),
+        (Some(json!("hold_headers")), Ok(BodyRules::HoldHeaders)),
+        (Some(json!("buffer_filter")), Ok(BodyRules::BufferFilter)),
+        (Some(json!("Buffer_Filter")), Err("body_rules")),
+        (Some(json!("buffer")), Err("body_rules")),
+        (Some(json!(true)), Err("body_rules")),
+    ];
+    for (value, expected) in cases {
+        let raw = match &value {
+            Some(value) => with(base(), "/body_rules", value.clone()),
+            None => base(),
+        };
+        match (compile(&raw), expected) {
+            (Ok(config), Ok(rules)) => assert_eq!(config.body_rules, rules, "{value:?}"),
+            (Err(error), Err(field)) => {
+                assert!(error.to_string().contains(field), "{value:?}: {error}")
+            }
+            (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
