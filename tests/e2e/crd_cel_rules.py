@@ -64,6 +64,17 @@ def backend_replace_prefix(rule: dict, action: str) -> int:
     return sum(1 for ref in rule.get("backendRefs", []) if replace_prefix(ref.get("filters", []), action) == 1)
 
 
+FILTER_FIELDS = (("CORS", "cors"), ("ExtensionRef", "extensionRef"), ("RequestHeaderModifier", "requestHeaderModifier"),
+                 ("RequestMirror", "requestMirror"), ("RequestRedirect", "requestRedirect"),
+                 ("ResponseHeaderModifier", "responseHeaderModifier"), ("URLRewrite", "urlRewrite"))
+
+
+def seconds(duration: str) -> float:
+    """A Gateway API duration (`1h30m`, `300s`, `500ms`) in seconds, as CEL's duration() reads it."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(value) * units[unit] for value, unit in re.findall(r"(\d+)(ms|h|m|s)", duration))
+
+
 CEL_RULES = [
     # istio/api
     CelRule("WasmPlugin", "spec", "only one of targetRefs or selector can be set",
@@ -79,6 +90,8 @@ CEL_RULES = [
     CelRule("EnvoyFilter", "spec", "only one of targetRefs or workloadSelector can be set",
             lambda spec: present(spec, "workloadSelector", "targetRefs") <= 1),
     CelRule("EnvoyFilter", "spec.workloadSelector.labels{}", "wildcard is not supported in selector", lambda value: "*" not in value),
+    CelRule("EnvoyFilter", "spec.configPatches[].match", "only support waypointMatch when context is WAYPOINT",
+            lambda match: ("waypoint" in match) == (match.get("context") == "WAYPOINT")),
     CelRule("ServiceEntry", "spec", "only one of WorkloadSelector or Endpoints can be set",
             lambda spec: present(spec, "workloadSelector", "endpoints") <= 1),
     CelRule("ServiceEntry", "spec", "CIDR addresses are allowed only for NONE/STATIC resolution types",
@@ -91,6 +104,13 @@ CEL_RULES = [
     CelRule("ServiceEntry", "spec.ports", "port number cannot be duplicated",
             lambda ports: max(Counter(port["number"] for port in ports).values(), default=1) == 1),
     CelRule("ServiceEntry", "spec.ports[].number", "port must be between 1-65535", lambda number: 0 < number <= 65535),
+    CelRule("ServiceEntry", "spec.ports[].targetPort", "port must be between 1-65535", lambda number: 0 < number <= 65535),
+    CelRule("Telemetry", "spec", "only one of targetRefs or selector can be set",
+            lambda spec: present(spec, "selector", "targetRef", "targetRefs") <= 1),
+    CelRule("Telemetry", "spec.selector.matchLabels", "key must not be empty", lambda labels: all(key for key in labels)),
+    CelRule("Telemetry", "spec.selector.matchLabels", "wildcard not allowed in label key match",
+            lambda labels: all("*" not in key for key in labels)),
+    CelRule("Telemetry", "spec.selector.matchLabels{}", "wildcard not allowed in label value match", lambda value: "*" not in value),
     # envoyproxy/gateway
     CelRule("EnvoyExtensionPolicy", "spec", "either targetRef or targetRefs must be used",
             lambda spec: present(spec, "targetRef", "targetRefs") == 1 or bool(spec.get("targetSelectors"))),
@@ -147,6 +167,34 @@ CEL_RULES = [
             exact_or_prefix(lambda value: re.match(PATH_CHARACTERS, value) is not None)),
     CelRule("HTTPRoute", "spec.rules[].backendRefs[]", "Must have port for Service reference",
             lambda ref: not (ref.get("group", "") == "" and ref.get("kind", "Service") == "Service") or "port" in ref),
+    *(CelRule("HTTPRoute", "spec.rules[].filters", f"{kind} filter cannot be repeated",
+              lambda filters, kind=kind: sum(f["type"] == kind for f in filters) <= 1)
+      for kind in ("CORS", "RequestHeaderModifier", "RequestRedirect", "ResponseHeaderModifier", "URLRewrite")),
+    CelRule("HTTPRoute", "spec.rules[].filters", "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both",
+            lambda filters: not ({"RequestRedirect", "URLRewrite"} <= {f["type"] for f in filters})),
+    *(rule for kind, field in FILTER_FIELDS for rule in (
+        CelRule("HTTPRoute", "spec.rules[].filters[]", f"filter.{field} must be nil if the filter.type is not {kind}",
+                lambda f, kind=kind, field=field: not (field in f and f["type"] != kind)),
+        CelRule("HTTPRoute", "spec.rules[].filters[]", f"filter.{field} must be specified for {kind} filter.type",
+                lambda f, kind=kind, field=field: not (field not in f and f["type"] == kind)))),
+    CelRule("HTTPRoute", "spec.rules[].timeouts", "backendRequest timeout cannot be longer than request timeout",
+            lambda t: not ("request" in t and "backendRequest" in t and seconds(t["request"]) != 0
+                           and seconds(t["backendRequest"]) > seconds(t["request"]))),
+    CelRule("Gateway", "spec.listeners", "Combination of port, protocol and hostname must be unique for each listener",
+            lambda listeners: max(Counter((l["port"], l["protocol"], l.get("hostname")) for l in listeners).values(), default=1) == 1),
+    CelRule("Gateway", "spec.listeners", "Listener name must be unique within the Gateway",
+            lambda listeners: max(Counter(l["name"] for l in listeners).values(), default=1) == 1),
+    CelRule("Gateway", "spec.listeners", "hostname must not be specified for protocols ['TCP', 'UDP']",
+            lambda listeners: all(l["protocol"] not in ("TCP", "UDP") or not l.get("hostname") for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls mode must be Terminate for protocol HTTPS",
+            lambda listeners: all(l["protocol"] != "HTTPS" or "tls" not in l or l["tls"].get("mode", "Terminate") in ("", "Terminate")
+                                  for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls mode must be set for protocol TLS",
+            lambda listeners: all(l["protocol"] != "TLS" or l.get("tls", {}).get("mode", "Terminate") != "" for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']",
+            lambda listeners: all(l["protocol"] not in ("HTTP", "TCP", "UDP") or "tls" not in l for l in listeners)),
+    CelRule("Gateway", "spec.listeners[].tls", "certificateRefs or options must be specified when mode is Terminate",
+            lambda tls: tls.get("mode", "Terminate") != "Terminate" or bool(tls.get("certificateRefs")) or bool(tls.get("options"))),
     CelRule("BackendTLSPolicy", "spec.validation", "must specify either CACertificateRefs or WellKnownCACertificates",
             lambda validation: bool(validation.get("caCertificateRefs")) or "wellKnownCACertificates" in validation),
     CelRule("BackendTLSPolicy", "spec.validation", "must not contain both CACertificateRefs and WellKnownCACertificates",
