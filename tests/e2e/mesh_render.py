@@ -120,10 +120,12 @@ def istio_extension_config(plugin: dict, wasm_path: Path, plugin_config: dict) -
 
 
 def istio_ecds_filter(name: str, ecds_path: Path) -> dict:
-    """extension/wasmplugin.go `toEnvoyHTTPFilter`: the filter by name, its config by discovery (Istio's
-    is ADS; a watched file delivers the same resource here)."""
-    return {"name": name, "config_discovery": {"config_source": {"path_config_source": {"path": str(ecds_path)}},
-                                               "type_urls": [WASM_FILTER, ISTIO_RBAC_FILTER]}}
+    """extension/wasmplugin.go `toEnvoyHTTPFilter` and `defaultConfigSource`: the filter by name, its
+    config by discovery, no default, proxy init blocked until it is loaded (initial_fetch_timeout 0:
+    "they might be critical for security"). Istio's source is ADS; a watched file delivers the same
+    resource here."""
+    source = {"path_config_source": {"path": str(ecds_path)}, "resource_api_version": "V3", "initial_fetch_timeout": "0s"}
+    return {"name": name, "config_discovery": {"config_source": source, "type_urls": [WASM_FILTER, ISTIO_RBAC_FILTER]}}
 
 
 def istio_cluster_name(port: dict, host: str) -> str:
@@ -391,7 +393,12 @@ def render_istio(plugin_config: dict, wasm_path: Path, work_dir: Path, callout_p
                              istio_access_log(docs, work_dir / "access.log"))
     listener = apply_envoy_filter(only(docs, "EnvoyFilter"), listener)
     clusters = [loopback_cluster("upstream", upstream_port), *(loopback_cluster(n, callout_ports[n]) for n in rendered_clusters)]
-    return {"bootstrap": bootstrap(listener, clusters, ISTIO_STATS_CONFIG), "config_yaml": istio_bootstrap_override(docs),
+    config = bootstrap(listener, clusters, ISTIO_STATS_CONFIG)
+    # The node a gateway pod's agent announces (envoy_bootstrap.json `node`; pkg/model/proxy.go ServiceNode):
+    # ECDS needs one.
+    config["node"] = {"id": "router~127.0.0.1~databricks-gateway-istio-0.databricks-gateway~databricks-gateway.svc.cluster.local",
+                      "cluster": "databricks-gateway-istio.databricks-gateway"}
+    return {"bootstrap": config, "config_yaml": istio_bootstrap_override(docs),
             "callout_clusters": rendered_clusters, "listener": listener, "filter_name": extension["name"],
             "access_log": work_dir / "access.log"}
 
