@@ -7,26 +7,30 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::serving;
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
-use crate::policy::{Access, Bindings, NormalizedPath, Rule, RuleIndex, normalize_path};
+use crate::policy::{
+    Access, Bindings, NormalizedPath, PathPattern, Rule, RuleIndex, normalize_path,
+};
 use crate::request_hygiene;
-use crate::token::extract_credential;
+use crate::token::{Credential, extract_credential};
 use crate::verify::SignatureVerifier;
 use accepted::{AcceptedProviders, accepted_by_rule};
 use mutations::{databricks_hygiene, remove_credential};
 
 mod accepted;
 mod authenticate;
+mod before_body;
 mod dry_run;
 mod mutations;
+mod passage;
 mod upstream;
 
 pub use dry_run::WOULD_DENY;
 pub use mutations::{HeaderEdit, HeaderRewrite, Mutations, UpstreamAction};
+pub use passage::Passage;
 
 type Claims = Map<String, Value>;
 
@@ -64,6 +68,9 @@ pub enum Decision {
     NeedBody {
         limit: ReadLimit,
         audit: AuditRecord,
+        /// With `body_rules: buffer_filter`: the header changes to make before the headers go
+        /// on to Envoy's buffer filter (`passage`); the decision with the body must cover them.
+        passage: Option<Box<Passage>>,
     },
 }
 
@@ -88,8 +95,9 @@ impl Decision {
 #[allow(clippy::large_enum_variant)]
 enum Verdict {
     Allowed(Mutations, UpstreamAction),
-    /// Read the body (at most this many bytes), then decide.
-    NeedBody(ReadLimit),
+    /// Read the body (at most this many bytes), then decide; with `body_rules:
+    /// buffer_filter`, the header changes made before it.
+    NeedBody(ReadLimit, Option<Box<Passage>>),
 }
 
 pub struct Engine {
@@ -99,17 +107,24 @@ pub struct Engine {
     rule_index: RuleIndex,
     /// By rule index.
     accepted: Vec<Rc<AcceptedProviders>>,
+    /// The serving-endpoint rules, in order (the rules a body's `model` may select).
+    endpoint_rules: Vec<usize>,
 }
 
 impl Engine {
     pub fn new(config: Config, verifier: Box<dyn SignatureVerifier>) -> Self {
         let rule_index = RuleIndex::new(&config.rules);
         let accepted = accepted_by_rule(&config);
+        let endpoint_rules = (config.rules.iter().enumerate())
+            .filter(|(_, rule)| matches!(rule.pattern, PathPattern::ServingEndpoint(_)))
+            .map(|(index, _)| index)
+            .collect();
         Engine {
             config,
             verifier,
             rule_index,
             accepted,
+            endpoint_rules,
         }
     }
 
@@ -139,7 +154,11 @@ impl Engine {
                     audit,
                 }
             }
-            Ok(Verdict::NeedBody(limit)) => Decision::NeedBody { limit, audit },
+            Ok(Verdict::NeedBody(limit, passage)) => Decision::NeedBody {
+                limit,
+                audit,
+                passage,
+            },
             Err(error) if self.reports(&error, &audit) => {
                 dry_run::mark_would_deny(&mut audit, error);
                 Decision::Allow {
@@ -178,45 +197,35 @@ impl Engine {
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();
+        request_hygiene::check_method(request.method)?;
         if config.bypass_cors_preflight && is_cors_preflight(request) {
-            return Ok(self.cors_preflight(request, audit));
+            return self.cors_preflight(request, &path, audit);
         }
-        let default_limits;
-        let limits = match config.databricks.as_ref() {
-            Some(databricks) => &databricks.serving_body_limits,
-            None => {
-                default_limits = ServingBodyLimits::default();
-                &default_limits
-            }
-        };
+        // Credentials before bodies: a request whose rule its body decides is judged at the
+        // headers against every rule the body could select (`before_body`); only then read.
         let model = match request.body {
-            _ if !(config.reads_model_from_body
-                && serving::endpoint_in_body(request.method, &path.path)) =>
-            {
-                None
-            }
+            _ if !self.endpoint_in_body(request.method, &path.path) => None,
             None => {
-                return Ok(Verdict::NeedBody(ReadLimit {
-                    max_bytes: limits.other,
-                    too_large: AuthError::body_too_large(limits.other),
-                }));
+                let limit = self.model_read_limit();
+                let passage = self
+                    .admits_without_body(request, &path, keys, cache, now_ms, audit)
+                    .and_then(|admitting| {
+                        self.passage_before_body(
+                            request, &path, admitting, keys, cache, now_ms, audit,
+                        )
+                    });
+                return match passage {
+                    Ok(passage) => Ok(Verdict::NeedBody(limit, passage)),
+                    Err(error) => self.refuse_or_read(error, request, audit, limit),
+                };
             }
-            Some(body) => Some(serving::model_from_body(body, limits.other)?),
+            Some(body) => Some(serving::model_from_body(body, self.serving_limits().other)?),
         };
         let endpoint = serving::endpoint(request.method, &path.path, model.as_deref());
-        if let Some(endpoint) = endpoint {
-            let declared = body_limits::declared_length(request.headers);
-            match body_limits::check(limits.limit_for(endpoint), request.body, declared) {
-                BodyCheck::Fits => {}
-                BodyCheck::TooLarge(refusal) => return Err(refusal),
-                BodyCheck::Read(limit) => {
-                    return Ok(Verdict::NeedBody(ReadLimit {
-                        max_bytes: limit.max_bytes,
-                        too_large: limit.refusal(None),
-                    }));
-                }
-            }
-        }
+        let size_unknown = match endpoint {
+            Some(endpoint) => self.size_to_read(request, endpoint)?,
+            None => None,
+        };
         let (index, rule, bindings) = self
             .rule_index
             .match_rule(&config.rules, request.method, &path.path, endpoint)
@@ -226,9 +235,57 @@ impl Engine {
             .accepted
             .get(index)
             .map_or_else(Default::default, Rc::clone);
-        self.apply_rule(
+        let verdict = self.apply_rule(
             request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit,
-        )
+        );
+        // A path-named endpoint without `Content-Length`: rule and credential are decided at
+        // the headers; only the body's size waits for the body.
+        match (size_unknown, verdict) {
+            (Some(limit), Ok(Verdict::Allowed(mutations, upstream))) => Ok(Verdict::NeedBody(
+                limit,
+                self.passage_of(mutations, upstream),
+            )),
+            (Some(limit), Err(error)) => self.refuse_or_read(error, request, audit, limit),
+            (_, verdict) => verdict,
+        }
+    }
+
+    /// Before the body: a refusal is sent at once, unless dry-run only reports it; then the
+    /// body is read as for a passage, and the decision with it reports the refusal (the body's
+    /// own checks, enforced in every mode, included).
+    fn refuse_or_read(
+        &self,
+        error: AuthError,
+        request: &Request<'_>,
+        audit: &AuditRecord,
+        limit: ReadLimit,
+    ) -> Result<Verdict, AuthError> {
+        if self.reports(&error, audit) {
+            Ok(Verdict::NeedBody(
+                limit,
+                self.unverified_passage_of(request),
+            ))
+        } else {
+            Err(error)
+        }
+    }
+
+    /// The request's credential, from the sources the rule's providers read.
+    fn credential<'r>(
+        &self,
+        request: &Request<'r>,
+        path: &'r NormalizedPath,
+        rule: &Rule,
+        accepted: &'r AcceptedProviders,
+    ) -> Result<Credential<'r>, AuthError> {
+        let sources = accepted.source_refs();
+        extract_credential(request.headers, path.query.as_deref(), &sources, self.config.max_token_bytes)?
+            .ok_or_else(|| {
+                AuthError::new(
+                    Reason::MissingToken,
+                    format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
+                )
+            })
     }
 
     /// Everything after the rule is chosen: credential, token, requirement, identity.
@@ -254,7 +311,8 @@ impl Engine {
         if config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
-        let overrides = request_hygiene::headers_to_remove(request.method, request.headers)?;
+        let overrides =
+            request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
         mutations.remove_headers.extend(overrides);
         let requirement = match &rule.access {
             Access::Anonymous => {
@@ -264,14 +322,7 @@ impl Engine {
             Access::Refuse(why) => return Err(AuthError::new(Reason::RouteDisabled, why.clone())),
             Access::Token { require, .. } => require,
         };
-        let sources = accepted.source_refs();
-        let credential = extract_credential(request.headers, path.query.as_deref(), &sources, config.max_token_bytes)?
-            .ok_or_else(|| {
-                AuthError::new(
-                    Reason::MissingToken,
-                    format!("no bearer token: rule {} needs an access token (Authorization: Bearer <token>)", rule.name),
-                )
-            })?;
+        let credential = self.credential(request, path, rule, accepted)?;
         let (index, verified) = self.authenticate(
             rule,
             accepted,
@@ -341,19 +392,32 @@ fn is_cors_preflight(request: &Request<'_>) -> bool {
 }
 
 impl Engine {
-    /// `bypass_cors_preflight`: forwarded without a token, but with the same header hygiene, and
-    /// without any credential (a preflight carries none; one that does is not trusted).
-    fn cors_preflight(&self, request: &Request<'_>, audit: &mut AuditRecord) -> Verdict {
+    /// `bypass_cors_preflight`: forwarded without a token, but with the hygiene of any request
+    /// (the canonical path, the method it announces spelled exactly, no method or path override,
+    /// no proxy credentials), and without any credential (a preflight carries none; one that
+    /// does is not trusted).
+    fn cors_preflight(
+        &self,
+        request: &Request<'_>,
+        path: &NormalizedPath,
+        audit: &mut AuditRecord,
+    ) -> Result<Verdict, AuthError> {
         audit.rule = Some(CORS_PREFLIGHT_RULE.to_string());
+        let announced = header(request.headers, "access-control-request-method").unwrap_or("");
+        request_hygiene::check_method(announced)?;
         let mut mutations = Mutations {
             remove_headers: headers_to_strip(request.headers, &self.config.identity.header_prefix),
+            set_path: path.rewritten.clone(),
             ..Mutations::default()
         };
         if self.config.databricks.is_some() {
             databricks_hygiene(request, &mut mutations);
         }
+        let overrides =
+            request_hygiene::headers_to_remove(request.method, &path.path, request.headers)?;
+        mutations.remove_headers.extend(overrides);
         mutations.remove_headers.push("authorization".to_string());
-        Verdict::Allowed(mutations, UpstreamAction::Forward)
+        Ok(Verdict::Allowed(mutations, UpstreamAction::Forward))
     }
 }
 
@@ -375,3 +439,6 @@ mod databricks_tests;
 
 #[cfg(test)]
 mod dry_run_tests;
+
+#[cfg(test)]
+mod canonical_request_tests;

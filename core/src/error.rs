@@ -60,6 +60,9 @@ pub enum Reason {
     RouteDisabled,
     BadBody,
     BodyTooLarge,
+    /// A body held for the decision was not complete within `databricks.body_deadline_ms` of
+    /// the request's headers (RFC 9110 §15.5.9, 408 Request Timeout).
+    BodyTimeout,
     ExchangeRejected,
     ExchangeFailed,
     /// Service-principal mode: Databricks refused brickgate's own client credentials (wrong
@@ -68,6 +71,11 @@ pub enum Reason {
     /// brickgate itself could not decide (not configured, a host call failed): a gateway-side
     /// fault, never blamed on the client, answered 503 so the client retries.
     Internal,
+    /// A method other than the upper-case ones brickgate forwards (`Post`, `get`, `TRACE`):
+    /// rules compare methods exactly, an upstream may not.
+    BadMethod,
+    /// A path-override header (`X-Original-URL`, …) naming another path than `:path`.
+    PathOverride,
 }
 
 /// The RFC 6750 §3.1 error code carried by the challenge, if any.
@@ -113,10 +121,13 @@ impl Reason {
         Reason::RouteDisabled,
         Reason::BadBody,
         Reason::BodyTooLarge,
+        Reason::BodyTimeout,
         Reason::ExchangeRejected,
         Reason::ExchangeFailed,
         Reason::UpstreamCredentialsRejected,
         Reason::Internal,
+        Reason::BadMethod,
+        Reason::PathOverride,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -151,10 +162,13 @@ impl Reason {
             Reason::RouteDisabled => "route_disabled",
             Reason::BadBody => "bad_body",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::BodyTimeout => "body_timeout",
             Reason::ExchangeRejected => "exchange_rejected",
             Reason::ExchangeFailed => "exchange_failed",
             Reason::UpstreamCredentialsRejected => "upstream_credentials_rejected",
             Reason::Internal => "internal_error",
+            Reason::BadMethod => "bad_method",
+            Reason::PathOverride => "path_override",
         }
     }
 
@@ -164,10 +178,14 @@ impl Reason {
             ChallengeError::InvalidRequest => 400,
             ChallengeError::InsufficientScope => 403,
             ChallengeError::NoChallenge => match self {
-                Reason::BadPath | Reason::BadHeader | Reason::MethodOverride | Reason::BadBody => {
-                    400
-                }
+                Reason::BadPath
+                | Reason::BadHeader
+                | Reason::MethodOverride
+                | Reason::BadBody
+                | Reason::BadMethod
+                | Reason::PathOverride => 400,
                 Reason::BodyTooLarge => 413,
+                Reason::BodyTimeout => 408,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
                 Reason::KeysUnavailable | Reason::Overloaded | Reason::Internal => 503,
                 _ => 403,
@@ -193,9 +211,12 @@ impl Reason {
             | Reason::RouteDisabled
             | Reason::BadBody
             | Reason::BodyTooLarge
+            | Reason::BodyTimeout
             | Reason::ExchangeFailed
             | Reason::UpstreamCredentialsRejected
-            | Reason::Internal => ChallengeError::NoChallenge,
+            | Reason::Internal
+            | Reason::BadMethod
+            | Reason::PathOverride => ChallengeError::NoChallenge,
             _ => ChallengeError::InvalidToken,
         }
     }
@@ -203,7 +224,7 @@ impl Reason {
     /// Databricks' `error_code` for this status, so the Databricks SDKs show the message.
     fn error_code(self) -> &'static str {
         match self.status() {
-            400 | 413 => "BAD_REQUEST",
+            400 | 408 | 413 => "BAD_REQUEST",
             401 => "UNAUTHENTICATED",
             502 => "INTERNAL_ERROR",
             503 => "TEMPORARILY_UNAVAILABLE",
@@ -372,6 +393,8 @@ mod tests {
             (Reason::NoMatchingRule, 403, "PERMISSION_DENIED", None),
             (Reason::BadPath, 400, "BAD_REQUEST", None),
             (Reason::MethodOverride, 400, "BAD_REQUEST", None),
+            (Reason::BadMethod, 400, "BAD_REQUEST", None),
+            (Reason::PathOverride, 400, "BAD_REQUEST", None),
             (
                 Reason::KeysUnavailable,
                 503,
@@ -476,10 +499,13 @@ mod tests {
             Reason::RouteDisabled => 26,
             Reason::BadBody => 27,
             Reason::BodyTooLarge => 28,
-            Reason::ExchangeRejected => 29,
-            Reason::ExchangeFailed => 30,
-            Reason::UpstreamCredentialsRejected => 31,
-            Reason::Internal => 32,
+            Reason::BodyTimeout => 29,
+            Reason::ExchangeRejected => 30,
+            Reason::ExchangeFailed => 31,
+            Reason::UpstreamCredentialsRejected => 32,
+            Reason::Internal => 33,
+            Reason::BadMethod => 34,
+            Reason::PathOverride => 35,
         }
     }
 
@@ -502,7 +528,7 @@ mod tests {
                 "{name} has no counter"
             );
             assert!(
-                [400, 401, 403, 413, 502, 503].contains(&reason.status()),
+                [400, 401, 403, 408, 413, 502, 503].contains(&reason.status()),
                 "{name}"
             );
             let response = AuthError::new(reason, "why").to_response("r");

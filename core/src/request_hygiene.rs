@@ -1,10 +1,25 @@
-//! Request headers no upstream may act on, whatever rule admitted the request (anonymous ones
-//! included): method overrides and proxy credentials.
+//! What every request must be before any rule looks at it, whatever rule admits it (anonymous
+//! ones and CORS preflights included): one canonical method, and no header an upstream may act
+//! on instead of what brickgate judged (method and path overrides, proxy credentials).
+//!
+//! The method is compared byte for byte with the rules' methods. Over HTTP/2 Envoy forwards
+//! `:method` as the client wrote it, and an upstream that reads methods case-insensitively
+//! would run `Post` as the `POST` a rule refuses: only the exact upper-case methods the
+//! Databricks API uses pass (RFC 9110 §9.3, PATCH from RFC 5789). `CONNECT` (a tunnel) and
+//! `TRACE` (echoes the request, credentials included) have no use behind a Databricks gateway.
 //!
 //! Method overrides (`X-HTTP-Method-Override: DELETE` on a `GET`) make many frameworks run
 //! another method than the one brickgate authorised, so a `:read` scope would buy a write.
 //! brickgate cannot know which upstream honours them: an override naming the request's own
 //! method is harmless and only removed; one naming any other method is refused.
+//!
+//! Path overrides (`X-Original-URL`, `X-Rewrite-URL`, …) make some frameworks and proxies route
+//! on the header instead of `:path` (Symfony and Laravel once trusted `X-Original-URL` and
+//! `X-Rewrite-URL`, IIS URL Rewrite sets them, nginx `auth_request` and Traefik `forwardAuth`
+//! pass `X-Original-URI` and `X-Forwarded-Uri`, Envoy writes `X-Envoy-Original-Path`): one
+//! naming the path brickgate matched is harmless and only removed; one naming another path, or
+//! one that is not a readable path, is refused. `X-Forwarded-Prefix` names no path of its own
+//! (Spring prepends it to the request path) and is removed.
 //!
 //! `Proxy-Authorization` is hop-by-hop, meant for the proxy that consumes it (RFC 9110
 //! §11.7.2); brickgate does not, and no upstream behind it should: removed. Next to a bearer
@@ -12,6 +27,50 @@
 
 use crate::error::{AuthError, Reason};
 use crate::header_name::same_header_name;
+use crate::policy::normalize_path;
+
+/// The methods brickgate forwards, exactly as spelled here.
+pub const FORWARDED_METHODS: [&str; 7] =
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Headers naming a request path that some upstream routes on instead of `:path`.
+pub const PATH_OVERRIDE_HEADERS: [&str; 6] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+];
+
+/// Headers naming part of a path, removed whatever they say.
+pub const PATH_PREFIX_HEADERS: [&str; 1] = ["x-forwarded-prefix"];
+
+/// Refuses (`bad_method`) any method but the [`FORWARDED_METHODS`] spelled exactly.
+pub fn check_method(method: &str) -> Result<(), AuthError> {
+    if FORWARDED_METHODS.contains(&method) {
+        return Ok(());
+    }
+    let known = FORWARDED_METHODS
+        .iter()
+        .chain(&["CONNECT", "TRACE"])
+        .any(|m| m.eq_ignore_ascii_case(method.trim()));
+    let why = if !known {
+        "is not a method the Databricks API uses"
+    } else if matches!(method, "CONNECT" | "TRACE") {
+        "has no use behind a Databricks gateway"
+    } else {
+        "must be spelled in upper case, exactly (RFC 9110 methods are case-sensitive)"
+    };
+    Err(AuthError::new(
+        Reason::BadMethod,
+        format!(
+            "method {} {why}; brickgate forwards only {}",
+            crate::error::echo_at_most(method, 16),
+            FORWARDED_METHODS.join(", ")
+        ),
+    ))
+}
 
 /// Method-override headers, as the common frameworks spell them (compared with case and
 /// `_`/`-` folded).
@@ -24,28 +83,63 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// Credentials for a proxy, never for the upstream.
 pub const PROXY_CREDENTIAL_HEADERS: [&str; 1] = ["proxy-authorization"];
 
-/// The names of `headers` to remove before the request goes upstream, or a refusal
-/// (`method_override`) when an override names a method other than `method`.
+/// The names of `headers` to remove before the request goes upstream, or a refusal: an
+/// override naming a method other than `method` (`method_override`), or a path other than
+/// `path`, the decoded path rules were matched against (`path_override`).
 pub fn headers_to_remove(
     method: &str,
+    path: &str,
     headers: &[(String, String)],
 ) -> Result<Vec<String>, AuthError> {
     let mut remove: Vec<String> = Vec::new();
     for (name, value) in headers {
-        let is_override = METHOD_OVERRIDE_HEADERS
-            .iter()
-            .any(|h| same_header_name(name, h));
-        if is_override {
+        let is = |names: &[&str]| names.iter().any(|h| same_header_name(name, h));
+        let is_method_override = is(&METHOD_OVERRIDE_HEADERS);
+        if is_method_override {
             check_override(method, name, value)?;
         }
-        let is_proxy_credential = PROXY_CREDENTIAL_HEADERS
-            .iter()
-            .any(|h| same_header_name(name, h));
-        if (is_override || is_proxy_credential) && !remove.contains(name) {
+        let is_path_override = is(&PATH_OVERRIDE_HEADERS);
+        if is_path_override {
+            check_path_override(path, name, value)?;
+        }
+        let removed = is_method_override
+            || is_path_override
+            || is(&PATH_PREFIX_HEADERS)
+            || is(&PROXY_CREDENTIAL_HEADERS);
+        if removed && !remove.contains(name) {
             remove.push(name.clone());
         }
     }
     Ok(remove)
+}
+
+/// The header must name `path` itself, as a path or an absolute URL (query ignored), once
+/// normalised as `:path` is.
+fn check_path_override(path: &str, name: &str, value: &str) -> Result<(), AuthError> {
+    let value = value.trim();
+    let without_origin = match value.split_once("://") {
+        Some((scheme, rest)) if !scheme.is_empty() && !scheme.contains('/') => {
+            rest.find('/').and_then(|at| rest.get(at..)).unwrap_or("/")
+        }
+        _ => value,
+    };
+    let named = normalize_path(without_origin).ok();
+    if named.as_ref().is_some_and(|named| named.path == path) {
+        return Ok(());
+    }
+    let shown = match &named {
+        Some(named) => format!("names path {}", crate::error::echo_at_most(&named.path, 64)),
+        None => "is not a path brickgate can read".to_string(),
+    };
+    Err(AuthError::new(
+        Reason::PathOverride,
+        format!(
+            "header {} {shown}, not the request's own path {}; some upstreams route on it: \
+             send the path itself",
+            printable_name(name),
+            crate::error::echo_at_most(path, 64)
+        ),
+    ))
 }
 
 /// Each value (repeated headers arrive joined with `,`) must name `method` itself.
@@ -82,142 +176,4 @@ fn printable_method(named: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn hygiene_table() {
-        type Case<'a> = (
-            &'a str,
-            &'a str,
-            &'a [(&'a str, &'a str)],
-            Result<&'a [&'a str], Reason>,
-        );
-        let cases: &[Case] = &[
-            ("nothing to remove", "GET", &[("accept", "*/*")], Ok(&[])),
-            (
-                "override naming the request's method",
-                "GET",
-                &[("x-http-method-override", "GET")],
-                Ok(&["x-http-method-override"]),
-            ),
-            (
-                "same method, other case",
-                "POST",
-                &[("x-http-method", "post")],
-                Ok(&["x-http-method"]),
-            ),
-            (
-                "same method, repeated headers joined",
-                "GET",
-                &[("x-method-override", "GET, get")],
-                Ok(&["x-method-override"]),
-            ),
-            (
-                "underscore and mixed-case spellings",
-                "GET",
-                &[
-                    ("X_HTTP_Method_Override", "GET"),
-                    ("X-Http_Method", "GET"),
-                    ("x_method_override", "GET"),
-                ],
-                Ok(&[
-                    "X_HTTP_Method_Override",
-                    "X-Http_Method",
-                    "x_method_override",
-                ]),
-            ),
-            (
-                "override naming another method",
-                "GET",
-                &[("x-http-method-override", "DELETE")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "x-http-method naming another method",
-                "POST",
-                &[("x-http-method", "PUT")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "x-method-override naming another method",
-                "GET",
-                &[("x-method-override", "PATCH")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "underscore spelling naming another method",
-                "GET",
-                &[("X_HTTP_METHOD_OVERRIDE", "POST")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "one of two joined values differs",
-                "GET",
-                &[("x-http-method-override", "GET, DELETE")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "second of two headers differs",
-                "GET",
-                &[
-                    ("x-http-method", "GET"),
-                    ("x-http-method-override", "DELETE"),
-                ],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "empty override",
-                "GET",
-                &[("x-http-method-override", "")],
-                Err(Reason::MethodOverride),
-            ),
-            (
-                "proxy credentials removed",
-                "GET",
-                &[
-                    ("proxy-authorization", "Basic dXNlcjpwdw=="),
-                    ("Proxy_Authorization", "x"),
-                ],
-                Ok(&["proxy-authorization", "Proxy_Authorization"]),
-            ),
-            (
-                "look-alikes that are other headers",
-                "GET",
-                &[
-                    ("x-http-method-overrides", "DELETE"),
-                    ("x-method", "DELETE"),
-                ],
-                Ok(&[]),
-            ),
-        ];
-        for (name, method, request, expected) in cases {
-            let got = headers_to_remove(method, &headers(request));
-            match expected {
-                Ok(removed) => assert_eq!(got.unwrap(), *removed, "{name}"),
-                Err(reason) => assert_eq!(got.unwrap_err().reason, *reason, "{name}"),
-            }
-        }
-    }
-
-    #[test]
-    fn refusal_names_header_and_method_but_echoes_nothing_unbounded() {
-        let error = headers_to_remove("GET", &headers(&[("x-http-method-override", "DELETE")]))
-            .unwrap_err();
-        assert_eq!(
-            error.detail,
-            "header x-http-method-override asks for method DELETE on a GET request; send the method itself"
-        );
-        let long = "A".repeat(5000);
-        let error = headers_to_remove("GET", &headers(&[("x-http-method", &long)])).unwrap_err();
-        assert!(error.detail.len() < 200, "{}", error.detail);
-        assert_eq!(error.to_response("r").status, 400);
-    }
-}
+mod tests;

@@ -20,7 +20,8 @@ pub struct Filter {
     shared: SharedState,
     stream: StreamCell,
     /// How much of the host's buffered body this context has read (the host reports the
-    /// whole buffered size to each body callback after a `Pause`).
+    /// whole buffered size to each body callback after a `Pause`, and only the new bytes after
+    /// the stream went on).
     body_read: usize,
     /// Refused because the plugin has no configuration: later callbacks only hold (one local
     /// reply per stream).
@@ -60,6 +61,14 @@ impl Filter {
         self.stream
             .try_borrow()
             .is_ok_and(|slot| slot.stream.wants_body_bytes())
+    }
+
+    /// Whether the host passed on its buffered body since the last body callback
+    /// (`body_rules: buffer_filter` lets each chunk go on): read the new buffer from its start.
+    fn take_body_released(&mut self) -> bool {
+        self.stream
+            .try_borrow_mut()
+            .is_ok_and(|mut slot| std::mem::take(&mut slot.body_released))
     }
 }
 
@@ -118,13 +127,16 @@ impl HttpContext for Filter {
             Err(ReadError::NotUtf8 { name, headers }) => {
                 self.handle(Event::UnreadableHeaders { name, headers })
             }
-            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+            Err(ReadError::Host(why)) => self.handle(Event::ReadFailure(format!(
                 "cannot read the request headers: {why}"
             ))),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.take_body_released() {
+            self.body_read = 0;
+        }
         let bytes = if self.wants_body_bytes() && body_size > self.body_read {
             let new = body_size - self.body_read;
             match hostcalls::get_buffer(BufferType::HttpRequestBody, self.body_read, new) {
@@ -133,7 +145,7 @@ impl HttpContext for Filter {
                     bytes.unwrap_or_default()
                 }
                 Err(status) => {
-                    return self.handle(Event::HostFailure(format!(
+                    return self.handle(Event::ReadFailure(format!(
                         "cannot read the request body: {status:?}"
                     )));
                 }
@@ -151,7 +163,7 @@ impl HttpContext for Filter {
         match host_maps::read(MapType::HttpRequestTrailers) {
             Ok(trailers) => self.handle(Event::RequestTrailers { trailers }),
             Err(ReadError::NotUtf8 { name, .. }) => self.handle(Event::UnreadableTrailers { name }),
-            Err(ReadError::Host(why)) => self.handle(Event::HostFailure(format!(
+            Err(ReadError::Host(why)) => self.handle(Event::ReadFailure(format!(
                 "cannot read the request trailers: {why}"
             ))),
         }

@@ -52,6 +52,9 @@ pub type StreamCell = Rc<RefCell<Slot>>;
 pub struct Slot {
     pub stream: Stream,
     pub started_ns: u64,
+    /// The stream went on (a `Continue` reply or a resume) since its last body callback: the
+    /// host passed on what it had buffered, and its next body callback reports only new bytes.
+    pub body_released: bool,
 }
 
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).

@@ -49,6 +49,8 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
         };
         let step = slot.stream.step(&mut env, current);
         reply = step.reply;
+        slot.body_released |= reply == Reply::Continue
+            || step.actions.iter().any(|a| matches!(a, HostAction::Resume));
         for action in step.actions {
             if let Err(why) = carry_out(shared, context_id, timing, action) {
                 event = Some(Event::HostFailure(why));

@@ -90,10 +90,11 @@ ATTACKS = [
     ("oidc-dotdot-semicolon", "POST", "/oidc/..;/api/2.0/token/create", None, bad_path("path parameter separator ;")),
     ("oidc-dotdot-semicolon-with-token", "POST", "/oidc/..;/api/2.0/token/create", "all-apis", bad_path(";")),
     ("oidc-escaped-dotdot-semicolon", "POST", "/oidc/%2e%2e;/api/2.0/token/create", None, bad_path("%2E")),
-    ("oidc-dotdot-escaped-semicolon", "POST", "/oidc/..%3B/api/2.0/token/create", None, bad_path("%3B")),
+    ("oidc-dotdot-escaped-semicolon", "POST", "/oidc/..%3B/api/2.0/token/create", None,
+     bad_path("escaped ?, # or ;")),
     ("token-semicolon", "POST", "/api/2.0/token;/create", "all-apis", bad_path("path parameter separator ;")),
     ("token-jsessionid", "POST", "/api/2.0/token;jsessionid=1/create", "all-apis", bad_path(";")),
-    ("token-escaped-semicolon", "POST", "/api/2.0/token%3B/create", "all-apis", bad_path("escaped semicolon %3B")),
+    ("token-escaped-semicolon", "POST", "/api/2.0/token%3B/create", "all-apis", bad_path("escaped ?, # or ;")),
     # Backslashes, raw as escaped.
     ("oidc-dotdot-backslash", "POST", "/oidc/..\\api/2.0/token/create", None, bad_path("backslash")),
     ("token-backslash", "POST", "/api/2.0/token\\create", "all-apis", bad_path("backslash")),
@@ -103,11 +104,15 @@ ATTACKS = [
     ("token-upper", "POST", "/API/2.0/TOKEN/CREATE", "all-apis", bad_path("letter case")),
     ("oidc-upper", "POST", "/OIDC/v1/token", None, bad_path("letter case")),
     ("scim-me-lower", "GET", "/api/2.0/preview/scim/v2/me", "secrets:read", bad_path("letter case")),
-    # Dot- and space-ended segments.
-    ("token-trailing-dot", "POST", "/api/2.0/token./create", "all-apis", bad_path("ends with a dot or a space")),
-    ("token-trailing-dots", "POST", "/api/2.0/token../create", "all-apis", bad_path("ends with a dot or a space")),
-    ("triple-dot-segment", "POST", "/api/2.0/.../token/create", "all-apis", bad_path("ends with a dot or a space")),
-    ("token-trailing-space", "POST", "/api/2.0/token%20/create", "all-apis", bad_path("ends with a dot or a space")),
+    # Dot- and space-ended segments, where stripping them changes the rule.
+    ("token-trailing-dot", "POST", "/api/2.0/token./create", "all-apis", bad_path("trailing dot or space")),
+    ("token-trailing-dots", "POST", "/api/2.0/token../create", "all-apis", bad_path("trailing dot or space")),
+    ("triple-dot-segment", "POST", "/api/2.0/.../token/create", "all-apis", bad_path("only dots and spaces")),
+    ("token-trailing-space", "POST", "/api/2.0/token%20/create", "all-apis", bad_path("trailing dot or space")),
+    # Escaped `?` and `#` read as the query or fragment by a server that decodes first (issue 16).
+    ("secret-get-escaped-question-mark", "GET", "/api/2.0/secrets/get%3F", "secrets:read",
+     bad_path("escaped ?, # or ;", "databricks:secrets:read")),
+    ("secret-get-escaped-hash", "GET", "/api/2.0/secrets/get%23x", "secrets:read", bad_path("escaped ?, # or ;")),
     # Extension suffixes: a secret's value is never a `:read`.
     ("secret-get-json", "GET", "/api/2.0/secrets/get.json", "secrets:read", bad_path("extension suffix")),
     ("secret-get-escaped-dot", "GET", "/api/2.0/secrets/get%2Ejson", "secrets:read", bad_path("escaped dot %2E")),
@@ -115,6 +120,8 @@ ATTACKS = [
     # Escapes that change structure, double encoding, overlong UTF-8, look-alikes.
     ("escaped-slash", "GET", "/api/2.0/secrets%2Fget", "secrets:read", bad_path("escaped slash %2F")),
     ("double-encoded-dotdot", "GET", "/api/2.0/clusters/%252e%252e/secrets/get", "secrets:read", bad_path("%25")),
+    ("double-encoded-file-name", "PUT", "/api/2.0/fs/files/Volumes/c/s/v/100%2541.csv", "all-apis",
+     bad_path("double encoding")),
     ("overlong-dot", "GET", "/api/2.0/clusters/%C0%AE%C0%AE/secrets/get", "secrets:read", bad_path("UTF-8")),
     ("fullwidth-dots", "GET", "/api/2.0/clusters/%EF%BC%8E%EF%BC%8E/secrets/get", "secrets:read", bad_path("U+FF0E")),
     ("kelvin-sign", "POST", "/api/2.0/to%E2%84%AAen/create", "all-apis", bad_path("U+212A")),
@@ -128,6 +135,13 @@ ATTACKS = [
      ("forwarded", "/api/2.1/unity-catalog/tables/main.default.trips", "databricks:unity-catalog:read")),
     ("files-escaped-space", "GET", "/api/2.0/fs/files/Volumes/c/s/v/my%20file.csv", "all-apis",
      ("forwarded", "/api/2.0/fs/files/Volumes/c/s/v/my%20file.csv", "databricks:files:read")),
+    # Issue 16: the upload of a file named `100%.csv`, and other names the SDKs send escaped.
+    ("files-escaped-percent", "PUT", "/api/2.0/fs/files/Volumes/main/default/vol/100%25.csv", "all-apis",
+     ("forwarded", "/api/2.0/fs/files/Volumes/main/default/vol/100%25.csv", "databricks:files:full")),
+    ("files-escaped-question-mark", "GET", "/api/2.0/fs/files/Volumes/c/s/v/why%3F.txt", "all-apis",
+     ("forwarded", "/api/2.0/fs/files/Volumes/c/s/v/why%3F.txt", "databricks:files:read")),
+    ("files-trailing-dot", "GET", "/api/2.0/fs/files/Volumes/c/s/v/draft.", "all-apis",
+     ("forwarded", "/api/2.0/fs/files/Volumes/c/s/v/draft.", "databricks:files:read")),
     ("escaped-letter-decoded", "GET", "/api/2.0/secrets/%6Cist", "secrets:read",
      ("forwarded", "/api/2.0/secrets/list", "databricks:secrets:read")),
 ]

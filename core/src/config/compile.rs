@@ -2,7 +2,9 @@
 
 use super::dry_run::{DryRun, parse_mode};
 use super::raw::{RawConfig, RawIdentity};
-use super::{AuditOutputs, Config, ConfigError, IdentityConfig, Performance, Provider};
+use super::{
+    AuditOutputs, BodyRules, Config, ConfigError, IdentityConfig, Performance, Provider,
+};
 use crate::databricks::{catalogue, upstream_tokens};
 use crate::policy::PathPattern;
 
@@ -155,7 +157,22 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
             // (docs/BENCHMARKS.md), and nothing is written unless an access log reads it.
             filter_state: raw.audit.filter_state.unwrap_or(true),
         },
+        body_rules: compile_body_rules(raw.body_rules.as_deref())?,
     })
+}
+
+fn compile_body_rules(value: Option<&str>) -> Result<BodyRules> {
+    match value {
+        None | Some("hold_headers") => Ok(BodyRules::HoldHeaders),
+        Some("buffer_filter") => Ok(BodyRules::BufferFilter),
+        Some(other) => Err(ConfigError::new(
+            "body_rules",
+            format!(
+                "{:?} is not one of \"hold_headers\", \"buffer_filter\"",
+                crate::error::echo_at_most(other, 32)
+            ),
+        )),
+    }
 }
 
 /// The `mode` fields: which rules and providers (or everything) only report refusals.

@@ -44,7 +44,10 @@ fn reportable(reason: Reason) -> bool {
             | Reason::BadHeader
             | Reason::BadBody
             | Reason::BodyTooLarge
+            | Reason::BodyTimeout
             | Reason::MethodOverride
+            | Reason::BadMethod
+            | Reason::PathOverride
             | Reason::MultipleTokens
             | Reason::ExchangeRejected
             | Reason::ExchangeFailed

@@ -3,6 +3,7 @@
 
 mod compile;
 mod dry_run;
+pub mod held_bodies;
 mod raw;
 
 use std::fmt;
@@ -33,6 +34,22 @@ pub struct Config {
     /// Refusals reported (`would_deny`) instead of sent.
     pub dry_run: DryRun,
     pub audit: AuditOutputs,
+    pub body_rules: BodyRules,
+}
+
+/// How a request whose verdict depends on its body gets that body (docs/LIFECYCLE.md, "Rules
+/// that depend on the body").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyRules {
+    /// Hold the request at its headers until the body verdict: needs the Wasm filter's
+    /// `allow_on_headers_stop_iteration: true` (plain Envoy, ECDS).
+    #[default]
+    HoldHeaders,
+    /// For meshes, whose control planes cannot set that flag: settle every header change at
+    /// the headers and let them go on; only the allow or refuse waits for the end of the body.
+    /// Needs `envoy.filters.http.buffer` right after brickgate, which holds the whole request
+    /// from the upstream until brickgate's verdict.
+    BufferFilter,
 }
 
 /// Where each decision's audit record goes (docs/OPERATIONS.md).

@@ -29,6 +29,8 @@ pub struct RawConfig {
     pub allow_inline_secrets: bool,
     #[serde(default)]
     pub audit: RawAudit,
+    /// How rules that depend on the body get it: `hold_headers` (default) or `buffer_filter`.
+    pub body_rules: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +52,7 @@ pub struct RawDatabricks {
     pub max_body_bytes: Option<u64>,
     pub serving_body_limits: Option<Vec<RawServingBodyLimit>>,
     pub first_body_wait_ms: Option<u64>,
+    pub body_deadline_ms: Option<u64>,
     pub max_held_body_bytes: Option<u64>,
 }
 

@@ -24,6 +24,8 @@ pub struct DatabricksConfig {
     /// How long a request held for its body waits for the host's first body callback before
     /// brickgate concludes the host never delivers it (and refuses).
     pub first_body_wait_ms: u64,
+    /// How long after its headers a held body must be complete (else 408 `body_timeout`).
+    pub body_deadline_ms: u64,
     /// The most request-body memory all streams of one VM may hold at once (bodies read to find
     /// a serving endpoint): beyond it a stream is refused, so that bodies cannot exhaust the
     /// VM's memory (a trap would take every stream of the worker with it).

@@ -1,16 +1,31 @@
 //! The lifecycle fuzzer: random sequences of host events for several streams on two workers
 //! (VMs) that share keys and Databricks tokens through shared data, with the IdP rotating its
 //! keys, fetches and token calls answering (or failing) in any order, time passing and host
-//! calls failing. A fake host models Envoy's pause semantics (with
-//! `allow_on_headers_stop_iteration: true`) and the adapter's `drive` (an action that fails
-//! stops the step and feeds the failure back). Checked on every run:
+//! calls failing, and the host failing to read a callback's input. A fake host models Envoy's
+//! pause semantics (with `allow_on_headers_stop_iteration: true`) and the adapter's `drive` (an
+//! action that fails stops the step and feeds the failure back). Checked on every run:
 //!
 //! - nothing reaches the upstream unless an allow record of that stream covers it, and what it
 //!   receives is what the policy allows for exactly those bytes (an independent oracle: token
 //!   kind, route, the `model` of the body the upstream got);
-//! - no stream is still held once its deadline has passed and the root has woken it, and every
-//!   stream is answered once the client has sent everything and every call has ended;
-//! - every answered stream has exactly one audit record, whose decision is the answer.
+//! - no stream is still held once its deadline has passed and the root has woken it (keys,
+//!   first body callback, whole body), and every stream is answered once the client has sent
+//!   everything and every call has ended;
+//! - credentials before bodies: a stream with no credential, or one that is not a JWT, never
+//!   waits for anything, and only a credential some rule admits has its body read after its keys
+//!   are known (`reading_body`);
+//! - every stream has at most one audit record at any time, and exactly one once answered,
+//!   whose decision is the answer (a host failure in a later callback included).
+//!
+//! Every input runs twice: once as above, and once with `body_rules: buffer_filter` against a
+//! host modelled as Istio and Envoy Gateway render the filter (no
+//! `allow_on_headers_stop_iteration`) with Envoy's buffer filter right after brickgate
+//! (`Host::BufferFilter`): headers paused by brickgate get no body or trailers callback until
+//! they go on (what the client sent meanwhile is delivered then); what brickgate lets on goes
+//! to the buffer filter, which lets the request reach the upstream only once its end has gone
+//! past brickgate, and drops it on a local reply; a header edit after the headers went on fails
+//! (mesh-facts §3). The same properties hold: in particular the end of the body never passes a
+//! refusal, and nothing reaches the upstream without exactly one allow record.
 
 use std::collections::BTreeSet;
 
@@ -34,6 +49,7 @@ const NOW_MS: u64 = 1_800_000_000_000;
 const ISSUER: &str = "https://idp.fuzz";
 const WAIT_FOR_KEYS_MS: u64 = 2_000;
 const FIRST_BODY_WAIT_MS: u64 = 3_000;
+const BODY_DEADLINE_MS: u64 = 5_000;
 const MAX_BODY_BYTES: usize = 1024;
 /// Per VM: two chat bodies held at once fit, a third does not (503 `overloaded`).
 const MAX_HELD_BODY_BYTES: usize = 100;
@@ -47,6 +63,15 @@ const TRAILERS: [(&str, &str); 3] = [
     ("authorization", "Bearer smuggled"),
     ("x-brickgate-subject", "spoofed"),
 ];
+
+/// How the host runs brickgate (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Host {
+    /// `allow_on_headers_stop_iteration: true`, `body_rules: hold_headers`.
+    HoldHeaders,
+    /// No flag; Envoy's buffer filter after brickgate; `body_rules: buffer_filter`.
+    BufferFilter,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
@@ -201,7 +226,7 @@ fn oracle(kind: Kind, route: Route, model: Option<&str>) -> (bool, &'static str)
     }
 }
 
-fn config(setup: Setup) -> Config {
+fn config(setup: Setup, host: Host) -> Config {
     let keys = match setup {
         Setup::InlineKeys => {
             json!({"inline": serde_json::from_slice::<Value>(&jwks(&["k1", "k2"])).unwrap()})
@@ -216,7 +241,12 @@ fn config(setup: Setup) -> Config {
             "workspace_url": "https://adb-1.azuredatabricks.net", "scopes": ["all-apis"]}),
         Setup::InlineKeys | Setup::RemoteKeys => json!({"mode": "pass_through"}),
     };
+    let body_rules = match host {
+        Host::HoldHeaders => "hold_headers",
+        Host::BufferFilter => "buffer_filter",
+    };
     let config = json!({
+        "body_rules": body_rules,
         "providers": {"idp": {"issuer": ISSUER, "audiences": ["api"], "algorithms": ["EdDSA"],
             "jwks": keys, "upstream": upstream}},
         "rules": [
@@ -224,7 +254,7 @@ fn config(setup: Setup) -> Config {
             {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["idp"], "require": {"scopes_any": ["serving:{name}"]}},
             {"name": "jobs", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["idp"]}
         ],
-        "databricks": {"route_catalogue": false, "max_body_bytes": MAX_BODY_BYTES, "first_body_wait_ms": FIRST_BODY_WAIT_MS}
+        "databricks": {"route_catalogue": false, "max_body_bytes": MAX_BODY_BYTES, "first_body_wait_ms": FIRST_BODY_WAIT_MS, "body_deadline_ms": BODY_DEADLINE_MS}
     });
     Config::from_json(config.to_string().as_bytes()).unwrap()
 }
@@ -257,6 +287,17 @@ struct Client {
     upstream_headers: Option<Headers>,
     upstream_body: Vec<u8>,
     upstream_trailers: Option<Headers>,
+    /// `Host::BufferFilter`: what brickgate let on, held by the buffer filter until the
+    /// request's end has gone past brickgate.
+    in_buffer: (Option<Headers>, Vec<u8>, Option<Headers>),
+    /// `Host::BufferFilter`: the headers went on (later header edits fail), and the callback
+    /// carrying the request's end reached brickgate.
+    headers_went_on: bool,
+    end_delivered: bool,
+    /// `Host::BufferFilter`: sent by the client while brickgate held the headers; the host
+    /// delivers it once they go on (body bytes, then the trailers, garbled or not).
+    queued_body: Option<Vec<u8>>,
+    queued_trailers: Option<(Headers, bool)>,
     local_reply: Option<DenyResponse>,
     records: Vec<Record>,
     /// When it was first seen waiting for keys, and when its headers arrived.
@@ -265,6 +306,9 @@ struct Client {
     body_events: usize,
     /// Allowed, then cut by a host call that failed (or by trailers it could not read).
     cut: bool,
+    /// A fuzzed host call or read failed for it: the only reason besides a body that never
+    /// came for brickgate to answer `internal_error`.
+    host_failed: bool,
     /// Its headers, or its trailers, held a value that is not UTF-8 (the adapter's
     /// `UnreadableHeaders` / `UnreadableTrailers`).
     garbled_headers: bool,
@@ -278,8 +322,12 @@ impl Client {
             && (self.ending == Ending::EndOfStream || self.trailers_sent)
     }
 
+    /// Answered locally, or allowed: passed on to the upstream, or (`Host::BufferFilter`) to
+    /// the buffer filter, which passes it on with the request's end.
     fn answered(&self) -> bool {
-        self.local_reply.is_some() || self.upstream_headers.is_some()
+        self.local_reply.is_some()
+            || self.upstream_headers.is_some()
+            || (self.in_buffer.0.is_some() && self.stream.phase() == "allowed")
     }
 }
 
@@ -296,6 +344,7 @@ struct Worker {
 
 struct World {
     setup: Setup,
+    host: Host,
     engine: Engine,
     shared: InMemorySharedData,
     workers: Vec<Worker>,
@@ -315,8 +364,8 @@ struct World {
 const ROTATION: [&[&str]; 3] = [&["k1"], &["k1", "k2"], &["k2"]];
 
 impl World {
-    fn new(setup: Setup) -> World {
-        let config = config(setup);
+    fn new(setup: Setup, host: Host) -> World {
+        let config = config(setup, host);
         let workers = (0..2)
             .map(|vm| Worker {
                 store: JwksStore::new(&config, vm + 1),
@@ -336,6 +385,7 @@ impl World {
         }
         World {
             setup,
+            host,
             engine: Engine::new(config, Box::new(InWasmVerifier)),
             shared: InMemorySharedData::default(),
             workers,
@@ -381,13 +431,14 @@ impl World {
                         | HostAction::Resume
                 );
                 if host_call && std::mem::take(&mut self.fail_next_call) {
+                    client.host_failed = true;
                     event = Some(Event::HostFailure("fuzzed host call failure".into()));
                     break;
                 }
                 match action {
                     HostAction::SetRequestHeaders(headers) => {
                         assert!(
-                            client.upstream_headers.is_none(),
+                            client.upstream_headers.is_none() && !client.headers_went_on,
                             "headers changed after release"
                         );
                         client.pending_headers = Some(headers.to_headers());
@@ -412,13 +463,17 @@ impl World {
                                 "a cut stream blames the client"
                             );
                             client.cut = true;
+                        } else if client.headers_went_on
+                            && client.records.iter().any(Record::is_allowed)
+                        {
+                            // Allowed, its headers in the buffer filter: the reply drops them.
+                            client.cut = true;
                         }
                         client.local_reply = Some(response);
                     }
                     HostAction::Resume => {
                         assert!(!in_callback, "resume from inside a callback");
-                        release(client);
-                        released = true;
+                        released |= release(client, self.host);
                     }
                     HostAction::FetchUpstreamToken(request) => {
                         // A new call is sent at once from the stream's context.
@@ -437,8 +492,7 @@ impl World {
         }
         let client = &mut self.clients[id];
         if in_callback && reply == Reply::Continue && client.local_reply.is_none() {
-            release(client);
-            released = true;
+            released |= release(client, self.host);
         }
         if client.stream.phase() == "waiting_for_keys" && client.keys_wait_since.is_none() {
             client.keys_wait_since = Some(self.now_ms);
@@ -447,6 +501,85 @@ impl World {
             self.check_release(id);
         }
         self.check_records(id);
+        self.check_credentials_first(id);
+        self.deliver_queued(id);
+    }
+
+    /// `Host::BufferFilter`: once the headers went on, the host delivers what the client sent
+    /// while they were held: its body so far in one callback, then its trailers.
+    fn deliver_queued(&mut self, id: usize) {
+        let client = &mut self.clients[id];
+        if !client.headers_went_on || client.local_reply.is_some() {
+            return;
+        }
+        if let Some(bytes) = client.queued_body.take() {
+            let end_of_stream = client.complete()
+                && client.ending == Ending::EndOfStream
+                && client.queued_trailers.is_none();
+            client.end_delivered |= end_of_stream;
+            let bytes = if client.stream.wants_body_bytes() {
+                bytes
+            } else {
+                Vec::new()
+            };
+            let event = Event::RequestBody {
+                bytes: &bytes,
+                end_of_stream,
+            };
+            self.drive(id, event, true);
+            return;
+        }
+        if let Some((trailers, garbled)) = client.queued_trailers.take() {
+            client.end_delivered = true;
+            let event = if garbled {
+                Event::UnreadableTrailers {
+                    name: "x-trace".to_string(),
+                }
+            } else {
+                Event::RequestTrailers { trailers }
+            };
+            self.drive(id, event, true);
+        }
+    }
+
+    /// `Host::BufferFilter`: brickgate holds the headers, so the host holds back every later
+    /// callback.
+    fn held_back(&self, id: usize) -> bool {
+        let client = &self.clients[id];
+        self.host == Host::BufferFilter && !client.headers_went_on
+    }
+
+    /// Only a credential that could be admitted is held: without one (or with one that is not
+    /// a JWT) a stream is answered at its headers; in `reading_body` its token has verified.
+    fn check_credentials_first(&self, id: usize) {
+        let client = &self.clients[id];
+        let phase = client.stream.phase();
+        if matches!(client.kind, Kind::Anonymous | Kind::Garbage) {
+            assert!(
+                !client.stream.is_held(),
+                "{:?} held in {phase}",
+                client.kind
+            );
+        }
+        if phase == "reading_body" || phase == "streaming_body" {
+            assert!(
+                matches!(client.kind, Kind::Member | Kind::FraudAnalyst),
+                "{:?} reads its body",
+                client.kind
+            );
+        }
+    }
+
+    /// The host cannot read what the client sends next (its body chunk or trailers): the
+    /// adapter sends [`Event::ReadFailure`] in place of that callback's event.
+    fn read_failure(&mut self, id: usize) {
+        let client = &self.clients[id];
+        if client.local_reply.is_some() || client.complete() || self.held_back(id) {
+            return;
+        }
+        self.clients[id].host_failed = true;
+        let event = Event::ReadFailure("fuzzed read failure".into());
+        self.drive(id, event, true);
     }
 
     /// What reached the upstream is covered by an allow record, and is what the policy allows.
@@ -534,6 +667,15 @@ impl World {
             );
             assert_eq!(record.audit.status, reply.status);
         }
+        for record in &client.records {
+            if record.audit.reason == Some("internal_error") {
+                let detail = record.audit.detail.as_deref().unwrap_or_default();
+                assert!(
+                    client.host_failed || detail.contains("no request body reached brickgate"),
+                    "internal_error without a host failure: {detail}"
+                );
+            }
+        }
         assert!(
             !(client.garbled_trailers && client.upstream_trailers.is_some()),
             "unreadable trailers reached the upstream"
@@ -615,12 +757,18 @@ impl World {
             upstream_headers: None,
             upstream_body: Vec::new(),
             upstream_trailers: None,
+            in_buffer: (None, Vec::new(), None),
+            headers_went_on: false,
+            end_delivered: false,
+            queued_body: None,
+            queued_trailers: None,
             local_reply: None,
             records: Vec::new(),
             keys_wait_since: None,
             headers_at: self.now_ms,
             body_events: 0,
             cut: false,
+            host_failed: false,
             garbled_headers: false,
             garbled_trailers: false,
             stream: Stream::new(),
@@ -644,6 +792,7 @@ impl World {
 
     /// The client sends its next body chunk (or, with everything sent, its trailers).
     fn send_next(&mut self, id: usize) {
+        let held_back = self.held_back(id);
         let client = &mut self.clients[id];
         if client.local_reply.is_some() || client.complete() {
             return;
@@ -655,6 +804,13 @@ impl World {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect();
             client.pending_trailers = Some(trailers.clone());
+            if held_back {
+                let garbled = std::mem::take(&mut self.garble_next);
+                client.garbled_trailers |= garbled;
+                client.queued_trailers = Some((trailers, garbled));
+                return;
+            }
+            client.end_delivered = true;
             if std::mem::take(&mut self.garble_next) {
                 // Had the stream gone on, the host would pass these on as they came.
                 client.garbled_trailers = true;
@@ -673,6 +829,14 @@ impl World {
             client.sent_chunks == client.chunks.len() && client.ending == Ending::EndOfStream;
         client.pending_body.extend_from_slice(&chunk);
         client.body_events += 1;
+        if held_back {
+            client
+                .queued_body
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&chunk);
+            return;
+        }
+        client.end_delivered |= end_of_stream;
         let bytes = if client.stream.wants_body_bytes() {
             chunk
         } else {
@@ -736,10 +900,19 @@ impl World {
                     "held for keys past its deadline"
                 );
             }
-            if client.stream.phase() == "reading_body" && client.body_events == 0 {
+            if client.stream.phase() == "reading_body"
+                && client.body_events == 0
+                && self.host == Host::HoldHeaders
+            {
                 assert!(
                     self.now_ms < client.headers_at + FIRST_BODY_WAIT_MS,
                     "held for a body that never came past its deadline"
+                );
+            }
+            if client.stream.wants_body_bytes() {
+                assert!(
+                    self.now_ms < client.headers_at + BODY_DEADLINE_MS,
+                    "held for a body past its deadline"
                 );
             }
         }
@@ -839,7 +1012,8 @@ impl World {
                 "stream {id} never answered: phase {}, {client:?}",
                 client.stream.phase()
             );
-            if client.upstream_headers.is_some() {
+            // A cut stream's upstream request is reset: what it got is not a request.
+            if client.upstream_headers.is_some() && !client.cut {
                 assert_eq!(
                     client.upstream_body, client.body,
                     "the upstream got another body"
@@ -858,25 +1032,66 @@ impl World {
     }
 }
 
-fn release(client: &mut Client) {
-    if let Some(headers) = client.pending_headers.take() {
-        client.upstream_headers = Some(headers);
+/// What brickgate held goes on: to the upstream, or (`Host::BufferFilter`) to the buffer
+/// filter, which passes the whole request on once its end has gone past brickgate. Whether
+/// the upstream received something.
+fn release(client: &mut Client, host: Host) -> bool {
+    let (headers, body, trailers) = match host {
+        Host::HoldHeaders => (
+            &mut client.upstream_headers,
+            &mut client.upstream_body,
+            &mut client.upstream_trailers,
+        ),
+        Host::BufferFilter => {
+            // Only what was delivered to brickgate went past it; the rest is still queued.
+            let queued = client.queued_body.as_ref().map_or(0, Vec::len);
+            let delivered = client.pending_body.len() - queued;
+            let (buffered_headers, buffered_body, buffered_trailers) = &mut client.in_buffer;
+            if let Some(headers) = client.pending_headers.take() {
+                client.headers_went_on = true;
+                *buffered_headers = Some(headers);
+            }
+            buffered_body.extend(client.pending_body.drain(..delivered));
+            if client.queued_trailers.is_none()
+                && let Some(trailers) = client.pending_trailers.take()
+            {
+                *buffered_trailers = Some(trailers);
+            }
+            if !client.end_delivered {
+                return false;
+            }
+            let (headers, body, trailers) = std::mem::take(&mut client.in_buffer);
+            client.upstream_headers = headers;
+            client.upstream_body = body;
+            client.upstream_trailers = trailers;
+            return true;
+        }
+    };
+    if let Some(sent) = client.pending_headers.take() {
+        *headers = Some(sent);
     }
-    client.upstream_body.append(&mut client.pending_body);
-    if let Some(trailers) = client.pending_trailers.take() {
-        client.upstream_trailers = Some(trailers);
+    body.append(&mut client.pending_body);
+    if let Some(sent) = client.pending_trailers.take() {
+        *trailers = Some(sent);
     }
+    true
 }
 
-/// Runs one sequence of host events (see the module's documentation for what it checks).
+/// Runs one sequence of host events under both hosts (see the module's documentation for what
+/// it checks).
 pub fn check(data: &[u8]) {
+    check_with(data, Host::HoldHeaders);
+    check_with(data, Host::BufferFilter);
+}
+
+fn check_with(data: &[u8], host: Host) {
     let mut input = Input::new(data);
     let setup = *input.choose(&[Setup::InlineKeys, Setup::RemoteKeys, Setup::Exchange]);
-    let mut world = World::new(setup);
+    let mut world = World::new(setup, host);
     let mut events = 0;
     while !input.is_empty() && events < MAX_EVENTS {
         events += 1;
-        match input.byte() % 13 {
+        match input.byte() % 14 {
             0 | 1 => world.start(&mut input),
             2 | 3 => {
                 if !world.clients.is_empty() {
@@ -916,6 +1131,12 @@ pub fn check(data: &[u8]) {
                 }
             }
             11 => world.fail_next_call = true,
+            12 => {
+                if !world.clients.is_empty() {
+                    let id = input.below(world.clients.len());
+                    world.read_failure(id);
+                }
+            }
             _ => world.garble_next = true,
         }
     }

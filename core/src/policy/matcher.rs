@@ -1,9 +1,10 @@
-//! Rules, matched in order by method and normalised path. A path whose letter case or
-//! extension suffix would change which rule applies is refused (docs/PATHS.md): brickgate
-//! cannot know whether the upstream routes case-insensitively or strips suffixes.
+//! Rules, matched in order by method and normalised path. A path whose letter case, extension
+//! suffix, escaped delimiters or trailing dots would change which rule applies is refused
+//! (docs/PATHS.md): brickgate cannot know whether the upstream routes case-insensitively,
+//! strips suffixes or trailing dots, or decodes `%3F`, `%23` and `%3B` into structure.
 
 use crate::error::{AuthError, Reason};
-use crate::policy::path::suffix_readings;
+use crate::policy::path::{delimiter_readings, suffix_readings};
 use crate::policy::require::Requirement;
 
 /// Values bound by `{name}` template segments.
@@ -293,13 +294,24 @@ where
             name_of(case_index)
         )));
     }
-    for reading in suffix_readings(path) {
+    // What the other readings stand for, as the refusal says it.
+    const SUFFIX: &str = "the extension suffix";
+    const DELIMITER: &str = "an escaped ?, # or ; or a trailing dot or space";
+    let readings = (suffix_readings(path)
+        .into_iter()
+        .map(|reading| (reading, SUFFIX)))
+    .chain(
+        delimiter_readings(path)
+            .into_iter()
+            .map(|reading| (reading, DELIMITER)),
+    );
+    for (reading, what) in readings {
         for case in [LetterCase::Exact, LetterCase::Ignored] {
             let other = first(&reading, case).map(|(index, _)| index);
             if other != chosen_index {
                 return Err(RuleConflict::Path(format!(
-                    "the extension suffix of {:?} decides its rule: {} as sent, {} read \
-                     as {:?}; brickgate cannot tell whether the upstream strips it",
+                    "{what} in {:?} decides its rule: {} as sent, {} read as {:?}; brickgate \
+                     cannot tell how the upstream reads it",
                     shown(),
                     name_of(chosen_index),
                     name_of(other),

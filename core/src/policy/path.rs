@@ -1,10 +1,12 @@
 //! The canonical path (docs/PATHS.md): one reading of `:path` that rules are matched against
 //! and that the upstream receives. Whatever brickgate resolves itself (dot segments, repeated
 //! slashes, escaped letters) it forwards resolved, so the upstream sees what was judged; whatever
-//! an upstream might read differently (`;` parameters, backslashes, escaped dots, slashes and
-//! percent signs, dot- or space-ended segments, Unicode look-alikes) is refused with
-//! `bad_path`, never guessed at. Letter case and extension suffixes depend on the rules, so the
-//! matcher checks them ([`suffix_readings`]).
+//! an upstream might read differently in a way no rule can account for (raw `;` parameters,
+//! backslashes, escaped dots and slashes, double encoding, Unicode look-alikes) is refused with
+//! `bad_path`, never guessed at. Escaped `?`, `#`, `;` and `%` and dot- or space-ended segments
+//! are data (file names in the Files API), forwarded as data; letter case, extension suffixes
+//! and those data bytes read as structure depend on the rules, so the matcher checks them
+//! ([`suffix_readings`], [`delimiter_readings`]).
 
 /// Longest `:path` (query excluded) brickgate reads; Databricks paths are far shorter.
 pub const MAX_PATH_BYTES: usize = 8192;
@@ -107,15 +109,17 @@ fn resolve(
             )
         })?;
         check_characters(&decoded, raw_segment)?;
+        check_double_encoding(&decoded, raw_segment)?;
         match decoded.as_str() {
             "" | "." => {}
             ".." => {
                 decoded_segments.pop();
                 encoded_segments.pop();
             }
-            _ if decoded.ends_with(['.', ' ']) => {
+            _ if decoded.trim_end_matches(['.', ' ']).is_empty() => {
                 return Err(format!(
-                    "segment {} ends with a dot or a space, which some servers strip",
+                    "segment {} is only dots and spaces, which servers read as a dot segment \
+                     or as nothing",
                     echo(raw_segment.as_bytes())
                 ));
             }
@@ -179,9 +183,7 @@ fn decode_escape(value: u8, segment: &mut Segment) -> Result<(), String> {
     let refused = match value {
         b'/' => Some("escaped slash %2F"),
         b'\\' => Some("escaped backslash %5C"),
-        b';' => Some("escaped semicolon %3B (path parameter)"),
         b'.' => Some("escaped dot %2E"),
-        b'%' => Some("escaped percent sign %25 (double encoding)"),
         0..=0x1f | 0x7f => Some("escaped control character"),
         _ => None,
     };
@@ -193,6 +195,33 @@ fn decode_escape(value: u8, segment: &mut Segment) -> Result<(), String> {
         segment.encoded.push(char::from(value));
     } else {
         segment.encoded.push_str(&format!("%{value:02X}"));
+    }
+    Ok(())
+}
+
+/// An escaped `%` is data (a file named `100%.csv`), unless what follows it reads as an escape
+/// once more (`%2541`, `%252e`, IIS-style `%25u002e`): an upstream that decodes twice would see
+/// another name, or another path (`%252F`).
+fn check_double_encoding(decoded: &str, raw: &str) -> Result<(), String> {
+    let bytes = decoded.as_bytes();
+    let hex_digits = |from: usize, count: usize| {
+        bytes
+            .get(from..from + count)
+            .is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit))
+    };
+    let escape_follows = |index: usize| {
+        let unicode_escape = matches!(bytes.get(index + 1), Some(b'u' | b'U'));
+        hex_digits(index + 1, 2) || (unicode_escape && hex_digits(index + 2, 4))
+    };
+    let double = bytes
+        .iter()
+        .enumerate()
+        .any(|(index, &byte)| byte == b'%' && escape_follows(index));
+    if double {
+        return Err(format!(
+            "escaped percent sign %25 followed by an escape (double encoding) in segment {}",
+            echo(raw.as_bytes())
+        ));
     }
     Ok(())
 }
@@ -268,6 +297,74 @@ pub fn suffix_readings(path: &str) -> Vec<String> {
     readings
 }
 
+/// Other readings of a normalised path by servers that take data brickgate keeps inside a
+/// segment for structure: an escaped `?` or `#` decoded and then read as the start of the query
+/// or fragment (the path cut there), an escaped `;` read as a path parameter (`;…` dropped from
+/// each segment, as Tomcat and Spring do), trailing dots and spaces stripped from each segment
+/// (Windows-style servers), and each combination, with dot segments resolved again and the
+/// extension suffix readings of each. The matcher refuses a path whose readings fall under
+/// different rules, so such bytes stay data only where every reading is decided alike (a file
+/// name under `/api/2.0/fs/files/**`), never in a segment that selects a rule (`get%3F`).
+pub fn delimiter_readings(path: &str) -> Vec<String> {
+    let has_delimiter = path.contains(['?', '#', ';']);
+    let has_trailing = path.split('/').any(|segment| segment.ends_with(['.', ' ']));
+    if !has_delimiter && !has_trailing {
+        return Vec::new();
+    }
+    let mut readings: Vec<String> = Vec::new();
+    for variant in 1..8u8 {
+        let (cut, parameters, trailing) = (variant & 1 != 0, variant & 2 != 0, variant & 4 != 0);
+        let mut reading = path;
+        if cut && let Some(at) = reading.find(['?', '#']) {
+            reading = reading.get(..at).unwrap_or_default();
+        }
+        let segments = reading.split('/').map(|segment| {
+            let segment = match segment.split_once(';') {
+                Some((kept, _)) if parameters => kept,
+                _ => segment,
+            };
+            if trailing && !matches!(segment, "." | "..") {
+                segment.trim_end_matches(['.', ' '])
+            } else {
+                segment
+            }
+        });
+        let resolved = resolve_dot_segments(segments);
+        let suffixes = suffix_readings(&resolved)
+            .into_iter()
+            .map(|reading| resolve_dot_segments(reading.split('/')));
+        for other in std::iter::once(resolved.clone()).chain(suffixes) {
+            if other != path && !readings.contains(&other) {
+                readings.push(other);
+            }
+        }
+    }
+    readings
+}
+
+/// Joins the segments of an absolute path (the first is the empty one before its `/`),
+/// dropping empty and `.` ones and resolving `..` (never above `/`), as [`normalize_path`] does.
+fn resolve_dot_segments<'a>(segments: impl Iterator<Item = &'a str>) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut ends_like_directory = false;
+    for segment in segments {
+        ends_like_directory = false;
+        match segment {
+            "" | "." => ends_like_directory = true,
+            ".." => {
+                kept.pop();
+                ends_like_directory = true;
+            }
+            _ => kept.push(segment),
+        }
+    }
+    let mut path = format!("/{}", kept.join("/"));
+    if ends_like_directory && !kept.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
 /// A short, quoted, escaped rendering of client input for a refusal message.
 fn echo(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
@@ -277,6 +374,9 @@ fn echo(bytes: &[u8]) -> String {
     }
     format!("{shown:?}")
 }
+
+#[cfg(test)]
+pub mod sdk_file_names;
 
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,9 @@ impl BodyBudget {
         config
             .databricks
             .as_ref()
-            .map_or(super::MAX_HELD_BODY_BYTES, |d| d.max_held_body_bytes)
+            .map_or(crate::config::held_bodies::MAX_HELD_BODY_BYTES, |d| {
+                d.max_held_body_bytes
+            })
     }
 
     /// A budget with a counter of its own (one VM, one configuration: tests and fakes).

@@ -1,7 +1,8 @@
 //! Whether a refusal about keys should wait for keys on their way (cold start, a `kid` the key
 //! set lacks after a rotation), and what a stream waiting for them remembers.
 
-use super::{Env, Held};
+use super::Env;
+use super::body::Held;
 use crate::engine::Decision;
 use crate::error::Reason;
 use crate::jwks::{Availability, JwksStore, KidMiss, UnixMillis};

@@ -5,170 +5,64 @@
 //! received so far, and the matches below are exhaustive, so a state that forgets an event
 //! does not compile:
 //!
-//! | state             | upstream has received        | left by                                   |
-//! |-------------------|------------------------------|-------------------------------------------|
-//! | `Idle`            | nothing                      | request headers                           |
-//! | `ReadingBody`     | nothing (headers held)       | end of body, trailers, body limit, timer  |
-//! | `WaitingForKeys`  | nothing (everything held)    | keys changed, fetch attempt ended, timer  |
-//! | `WaitingForToken` | nothing (everything held)    | the Databricks token arrives or fails     |
-//! | `Allowed`         | what the verdict covers      | (final)                                   |
-//! | `Refused`         | nothing, ever                | (final)                                   |
+//! | state             | upstream has received        | left by                                          |
+//! |-------------------|------------------------------|--------------------------------------------------|
+//! | `Idle`            | nothing                      | request headers                                  |
+//! | `WaitingForKeys`  | nothing (everything held)    | keys changed, fetch attempt ended, timers        |
+//! | `ReadingBody`     | nothing (headers held)       | end of body, trailers, body limit, timers        |
+//! | `WaitingForToken` | nothing (everything held)    | the Databricks token arrives or fails            |
+//! | `Allowed`         | what the verdict covers      | (final)                                          |
+//! | `Refused`         | nothing, ever                | (final)                                          |
 //!
-//! Nothing reaches the upstream before the verdict that covers it: a request whose rule depends
-//! on its body is held at its headers until the body (and any trailers) has arrived, which needs
-//! Envoy's `allow_on_headers_stop_iteration: true` (see `docs/LIFECYCLE.md`); a held stream
-//! answers every body and trailers callback with `Pause`.
+//! Nothing reaches the upstream before the verdict that covers it. The credential is judged at
+//! the headers, always: a request whose rule depends on its body is held for it only when some
+//! rule the body could select might admit that credential (`engine::before_body`), and is
+//! decided in full once the body (and any trailers) has arrived, which needs Envoy's
+//! `allow_on_headers_stop_iteration: true` (see `docs/LIFECYCLE.md`). A request whose keys have
+//! not arrived waits for them at its headers (`WaitingForKeys`), reading the body meanwhile if
+//! its rule will need it (the host delivers each byte once), then reads the rest
+//! (`ReadingBody`). A held body must arrive whole within `databricks.body_deadline_ms` of the
+//! headers. A held stream answers every body and trailers callback with `Pause`. Each answered
+//! stream writes exactly one audit record.
 
+mod body;
 pub mod body_budget;
 pub mod calls;
+mod events;
 mod keys;
 mod record;
+mod streaming;
 mod trailers;
+mod verdict;
 
 #[cfg(test)]
 mod tests;
 
 pub use body_budget::{BodyBudget, HeldBody};
 pub use calls::TokenCalls;
+pub use events::{Env, Event, HostAction, Reply, Step};
 pub use record::Record;
 
-use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
-use crate::engine::{
-    Decision, Engine, HeaderRewrite, Mutations, ReadLimit, Request, UpstreamAction,
-};
-use crate::error::{AuthError, DenyResponse};
+use crate::engine::Mutations;
+use crate::error::AuthError;
 use crate::identity::AuditRecord;
 use crate::jwks::{JwksStore, UnixMillis};
-use crate::shared_data::SharedData;
-use keys::{KeyWait, Parked};
+use body::{Deadlines, Held};
+use keys::Parked;
+use streaming::Streaming;
+use verdict::{cut_after_allow, refuse, refuse_after_allow, refuse_internal, unreadable};
 
 /// Request headers (or trailers) as the host delivers them: names in lower case.
 pub type Headers = Vec<(String, String)>;
 
-/// How long a request held for its body may wait for the first body callback. A host that
-/// never delivers the body of a stream paused at its headers (Envoy without
-/// `allow_on_headers_stop_iteration: true`) is detected here and refused, never released.
-pub const FIRST_BODY_WAIT_MS: u64 = 10_000;
-
-/// The request-body bytes all streams of one VM may hold at once, by default
-/// (`databricks.max_held_body_bytes`): sixteen of Databricks' largest serving bodies, a quarter
-/// of the 1 GiB proxy-wasm hosts give a VM.
-pub const MAX_HELD_BODY_BYTES: usize = 256 * 1024 * 1024;
-
-/// What a step may use: the compiled policy, the key store, the caches, shared data and the
-/// host's clock.
-pub struct Env<'a> {
-    pub engine: &'a Engine,
-    pub store: &'a mut JwksStore,
-    pub cache: &'a mut crate::cache::TokenCache,
-    pub upstream_tokens: &'a mut UpstreamTokens,
-    pub shared: &'a dyn SharedData,
-    pub now_ms: UnixMillis,
-    /// Fill the audit record's token fingerprint (only worth it when records are kept).
-    pub fingerprint: bool,
-    /// The bodies this VM's streams hold ([`body_budget`]).
-    pub body_budget: &'a BodyBudget,
-}
-
-/// A host event for one stream.
-#[derive(Debug)]
-pub enum Event<'a> {
-    RequestHeaders {
-        headers: Headers,
-        end_of_stream: bool,
-    },
-    /// Body bytes that arrived since the last body event. The adapter reads them from the host
-    /// only while [`Stream::wants_body_bytes`] is true (otherwise `bytes` is empty: the host
-    /// keeps buffering what a held stream does not read).
-    RequestBody {
-        bytes: &'a [u8],
-        end_of_stream: bool,
-    },
-    /// The request's trailers (their arrival ends the request).
-    RequestTrailers { trailers: Headers },
-    /// The request headers, one of which is not UTF-8 text (`header_map::MapError::NotUtf8`):
-    /// `name` is that header's (printable) name, `headers` the map read lossily, for the audit
-    /// record only.
-    UnreadableHeaders { name: String, headers: Headers },
-    /// The request's trailers, one of which (`name`) is not UTF-8 text.
-    UnreadableTrailers { name: String },
-    /// From the root context: keys changed, a fetch attempt ended, or time passed.
-    Wake,
-    /// The Databricks token this stream waited for, or why there is none.
-    UpstreamToken(Result<String, AuthError>),
-    /// A host call that carries out this stream's verdict failed (for example replacing its
-    /// headers): whatever the verdict was, the request must not go on.
-    HostFailure(String),
-}
-
-/// What the callback that delivered the event returns to the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// Let what this callback delivered (and everything held before it) go on.
-    Continue,
-    /// Hold it (or it was answered locally).
-    Pause,
-}
-
-/// Host calls to make, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostAction {
-    /// Replace the request's headers with these (one host call).
-    SetRequestHeaders(Box<HeaderRewrite>),
-    /// Replace the request's trailers with these.
-    SetRequestTrailers(Headers),
-    /// Answer locally; the upstream never receives the request.
-    SendResponse(DenyResponse),
-    /// Let a held stream go on (from outside its own callbacks).
-    Resume,
-    /// Obtain a Databricks token; answer with [`Event::UpstreamToken`].
-    FetchUpstreamToken(TokenRequest),
-    /// Count the decision and write its audit record (one per answered stream).
-    Record(Box<Record>),
-    /// A line for the operator (the adapter logs it at warning level).
-    Warn(String),
-}
-
-/// The result of one step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub reply: Reply,
-    pub actions: Vec<HostAction>,
-}
-
-impl Step {
-    fn pause() -> Step {
-        Step {
-            reply: Reply::Pause,
-            actions: Vec::new(),
-        }
-    }
-
-    fn proceed() -> Step {
-        Step {
-            reply: Reply::Continue,
-            actions: Vec::new(),
-        }
-    }
-}
-
-/// A request held whole: its headers as they arrived and, for a rule that depends on it, its
-/// body so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Held {
-    headers: Headers,
-    body: Option<HeldBody>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Idle,
-    ReadingBody {
-        held: Held,
-        limit: ReadLimit,
-        /// Until the first body callback arrives (host detection); none after it.
-        first_body_deadline_ms: Option<UnixMillis>,
-    },
+    /// Held for its body (`held.body` is being read).
+    ReadingBody(Held),
+    /// `body_rules: buffer_filter`: its headers went on to Envoy's buffer filter, which holds
+    /// everything from the upstream; its body is read as it passes, for the verdict.
+    StreamingBody(Box<Streaming>),
     WaitingForKeys(Parked),
     WaitingForToken(Box<TokenWait>),
     Allowed,
@@ -179,7 +73,8 @@ impl State {
     /// The request headers a state still holds (for records of refusals).
     fn headers(&self) -> &[(String, String)] {
         match self {
-            State::ReadingBody { held, .. } => &held.headers,
+            State::ReadingBody(held) => &held.headers,
+            State::StreamingBody(streaming) => &streaming.held.headers,
             State::WaitingForKeys(parked) => &parked.held.headers,
             State::WaitingForToken(wait) => &wait.headers,
             State::Idle | State::Allowed | State::Refused => &[],
@@ -196,6 +91,9 @@ struct TokenWait {
     /// Counted with the token's outcome.
     counters: Vec<&'static str>,
     cache_key: String,
+    /// `body_rules: buffer_filter`: the token is for the headers' passage; with it, they go on
+    /// and the body is streamed.
+    then_stream: Option<Box<Streaming>>,
 }
 
 /// One stream's lifecycle.
@@ -204,9 +102,13 @@ pub struct Stream {
     state: State,
     /// The client has sent everything (end of stream or trailers).
     request_complete: bool,
+    /// A body callback has arrived (the host delivers bodies to a stream paused at its headers).
+    body_seen: bool,
     /// The last step allowed the stream: if its host calls fail, the adapter's very next event
-    /// is that failure, and the allow was never recorded.
+    /// is that failure ([`Event::HostFailure`]), and the allow was never recorded.
     allow_unconfirmed: bool,
+    /// From the headers: when a held body must have shown up, and arrived whole.
+    deadlines: Deadlines,
 }
 
 impl Default for Stream {
@@ -228,7 +130,9 @@ impl Stream {
         Stream {
             state: State::Idle,
             request_complete: false,
+            body_seen: false,
             allow_unconfirmed: false,
+            deadlines: Deadlines::default(),
         }
     }
 
@@ -236,7 +140,8 @@ impl Stream {
     pub fn phase(&self) -> &'static str {
         match self.state {
             State::Idle => "idle",
-            State::ReadingBody { .. } => "reading_body",
+            State::ReadingBody(_) => "reading_body",
+            State::StreamingBody(_) => "streaming_body",
             State::WaitingForKeys(_) => "waiting_for_keys",
             State::WaitingForToken(_) => "waiting_for_token",
             State::Allowed => "allowed",
@@ -244,31 +149,53 @@ impl Stream {
         }
     }
 
-    /// Whether the adapter should read body bytes from the host and pass them in.
+    /// Whether the stream is reading its body for the verdict: the adapter should read body
+    /// bytes from the host and pass them in.
     pub fn wants_body_bytes(&self) -> bool {
-        matches!(self.state, State::ReadingBody { .. })
+        Self::reads_body(&self.state, self.request_complete)
+    }
+
+    fn reads_body(state: &State, request_complete: bool) -> bool {
+        match state {
+            State::ReadingBody(_) | State::StreamingBody(_) => true,
+            State::WaitingForKeys(parked) => parked.held.body.is_some() && !request_complete,
+            // Only a host that delivers bodies to paused headers sends body events here.
+            State::WaitingForToken(wait) => wait.then_stream.is_some() && !request_complete,
+            State::Idle | State::Allowed | State::Refused => false,
+        }
     }
 
     /// Whether the stream is held and waits for something outside its callbacks (the root
     /// context keeps a list of these and wakes them).
     pub fn is_held(&self) -> bool {
         match self.state {
-            State::ReadingBody { .. } | State::WaitingForKeys(_) | State::WaitingForToken(_) => {
-                true
-            }
+            State::ReadingBody(_)
+            | State::StreamingBody(_)
+            | State::WaitingForKeys(_)
+            | State::WaitingForToken(_) => true,
             State::Idle | State::Allowed | State::Refused => false,
         }
     }
 
+    /// What is overdue for a stream reading its body, if anything.
+    fn body_overdue(&self, state: &State, now_ms: UnixMillis) -> Option<body::Overdue> {
+        // The first-body wait detects a host that holds bodies back from paused headers; a
+        // streaming request's headers went on, so only the whole body's deadline applies.
+        let body_seen = self.body_seen || matches!(state, State::StreamingBody(_));
+        Self::reads_body(state, self.request_complete)
+            .then(|| self.deadlines.overdue(body_seen, now_ms))
+            .flatten()
+    }
+
     /// Whether a [`Event::Wake`] would make progress now.
     pub fn wants_wake(&self, store: &JwksStore, now_ms: UnixMillis) -> bool {
+        if self.body_overdue(&self.state, now_ms).is_some() {
+            return true;
+        }
         match &self.state {
             State::WaitingForKeys(parked) => parked.ready(store, now_ms),
-            State::ReadingBody {
-                first_body_deadline_ms: Some(deadline),
-                ..
-            } => now_ms >= *deadline,
-            State::ReadingBody { .. }
+            State::ReadingBody(_)
+            | State::StreamingBody(_)
             | State::Idle
             | State::WaitingForToken(_)
             | State::Allowed
@@ -281,7 +208,8 @@ impl Stream {
         match &self.state {
             State::WaitingForToken(wait) => Some(&wait.cache_key),
             State::Idle
-            | State::ReadingBody { .. }
+            | State::ReadingBody(_)
+            | State::StreamingBody(_)
             | State::WaitingForKeys(_)
             | State::Allowed
             | State::Refused => None,
@@ -298,16 +226,27 @@ impl Stream {
     }
 
     fn advance(&mut self, env: &mut Env<'_>, state: State, event: Event<'_>) -> (State, Step) {
+        if let Event::Wake = event
+            && let Some(overdue) = self.body_overdue(&state, env.now_ms)
+        {
+            return body::refuse_overdue(env, &state, overdue);
+        }
         match (state, event) {
-            (State::Refused, Event::HostFailure(_)) => (State::Refused, Step::pause()),
-            // Allowed and recorded as such, then a later host call (stripping trailers) failed:
-            // cut the stream (Envoy resets the upstream request) without a second record; the
-            // warning says why. A failure while carrying out the allow itself comes before its
-            // record (see `allow`) and is refused below like any other.
-            (State::Allowed, Event::HostFailure(why)) if !self.allow_unconfirmed => {
-                cut_after_allow(env, &why, internal_error(why.clone()))
+            (State::Refused, Event::HostFailure(_) | Event::ReadFailure(_)) => {
+                (State::Refused, Step::pause())
             }
-            (state, Event::HostFailure(why)) => {
+            // Allowed and recorded as such, then a host call failed in a later callback
+            // (stripping trailers, reading them): cut the stream (Envoy resets the upstream
+            // request) without a second record; the warning says why. A failure while
+            // carrying out the allow itself comes right after it, before its record (see
+            // `allow`), and is refused below like any other.
+            (State::Allowed, Event::HostFailure(why)) if !self.allow_unconfirmed => {
+                cut_after_allow(env, &why, AuthError::internal(why.clone()))
+            }
+            (State::Allowed, Event::ReadFailure(why)) => {
+                cut_after_allow(env, &why, AuthError::internal(why.clone()))
+            }
+            (state, Event::HostFailure(why) | Event::ReadFailure(why)) => {
                 let headers = state.headers().to_vec();
                 let (state, mut step) = refuse_internal(&headers, env, why.clone());
                 step.actions
@@ -325,6 +264,7 @@ impl Stream {
                 },
             ) => {
                 self.request_complete = end_of_stream;
+                self.deadlines = Deadlines::from_headers(env);
                 let held = Held {
                     headers,
                     body: None,
@@ -353,42 +293,58 @@ impl Stream {
                 ),
             },
             (
-                State::ReadingBody {
-                    mut held,
-                    limit,
-                    first_body_deadline_ms: _,
+                State::StreamingBody(streaming),
+                Event::RequestBody {
+                    bytes,
+                    end_of_stream,
                 },
+            ) => self.streamed_chunk(env, streaming, bytes, end_of_stream),
+            (State::StreamingBody(streaming), Event::RequestTrailers { trailers }) => {
+                self.streamed_trailers(env, &streaming, &trailers)
+            }
+            (
+                State::ReadingBody(mut held),
                 Event::RequestBody {
                     bytes,
                     end_of_stream,
                 },
             ) => {
+                self.body_seen = true;
                 self.request_complete |= end_of_stream;
-                let body = held
-                    .body
-                    .get_or_insert_with(|| HeldBody::new(env.body_budget));
-                if body.len().saturating_add(bytes.len()) > limit.max_bytes {
-                    return refuse(env, &held.headers, limit.too_large);
-                }
-                if !body.extend(bytes) {
-                    let error = overloaded(env.body_budget);
+                if let Some(body) = held.body.as_mut()
+                    && let Err(error) = body.append(env, bytes)
+                {
                     return refuse(env, &held.headers, error);
                 }
                 if end_of_stream {
                     self.decide(env, held, keys::Wait::Fresh, Context::Callback)
                 } else {
-                    let state = State::ReadingBody {
-                        held,
-                        limit,
-                        first_body_deadline_ms: None,
-                    };
-                    (state, Step::pause())
+                    (State::ReadingBody(held), Step::pause())
                 }
+            }
+            // Waiting for keys at the headers: a body the rule will need is read meanwhile;
+            // the keys, not the body's end, move it on.
+            (
+                State::WaitingForKeys(mut parked),
+                Event::RequestBody {
+                    bytes,
+                    end_of_stream,
+                },
+            ) => {
+                self.body_seen = true;
+                self.request_complete |= end_of_stream;
+                if let Some(body) = parked.held.body.as_mut()
+                    && let Err(error) = body.append(env, bytes)
+                {
+                    return refuse(env, &parked.held.headers, error);
+                }
+                (State::WaitingForKeys(parked), Step::pause())
             }
             // A trailer brickgate cannot read is one it cannot strip: refuse while nothing has
             // gone upstream.
             (
-                state @ (State::ReadingBody { .. }
+                state @ (State::ReadingBody(_)
+                | State::StreamingBody(_)
                 | State::WaitingForKeys(_)
                 | State::WaitingForToken(_)),
                 Event::UnreadableTrailers { name },
@@ -400,40 +356,12 @@ impl Stream {
                 cut_after_allow(env, &error.detail.clone(), error)
             }
             (State::Refused, Event::UnreadableTrailers { .. }) => (State::Refused, Step::pause()),
-            (State::ReadingBody { held, .. }, Event::RequestTrailers { trailers }) => {
+            (State::ReadingBody(held), Event::RequestTrailers { trailers }) => {
                 self.request_complete = true;
                 let mut step = self.decide(env, held, keys::Wait::Fresh, Context::Callback);
                 trailers::strip_into(&mut step.1, &trailers, env.engine);
                 step
             }
-            (
-                State::ReadingBody {
-                    held,
-                    limit,
-                    first_body_deadline_ms,
-                },
-                Event::Wake,
-            ) => match first_body_deadline_ms {
-                Some(deadline) if env.now_ms >= deadline => {
-                    let wait = first_body_wait_ms(env);
-                    let why = format!(
-                        "no request body reached brickgate within {wait} ms of the headers of a request whose rule depends on its body; \
-                         if this happens to every such request, the Envoy Wasm filter lacks `allow_on_headers_stop_iteration: true` (docs/LIFECYCLE.md)"
-                    );
-                    let (state, mut step) = refuse_internal(&held.headers, env, why.clone());
-                    step.actions
-                        .push(HostAction::Warn(format!("brickgate: {why}")));
-                    (state, step)
-                }
-                _ => {
-                    let state = State::ReadingBody {
-                        held,
-                        limit,
-                        first_body_deadline_ms,
-                    };
-                    (state, Step::pause())
-                }
-            },
             (State::WaitingForKeys(parked), Event::Wake) => {
                 if parked.ready(env.store, env.now_ms) {
                     let deadline = parked.deadline_ms;
@@ -454,9 +382,13 @@ impl Stream {
                     audit,
                     counters,
                     cache_key: _,
+                    then_stream,
                 } = *wait;
-                match result {
-                    Ok(token) => allow(
+                match (result, then_stream) {
+                    (Ok(token), Some(streaming)) => {
+                        self.stream_after_token(env, *streaming, &token)
+                    }
+                    (Ok(token), None) => verdict::allow(
                         headers,
                         mutations,
                         Some(&token),
@@ -464,16 +396,30 @@ impl Stream {
                         counters,
                         Context::Outside,
                     ),
-                    Err(error) => refuse_after_allow(env, &error, audit, counters),
+                    (Err(error), _) => refuse_after_allow(env, &error, audit, counters),
                 }
             }
             // Held: the host keeps buffering; the verdict will cover what arrives meanwhile.
+            // A streaming request's body is read even here (only a host that delivers bodies
+            // to paused headers sends it): it will not pass brickgate again.
             (
-                state @ (State::WaitingForKeys(_) | State::WaitingForToken(_)),
-                Event::RequestBody { end_of_stream, .. },
+                State::WaitingForToken(mut wait),
+                Event::RequestBody {
+                    bytes,
+                    end_of_stream,
+                },
             ) => {
+                self.body_seen = true;
                 self.request_complete |= end_of_stream;
-                (state, Step::pause())
+                if let Some(body) = wait
+                    .then_stream
+                    .as_mut()
+                    .and_then(|streaming| streaming.held.body.as_mut())
+                    && let Err(error) = body.append(env, bytes)
+                {
+                    return refuse(env, &wait.headers, error);
+                }
+                (State::WaitingForToken(wait), Step::pause())
             }
             (
                 state @ (State::WaitingForKeys(_) | State::WaitingForToken(_)),
@@ -488,7 +434,8 @@ impl Stream {
             (
                 state @ (State::WaitingForKeys(_)
                 | State::WaitingForToken(_)
-                | State::ReadingBody { .. }),
+                | State::ReadingBody(_)
+                | State::StreamingBody(_)),
                 Event::Wake | Event::UpstreamToken(_),
             ) => (state, Step::pause()),
             (State::Allowed, Event::RequestBody { .. }) => (State::Allowed, Step::proceed()),
@@ -509,117 +456,6 @@ impl Stream {
             ) => (State::Refused, Step::pause()),
         }
     }
-
-    /// Runs the decision for a request held whole, and turns its verdict into a state.
-    fn decide(
-        &mut self,
-        env: &mut Env<'_>,
-        held: Held,
-        wait: keys::Wait,
-        context: Context,
-    ) -> (State, Step) {
-        let mut decision = run(env, &held);
-        if let Decision::NeedBody { limit, .. } = decision {
-            if held.body.is_some() {
-                // The engine asks for a body only when it has none: a bug, refuse.
-                return refuse_internal(
-                    &held.headers,
-                    env,
-                    "brickgate asked for a body it already had".to_string(),
-                );
-            }
-            if self.request_complete {
-                // No body will come: decide on an empty one.
-                let held = Held {
-                    headers: held.headers,
-                    body: Some(HeldBody::new(env.body_budget)),
-                };
-                return self.decide(env, held, wait, context);
-            }
-            let state = State::ReadingBody {
-                held: Held {
-                    headers: held.headers,
-                    body: Some(HeldBody::new(env.body_budget)),
-                },
-                limit,
-                first_body_deadline_ms: Some(env.now_ms.saturating_add(first_body_wait_ms(env))),
-            };
-            return (state, Step::pause());
-        }
-        match keys::should_wait(env, &decision, wait) {
-            KeyWait::Park {
-                provider,
-                deadline_ms,
-            } => {
-                let parked = Parked::new(held, provider, deadline_ms, env.store);
-                return (State::WaitingForKeys(parked), Step::pause());
-            }
-            KeyWait::DecideAgain => decision = run(env, &held),
-            KeyWait::Answer => {}
-        }
-        let mut counters = record::cache_counters(decision.audit());
-        match decision {
-            Decision::Allow {
-                mutations,
-                upstream: UpstreamAction::Forward,
-                audit,
-            } => allow(held.headers, mutations, None, audit, counters, context),
-            Decision::Allow {
-                mutations,
-                upstream: UpstreamAction::Fetch(request),
-                audit,
-            } => {
-                if let Some(token) =
-                    env.upstream_tokens
-                        .get(env.shared, &request.cache_key, env.now_ms)
-                {
-                    counters.push(crate::metrics::UPSTREAM_TOKEN_CACHE_HIT);
-                    return allow(
-                        held.headers,
-                        mutations,
-                        Some(&token),
-                        audit,
-                        counters,
-                        context,
-                    );
-                }
-                let state = State::WaitingForToken(Box::new(TokenWait {
-                    headers: held.headers,
-                    mutations,
-                    audit,
-                    counters,
-                    cache_key: request.cache_key.clone(),
-                }));
-                let step = Step {
-                    reply: Reply::Pause,
-                    actions: vec![HostAction::FetchUpstreamToken(request)],
-                };
-                (state, step)
-            }
-            Decision::Deny { response, audit } => {
-                let mut step = Step::pause();
-                step.actions.push(HostAction::SendResponse(response));
-                step.actions
-                    .push(HostAction::Record(Box::new(Record::denied(
-                        audit, counters,
-                    ))));
-                (State::Refused, step)
-            }
-            Decision::NeedBody { .. } => refuse_internal(
-                &held.headers,
-                env,
-                "brickgate asked for a body after deciding without one".to_string(),
-            ),
-        }
-    }
-}
-
-fn first_body_wait_ms(env: &Env<'_>) -> u64 {
-    env.engine
-        .config
-        .databricks
-        .as_ref()
-        .map_or(FIRST_BODY_WAIT_MS, |d| d.first_body_wait_ms)
 }
 
 fn event_name(event: &Event<'_>) -> &'static str {
@@ -630,147 +466,6 @@ fn event_name(event: &Event<'_>) -> &'static str {
         Event::UnreadableHeaders { .. } => "headers",
         Event::Wake => "wake-up",
         Event::UpstreamToken(_) => "upstream token",
-        Event::HostFailure(_) => "host failure",
+        Event::HostFailure(_) | Event::ReadFailure(_) => "host failure",
     }
-}
-
-fn run(env: &mut Env<'_>, held: &Held) -> Decision {
-    let pseudo = |name: &str| {
-        held.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or("", |(_, v)| v.as_str())
-    };
-    let request = Request {
-        method: pseudo(":method"),
-        path: pseudo(":path"),
-        headers: &held.headers,
-        body: held.body.as_ref().map(HeldBody::bytes),
-        fingerprint: env.fingerprint,
-    };
-    env.engine
-        .decide(&request, env.store, env.cache, env.now_ms)
-}
-
-/// The verdict allows: set the headers it covers (and the Databricks token), record it, and
-/// let the request go on.
-fn allow(
-    headers: Headers,
-    mut mutations: Mutations,
-    token: Option<&str>,
-    audit: AuditRecord,
-    counters: Vec<&'static str>,
-    context: Context,
-) -> (State, Step) {
-    if let Some(token) = token {
-        mutations
-            .set_headers
-            .push(("authorization".to_string(), format!("Bearer {token}")));
-    }
-    let mut actions = Vec::with_capacity(3);
-    if !mutations.is_empty() {
-        actions.push(HostAction::SetRequestHeaders(Box::new(HeaderRewrite {
-            original: headers,
-            mutations,
-        })));
-    }
-    let reply = match context {
-        Context::Callback => Reply::Continue,
-        Context::Outside => {
-            actions.push(HostAction::Resume);
-            Reply::Pause
-        }
-    };
-    // Last, after every host call that may fail: a failure is refused and recorded instead.
-    actions.push(HostAction::Record(Box::new(Record::allowed(
-        audit, counters,
-    ))));
-    (State::Allowed, Step { reply, actions })
-}
-
-/// A refusal with its audit record.
-fn refuse(env: &Env<'_>, headers: &[(String, String)], error: AuthError) -> (State, Step) {
-    let response = error.to_response(&env.engine.config.realm);
-    let audit = record::refusal_audit(headers, &error, response.status);
-    let step = Step {
-        reply: Reply::Pause,
-        actions: vec![
-            HostAction::SendResponse(response),
-            HostAction::Record(Box::new(Record::denied(audit, Vec::new()))),
-        ],
-    };
-    (State::Refused, step)
-}
-
-/// An allowed, recorded stream that must not go on (a later host call failed, or its trailers
-/// cannot be read): cut it (Envoy resets the upstream request) without a second record; the
-/// warning says why.
-fn cut_after_allow(env: &Env<'_>, why: &str, error: AuthError) -> (State, Step) {
-    let response = error.to_response(&env.engine.config.realm);
-    let warning = format!(
-        "brickgate: {why} after the request was allowed; the request is cut with {} (its audit record is the allow)",
-        response.status
-    );
-    let step = Step {
-        reply: Reply::Pause,
-        actions: vec![
-            HostAction::SendResponse(response),
-            HostAction::Warn(warning),
-        ],
-    };
-    (State::Refused, step)
-}
-
-/// 503 `overloaded`: the VM holds as many body bytes as it may.
-fn overloaded(budget: &BodyBudget) -> AuthError {
-    AuthError::new(
-        crate::error::Reason::Overloaded,
-        format!(
-            "brickgate holds {} bytes of request bodies on this worker, its limit (databricks.max_held_body_bytes {}); retry shortly",
-            budget.held(),
-            budget.limit()
-        ),
-    )
-}
-
-/// 400 `bad_header`: `what` (a request header or trailer) named `name` is not UTF-8 text.
-fn unreadable(what: &str, name: &str) -> AuthError {
-    AuthError::new(
-        crate::error::Reason::BadHeader,
-        format!(
-            "{what} {name} is not UTF-8 text; brickgate cannot tell how the upstream would read it"
-        ),
-    )
-}
-
-/// Internal trouble: fail closed with 503, never the upstream, never blaming the client.
-fn refuse_internal(headers: &[(String, String)], env: &Env<'_>, why: String) -> (State, Step) {
-    refuse(env, headers, internal_error(why))
-}
-
-/// The error for a gateway-side failure: `internal_error`, its own reason and counter.
-pub fn internal_error(why: String) -> AuthError {
-    AuthError::internal(why)
-}
-
-/// The caller was verified, but Databricks would not give brickgate a token for it.
-fn refuse_after_allow(
-    env: &Env<'_>,
-    error: &AuthError,
-    mut audit: AuditRecord,
-    counters: Vec<&'static str>,
-) -> (State, Step) {
-    let response = error.to_response(&env.engine.config.realm);
-    audit.decision = "deny";
-    audit.reason = Some(error.reason.as_str());
-    audit.status = response.status;
-    audit.detail = Some(error.detail.clone());
-    let step = Step {
-        reply: Reply::Pause,
-        actions: vec![
-            HostAction::SendResponse(response),
-            HostAction::Record(Box::new(Record::denied(audit, counters))),
-        ],
-    };
-    (State::Refused, step)
 }

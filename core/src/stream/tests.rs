@@ -11,10 +11,15 @@ use serde_json::{Value, json};
 use super::*;
 use crate::cache::TokenCache;
 use crate::config::Config;
+use crate::databricks::exchange::UpstreamTokens;
+use crate::engine::Engine;
 use crate::error::Reason;
+use crate::error::{AuthError, DenyResponse};
 use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
+
+mod credentials_first;
 
 const NOW_S: u64 = 1_800_000_000;
 const RSA_1: &str = include_str!("../../../tests/keys/rsa-1.pem");
@@ -533,7 +538,7 @@ fn a_host_that_never_delivers_the_body_is_detected_and_refused() {
     );
     host.apply(step, true);
     assert_eq!(stream.phase(), "reading_body");
-    world.now_ms += FIRST_BODY_WAIT_MS;
+    world.now_ms += crate::config::held_bodies::FIRST_BODY_WAIT_MS;
     assert!(stream.wants_wake(&world.store, world.now_ms));
     let step = world.step(&mut stream, Event::Wake);
     assert!(step.actions.iter().any(

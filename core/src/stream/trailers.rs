@@ -1,5 +1,6 @@
-//! Request trailers never carry credentials or identity upstream: an upstream that folds
-//! trailers into headers (some frameworks do) must not see a client-chosen identity.
+//! Request trailers never carry credentials, identity or a path override upstream: an upstream
+//! that folds trailers into headers (some frameworks do) must not see a client-chosen identity
+//! or path.
 
 use super::{Headers, HostAction, Step};
 use crate::databricks::STRIPPED_HEADERS;
@@ -29,6 +30,8 @@ pub fn forbidden(name: &str, identity_prefix: &str) -> bool {
     let prefix = identity_prefix.to_ascii_lowercase().replace('_', "-");
     folded.starts_with(&prefix)
         || CREDENTIAL_TRAILERS.contains(&folded.as_str())
+        || crate::request_hygiene::PATH_OVERRIDE_HEADERS.contains(&folded.as_str())
+        || crate::request_hygiene::PATH_PREFIX_HEADERS.contains(&folded.as_str())
         || STRIPPED_HEADERS.contains(&folded.as_str())
 }
 
@@ -54,4 +57,27 @@ pub fn strip_into(step: &mut Step, trailers: &Headers, engine: &Engine) {
         .collect();
     // Before the reply (or the resume) that lets them go on.
     step.actions.insert(0, HostAction::SetRequestTrailers(kept));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forbidden;
+
+    #[test]
+    fn path_overrides_are_forbidden_trailers_like_credentials() {
+        for name in [
+            "X-Original-URL",
+            "x_rewrite_url",
+            "x-forwarded-uri",
+            "X-Envoy-Original-Path",
+            "x-forwarded-prefix",
+            "authorization",
+            "X_HTTP_Method_Override",
+        ] {
+            assert!(forbidden(name, "x-brickgate-"), "{name}");
+        }
+        for name in ["x-trace", "x-original-urls", "grpc-status"] {
+            assert!(!forbidden(name, "x-brickgate-"), "{name}");
+        }
+    }
 }

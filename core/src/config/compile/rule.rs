@@ -77,14 +77,13 @@ pub(super) fn compile_rule(index: usize, raw: &RawRule, providers: &[Provider]) 
     let methods = match &matcher.methods {
         None => None,
         Some(list) => {
-            let valid = !list.is_empty()
-                && list
-                    .iter()
-                    .all(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase()));
+            // Any other method is refused before rules are matched (`bad_method`).
+            let forwarded = crate::request_hygiene::FORWARDED_METHODS;
+            let valid = !list.is_empty() && list.iter().all(|m| forwarded.contains(&m.as_str()));
             if !valid {
                 return Err(ConfigError::new(
                     format!("{field}.match.methods"),
-                    "must be a non-empty list of upper-case methods",
+                    format!("must be a non-empty list of {}", forwarded.join(", ")),
                 ));
             }
             Some(list.clone())

@@ -196,6 +196,22 @@ fn bad_configs_name_the_field() {
             "outside 2097152..=536870912",
         ),
         (
+            "a body deadline shorter than the first-body wait",
+            with(
+                base(),
+                "/databricks",
+                json!({"first_body_wait_ms": 20_000, "body_deadline_ms": 15_000}),
+            ),
+            "databricks.body_deadline_ms",
+            "15000 is shorter than databricks.first_body_wait_ms (20000)",
+        ),
+        (
+            "a body deadline beyond ten minutes",
+            with(base(), "/databricks", json!({"body_deadline_ms": 600_001})),
+            "databricks.body_deadline_ms",
+            "outside 100..=600000",
+        ),
+        (
             "held bodies beyond the VM's memory",
             with(
                 base(),
@@ -425,7 +441,13 @@ fn bad_configs_name_the_field() {
             "lower-case method",
             with(base(), "/rules/0/match/methods", json!(["get"])),
             "rules[0].match.methods",
-            "upper-case",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ),
+        (
+            "a method brickgate never forwards",
+            with(base(), "/rules/0/match/methods", json!(["GET", "TRACE"])),
+            "rules[0].match.methods",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
         ),
         (
             "bad template",
@@ -714,5 +736,48 @@ fn serving_body_limits_default_to_databricks_and_can_be_replaced() {
         assert_eq!(got.prefixes, prefixes, "{databricks}");
         assert_eq!(got.other, other, "{databricks}");
         assert_eq!(got.configured, configured, "{databricks}");
+    }
+}
+
+/// `databricks.body_deadline_ms`: 60 s by default (docs/CONFIG.md), any value from the
+/// first-body wait up to ten minutes.
+#[test]
+fn the_body_deadline_defaults_to_a_minute_and_may_equal_the_first_body_wait() {
+    let deadline = |databricks: Value| {
+        let config = compile(&with(base(), "/databricks", databricks)).unwrap();
+        let databricks = config.databricks.unwrap();
+        (databricks.first_body_wait_ms, databricks.body_deadline_ms)
+    };
+    assert_eq!(deadline(json!({})), (10_000, 60_000));
+    assert_eq!(
+        deadline(json!({"first_body_wait_ms": 500, "body_deadline_ms": 500})),
+        (500, 500)
+    );
+    assert_eq!(deadline(json!({"body_deadline_ms": 600_000})).1, 600_000);
+}
+
+#[test]
+fn body_rules_default_to_holding_headers_and_refuse_other_values_by_name() {
+    use crate::config::BodyRules;
+    let cases = [
+        (None, Ok(BodyRules::HoldHeaders)),
+        (Some(json!("hold_headers")), Ok(BodyRules::HoldHeaders)),
+        (Some(json!("buffer_filter")), Ok(BodyRules::BufferFilter)),
+        (Some(json!("Buffer_Filter")), Err("body_rules")),
+        (Some(json!("buffer")), Err("body_rules")),
+        (Some(json!(true)), Err("body_rules")),
+    ];
+    for (value, expected) in cases {
+        let raw = match &value {
+            Some(value) => with(base(), "/body_rules", value.clone()),
+            None => base(),
+        };
+        match (compile(&raw), expected) {
+            (Ok(config), Ok(rules)) => assert_eq!(config.body_rules, rules, "{value:?}"),
+            (Err(error), Err(field)) => {
+                assert!(error.to_string().contains(field), "{value:?}: {error}")
+            }
+            (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
+        }
     }
 }

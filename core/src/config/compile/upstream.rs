@@ -1,5 +1,6 @@
 //! How allowed requests authenticate to Databricks, and the `databricks` section.
 
+use super::super::held_bodies;
 use super::super::raw::RawServingBodyLimit;
 use super::super::raw::{RawDatabricks, RawUpstream};
 use super::super::{ConfigError, Provider};
@@ -186,6 +187,30 @@ pub(super) fn compile_databricks(
         1024,
         SERVING_MAX_BODY_BYTES,
     )? as usize;
+    let first_body_wait_ms = in_range(
+        "databricks.first_body_wait_ms",
+        raw.first_body_wait_ms,
+        held_bodies::FIRST_BODY_WAIT_MS,
+        100,
+        60_000,
+    )?;
+    // At least the first-body wait, so that a host that never delivers bodies is still told
+    // apart (503 and its warning) from a slow client (408); at most ten minutes.
+    let body_deadline_ms = in_range(
+        "databricks.body_deadline_ms",
+        raw.body_deadline_ms,
+        held_bodies::BODY_DEADLINE_MS.max(first_body_wait_ms),
+        100,
+        600_000,
+    )?;
+    if body_deadline_ms < first_body_wait_ms {
+        return Err(ConfigError::new(
+            "databricks.body_deadline_ms",
+            format!(
+                "{body_deadline_ms} is shorter than databricks.first_body_wait_ms ({first_body_wait_ms})"
+            ),
+        ));
+    }
     Ok(Some(DatabricksConfig {
         route_catalogue: raw.route_catalogue,
         enabled_route_classes,
@@ -195,19 +220,14 @@ pub(super) fn compile_databricks(
             raw.serving_body_limits.as_deref(),
             max_body_bytes,
         )?,
-        first_body_wait_ms: in_range(
-            "databricks.first_body_wait_ms",
-            raw.first_body_wait_ms,
-            crate::stream::FIRST_BODY_WAIT_MS,
-            100,
-            60_000,
-        )?,
+        first_body_wait_ms,
+        body_deadline_ms,
         // At least one whole body; at most half the 1 GiB proxy-wasm-cpp-host gives a VM
         // (`PROXY_WASM_HOST_MAX_WASM_MEMORY_SIZE_BYTES`), leaving room for everything else.
         max_held_body_bytes: in_range(
             "databricks.max_held_body_bytes",
             raw.max_held_body_bytes,
-            crate::stream::MAX_HELD_BODY_BYTES as u64,
+            held_bodies::MAX_HELD_BODY_BYTES as u64,
             max_body_bytes as u64,
             512 * 1024 * 1024,
         )? as usize,

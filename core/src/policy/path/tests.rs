@@ -1,4 +1,5 @@
 use super::*;
+use crate::policy::SDK_FILE_NAMES;
 
 /// (raw `:path`, path rules see, what `:path` becomes upstream when it changes).
 const NORMALISED: &[(&str, &str, Option<&str>)] = &[
@@ -63,6 +64,24 @@ const NORMALISED: &[(&str, &str, Option<&str>)] = &[
     ),
     ("/api/2.0/.hidden", "/api/2.0/.hidden", None),
     ("/a/b..c", "/a/b..c", None),
+    // Escaped `;`, `?`, `#` and `%` are data, forwarded escaped; the matcher checks that reading
+    // them as structure does not change the rule (`delimiter_readings`).
+    ("/a/b%3Bc", "/a/b;c", None),
+    ("/a/b%3bc", "/a/b;c", Some("/a/b%3Bc")),
+    ("/a/get%3F", "/a/get?", None),
+    ("/a/x%23y", "/a/x#y", None),
+    ("/a/100%25.csv", "/a/100%.csv", None),
+    ("/a/50%25", "/a/50%", None),
+    ("/a/%25%25", "/a/%%", None),
+    ("/a/%25zz", "/a/%zz", None),
+    ("/a/50%25used.csv", "/a/50%used.csv", None),
+    ("/a/%25u12", "/a/%u12", None),
+    ("/oidc/..%3B/x", "/oidc/..;/x", None),
+    // Trailing dots and spaces are data too, checked the same way.
+    ("/a/report.", "/a/report.", None),
+    ("/a/token./create", "/a/token./create", None),
+    ("/a/name%20", "/a/name ", None),
+    ("/a/x.%20.", "/a/x. .", None),
 ];
 
 #[test]
@@ -83,8 +102,6 @@ const REFUSED: &[(&str, &str)] = &[
     ),
     ("/api/2.0/token;/create", "path parameter separator ;"),
     ("/api/2.0/token;x=1/create", "path parameter separator ;"),
-    ("/api/2.0/token%3B/create", "escaped semicolon %3B"),
-    ("/api/2.0/token%3b/create", "escaped semicolon %3B"),
     // Backslashes, raw or escaped: some servers read them as `/`.
     ("/api/2.0\\token\\create", "backslash"),
     ("/oidc/..\\api/2.0/token/create", "backslash"),
@@ -96,18 +113,18 @@ const REFUSED: &[(&str, &str)] = &[
     ("/api/2.0/%2e%2e/x", "escaped dot %2E"),
     ("/api/2.0/%2E/x", "escaped dot %2E"),
     ("/api/2.0/secrets/get%2Ejson", "escaped dot %2E"),
+    // An escaped `%` followed by what reads as an escape once more: double encoding.
     ("/api/2.0/%252e%252e/x", "double encoding"),
-    ("/api/2.0/%25", "double encoding"),
-    // Dot- and space-ended segments: Windows-style servers strip them.
-    ("/api/2.0/token./create", "ends with a dot or a space"),
-    ("/api/2.0/token../create", "ends with a dot or a space"),
-    ("/api/2.0/.../create", "ends with a dot or a space"),
-    ("/api/2.0/token%20/create", "ends with a dot or a space"),
-    ("/api/2.0/token.%20/create", "ends with a dot or a space"),
-    (
-        "/api/2.0/token.%20.%20./create",
-        "ends with a dot or a space",
-    ),
+    ("/api/2.0/%252F", "double encoding"),
+    ("/api/2.0/fs/files/100%2541.csv", "double encoding"),
+    ("/api/2.0/fs/files/100%25%34%31.csv", "double encoding"),
+    ("/api/2.0/fs/files/a%25u002e", "double encoding"),
+    ("/api/2.0/fs/files/a%25U002e", "double encoding"),
+    // Segments of dots and spaces only: a dot segment or nothing to other servers.
+    ("/api/2.0/.../create", "only dots and spaces"),
+    ("/api/2.0/.%20./create", "only dots and spaces"),
+    ("/api/2.0/..%20/create", "only dots and spaces"),
+    ("/api/2.0/%20/create", "only dots and spaces"),
     // Controls, raw or escaped, NUL included.
     ("/a%00", "escaped control character"),
     ("/a%0A", "escaped control character"),
@@ -174,6 +191,44 @@ fn refusals_echo_at_most_a_short_quoted_excerpt() {
     assert!(normalize_path(&format!("{too_long}?q=1")).is_err());
     let problem = normalize_path("/a\u{1b}[31mred;").unwrap_err();
     assert!(!problem.contains('\u{1b}'), "{problem}");
+}
+
+#[test]
+fn files_api_names_read_as_the_sdks_encode_them() {
+    let base = "/api/2.0/fs/files/Volumes/main/default/vol";
+    for (name, python, go) in SDK_FILE_NAMES {
+        for encoded in [python, go] {
+            let raw = format!("{base}/{encoded}");
+            let got = normalize_path(&raw).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+            assert_eq!(got.path, format!("{base}/{name}"), "{raw}");
+            assert_eq!(got.rewritten, None, "{raw} is forwarded as the SDK sent it");
+        }
+    }
+}
+
+#[test]
+fn delimiter_readings_read_escaped_delimiters_and_trailing_dots_as_structure() {
+    let cases: &[(&str, &[&str])] = &[
+        ("/api/2.0/secrets/list", &[]),
+        ("/api/2.0/fs/files/a.csv", &[]),
+        ("/api/2.0/secrets/get?", &["/api/2.0/secrets/get"]),
+        ("/api/2.0/secrets/get?x/y", &["/api/2.0/secrets/get"]),
+        ("/a/x#y/z", &["/a/x"]),
+        ("/a/b;c/d", &["/a/b/d"]),
+        ("/a/;c/d/", &["/a/d/"]),
+        ("/oidc/..;/api/2.0/token/create", &["/api/2.0/token/create"]),
+        ("/a/token./create", &["/a/token/create"]),
+        ("/a/name ", &["/a/name"]),
+        ("/a/..;x.", &["/", "/a/..;x", "/a/"]),
+        ("/a/b?c.;d", &["/a/b", "/a/b?c.", "/a/b?c"]),
+    ];
+    for (path, expected) in cases {
+        let mut got = delimiter_readings(path);
+        got.sort();
+        let mut expected: Vec<String> = expected.iter().map(|r| r.to_string()).collect();
+        expected.sort();
+        assert_eq!(got, expected, "{path}");
+    }
 }
 
 #[test]
@@ -269,9 +324,18 @@ fn the_canonical_path_is_a_fixed_point_and_holds_no_refused_escape() {
         assert_eq!(again.encoded, first.encoded, "{raw:?}");
         assert_eq!(again.rewritten, None, "{raw:?}");
         let lower = first.encoded.to_ascii_lowercase();
-        for refused in ["%2f", "%5c", "%3b", "%2e", "%25", "%00", "%0a", "%7f"] {
+        for refused in ["%2f", "%5c", "%2e", "%00", "%0a", "%7f"] {
             assert!(!lower.contains(refused), "{raw:?} → {:?}", first.encoded);
         }
+        let escape_once_more =
+            first.path.split('%').skip(1).any(|after| {
+                after.len() >= 2 && after.bytes().take(2).all(|b| b.is_ascii_hexdigit())
+            });
+        assert!(
+            !escape_once_more,
+            "{raw:?} → {:?} reads as an escape once more",
+            first.path
+        );
         assert!(
             !first.encoded.contains([';', '\\', '#', ' ']),
             "{raw:?} → {:?}",
