@@ -5,7 +5,9 @@ The manifests' CRD schemas are test_deploy_schemas.py's."""
 
 import copy
 import json
+import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from devstack.workspace import SERVICE_PRINCIPALS, dev_policy, make_workspace
 from envoy_harness import EnvoyProcess, http_get
 from gateway_client import send
 from h2_client import h2_request
-from mesh_render import (BUFFER_FILTER, EG_FILES, ISTIO_FILES, documents, http_filters, only, render_envoy_gateway,
+from mesh_render import (BUFFER_FILTER, DEPLOY, EG_FILES, ISTIO_FILES, documents, http_filters, only, render_envoy_gateway,
                          render_istio, routes)
 from plugin_configs import AUDIENCE, VM_ENV
 from token_factory import TokenFactory
@@ -280,6 +282,7 @@ def test_rendered_gateway_decides_serving_catalogue_and_refusals(platform, start
         reply = send(port, "GET", "/api/2.0/clusters/list", tokens.idp(subject=USER, scope="all-apis"))
         (authorization,) = reply.forwarded["authorization"]
         assert workspace.verify_access_token(authorization.removeprefix("Bearer "))["sub"] == USER
+        enforcing_check_passes(port, tokens)
         # Serving, decided on the body's `model`: allowed whole, over HTTP/1.1 and HTTP/2 ...
         for http2 in (False, True):
             reply = serving_request(port, tokens.idp(subject=USER, scope=f"serving:{ENDPOINT}"), http2)
@@ -295,6 +298,15 @@ def test_rendered_gateway_decides_serving_catalogue_and_refusals(platform, start
         _, config_dump = http_get(f"{envoy.admin_url}/config_dump")
         has_labelled_metrics_and_audit_records(envoy, rendered)
     assert SP.secret not in config_dump + envoy.log_text(), "the secret stays out of /config_dump and the log"
+
+
+def enforcing_check_passes(port: int, tokens) -> None:
+    """deploy/check-enforcing.sh, the examples' "is it enforcing?" check: 401, 403, 200."""
+    narrow, wide = tokens.idp(subject=USER, scope="nothing"), tokens.idp(subject=USER, scope="all-apis")
+    check = subprocess.run(["sh", str(DEPLOY / "check-enforcing.sh")], capture_output=True, text=True, timeout=60,
+                           env={"PATH": os.environ["PATH"], "GATEWAY": f"http://127.0.0.1:{port}", "NARROW_TOKEN": narrow, "TOKEN": wide})
+    assert check.returncode == 0 and check.stdout.count("ok ") == 3, check.stdout + check.stderr
+    assert narrow not in check.stdout + check.stderr and wide not in check.stdout + check.stderr
 
 
 def goes_upstream_as_the_service_principal(port, plugin_config: dict, idp, workspace) -> None:
