@@ -105,7 +105,7 @@ pub fn refuse_overdue(env: &Env<'_>, state: &State, overdue: Overdue) -> (State,
                 .map_or(FIRST_BODY_WAIT_MS, |d| d.first_body_wait_ms);
             let why = format!(
                 "no request body reached brickgate within {wait} ms of the headers of a request whose rule depends on its body; \
-                 if this happens to every such request, the Envoy Wasm filter lacks `allow_on_headers_stop_iteration: true` (docs/LIFECYCLE.md)"
+                 if this happens to every such request, the Envoy Wasm filter lacks `allow_on_headers_stop_iteration: true`; where it cannot be set (Istio, Envoy Gateway), use `body_rules: buffer_filter` (docs/LIFECYCLE.md)"
             );
             let (state, mut step) = super::verdict::refuse_internal(headers, env, why.clone());
             step.actions
