@@ -2,9 +2,7 @@
 
 use super::dry_run::{DryRun, parse_mode};
 use super::raw::{RawConfig, RawIdentity};
-use super::{
-    AuditOutputs, BodyRules, Config, ConfigError, IdentityConfig, Performance, Provider,
-};
+use super::{AuditOutputs, BodyRules, Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
 use crate::policy::PathPattern;
 

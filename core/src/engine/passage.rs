@@ -115,7 +115,9 @@ impl Engine {
             ));
         };
         if let Some(rule_header) = &self.config.identity.rule_header {
-            mutations.set_headers.retain(|(name, _)| name != rule_header);
+            mutations
+                .set_headers
+                .retain(|(name, _)| name != rule_header);
         }
         Ok(self.passage_of(mutations, upstream))
     }

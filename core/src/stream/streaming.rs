@@ -97,7 +97,7 @@ impl Stream {
                 counters,
                 Context::Outside,
             ),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         }
     }
 
@@ -179,16 +179,19 @@ fn finish(env: &mut Env<'_>, streaming: &Streaming) -> (State, Step) {
                 )))],
             },
         ),
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
+
+/// A refusal's next state and step (boxed: the allow is the common case).
+type Refused = Box<(State, Step)>;
 
 /// The decision with the whole request: its allow (audit and counters) when it covers the
 /// header changes already made, otherwise the refusal.
 fn final_verdict(
     env: &mut Env<'_>,
     streaming: &Streaming,
-) -> Result<(AuditRecord, Vec<&'static str>), (State, Step)> {
+) -> Result<(AuditRecord, Vec<&'static str>), Refused> {
     let decision = verdict::run(env, &streaming.held, true);
     let mut counters = record::cache_counters(decision.audit());
     counters.extend(streaming.counters.iter().copied());
@@ -210,9 +213,9 @@ fn final_verdict(
             let (state, mut step) = refuse_internal(headers, env, why.clone());
             step.actions
                 .push(HostAction::Warn(format!("brickgate: {why}")));
-            Err((state, step))
+            Err(Box::new((state, step)))
         }
-        Decision::Deny { response, audit } => Err((
+        Decision::Deny { response, audit } => Err(Box::new((
             State::Refused,
             Step {
                 reply: Reply::Pause,
@@ -221,11 +224,11 @@ fn final_verdict(
                     HostAction::Record(Box::new(Record::denied(audit, counters))),
                 ],
             },
-        )),
-        Decision::NeedBody { .. } => Err(refuse_internal(
+        ))),
+        Decision::NeedBody { .. } => Err(Box::new(refuse_internal(
             headers,
             env,
             "brickgate asked for a body it already had".to_string(),
-        )),
+        ))),
     }
 }

@@ -19,6 +19,7 @@ use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
 
+mod buffer_filter;
 mod credentials_first;
 
 const NOW_S: u64 = 1_800_000_000;
