@@ -101,19 +101,20 @@ ISTIO_RBAC_FILTER = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.R
 
 
 def istio_extension_config(plugin: dict, wasm_path: Path, plugin_config: dict) -> dict:
-    """The ECDS resource for a WasmPlugin: pilot/pkg/model/extensions.go `buildPluginConfig` and
-    `buildVMConfig` (name `<namespace>.<name>`, root_id the pluginName, runtime v8, no vm_id,
-    FAIL_CLOSE → FAIL_CLOSED, the pull policy and resource version as VM variables, vmConfig.env HOST
-    entries as host_env_keys), pilot/pkg/networking/core/extension/wasmplugin.go
-    `InsertedExtensionConfigurations` (the TypedExtensionConfig's name)."""
+    """The ECDS resource for a WasmPlugin as Envoy receives it: pilot/pkg/model/extensions.go
+    `buildPluginConfig` and `buildVMConfig` (name `<namespace>.<name>`, root_id the pluginName,
+    runtime v8, no vm_id, FAIL_CLOSE → FAIL_CLOSED, vmConfig.env HOST entries as host_env_keys,
+    INLINE ones as key_values), pilot/pkg/networking/core/extension/wasmplugin.go
+    `InsertedExtensionConfigurations` (the TypedExtensionConfig's name), then the agent's
+    pkg/wasm/convert.go `rewriteVMConfig`: the module fetched to a local file, and the
+    ISTIO_META_* variables (pull secret, pull policy, resource version) stripped before Envoy."""
     spec, meta = plugin["spec"], plugin["metadata"]
     name = f"{meta['namespace']}.{meta['name']}"
-    variables = {"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "1"}
-    if "imagePullPolicy" in spec:
-        variables["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = spec["imagePullPolicy"]
+    env = spec.get("vmConfig", {}).get("env", [])
+    variables = {e["name"]: e["value"] for e in env if e.get("valueFrom", "INLINE") == "INLINE"}
     vm = {"runtime": V8, "code": {"local": {"filename": str(wasm_path)}},
-          "environment_variables": {"key_values": variables,
-                                    "host_env_keys": [e["name"] for e in spec.get("vmConfig", {}).get("env", []) if e["valueFrom"] == "HOST"]}}
+          "environment_variables": {**({"key_values": variables} if variables else {}),
+                                    "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"]}}
     policy = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]]
     return {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": name,
             "typed_config": wasm_filter_config(name, spec["pluginName"], plugin_config, vm, failure_policy=policy)}
@@ -314,14 +315,15 @@ def eg_request_buffer(policy: dict) -> tuple[dict, dict]:
 
 
 def eg_routes(route: dict, per_filter: dict, cluster_of) -> list[dict]:
-    """One Envoy route per match, `httproute/<ns>/<name>/rule/<i>/match/<j>/<host>` (internal/gatewayapi/
-    route.go), to cluster `httproute/<ns>/<name>/rule/<i>`, with the per-route filter configs."""
+    """One Envoy route per match, named after the IR route `httproute/<ns>/<name>/rule/<i>/match/<j>`
+    (internal/gatewayapi/helpers.go `irRouteName`), to cluster `httproute/<ns>/<name>/rule/<i>`
+    (`irRouteDestinationName`), with the per-route filter configs."""
     meta = route["metadata"]
     routes = []
     for i, rule in enumerate(route["spec"]["rules"]):
         cluster = cluster_of(f"httproute/{meta['namespace']}/{meta['name']}/rule/{i}")
         for j, match in enumerate(path_routes(rule)):
-            routes.append({"name": f"httproute/{meta['namespace']}/{meta['name']}/rule/{i}/match/{j}/*", "match": match,
+            routes.append({"name": f"httproute/{meta['namespace']}/{meta['name']}/rule/{i}/match/{j}", "match": match,
                            "route": route_action(rule, cluster), "typed_per_filter_config": copy.deepcopy(per_filter)})
     return routes
 
