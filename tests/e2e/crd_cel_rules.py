@@ -64,6 +64,38 @@ def backend_replace_prefix(rule: dict, action: str) -> int:
     return sum(1 for ref in rule.get("backendRefs", []) if replace_prefix(ref.get("filters", []), action) == 1)
 
 
+FILTER_FIELDS = (("CORS", "cors"), ("ExtensionRef", "extensionRef"), ("RequestHeaderModifier", "requestHeaderModifier"),
+                 ("RequestMirror", "requestMirror"), ("RequestRedirect", "requestRedirect"),
+                 ("ResponseHeaderModifier", "responseHeaderModifier"), ("URLRewrite", "urlRewrite"))
+
+
+def seconds(duration: str) -> float:
+    """A Gateway API duration (`1h30m`, `300s`, `500ms`) in seconds, as CEL's duration() reads it."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(value) * units[unit] for value, unit in re.findall(r"(\d+)(ms|h|m|s)", duration))
+
+
+def tls_version(version: str | None, absent: int) -> int:
+    """Backend tls min/maxVersion as the CEL rule orders them ("Auto" is lowest as a minimum, highest as a maximum)."""
+    return absent if version is None else {"Auto": 0 if absent == 3 else 5, "1.0": 1, "1.1": 2, "1.2": 3, "1.3": 4}[version]
+
+
+def policy_target_rules(kind: str, kinds_text: str, kinds: tuple) -> list:
+    """The targetRef/targetRefs rules Envoy Gateway's policies share (group and kind of what they target)."""
+    return [
+        CelRule(kind, "spec", "either targetRef or targetRefs must be used",
+                lambda spec: present(spec, "targetRef", "targetRefs") == 1 or bool(spec.get("targetSelectors"))),
+        CelRule(kind, "spec", "this policy can only have a targetRef.group of gateway.networking.k8s.io",
+                lambda spec: spec.get("targetRef", {}).get("group", GATEWAY_API) == GATEWAY_API),
+        CelRule(kind, "spec", f"this policy can only have a targetRef.kind of {kinds_text}",
+                lambda spec: spec.get("targetRef", {}).get("kind", kinds[0]) in kinds),
+        CelRule(kind, "spec", "this policy can only have a targetRefs[*].group of gateway.networking.k8s.io",
+                lambda spec: all(ref["group"] == GATEWAY_API for ref in spec.get("targetRefs", []))),
+        CelRule(kind, "spec", f"this policy can only have a targetRefs[*].kind of {kinds_text}",
+                lambda spec: all(ref["kind"] in kinds for ref in spec.get("targetRefs", []))),
+    ]
+
+
 CEL_RULES = [
     # istio/api
     CelRule("WasmPlugin", "spec", "only one of targetRefs or selector can be set",
@@ -79,6 +111,8 @@ CEL_RULES = [
     CelRule("EnvoyFilter", "spec", "only one of targetRefs or workloadSelector can be set",
             lambda spec: present(spec, "workloadSelector", "targetRefs") <= 1),
     CelRule("EnvoyFilter", "spec.workloadSelector.labels{}", "wildcard is not supported in selector", lambda value: "*" not in value),
+    CelRule("EnvoyFilter", "spec.configPatches[].match", "only support waypointMatch when context is WAYPOINT",
+            lambda match: ("waypoint" in match) == (match.get("context") == "WAYPOINT")),
     CelRule("ServiceEntry", "spec", "only one of WorkloadSelector or Endpoints can be set",
             lambda spec: present(spec, "workloadSelector", "endpoints") <= 1),
     CelRule("ServiceEntry", "spec", "CIDR addresses are allowed only for NONE/STATIC resolution types",
@@ -91,6 +125,13 @@ CEL_RULES = [
     CelRule("ServiceEntry", "spec.ports", "port number cannot be duplicated",
             lambda ports: max(Counter(port["number"] for port in ports).values(), default=1) == 1),
     CelRule("ServiceEntry", "spec.ports[].number", "port must be between 1-65535", lambda number: 0 < number <= 65535),
+    CelRule("ServiceEntry", "spec.ports[].targetPort", "port must be between 1-65535", lambda number: 0 < number <= 65535),
+    CelRule("Telemetry", "spec", "only one of targetRefs or selector can be set",
+            lambda spec: present(spec, "selector", "targetRef", "targetRefs") <= 1),
+    CelRule("Telemetry", "spec.selector.matchLabels", "key must not be empty", lambda labels: all(key for key in labels)),
+    CelRule("Telemetry", "spec.selector.matchLabels", "wildcard not allowed in label key match",
+            lambda labels: all("*" not in key for key in labels)),
+    CelRule("Telemetry", "spec.selector.matchLabels{}", "wildcard not allowed in label value match", lambda value: "*" not in value),
     # envoyproxy/gateway
     CelRule("EnvoyExtensionPolicy", "spec", "either targetRef or targetRefs must be used",
             lambda spec: present(spec, "targetRef", "targetRefs") == 1 or bool(spec.get("targetSelectors"))),
@@ -116,6 +157,47 @@ CEL_RULES = [
             lambda endpoint: present(endpoint, "fqdn", "ip", "unix") <= 1),
     CelRule("Backend", "spec.tls", "must not contain both CACertificateRefs and WellKnownCACertificates",
             lambda tls: not (tls.get("caCertificateRefs") and "wellKnownCACertificates" in tls)),
+    CelRule("EnvoyExtensionPolicy", "spec.wasm[].code.image.pullSecretRef", "only support Secret kind.",
+            lambda ref: ref.get("kind", "Secret") == "Secret"),
+    CelRule("Backend", "spec.tls", "minVersion must be smaller or equal to maxVersion",
+            lambda tls: tls_version(tls.get("minVersion"), 3) <= tls_version(tls.get("maxVersion"), 5)),
+    CelRule("Backend", "spec.tls", "must not contain either CACertificateRefs or WellKnownCACertificates when InsecureSkipVerify is enabled",
+            lambda tls: not (tls.get("insecureSkipVerify") and (tls.get("caCertificateRefs") or tls.get("wellKnownCACertificates")))),
+    CelRule("Backend", "spec.tls", "setting ciphers has no effect if the minimum possible TLS version is 1.3",
+            lambda tls: tls.get("minVersion") != "1.3" or "ciphers" not in tls),
+    CelRule("EnvoyProxy", "spec.bootstrap", "provided bootstrap patch doesn't match the configured patch type",
+            lambda b: bool(b.get("jsonPatches")) if b.get("type") == "JSONPatch" else "value" in b),
+    CelRule("EnvoyProxy", "spec.filterOrder[]", "one of before or after must be specified", lambda f: present(f, "before", "after") >= 1),
+    CelRule("EnvoyProxy", "spec.filterOrder[]", "only one of before or after can be specified", lambda f: present(f, "before", "after") == 1),
+    CelRule("EnvoyProxy", "spec.provider.kubernetes", "cannot use envoyHpa if envoyDaemonSet is used",
+            lambda k: present(k, "envoyHpa", "envoyDaemonSet") <= 1),
+    CelRule("EnvoyProxy", "spec.provider.kubernetes", "only one of envoyDeployment or envoyDaemonSet can be specified",
+            lambda k: present(k, "envoyDeployment", "envoyDaemonSet") <= 1),
+    CelRule("EnvoyProxy", "spec.provider.kubernetes.envoyDeployment.container", "Either image or imageRepository can be set.",
+            lambda c: present(c, "image", "imageRepository") <= 1),
+    *(CelRule("EnvoyProxy", "spec.telemetry.accessLog.settings[].format", message, holds) for message, holds in (
+        ("If AccessLogFormat type is JSON, json field needs to be set.", lambda f: f.get("type") != "JSON" or "json" in f),
+        ("If AccessLogFormat type is JSON, text field must not be set.", lambda f: f.get("type") != "JSON" or "text" not in f),
+        ("If AccessLogFormat type is Text, json field must not be set.", lambda f: f.get("type") != "Text" or "json" not in f),
+        ("If AccessLogFormat type is Text, text field needs to be set.", lambda f: f.get("type") != "Text" or "text" in f),
+        ("If AccessLogFormat type is unset, at least one of text or json must be set.", lambda f: "type" in f or present(f, "text", "json") >= 1))),
+    *(CelRule("EnvoyProxy", "spec.telemetry.accessLog.settings[].sinks[]", f"If AccessLogSink type is {kind}, {field} field needs to be set.",
+              lambda sink, kind=kind, field=field: (sink["type"] == kind) == (field in sink))
+      for kind, field in (("ALS", "als"), ("File", "file"), ("OpenTelemetry", "openTelemetry"))),
+    *(rule for kind, kinds_text, kinds in (
+        ("ClientTrafficPolicy", "Gateway", ("Gateway",)),
+        ("BackendTrafficPolicy", "Gateway/HTTPRoute/GRPCRoute/TCPRoute/UDPRoute/TLSRoute", ROUTE_KINDS))
+      for rule in policy_target_rules(kind, kinds_text, kinds)),
+    CelRule("BackendTrafficPolicy", "spec", "admissionControl can only be used with HTTPRoute, GRPCRoute, or Gateway targets",
+            lambda spec: "admissionControl" not in spec or all(ref["kind"] in ("Gateway", "HTTPRoute", "GRPCRoute")
+                                                               for ref in [spec.get("targetRef", {"kind": "Gateway"}), *spec.get("targetRefs", [])])),
+    CelRule("BackendTrafficPolicy", "spec", "either compression or compressor can be set, not both",
+            lambda spec: present(spec, "compression", "compressor") <= 1),
+    CelRule("BackendTrafficPolicy", "spec", "predictivePercent in preconnect policy only works with RoundRobin or Random load balancers",
+            lambda spec: "predictivePercent" not in spec.get("connection", {}).get("preconnect", {})
+            or spec.get("loadBalancer", {}).get("type") in ("Random", "RoundRobin")),
+    CelRule("BackendTrafficPolicy", "spec", "requestBuffer cannot be used together with httpUpgrade",
+            lambda spec: "requestBuffer" not in spec or not spec.get("httpUpgrade")),
     # kubernetes-sigs/gateway-api
     CelRule("HTTPRoute", "spec.parentRefs", "sectionName must be specified when parentRefs includes 2 or more references to the same parent",
             lambda refs: all(bool(a.get("sectionName")) == bool(b.get("sectionName"))
@@ -147,6 +229,34 @@ CEL_RULES = [
             exact_or_prefix(lambda value: re.match(PATH_CHARACTERS, value) is not None)),
     CelRule("HTTPRoute", "spec.rules[].backendRefs[]", "Must have port for Service reference",
             lambda ref: not (ref.get("group", "") == "" and ref.get("kind", "Service") == "Service") or "port" in ref),
+    *(CelRule("HTTPRoute", "spec.rules[].filters", f"{kind} filter cannot be repeated",
+              lambda filters, kind=kind: sum(f["type"] == kind for f in filters) <= 1)
+      for kind in ("CORS", "RequestHeaderModifier", "RequestRedirect", "ResponseHeaderModifier", "URLRewrite")),
+    CelRule("HTTPRoute", "spec.rules[].filters", "May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both",
+            lambda filters: not ({"RequestRedirect", "URLRewrite"} <= {f["type"] for f in filters})),
+    *(rule for kind, field in FILTER_FIELDS for rule in (
+        CelRule("HTTPRoute", "spec.rules[].filters[]", f"filter.{field} must be nil if the filter.type is not {kind}",
+                lambda f, kind=kind, field=field: not (field in f and f["type"] != kind)),
+        CelRule("HTTPRoute", "spec.rules[].filters[]", f"filter.{field} must be specified for {kind} filter.type",
+                lambda f, kind=kind, field=field: not (field not in f and f["type"] == kind)))),
+    CelRule("HTTPRoute", "spec.rules[].timeouts", "backendRequest timeout cannot be longer than request timeout",
+            lambda t: not ("request" in t and "backendRequest" in t and seconds(t["request"]) != 0
+                           and seconds(t["backendRequest"]) > seconds(t["request"]))),
+    CelRule("Gateway", "spec.listeners", "Combination of port, protocol and hostname must be unique for each listener",
+            lambda listeners: max(Counter((l["port"], l["protocol"], l.get("hostname")) for l in listeners).values(), default=1) == 1),
+    CelRule("Gateway", "spec.listeners", "Listener name must be unique within the Gateway",
+            lambda listeners: max(Counter(l["name"] for l in listeners).values(), default=1) == 1),
+    CelRule("Gateway", "spec.listeners", "hostname must not be specified for protocols ['TCP', 'UDP']",
+            lambda listeners: all(l["protocol"] not in ("TCP", "UDP") or not l.get("hostname") for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls mode must be Terminate for protocol HTTPS",
+            lambda listeners: all(l["protocol"] != "HTTPS" or "tls" not in l or l["tls"].get("mode", "Terminate") in ("", "Terminate")
+                                  for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls mode must be set for protocol TLS",
+            lambda listeners: all(l["protocol"] != "TLS" or l.get("tls", {}).get("mode", "Terminate") != "" for l in listeners)),
+    CelRule("Gateway", "spec.listeners", "tls must not be specified for protocols ['HTTP', 'TCP', 'UDP']",
+            lambda listeners: all(l["protocol"] not in ("HTTP", "TCP", "UDP") or "tls" not in l for l in listeners)),
+    CelRule("Gateway", "spec.listeners[].tls", "certificateRefs or options must be specified when mode is Terminate",
+            lambda tls: tls.get("mode", "Terminate") != "Terminate" or bool(tls.get("certificateRefs")) or bool(tls.get("options"))),
     CelRule("BackendTLSPolicy", "spec.validation", "must specify either CACertificateRefs or WellKnownCACertificates",
             lambda validation: bool(validation.get("caCertificateRefs")) or "wellKnownCACertificates" in validation),
     CelRule("BackendTLSPolicy", "spec.validation", "must not contain both CACertificateRefs and WellKnownCACertificates",

@@ -156,8 +156,11 @@ def test_every_shipped_config_sets_the_same_stats_tags():
 
     tags = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())["stats_config"]["stats_tags"]
     assert {tag["tag_name"] for tag in tags} == {"decision", "reason", "rule"}
-    istio = yaml.safe_load((REPO_ROOT / "deploy" / "istio" / "stats-tags.yaml").read_text())
-    assert istio["spec"]["configPatches"][0]["patch"]["value"]["stats_config"]["stats_tags"] == tags
+    # Istio: the bootstrap override's JSON; Envoy Gateway: the EnvoyProxy's bootstrap merge.
+    (istio,) = yaml.safe_load_all((REPO_ROOT / "deploy" / "istio" / "bootstrap.yaml").read_text())
+    assert json.loads(istio["data"]["custom_bootstrap.json"])["stats_config"]["stats_tags"] == tags
+    (proxy,) = yaml.safe_load_all((REPO_ROOT / "deploy" / "envoy-gateway" / "envoy-proxy.yaml").read_text())
+    assert yaml.safe_load(proxy["spec"]["bootstrap"]["value"])["stats_config"]["stats_tags"] == tags
     operations = (REPO_ROOT / "docs" / "OPERATIONS.md").read_text()
     for tag in tags:
         assert tag["regex"] in operations, "docs/OPERATIONS.md shows the shipped regexes"

@@ -86,6 +86,25 @@ OBJECT_META = {
     },
 }
 
+# Core kinds are not CRDs: their schemas are the API server's own. The one our manifests use, ConfigMap
+# (Istio's gateway `parametersRef` and bootstrap override), is written here from kubernetes/api
+# kubernetes-1.36.3 core/v1/types.go (`type ConfigMap struct`: data, binaryData, immutable) and
+# kubernetes/apimachinery kubernetes-1.36.3 pkg/util/validation/validation.go (`IsConfigMapKey`: at most
+# 253 of `[-._a-zA-Z0-9]`, not `.`, not starting with `..`), in the CRD schema language `convert` reads.
+CONFIG_MAP_KEY = {"type": "string", "maxLength": 253, "pattern": "^[-._a-zA-Z0-9]+$",
+                  "not": {"anyOf": [{"enum": ["."]}, {"pattern": "^\\.\\."}]}}
+CORE_KINDS = {
+    "ConfigMap": ("v1", "kubernetes/api@kubernetes-1.36.3 core/v1/types.go (written by hand)", {
+        "type": "object",
+        "properties": {
+            "data": {"type": "object", "additionalProperties": {"type": "string"}},
+            "binaryData": {"type": "object", "additionalProperties": {"type": "string"}},
+            "immutable": {"type": "boolean"},
+        },
+    }),
+}
+
+
 # Value constraints copied as they are: OpenAPI 3.0 and JSON Schema 2020-12 mean the same by them.
 SAME_MEANING = ("enum", "pattern", "minLength", "maxLength", "minItems", "maxItems", "minProperties",
                 "maxProperties", "multipleOf", "uniqueItems")
@@ -208,7 +227,12 @@ def generate(locations: dict[str, Path], out: Path) -> None:
                         schema = version_schema(kind, version["schema"]["openAPIV3Schema"])
                         origin = f"{source.repo}@{source.tag} {path}"
                         by_kind.setdefault(kind, []).append((f"{group}/{version['name']}", schema, origin))
-    wanted = {kind for source in SOURCES for kind in source.kinds}
+    for kind, (api_version, origin, root) in CORE_KINDS.items():
+        schema = version_schema(kind, root)
+        for field in ("data", "binaryData"):
+            schema["properties"][field]["propertyNames"] = CONFIG_MAP_KEY
+        by_kind[kind] = [(api_version, schema, origin)]
+    wanted = {kind for source in SOURCES for kind in source.kinds} | CORE_KINDS.keys()
     if missing := wanted - by_kind.keys():
         sys.exit(f"no served CRD version for {sorted(missing)}")
     for stale in out.glob("*.json"):
