@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci oci-push oci-pin test-envoy-matrix fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -54,12 +54,23 @@ $(CLI): Cargo.toml Cargo.lock cli/Cargo.toml $(shell find cli/src core/src -name
 	cargo build --release --locked -p brickgate-cli
 	@echo "built $@"
 
-# The plugin as an OCI image (Istio's compat Wasm image, which Istio and Envoy Gateway pull), built
-# without a container daemon; push with `skopeo copy oci:dist/oci:$(OCI_TAG) docker://REGISTRY/brickgate:$(OCI_TAG)`.
+# The plugin as an OCI image (the compat Wasm image, which Istio and Envoy Gateway pull), built
+# without a container daemon (deploy/oci/build.py). `make oci-push REGISTRY=host[:port][/path]`
+# pushes it with skopeo and prints REGISTRY/brickgate@sha256:...; `make oci-pin REGISTRY=...` pushes
+# and rewrites the image lines of deploy/istio/wasmplugin.yaml and
+# deploy/envoy-gateway/extension-policy.yaml to that digest (deploy/oci/pin.py).
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+OCI_PUSHED := dist/oci-pushed.txt
 oci: $(WASM)
 	rm -rf dist/oci
 	python3 deploy/oci/build.py $(WASM) dist/oci $(OCI_TAG)
+
+oci-push: oci $(STAMPS)/apt-skopeo
+	@test -n "$(REGISTRY)" || { echo "usage: make oci-push REGISTRY=host[:port][/path]" >&2; exit 2; }
+	python3 deploy/oci/push.py dist/oci $(OCI_TAG) $(REGISTRY) $(OCI_PUSHED)
+
+oci-pin: oci-push
+	python3 deploy/oci/pin.py $(OCI_PUSHED)
 
 unit:
 	cargo test --locked --workspace
