@@ -6,7 +6,7 @@ use brickgate_core::config::Config;
 use brickgate_core::databricks::serving;
 use brickgate_core::policy::{Access, match_rule, normalize_path};
 
-use brickgate_core::databricks::catalogue::route_class;
+use brickgate_core::databricks::catalogue::{check_api_prefix, route_class};
 use serde_json::{Value, json};
 
 use crate::args::{Args, load_config, read_file};
@@ -88,6 +88,14 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
             return Ok(report.refused("bad_path", problem.to_string()));
         }
     };
+    let catalogue_on = config
+        .databricks
+        .as_ref()
+        .is_some_and(|d| d.route_catalogue);
+    if catalogue_on && let Err(problem) = check_api_prefix(&normalized.path) {
+        report.line(format!("refused (bad_path): {problem}"));
+        return Ok(report.refused("bad_path", problem));
+    }
     report.line(format!("canonical path: {}", normalized.path));
     report.set("method", json!(method));
     report.set("path", json!(normalized.path));

@@ -11,6 +11,8 @@ pub mod classes;
 pub mod scopes;
 mod spellings;
 
+pub use spellings::check_api_prefix;
+
 pub use classes::RouteClass;
 
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};

@@ -1099,4 +1099,5 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
     );
 }
 
+mod stacked_versions;
 mod token_swap;

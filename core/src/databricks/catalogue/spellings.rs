@@ -33,6 +33,71 @@ fn is_version(segment: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '.' | '[' | ']'))
 }
 
+/// Databricks' REST paths start `/api/<version>/<family>`, `/api/<version>/preview/<family>` or
+/// `/api/<api>/v<n>/…` (every one of the Go SDK's 1,245 routes does:
+/// shared/design/databricks-rest-routes-from-sdk-go.tsv). A path that stacks versions or
+/// `preview` before its family (`/api/2.0/preview/preview/…`, `/api/2.0/2.1/…`,
+/// `/api/preview/2.0/…`, `/api/x/2.0/…`) is none of these: no catalogue family matches it, so it
+/// would fall to the `all-apis` default while an upstream that skips the extra segments serves
+/// the family. Brickgate cannot know how Databricks reads it, so it is refused. `path` is
+/// normalised (decoded, dot segments resolved); letter case is ignored, as an upstream may.
+pub fn check_api_prefix(path: &str) -> Result<(), String> {
+    let mut segments = path.split('/').skip(1);
+    if !segments
+        .next()
+        .is_some_and(|s| s.eq_ignore_ascii_case("api"))
+    {
+        return Ok(());
+    }
+    let Some(first) = segments.next() else {
+        return Ok(());
+    };
+    let stacked = if is_preview(first) {
+        true
+    } else if is_version_like(first) {
+        // `/api/2.0/[preview/]<family>`: the family is neither a version nor `preview`.
+        let mut family = segments.next();
+        if family.is_some_and(is_preview) {
+            family = segments.next();
+        }
+        family.is_some_and(|s| is_preview(s) || is_version_like(s))
+    } else {
+        // `/api/<api>/v<n>/<resource>`: a named API's version is `v<n>`, once.
+        match segments.next() {
+            Some(second) if is_preview(second) || is_bare_version(second) => true,
+            Some(second) if is_version_like(second) => segments
+                .next()
+                .is_some_and(|s| is_preview(s) || is_version_like(s)),
+            _ => false,
+        }
+    };
+    if stacked {
+        return Err(format!(
+            "{:?} stacks API versions or `preview` segments; Databricks serves \
+             /api/<version>/[preview/]<api>/… and /api/<api>/v<n>/…, and brickgate cannot know \
+             how it would read this",
+            path.chars().take(200).collect::<String>()
+        ));
+    }
+    Ok(())
+}
+
+fn is_preview(segment: &str) -> bool {
+    segment.eq_ignore_ascii_case("preview")
+}
+
+/// `2`, `2.0`, `2.0.1`: digits and dots, starting with a digit.
+fn is_bare_version(segment: &str) -> bool {
+    segment.starts_with(|c: char| c.is_ascii_digit())
+        && segment.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+/// A bare version or one with a `v` before it (`v1`, `V2.0`).
+fn is_version_like(segment: &str) -> bool {
+    let bare = segment.strip_prefix(['v', 'V']).unwrap_or(segment);
+    is_bare_version(bare)
+}
+
 #[cfg(test)]
 mod tests {
     use super::spellings;

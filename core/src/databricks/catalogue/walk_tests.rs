@@ -109,6 +109,42 @@ fn route_class_walk_every_spelling_of_an_operation_is_decided_like_its_canonical
     assert!(disagreements.is_empty(), "{disagreements:#?}");
 }
 
+/// Stacked spellings of `path` (review R1): a second version or `preview/` before the family,
+/// `preview/` before the version, a version after another prefix. Databricks serves none.
+fn stacked_spellings_of(path: &str) -> Vec<String> {
+    let Some(rest) = family_part(path) else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    for version in VERSIONS {
+        all.push(format!("/api/{version}/preview/preview/{rest}"));
+        all.push(format!("/api/{version}/{version}/{rest}"));
+        all.push(format!("/api/{version}/preview/{version}/{rest}"));
+        all.push(format!("/api/preview/{version}/{rest}"));
+        all.push(format!("/api/x/{version}/{rest}"));
+        all.push(format!("/api/{version}/PREVIEW/Preview/{rest}"));
+    }
+    all
+}
+
+#[test]
+fn route_class_walk_sdk_spellings_pass_the_prefix_check_and_stacked_ones_do_not() {
+    let mut wrong = Vec::new();
+    for (_, path) in sdk_operations() {
+        for spelling in spellings_of(&path) {
+            if let Err(why) = check_api_prefix(&spelling) {
+                wrong.push(format!("{spelling} is refused: {why}"));
+            }
+        }
+        for stacked in stacked_spellings_of(&path) {
+            if check_api_prefix(&stacked).is_ok() {
+                wrong.push(format!("{stacked} passes"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 fn refusal(rule: &Rule) -> Option<&str> {
     match &rule.access {
         Access::Refuse(why) => Some(why),
