@@ -6,7 +6,7 @@ use brickgate_core::config::Config;
 use brickgate_core::databricks::serving;
 use brickgate_core::policy::{Access, match_rule, normalize_path};
 
-use brickgate_core::databricks::catalogue::{check_api_prefix, route_class};
+use brickgate_core::databricks::catalogue::{check_api_spelling, route_class};
 use serde_json::{Value, json};
 
 use crate::args::{Args, load_config, read_file};
@@ -92,7 +92,7 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
         .databricks
         .as_ref()
         .is_some_and(|d| d.route_catalogue);
-    if catalogue_on && let Err(problem) = check_api_prefix(&normalized.path) {
+    if catalogue_on && let Err(problem) = check_api_spelling(&normalized.path) {
         report.line(format!("refused (bad_path): {problem}"));
         return Ok(report.refused("bad_path", problem));
     }

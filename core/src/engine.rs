@@ -192,7 +192,7 @@ impl Engine {
             .as_ref()
             .is_some_and(|d| d.route_catalogue)
         {
-            catalogue::check_api_prefix(&path.path)
+            catalogue::check_api_spelling(&path.path)
                 .map_err(|problem| AuthError::new(Reason::BadPath, problem))?;
         }
         request_hygiene::check_method(request.method)?;

@@ -11,7 +11,7 @@ pub mod classes;
 pub mod scopes;
 mod spellings;
 
-pub use spellings::check_api_prefix;
+pub use spellings::check_api_spelling;
 
 pub use classes::RouteClass;
 
@@ -215,7 +215,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ),
     (
         "/api/2.1/unity-catalog/recipients/{name}/rotate-token",
-        Post,
+        Change,
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
@@ -267,7 +267,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ),
     (
         "/api/2.0/marketplace-provider/files",
-        Post,
+        Change,
         "gw.marketplace",
         Sensitive(PresignedUrls),
     ),
@@ -402,10 +402,12 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Sensitive(PersonalAccessTokens),
     ),
     // OAuth secrets and federation policies (Databricks' `authentication` scope); the
-    // workspace host serves the service-principal secret API too.
+    // workspace host serves the service-principal secret API too. A route that mints with POST
+    // is refused for PUT and PATCH too (`Change`): brickgate cannot know that Databricks does
+    // not serve them alike.
     (
         "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),
@@ -423,7 +425,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ),
     (
         "/api/2.0/accounts/{account}/servicePrincipals/{id}/credentials/secrets",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),
@@ -442,7 +444,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     // A custom OAuth app's creation returns its client secret.
     (
         "/api/2.0/accounts/{account}/oauth2/custom-app-integrations",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),

@@ -5,6 +5,8 @@
 //! An unknown version of a known family falls to the family (and a class refusal), never to
 //! the `all-apis` default: no spelling is less restricted than the canonical one.
 
+use crate::databricks::serving;
+
 /// The templates an entry's template stands for: itself, or, for an `/api/<version>/<family>`
 /// template, the family under any version, with and without `preview/`.
 pub fn spellings(template: &str) -> Vec<String> {
@@ -41,7 +43,8 @@ fn is_version(segment: &str) -> bool {
 /// would fall to the `all-apis` default while an upstream that skips the extra segments serves
 /// the family. Brickgate cannot know how Databricks reads it, so it is refused. `path` is
 /// normalised (decoded, dot segments resolved); letter case is ignored, as an upstream may.
-pub fn check_api_prefix(path: &str) -> Result<(), String> {
+/// Likewise the serving data plane spelled under `/api/` ([`invokes_under_api`]) is refused.
+pub fn check_api_spelling(path: &str) -> Result<(), String> {
     let mut segments = path.split('/').skip(1);
     if !segments
         .next()
@@ -72,14 +75,42 @@ pub fn check_api_prefix(path: &str) -> Result<(), String> {
         }
     };
     if stacked {
+        return Err(stacked_message(path));
+    }
+    if invokes_under_api(path) {
         return Err(format!(
-            "{:?} stacks API versions or `preview` segments; Databricks serves \
-             /api/<version>/[preview/]<api>/… and /api/<api>/v<n>/…, and brickgate cannot know \
-             how it would read this",
+            "{:?} spells a serving endpoint's invocation (or an OpenAI-style or AI Gateway route) \
+             under /api/; Databricks serves them at /serving-endpoints/… and /ai-gateway/…, \
+             where brickgate applies the endpoint's rules",
             path.chars().take(200).collect::<String>()
         ));
     }
     Ok(())
+}
+
+/// Whether `path`, an `/api/<version>/[preview/]…` path, is a data-plane serving route under
+/// the management API's prefix (`/api/2.0/serving-endpoints/fraud/invocations`): brickgate
+/// would judge it by the catalogue's `model-serving` family, not by the endpoint's own rules.
+/// Letter case is ignored.
+fn invokes_under_api(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let Some((_, rest)) = lower
+        .strip_prefix("/api/")
+        .and_then(|after| after.split_once('/'))
+    else {
+        return false;
+    };
+    let rest = format!("/{}", rest.strip_prefix("preview/").unwrap_or(rest));
+    serving::endpoint_in_body("POST", &rest) || serving::endpoint("POST", &rest, None).is_some()
+}
+
+fn stacked_message(path: &str) -> String {
+    format!(
+        "{:?} stacks API versions or `preview` segments; Databricks serves \
+             /api/<version>/[preview/]<api>/… and /api/<api>/v<n>/…, and brickgate cannot know \
+             how it would read this",
+        path.chars().take(200).collect::<String>()
+    )
 }
 
 fn is_preview(segment: &str) -> bool {

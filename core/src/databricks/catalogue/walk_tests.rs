@@ -132,12 +132,12 @@ fn route_class_walk_sdk_spellings_pass_the_prefix_check_and_stacked_ones_do_not(
     let mut wrong = Vec::new();
     for (_, path) in sdk_operations() {
         for spelling in spellings_of(&path) {
-            if let Err(why) = check_api_prefix(&spelling) {
+            if let Err(why) = check_api_spelling(&spelling) {
                 wrong.push(format!("{spelling} is refused: {why}"));
             }
         }
         for stacked in stacked_spellings_of(&path) {
-            if check_api_prefix(&stacked).is_ok() {
+            if check_api_spelling(&stacked).is_ok() {
                 wrong.push(format!("{stacked} passes"));
             }
         }
@@ -180,6 +180,32 @@ fn route_class_walk_every_credential_operation_is_refused_by_default_on_every_sp
                 wrong.push(format!(
                     "{method} {spelling} is refused with its class enabled"
                 ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn route_class_walk_a_credential_route_is_refused_for_every_creating_method() {
+    // Review R1: `PUT …/credentials/secrets` must not reach the upstream where `POST` is
+    // refused; only the SDK's own operations on the path may be decided otherwise.
+    let refused = rules(&[0], &[]);
+    let sdk: BTreeSet<(String, String)> = sdk_operations().into_iter().collect();
+    let mut wrong = Vec::new();
+    for (method, path, class, _) in credential_operations() {
+        if RouteClass::from_name(&class).is_none() || method != "POST" {
+            continue;
+        }
+        for other in ["POST", "PUT", "PATCH"] {
+            if other != method && sdk.contains(&(other.to_string(), path.clone())) {
+                continue;
+            }
+            for spelling in spellings_of(&path) {
+                match match_rule(&refused, other, &spelling, None) {
+                    Ok(Some((rule, _))) if refusal(rule).is_some() => {}
+                    found => wrong.push(format!("{other} {spelling}: {found:?}")),
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Review R1: an `/api/` path that stacks API versions or `preview/` segments before its family
 //! (`/api/2.0/preview/preview/token/create`) is no spelling Databricks serves, and no catalogue
 //! family matches it; it is refused `bad_path` rather than falling to the `all-apis` default.
+//! So is the serving data plane under `/api/`, where no endpoint rule would see it.
 
 use super::*;
 
@@ -74,6 +75,34 @@ fn stacked_versions_and_previews_are_refused_not_defaulted() {
             "/api/2.0//preview/preview/token/create",
             Some("bad_path"),
         ),
+        // The serving data plane spelled under /api/ would escape the endpoint's own rules.
+        (
+            "POST",
+            "/api/2.0/serving-endpoints/fraud/invocations",
+            Some("bad_path"),
+        ),
+        (
+            "POST",
+            "/api/2.1/preview/serving-endpoints/fraud/served-models/m/invocations",
+            Some("bad_path"),
+        ),
+        (
+            "POST",
+            "/api/2.0/serving-endpoints/fraud/Invocations",
+            Some("bad_path"),
+        ),
+        (
+            "POST",
+            "/api/2.0/serving-endpoints/chat/completions",
+            Some("bad_path"),
+        ),
+        (
+            "POST",
+            "/api/2.0/ai-gateway/mlflow/v1/chat/completions",
+            Some("bad_path"),
+        ),
+        ("PUT", "/api/2.0/serving-endpoints/fraud/config", None),
+        ("PUT", "/api/2.0/serving-endpoints/fraud/ai-gateway", None),
         // Legitimate shapes are untouched.
         ("GET", "/api/2.0/preview/scim/v2/Me", None),
         ("GET", "/api/warehouses/v1/warehouses", None),
