@@ -5,6 +5,7 @@
 use brickgate_core::config::Config;
 use brickgate_core::databricks::serving;
 use brickgate_core::policy::{Access, match_rule, normalize_path};
+use brickgate_core::request_hygiene;
 
 use brickgate_core::databricks::catalogue::{check_api_spelling, route_class};
 use serde_json::{Value, json};
@@ -80,7 +81,12 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
         .flag("body")
         .map(|f| read_file(f, "body"))
         .transpose()?;
-    let method = method.to_ascii_uppercase();
+    // As the plugin: the method as sent, refused unless spelled exactly (`Post` is not `POST`).
+    if let Err(error) = request_hygiene::check_method(method) {
+        report.line(format!("refused (bad_method): {}", error.detail));
+        return Ok(report.refused("bad_method", error.detail));
+    }
+    let method = method.to_string();
     let normalized = match normalize_path(path) {
         Ok(normalized) => normalized,
         Err(problem) => {
