@@ -196,6 +196,7 @@ impl Engine {
                 .map_err(|problem| AuthError::new(Reason::BadPath, problem))?;
         }
         request_hygiene::check_method(request.method)?;
+        request_hygiene::check_query_overrides(request.method, path.query.as_deref())?;
         if config.bypass_cors_preflight && is_cors_preflight(request) {
             return self.cors_preflight(request, &path, audit);
         }
