@@ -170,31 +170,31 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/warehouses/v1/**", Write, "sql", Full),
     // Unity Catalog and Delta Sharing: credential vending first.
     (
-        "/api/2.[01]/unity-catalog/temporary-table-credentials",
+        "/api/2.[01]/unity-catalog/temporary-table-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-volume-credentials",
+        "/api/2.[01]/unity-catalog/temporary-volume-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-path-credentials",
+        "/api/2.[01]/unity-catalog/temporary-path-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-service-credentials",
+        "/api/2.[01]/unity-catalog/temporary-service-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.1/unity-catalog/secrets/{id}",
+        "/api/2.1/unity-catalog/secrets/{id}/**",
         Methods::Read,
         "unity-catalog",
         Sensitive(SecretValues),
@@ -207,14 +207,23 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
+    // Its share permissions carry no token (credential_operations.tsv); anything else under
+    // a recipient is in the class, as below every credential route: brickgate cannot know that
+    // Databricks refuses extra segments after an operation's path rather than serving it.
     (
-        "/api/2.1/unity-catalog/recipients/{name}",
+        "/api/2.1/unity-catalog/recipients/{name}/share-permissions",
+        Methods::Read,
+        "unity-catalog",
+        Read,
+    ),
+    (
+        "/api/2.1/unity-catalog/recipients/{name}/**",
         NotDelete,
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
     (
-        "/api/2.1/unity-catalog/recipients/{name}/rotate-token",
+        "/api/2.1/unity-catalog/recipients/{name}/rotate-token/**",
         Change,
         "unity-catalog",
         Sensitive(SharingTokens),
@@ -248,7 +257,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     // Marketplace: a consumer installation returns its Delta Sharing bearer token, a provider
     // file's creation a pre-signed upload URL (credential_operations.tsv).
     (
-        "/api/2.1/marketplace-consumer/installations",
+        "/api/2.1/marketplace-consumer/installations/**",
         Methods::Read,
         "gw.marketplace",
         Sensitive(MarketplaceInstallations),
@@ -260,7 +269,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Sensitive(MarketplaceInstallations),
     ),
     (
-        "/api/2.1/marketplace-consumer/listings/{id}/installations/{installation}",
+        "/api/2.1/marketplace-consumer/listings/{id}/installations/{installation}/**",
         NotDelete,
         "gw.marketplace",
         Sensitive(MarketplaceInstallations),
@@ -375,7 +384,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/git-credentials/**", Any, "workspace", Full),
     // A secret's value is never a `:read`, and is refused unless enabled.
     (
-        "/api/2.0/secrets/get",
+        "/api/2.0/secrets/get/**",
         Any,
         "secrets",
         Sensitive(SecretValues),
@@ -485,7 +494,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Full,
     ),
     (
-        "/api/2.0/credentials-manager/exchange-tokens/token",
+        "/api/2.0/credentials-manager/exchange-tokens/token/**",
         Any,
         "gw.workspace-admin",
         Sensitive(OauthSecretsAndFederation),
@@ -568,13 +577,13 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/identity/**", Write, "scim", Full),
     // Lakebase: login tokens first
     (
-        "/api/2.0/database/credentials",
+        "/api/2.0/database/credentials/**",
         Any,
         "postgres",
         Sensitive(DatabaseCredentials),
     ),
     (
-        "/api/2.0/postgres/credentials",
+        "/api/2.0/postgres/credentials/**",
         Any,
         "postgres",
         Sensitive(DatabaseCredentials),

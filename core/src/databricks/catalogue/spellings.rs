@@ -39,7 +39,7 @@ fn is_version(segment: &str) -> bool {
 /// `/api/<api>/v<n>/…` (every one of the Go SDK's 1,245 routes does:
 /// shared/design/databricks-rest-routes-from-sdk-go.tsv). A path that stacks versions or
 /// `preview` before its family (`/api/2.0/preview/preview/…`, `/api/2.0/2.1/…`,
-/// `/api/preview/2.0/…`, `/api/x/2.0/…`) is none of these: no catalogue family matches it, so it
+/// `/api/preview/2.0/…`, `/api/x/2.0/…`), or lacks its version (`/api/token/create`), is none of these: no catalogue family matches it, so it
 /// would fall to the `all-apis` default while an upstream that skips the extra segments serves
 /// the family. Brickgate cannot know how Databricks reads it, so it is refused. `path` is
 /// normalised (decoded, dot segments resolved); letter case is ignored, as an upstream may.
@@ -65,13 +65,15 @@ pub fn check_api_spelling(path: &str) -> Result<(), String> {
         }
         family.is_some_and(|s| is_preview(s) || is_version_like(s))
     } else {
-        // `/api/<api>/v<n>/<resource>`: a named API's version is `v<n>`, once.
+        // `/api/<api>/v<n>/<resource>`: a named API's version is `v<n>`, once. Without one
+        // (`/api/token/create`) the path lacks its version, which is as unserved as a stack.
         match segments.next() {
             Some(second) if is_preview(second) || is_bare_version(second) => true,
             Some(second) if is_version_like(second) => segments
                 .next()
                 .is_some_and(|s| is_preview(s) || is_version_like(s)),
-            _ => false,
+            Some(_) => true,
+            None => !first.is_empty(),
         }
     };
     if stacked {

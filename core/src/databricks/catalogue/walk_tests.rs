@@ -124,6 +124,16 @@ fn stacked_spellings_of(path: &str) -> Vec<String> {
         all.push(format!("/api/x/{version}/{rest}"));
         all.push(format!("/api/{version}/PREVIEW/Preview/{rest}"));
     }
+    // Without a version, unless the family's second segment reads as a named API's `v<n>`
+    // (`/api/scim/v2/…`, a shape Databricks serves: it falls to the `all-apis` default).
+    let named_api_shape = rest.split('/').nth(1).is_some_and(|second| {
+        second
+            .strip_prefix('v')
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !named_api_shape {
+        all.push(format!("/api/{rest}"));
+    }
     all
 }
 
@@ -205,6 +215,40 @@ fn route_class_walk_a_credential_route_is_refused_for_every_creating_method() {
                 match match_rule(&refused, other, &spelling, None) {
                     Ok(Some((rule, _))) if refusal(rule).is_some() => {}
                     found => wrong.push(format!("{other} {spelling}: {found:?}")),
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn route_class_walk_a_credential_operations_sub_paths_are_in_its_class() {
+    // Review R1: `GET /api/2.0/secrets/get/x` must not be a `secrets:read` list where
+    // `secrets/get` is refused; a router that tolerates extra segments would serve the value.
+    // Only the SDK's own routes under the path may be decided otherwise.
+    let refused = rules(&[0], &[]);
+    let sdk: BTreeSet<String> = sdk_operations().into_iter().map(|(_, path)| path).collect();
+    let mut wrong = Vec::new();
+    for (method, path, class, _) in credential_operations() {
+        if RouteClass::from_name(&class).is_none() {
+            continue;
+        }
+        for sub_path in [format!("{path}/x1"), format!("{path}/x1/x1")] {
+            if sdk.contains(&sub_path)
+                || sdk
+                    .iter()
+                    .any(|p| sub_path.starts_with(&format!("{p}/")) && p.len() > path.len())
+            {
+                continue;
+            }
+            for spelling in spellings_of(&sub_path) {
+                match match_rule(&refused, &method, &spelling, None) {
+                    Ok(Some((rule, _))) if refusal(rule).is_some() => {}
+                    found => wrong.push(format!(
+                        "{method} {spelling}: {:?}",
+                        found.map(|f| f.map(|(r, _)| r.name.clone()))
+                    )),
                 }
             }
         }

@@ -782,6 +782,71 @@ fn review_probes_are_refused_or_decided_by_the_guarding_rule() {
             None,
             None,
         ),
+        // Extra segments after a credential operation stay in its class.
+        (
+            "GET",
+            "/api/2.0/secrets/get/x",
+            "reader",
+            None,
+            Some("route_disabled"),
+        ),
+        (
+            "GET",
+            "/api/2.1/unity-catalog/secrets/s1/x",
+            "reader",
+            None,
+            Some("route_disabled"),
+        ),
+        (
+            "POST",
+            "/api/2.0/database/credentials/x",
+            "admin",
+            None,
+            Some("route_disabled"),
+        ),
+        (
+            "POST",
+            "/api/2.1/unity-catalog/temporary-table-credentials/x",
+            "admin",
+            None,
+            Some("route_disabled"),
+        ),
+        (
+            "GET",
+            "/api/2.1/unity-catalog/recipients/r1/x",
+            "admin",
+            None,
+            Some("route_disabled"),
+        ),
+        (
+            "GET",
+            "/api/2.1/unity-catalog/recipients/r1/share-permissions",
+            "reader",
+            None,
+            None,
+        ),
+        (
+            "DELETE",
+            "/api/2.1/unity-catalog/recipients/r1",
+            "admin",
+            None,
+            None,
+        ),
+        // Query parameters read as the method by some frameworks.
+        (
+            "GET",
+            "/api/2.0/clusters/list?_method=POST",
+            "reader",
+            None,
+            Some("method_override"),
+        ),
+        (
+            "GET",
+            "/api/2.0/clusters/list?_method=GET",
+            "reader",
+            None,
+            None,
+        ),
     ];
     for (method, path, who, body, reason) in cases {
         let auth = match who {

@@ -59,6 +59,10 @@ fn stacked_versions_and_previews_are_refused_not_defaulted() {
             "/api/2.1/2.1/unity-catalog/temporary-table-credentials",
             Some("bad_path"),
         ),
+        // No version at all.
+        ("POST", "/api/token/create", Some("bad_path")),
+        ("GET", "/api/secrets/get", Some("bad_path")),
+        ("POST", "/api/2.0token/create", Some("bad_path")),
         // Escaped and dot-segment forms of the same stack normalise to it first.
         (
             "POST",
