@@ -31,7 +31,8 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     let mut config = load_config(args, args.required("config")?)?;
     let extra_headers = request_headers(&args.headers)?;
     let token = read_token(args.required("token")?)?;
-    let method = args.flag("method").unwrap_or("GET").to_ascii_uppercase();
+    // As sent: the plugin refuses a method not spelled exactly (`Post`), and so does explain.
+    let method = args.flag("method").unwrap_or("GET").to_string();
     let body = args
         .flag("body")
         .map(|f| read_file(f, "body"))

@@ -5,8 +5,9 @@
 use brickgate_core::config::Config;
 use brickgate_core::databricks::serving;
 use brickgate_core::policy::{Access, match_rule, normalize_path};
+use brickgate_core::request_hygiene;
 
-use brickgate_core::databricks::catalogue::route_class;
+use brickgate_core::databricks::catalogue::{check_api_spelling, route_class};
 use serde_json::{Value, json};
 
 use crate::args::{Args, load_config, read_file};
@@ -80,7 +81,12 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
         .flag("body")
         .map(|f| read_file(f, "body"))
         .transpose()?;
-    let method = method.to_ascii_uppercase();
+    // As the plugin: the method as sent, refused unless spelled exactly (`Post` is not `POST`).
+    if let Err(error) = request_hygiene::check_method(method) {
+        report.line(format!("refused (bad_method): {}", error.detail));
+        return Ok(report.refused("bad_method", error.detail));
+    }
+    let method = method.to_string();
     let normalized = match normalize_path(path) {
         Ok(normalized) => normalized,
         Err(problem) => {
@@ -88,6 +94,14 @@ fn answer(args: &Args, report: &mut Report) -> Result<Outcome, String> {
             return Ok(report.refused("bad_path", problem.to_string()));
         }
     };
+    let catalogue_on = config
+        .databricks
+        .as_ref()
+        .is_some_and(|d| d.route_catalogue);
+    if catalogue_on && let Err(problem) = check_api_spelling(&normalized.path) {
+        report.line(format!("refused (bad_path): {problem}"));
+        return Ok(report.refused("bad_path", problem));
+    }
     report.line(format!("canonical path: {}", normalized.path));
     report.set("method", json!(method));
     report.set("path", json!(normalized.path));

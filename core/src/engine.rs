@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
-use crate::databricks::serving;
+use crate::databricks::{catalogue, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
@@ -197,7 +197,16 @@ impl Engine {
             AuthError::new(Reason::BadPath, format!("bad request path: {problem}"))
         })?;
         audit.path = path.path.clone();
+        if config
+            .databricks
+            .as_ref()
+            .is_some_and(|d| d.route_catalogue)
+        {
+            catalogue::check_api_spelling(&path.path)
+                .map_err(|problem| AuthError::new(Reason::BadPath, problem))?;
+        }
         request_hygiene::check_method(request.method)?;
+        request_hygiene::check_query_overrides(request.method, path.query.as_deref())?;
         if config.bypass_cors_preflight && is_cors_preflight(request) {
             return self.cors_preflight(request, &path, audit);
         }

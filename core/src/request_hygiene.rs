@@ -11,7 +11,8 @@
 //! Method overrides (`X-HTTP-Method-Override: DELETE` on a `GET`) make many frameworks run
 //! another method than the one brickgate authorised, so a `:read` scope would buy a write.
 //! brickgate cannot know which upstream honours them: an override naming the request's own
-//! method is harmless and only removed; one naming any other method is refused.
+//! method is harmless and only removed; one naming any other method is refused. The same
+//! holds for a query parameter `_method` (Rails, Laravel) or named like the headers.
 //!
 //! Path overrides (`X-Original-URL`, `X-Rewrite-URL`, …) make some frameworks and proxies route
 //! on the header instead of `:path` (Symfony and Laravel once trusted `X-Original-URL` and
@@ -96,7 +97,7 @@ pub fn headers_to_remove(
         let is = |names: &[&str]| names.iter().any(|h| same_header_name(name, h));
         let is_method_override = is(&METHOD_OVERRIDE_HEADERS);
         if is_method_override {
-            check_override(method, name, value)?;
+            check_override(method, &format!("header {}", printable_name(name)), value)?;
         }
         let is_path_override = is(&PATH_OVERRIDE_HEADERS);
         if is_path_override {
@@ -111,6 +112,59 @@ pub fn headers_to_remove(
         }
     }
     Ok(remove)
+}
+
+/// Query parameters that some frameworks read as the method (Rails' and Laravel's `_method`,
+/// the override headers' names as parameters): compared as [`same_header_name`] compares.
+const METHOD_OVERRIDE_PARAMETERS: [&str; 4] = [
+    "_method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Refuses (`method_override`) a query parameter that asks for another method than `method`.
+/// Parameters are split on `&` and `;` (both separate them in some servers) and their names
+/// and values percent-decoded; a name without a value asks for no method, so it is refused.
+pub fn check_query_overrides(method: &str, query: Option<&str>) -> Result<(), AuthError> {
+    let pairs = query.into_iter().flat_map(|q| q.split(['&', ';']));
+    for pair in pairs {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decoded(name);
+        if METHOD_OVERRIDE_PARAMETERS
+            .iter()
+            .any(|known| same_header_name(&name, known))
+        {
+            let what = format!("query parameter {}", printable_name(&name));
+            check_override(method, &what, &percent_decoded(value))?;
+        }
+    }
+    Ok(())
+}
+
+/// `%XX` decoded, `+` as a space (form encoding); undecodable bytes kept as sent.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(value) => {
+                out.push(value);
+                index += 3;
+            }
+            None => {
+                out.push(if byte == b'+' { b' ' } else { byte });
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The header must name `path` itself, as a path or an absolute URL (query ignored), once
@@ -142,15 +196,15 @@ fn check_path_override(path: &str, name: &str, value: &str) -> Result<(), AuthEr
     ))
 }
 
-/// Each value (repeated headers arrive joined with `,`) must name `method` itself.
-fn check_override(method: &str, name: &str, value: &str) -> Result<(), AuthError> {
+/// Each value (repeated headers arrive joined with `,`) must name `method` itself; `what`
+/// names the header or parameter that asks.
+fn check_override(method: &str, what: &str, value: &str) -> Result<(), AuthError> {
     for named in value.split(',').map(str::trim) {
         if !named.eq_ignore_ascii_case(method) {
             return Err(AuthError::new(
                 Reason::MethodOverride,
                 format!(
-                    "header {} asks for method {} on a {method} request; send the method itself",
-                    printable_name(name),
+                    "{what} asks for method {} on a {method} request; send the method itself",
                     printable_method(named)
                 ),
             ));

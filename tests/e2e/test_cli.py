@@ -291,6 +291,21 @@ def test_route_json_names_rule_scopes_and_class():
     assert allowed["outcome"] == "allowed" and "all-apis" in allowed["needs"]["scopes_any"], allowed
 
 
+@pytest.mark.parametrize(("method", "path", "reason"), [
+    ("Post", "/api/2.1/clusters/create", "bad_method"),
+    ("POST ", "/api/2.1/clusters/create", "bad_method"),
+    ("POST", "/api/2.0/preview/preview/token/create", "bad_path"),
+    ("POST", "/api/2.0/2.1/token/create", "bad_path"),
+    ("POST", "/api/2.0/serving-endpoints/fraud/invocations", "bad_path"),
+])
+def test_route_refuses_what_the_plugin_refuses_before_any_rule(method, path, reason):
+    """Review R1: the tool answered `Post` as `POST` and stacked versions as the all-apis
+    default; the plugin refuses both before a rule decides, and so does `route`."""
+    result = run("route", "--json", method, path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert json.loads(result.stdout)["reason"] == reason, result.stdout
+
+
 def test_version_help_and_exit_codes_are_documented():
     version = run("--version")
     assert version.returncode == 0 and version.stdout.startswith("brickgate "), version.stdout

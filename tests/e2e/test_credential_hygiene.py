@@ -170,6 +170,17 @@ def test_override_naming_another_method_is_refused(listeners, tokens, upstream, 
     assert_upstream_not_reached(upstream, path)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("query", ["_method=POST", "a=1&_METHOD=DELETE", "%5Fmethod=PUT", "X-HTTP-Method-Override=PATCH"])
+def test_query_parameter_naming_another_method_is_refused(listeners, tokens, upstream, protocol, query):
+    """Review R1: Rails and Laravel read `_method` from the query as the method."""
+    token = tokens.idp(scope=READ)
+    path = unique("/api/2.0/clusters/")
+    reply = request(protocol, listeners.strict, "GET", f"{path}?{query}", [("Authorization", f"Bearer {token}")])
+    assert_refused(reply, METHOD_OVERRIDE, token)
+    assert_upstream_not_reached(upstream, path)
+
+
 # --- a second credential next to the bearer token -------------------------------------------------
 
 SECOND_CREDENTIALS = [

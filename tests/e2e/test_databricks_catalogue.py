@@ -91,6 +91,23 @@ CREDENTIAL_SPELLINGS = [
           scopes("authentication"), "oauth_secrets_and_federation"),
     Route("GET", "/api/2.1/unity-catalog/recipients/r1", DISABLED, scopes("unity-catalog"), "sharing_tokens"),
     Route("POST", "/api/2.0/marketplace-provider/files", DISABLED, scopes("gw.marketplace"), "presigned_urls"),
+    # Review R1: a route that mints with POST is in its class for PUT and PATCH too.
+    Route("PUT", "/api/2.0/accounts/acc-1/servicePrincipals/7/credentials/secrets", DISABLED,
+          scopes("authentication"), "oauth_secrets_and_federation"),
+    Route("PATCH", "/api/2.0/accounts/servicePrincipals/7/credentials/secrets", DISABLED,
+          scopes("authentication"), "oauth_secrets_and_federation"),
+]
+
+# Review R1: spellings Databricks serves no route under (stacked versions or `preview/`, the serving data plane
+# under /api/): 400 bad_path with every class enabled too, rather than the all-apis default.
+UNSERVED_SPELLINGS = [
+    ("POST", "/api/2.0/preview/preview/token/create"),
+    ("POST", "/api/2.0/2.1/token/create"),
+    ("POST", "/api/preview/2.0/token/create"),
+    ("POST", "/api/x/2.0/token-management/on-behalf-of/tokens"),
+    ("GET", "/api/2.0/Preview/preview/secrets/get?scope=s&key=k"),
+    ("POST", "/api/2.0/serving-endpoints/fraud/invocations"),
+    ("POST", "/api/2.0/preview/serving-endpoints/chat/completions"),
 ]
 
 ROUTES = [
@@ -352,6 +369,20 @@ def test_every_spelling_of_a_credential_operation_is_refused_and_nothing_reaches
     admitted = request(catalogue_gateway.sensitive_port)
     assert not check_allowed(admitted, route), admitted.body[:300]
     assert catalogue_gateway.echo.snapshot_counts().get(upstream_path, 0) == before + 1
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http1", "http2"])
+@pytest.mark.parametrize(("method", "path"), UNSERVED_SPELLINGS, ids=lambda v: v)
+def test_spellings_databricks_does_not_serve_are_refused_before_any_rule(catalogue_gateway, method, path, http2):
+    token = catalogue_gateway.tokens["all-apis"]
+    before = sum(catalogue_gateway.echo.snapshot_counts().values())
+    for port in (catalogue_gateway.port, catalogue_gateway.sensitive_port):
+        if http2:
+            reply = h2_request(port, method, path, [("authorization", f"Bearer {token}")])
+        else:
+            reply = send(port, method, path, token)
+        assert reply.status == 400 and reply.header("x-brickgate-reason") == "bad_path", reply.body[:300]
+    assert sum(catalogue_gateway.echo.snapshot_counts().values()) == before, "a refused request reached the upstream"
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.accepts == ANONYMOUS], ids=lambda r: r.id)

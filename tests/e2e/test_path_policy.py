@@ -259,6 +259,11 @@ SERVING_BODIES = [
                  id="duplicate-model-escaped-key"),
     pytest.param(json.dumps({"model": FRAUD.upper(), "messages": []}).encode(), bad_body("letter case", FRAUD),
                  id="model-in-another-case"),
+    # Review R1: Go's encoding/json matches keys ignoring case, the last one winning.
+    pytest.param(b'{"model":"churn","MODEL":"fraud-detector"}', bad_body("ignoring case"),
+                 id="second-model-key-in-upper-case"),
+    pytest.param(b'{"Model":"fraud-detector","model":"churn"}', bad_body("ignoring case"),
+                 id="second-model-key-capitalised-first"),
 ]
 
 

@@ -11,6 +11,8 @@ pub mod classes;
 pub mod scopes;
 mod spellings;
 
+pub use spellings::check_api_spelling;
+
 pub use classes::RouteClass;
 
 use crate::policy::{Access, PathPattern, Requirement, Rule, ScopeTemplate};
@@ -168,31 +170,31 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/warehouses/v1/**", Write, "sql", Full),
     // Unity Catalog and Delta Sharing: credential vending first.
     (
-        "/api/2.[01]/unity-catalog/temporary-table-credentials",
+        "/api/2.[01]/unity-catalog/temporary-table-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-volume-credentials",
+        "/api/2.[01]/unity-catalog/temporary-volume-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-path-credentials",
+        "/api/2.[01]/unity-catalog/temporary-path-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.[01]/unity-catalog/temporary-service-credentials",
+        "/api/2.[01]/unity-catalog/temporary-service-credentials/**",
         Any,
         "unity-catalog",
         Sensitive(CloudCredentials),
     ),
     (
-        "/api/2.1/unity-catalog/secrets/{id}",
+        "/api/2.1/unity-catalog/secrets/{id}/**",
         Methods::Read,
         "unity-catalog",
         Sensitive(SecretValues),
@@ -205,15 +207,24 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
+    // Its share permissions carry no token (credential_operations.tsv); anything else under
+    // a recipient is in the class, as below every credential route: brickgate cannot know that
+    // Databricks refuses extra segments after an operation's path rather than serving it.
     (
-        "/api/2.1/unity-catalog/recipients/{name}",
+        "/api/2.1/unity-catalog/recipients/{name}/share-permissions",
+        Methods::Read,
+        "unity-catalog",
+        Read,
+    ),
+    (
+        "/api/2.1/unity-catalog/recipients/{name}/**",
         NotDelete,
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
     (
-        "/api/2.1/unity-catalog/recipients/{name}/rotate-token",
-        Post,
+        "/api/2.1/unity-catalog/recipients/{name}/rotate-token/**",
+        Change,
         "unity-catalog",
         Sensitive(SharingTokens),
     ),
@@ -246,7 +257,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     // Marketplace: a consumer installation returns its Delta Sharing bearer token, a provider
     // file's creation a pre-signed upload URL (credential_operations.tsv).
     (
-        "/api/2.1/marketplace-consumer/installations",
+        "/api/2.1/marketplace-consumer/installations/**",
         Methods::Read,
         "gw.marketplace",
         Sensitive(MarketplaceInstallations),
@@ -258,14 +269,14 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Sensitive(MarketplaceInstallations),
     ),
     (
-        "/api/2.1/marketplace-consumer/listings/{id}/installations/{installation}",
+        "/api/2.1/marketplace-consumer/listings/{id}/installations/{installation}/**",
         NotDelete,
         "gw.marketplace",
         Sensitive(MarketplaceInstallations),
     ),
     (
         "/api/2.0/marketplace-provider/files",
-        Post,
+        Change,
         "gw.marketplace",
         Sensitive(PresignedUrls),
     ),
@@ -373,7 +384,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/git-credentials/**", Any, "workspace", Full),
     // A secret's value is never a `:read`, and is refused unless enabled.
     (
-        "/api/2.0/secrets/get",
+        "/api/2.0/secrets/get/**",
         Any,
         "secrets",
         Sensitive(SecretValues),
@@ -400,10 +411,12 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Sensitive(PersonalAccessTokens),
     ),
     // OAuth secrets and federation policies (Databricks' `authentication` scope); the
-    // workspace host serves the service-principal secret API too.
+    // workspace host serves the service-principal secret API too. A route that mints with POST
+    // is refused for PUT and PATCH too (`Change`): brickgate cannot know that Databricks does
+    // not serve them alike.
     (
         "/api/2.0/accounts/servicePrincipals/{id}/credentials/secrets",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),
@@ -421,7 +434,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ),
     (
         "/api/2.0/accounts/{account}/servicePrincipals/{id}/credentials/secrets",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),
@@ -440,7 +453,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     // A custom OAuth app's creation returns its client secret.
     (
         "/api/2.0/accounts/{account}/oauth2/custom-app-integrations",
-        Post,
+        Change,
         "authentication",
         Sensitive(OauthSecretsAndFederation),
     ),
@@ -481,7 +494,7 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
         Full,
     ),
     (
-        "/api/2.0/credentials-manager/exchange-tokens/token",
+        "/api/2.0/credentials-manager/exchange-tokens/token/**",
         Any,
         "gw.workspace-admin",
         Sensitive(OauthSecretsAndFederation),
@@ -564,13 +577,13 @@ const ENTRIES: &[(&str, Methods, &str, Class)] = &[
     ("/api/2.0/identity/**", Write, "scim", Full),
     // Lakebase: login tokens first
     (
-        "/api/2.0/database/credentials",
+        "/api/2.0/database/credentials/**",
         Any,
         "postgres",
         Sensitive(DatabaseCredentials),
     ),
     (
-        "/api/2.0/postgres/credentials",
+        "/api/2.0/postgres/credentials/**",
         Any,
         "postgres",
         Sensitive(DatabaseCredentials),

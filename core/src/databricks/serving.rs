@@ -74,6 +74,21 @@ pub fn model_from_body(body: &[u8], max_bytes: usize) -> Result<String, AuthErro
             bad()
         }
     })?;
+    // An upstream that matches keys ignoring case (Go's `encoding/json` does, the last match
+    // winning) reads `"MODEL"` as `model`: such a second key could name another endpoint.
+    if let Some(other) = document
+        .keys()
+        .find(|key| *key != "model" && reads_as_model(key))
+    {
+        return Err(AuthError::new(
+            Reason::BadBody,
+            format!(
+                "request body has the key {:?}, which an upstream matching keys ignoring case \
+                 reads as \"model\"; send \"model\" once, in lower case",
+                crate::error::echo_at_most(other, 16)
+            ),
+        ));
+    }
     let model = document
         .get("model")
         .and_then(Value::as_str)
@@ -87,6 +102,11 @@ pub fn model_from_body(body: &[u8], max_bytes: usize) -> Result<String, AuthErro
         return Err(bad());
     }
     Ok(model.to_string())
+}
+
+/// Whether `key` equals `model` under Unicode case folding.
+fn reads_as_model(key: &str) -> bool {
+    key.chars().flat_map(char::to_lowercase).eq("model".chars())
 }
 
 #[cfg(test)]

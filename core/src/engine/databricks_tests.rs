@@ -1099,4 +1099,6 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
     );
 }
 
+mod review_probes;
+mod stacked_versions;
 mod token_swap;

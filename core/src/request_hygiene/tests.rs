@@ -281,3 +281,51 @@ fn path_overrides_naming_the_matched_path_are_removed_others_refused() {
          /api/2.0/clusters/list; some upstreams route on it: send the path itself"
     );
 }
+
+#[test]
+fn method_overrides_in_the_query_must_name_the_method_itself() {
+    // Review R1: frameworks that honour `X-HTTP-Method-Override` often honour `_method` (or the
+    // header's name) as a query parameter too, so a `:read` GET could run as a POST.
+    let cases: &[(&str, Option<&str>, Option<Reason>)] = &[
+        ("GET", None, None),
+        ("GET", Some("scope=s&key=k"), None),
+        ("GET", Some("_method=GET"), None),
+        ("POST", Some("_method=post"), None),
+        ("GET", Some("method=POST"), None),
+        ("GET", Some("_method=POST"), Some(Reason::MethodOverride)),
+        (
+            "GET",
+            Some("a=1&_METHOD=DELETE"),
+            Some(Reason::MethodOverride),
+        ),
+        ("GET", Some("%5Fmethod=POST"), Some(Reason::MethodOverride)),
+        ("GET", Some("_method=P%4FST"), Some(Reason::MethodOverride)),
+        (
+            "GET",
+            Some("x-http-method-override=PUT"),
+            Some(Reason::MethodOverride),
+        ),
+        (
+            "GET",
+            Some("X_HTTP_Method=PATCH"),
+            Some(Reason::MethodOverride),
+        ),
+        ("GET", Some("_method"), Some(Reason::MethodOverride)),
+        (
+            "GET",
+            Some("_method=GET&_method=DELETE"),
+            Some(Reason::MethodOverride),
+        ),
+        (
+            "GET",
+            Some("a=1;_method=DELETE"),
+            Some(Reason::MethodOverride),
+        ),
+    ];
+    for (method, query, expected) in cases {
+        let got = check_query_overrides(method, *query)
+            .err()
+            .map(|e| e.reason);
+        assert_eq!(got, *expected, "{method} ?{query:?}");
+    }
+}

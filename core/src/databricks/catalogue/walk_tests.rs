@@ -109,6 +109,52 @@ fn route_class_walk_every_spelling_of_an_operation_is_decided_like_its_canonical
     assert!(disagreements.is_empty(), "{disagreements:#?}");
 }
 
+/// Stacked spellings of `path` (review R1): a second version or `preview/` before the family,
+/// `preview/` before the version, a version after another prefix. Databricks serves none.
+fn stacked_spellings_of(path: &str) -> Vec<String> {
+    let Some(rest) = family_part(path) else {
+        return Vec::new();
+    };
+    let mut all = Vec::new();
+    for version in VERSIONS {
+        all.push(format!("/api/{version}/preview/preview/{rest}"));
+        all.push(format!("/api/{version}/{version}/{rest}"));
+        all.push(format!("/api/{version}/preview/{version}/{rest}"));
+        all.push(format!("/api/preview/{version}/{rest}"));
+        all.push(format!("/api/x/{version}/{rest}"));
+        all.push(format!("/api/{version}/PREVIEW/Preview/{rest}"));
+    }
+    // Without a version, unless the family's second segment reads as a named API's `v<n>`
+    // (`/api/scim/v2/…`, a shape Databricks serves: it falls to the `all-apis` default).
+    let named_api_shape = rest.split('/').nth(1).is_some_and(|second| {
+        second
+            .strip_prefix('v')
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    if !named_api_shape {
+        all.push(format!("/api/{rest}"));
+    }
+    all
+}
+
+#[test]
+fn route_class_walk_sdk_spellings_pass_the_prefix_check_and_stacked_ones_do_not() {
+    let mut wrong = Vec::new();
+    for (_, path) in sdk_operations() {
+        for spelling in spellings_of(&path) {
+            if let Err(why) = check_api_spelling(&spelling) {
+                wrong.push(format!("{spelling} is refused: {why}"));
+            }
+        }
+        for stacked in stacked_spellings_of(&path) {
+            if check_api_spelling(&stacked).is_ok() {
+                wrong.push(format!("{stacked} passes"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 fn refusal(rule: &Rule) -> Option<&str> {
     match &rule.access {
         Access::Refuse(why) => Some(why),
@@ -144,6 +190,66 @@ fn route_class_walk_every_credential_operation_is_refused_by_default_on_every_sp
                 wrong.push(format!(
                     "{method} {spelling} is refused with its class enabled"
                 ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn route_class_walk_a_credential_route_is_refused_for_every_creating_method() {
+    // Review R1: `PUT …/credentials/secrets` must not reach the upstream where `POST` is
+    // refused; only the SDK's own operations on the path may be decided otherwise.
+    let refused = rules(&[0], &[]);
+    let sdk: BTreeSet<(String, String)> = sdk_operations().into_iter().collect();
+    let mut wrong = Vec::new();
+    for (method, path, class, _) in credential_operations() {
+        if RouteClass::from_name(&class).is_none() || method != "POST" {
+            continue;
+        }
+        for other in ["POST", "PUT", "PATCH"] {
+            if other != method && sdk.contains(&(other.to_string(), path.clone())) {
+                continue;
+            }
+            for spelling in spellings_of(&path) {
+                match match_rule(&refused, other, &spelling, None) {
+                    Ok(Some((rule, _))) if refusal(rule).is_some() => {}
+                    found => wrong.push(format!("{other} {spelling}: {found:?}")),
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn route_class_walk_a_credential_operations_sub_paths_are_in_its_class() {
+    // Review R1: `GET /api/2.0/secrets/get/x` must not be a `secrets:read` list where
+    // `secrets/get` is refused; a router that tolerates extra segments would serve the value.
+    // Only the SDK's own routes under the path may be decided otherwise.
+    let refused = rules(&[0], &[]);
+    let sdk: BTreeSet<String> = sdk_operations().into_iter().map(|(_, path)| path).collect();
+    let mut wrong = Vec::new();
+    for (method, path, class, _) in credential_operations() {
+        if RouteClass::from_name(&class).is_none() {
+            continue;
+        }
+        for sub_path in [format!("{path}/x1"), format!("{path}/x1/x1")] {
+            if sdk.contains(&sub_path)
+                || sdk
+                    .iter()
+                    .any(|p| sub_path.starts_with(&format!("{p}/")) && p.len() > path.len())
+            {
+                continue;
+            }
+            for spelling in spellings_of(&sub_path) {
+                match match_rule(&refused, &method, &spelling, None) {
+                    Ok(Some((rule, _))) if refusal(rule).is_some() => {}
+                    found => wrong.push(format!(
+                        "{method} {spelling}: {:?}",
+                        found.map(|f| f.map(|(r, _)| r.name.clone()))
+                    )),
+                }
             }
         }
     }
