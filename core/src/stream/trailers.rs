@@ -6,13 +6,9 @@ use super::{Headers, HostAction, Step};
 use crate::databricks::STRIPPED_HEADERS;
 use crate::engine::Engine;
 
-const CREDENTIAL_TRAILERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+/// Credentials for the upstream; proxy credentials and method overrides come from
+/// `request_hygiene`, so the two lists cannot drift.
+const CREDENTIAL_TRAILERS: [&str; 1] = ["authorization"];
 
 /// Whether a trailer name (any case, `_` or `-`) is one brickgate owns or one that carries
 /// credentials or identity.
@@ -30,6 +26,8 @@ pub fn forbidden(name: &str, identity_prefix: &str) -> bool {
     let prefix = identity_prefix.to_ascii_lowercase().replace('_', "-");
     folded.starts_with(&prefix)
         || CREDENTIAL_TRAILERS.contains(&folded.as_str())
+        || crate::request_hygiene::PROXY_CREDENTIAL_HEADERS.contains(&folded.as_str())
+        || crate::request_hygiene::METHOD_OVERRIDE_HEADERS.contains(&folded.as_str())
         || crate::request_hygiene::PATH_OVERRIDE_HEADERS.contains(&folded.as_str())
         || crate::request_hygiene::PATH_PREFIX_HEADERS.contains(&folded.as_str())
         || STRIPPED_HEADERS.contains(&folded.as_str())
