@@ -227,9 +227,7 @@ fn the_host_is_read_from_the_filter_and_its_chain() {
         type_url: None,
     };
     let wasm_plugin = "kind: WasmPlugin\nmetadata: {name: bg}\nspec:\n  pluginConfig: {realm: r}\n";
-    let ecds = format!(
-        "resources:\n  - \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n    name: brickgate\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n      config:\n        configuration: {{\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{{}}'}}\n  - name: other\n    typed_config: {{\"@type\": x}}\n"
-    );
+    let ecds = "resources:\n  - \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n    name: brickgate\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n      config:\n        configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{}'}\n  - name: other\n    typed_config: {\"@type\": x}\n".to_string();
     #[rustfmt::skip]
     let cases: Vec<(&str, String, Host)> = vec![
         ("flag-router.yaml", chain(&flagged),
