@@ -546,7 +546,7 @@ mod tests {
                 "{name} has no counter"
             );
             assert!(
-                [400, 401, 403, 408, 413, 502, 503].contains(&reason.status()),
+                [400, 401, 403, 408, 411, 413, 502, 503].contains(&reason.status()),
                 "{name}"
             );
             let response = AuthError::new(reason, "why").to_response("r");
