@@ -106,9 +106,15 @@ pub fn read_file(path: &str, what: &str) -> Result<Vec<u8>, String> {
 /// (`loader`); secrets named by environment variables are read as the plugin's VM would see
 /// them, from this process's environment.
 pub fn load_config(args: &Args, path: &str) -> Result<Config, String> {
+    load_config_and_host(args, path).map(|(config, _)| config)
+}
+
+/// The configuration, and what the file shows of the Envoy filter that runs it.
+pub fn load_config_and_host(args: &Args, path: &str) -> Result<(Config, loader::Host), String> {
     let loaded = loader::load(path, args.flag("filter"))?;
-    Config::from_json_with_env(&loaded.plugin_config, &|name| loaded.env.lookup(name))
-        .map_err(|e| format!("invalid configuration in {path} ({}): {e}", loaded.origin))
+    let config = Config::from_json_with_env(&loaded.plugin_config, &|name| loaded.env.lookup(name))
+        .map_err(|e| format!("invalid configuration in {path} ({}): {e}", loaded.origin))?;
+    Ok((config, loaded.host))
 }
 
 #[cfg(test)]

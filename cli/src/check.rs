@@ -2,19 +2,22 @@
 
 use brickgate_core::config::Config;
 
-use crate::args::{Args, load_config};
+use crate::args::{Args, load_config_and_host};
+use crate::loader::Host;
 use crate::{Outcome, describe, json, outln, output};
+
+mod host;
 
 pub fn run(args: &Args) -> Result<Outcome, String> {
     let [path] = args.positionals(&["CONFIG"])? else {
         return Err("expected CONFIG".to_string());
     };
-    let config = load_config(args, path).inspect_err(|problem| {
+    let (config, host) = load_config_and_host(args, path).inspect_err(|problem| {
         if args.json {
             output::document(&json::invalid(problem));
         }
     })?;
-    let warnings = warnings(&config);
+    let warnings = warnings(&config, &host);
     if args.json {
         output::document(&json::check(&config, &warnings));
         return Ok(Outcome::Allowed);
@@ -48,7 +51,7 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     }
     outln!("anything else: refused (no_matching_rule)");
     if !warnings.is_empty() {
-        outln!("warnings (Databricks tokens carry each caller's own scopes, docs/DATABRICKS.md):");
+        outln!("warnings:");
         for warning in &warnings {
             outln!("  warning: {warning}");
         }
@@ -56,7 +59,13 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
     Ok(Outcome::Allowed)
 }
 
-/// What is valid but likely not meant: printed after the table, listed by `--json`.
-pub fn warnings(config: &Config) -> Vec<String> {
-    brickgate_core::databricks::token_scopes::configuration_warnings(config)
+/// What is valid but likely not meant: printed after the table, listed by `--json`. Scope
+/// notes (Databricks tokens carry each caller's own scopes, docs/DATABRICKS.md), rule orders
+/// the `body_rules` mode cannot carry out, and what the file shows of the filter around
+/// brickgate.
+pub fn warnings(config: &Config, host: &Host) -> Vec<String> {
+    let mut warnings = brickgate_core::databricks::token_scopes::configuration_warnings(config);
+    warnings.extend(brickgate_core::config::body_mode_warnings(config));
+    warnings.extend(host::warnings(config, host));
+    warnings
 }

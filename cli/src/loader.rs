@@ -44,6 +44,37 @@ pub struct Loaded {
     /// Where in the file it was found, e.g. `WasmPlugin databricks-gateway.brickgate`.
     pub origin: String,
     pub env: VmEnv,
+    /// What the file says of the Envoy filter that runs the plugin (for `check`'s warnings).
+    pub host: Host,
+}
+
+/// The Envoy filter around the plugin, as far as the file tells.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// The raw plugin JSON: nothing is known of the filter.
+    #[default]
+    Unknown,
+    /// An Envoy Wasm filter (bootstrap, ECDS): its `allow_on_headers_stop_iteration`, and the
+    /// HTTP filter after it when the file lists the connection manager's chain.
+    Envoy {
+        stops_at_headers: bool,
+        next: Option<NextFilter>,
+    },
+    /// An Istio `WasmPlugin` or Envoy Gateway `EnvoyExtensionPolicy`: the control plane
+    /// renders the filter, never with `allow_on_headers_stop_iteration` (docs/LIFECYCLE.md),
+    /// and the file does not show the chain.
+    ControlPlane(&'static str),
+}
+
+/// The HTTP filter right after brickgate's in an `http_filters` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextFilter {
+    Filter {
+        name: String,
+        type_url: Option<String>,
+    },
+    /// brickgate is the last filter listed.
+    None,
 }
 
 /// The environment variables the plugin's VM sees.
@@ -103,6 +134,7 @@ pub fn load(path: &str, filter: Option<&str>) -> Result<Loaded, String> {
             plugin_config,
             origin: "plugin configuration".to_string(),
             env: VmEnv::Process,
+            host: Host::Unknown,
         });
     }
     choose(path, candidates, filter)

@@ -444,6 +444,8 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 mod tests;
 
 #[cfg(test)]
+mod body_off_tests;
+#[cfg(test)]
 mod databricks_tests;
 
 #[cfg(test)]

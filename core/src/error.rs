@@ -63,6 +63,9 @@ pub enum Reason {
     /// A body held for the decision was not complete within `databricks.body_deadline_ms` of
     /// the request's headers (RFC 9110 §15.5.9, 408 Request Timeout).
     BodyTimeout,
+    /// `body_rules: off`: a serving invocation without `Content-Length`, whose size brickgate
+    /// cannot count (RFC 9110 §15.5.12, 411 Length Required).
+    LengthRequired,
     ExchangeRejected,
     ExchangeFailed,
     /// Service-principal mode: Databricks refused brickgate's own client credentials (wrong
@@ -128,6 +131,7 @@ impl Reason {
         Reason::Internal,
         Reason::BadMethod,
         Reason::PathOverride,
+        Reason::LengthRequired,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -163,6 +167,7 @@ impl Reason {
             Reason::BadBody => "bad_body",
             Reason::BodyTooLarge => "body_too_large",
             Reason::BodyTimeout => "body_timeout",
+            Reason::LengthRequired => "length_required",
             Reason::ExchangeRejected => "exchange_rejected",
             Reason::ExchangeFailed => "exchange_failed",
             Reason::UpstreamCredentialsRejected => "upstream_credentials_rejected",
@@ -186,6 +191,7 @@ impl Reason {
                 | Reason::PathOverride => 400,
                 Reason::BodyTooLarge => 413,
                 Reason::BodyTimeout => 408,
+                Reason::LengthRequired => 411,
                 Reason::ExchangeFailed | Reason::UpstreamCredentialsRejected => 502,
                 Reason::KeysUnavailable | Reason::Overloaded | Reason::Internal => 503,
                 _ => 403,
@@ -212,6 +218,7 @@ impl Reason {
             | Reason::BadBody
             | Reason::BodyTooLarge
             | Reason::BodyTimeout
+            | Reason::LengthRequired
             | Reason::ExchangeFailed
             | Reason::UpstreamCredentialsRejected
             | Reason::Internal
@@ -224,7 +231,7 @@ impl Reason {
     /// Databricks' `error_code` for this status, so the Databricks SDKs show the message.
     fn error_code(self) -> &'static str {
         match self.status() {
-            400 | 408 | 413 => "BAD_REQUEST",
+            400 | 408 | 411 | 413 => "BAD_REQUEST",
             401 => "UNAUTHENTICATED",
             502 => "INTERNAL_ERROR",
             503 => "TEMPORARILY_UNAVAILABLE",
@@ -272,6 +279,16 @@ impl AuthError {
             Reason::BodyTooLarge,
             format!(
                 "request body exceeds the {limit} bytes brickgate reads to find the serving endpoint"
+            ),
+        )
+    }
+
+    /// `body_rules: off`: a serving invocation whose size only its body would tell.
+    pub fn length_required(limit: usize) -> Self {
+        AuthError::new(
+            Reason::LengthRequired,
+            format!(
+                "a request to a serving endpoint needs a Content-Length: brickgate cannot read its body here (body_rules: off) to hold it to the endpoint's {limit}-byte limit"
             ),
         )
     }
@@ -506,6 +523,7 @@ mod tests {
             Reason::Internal => 33,
             Reason::BadMethod => 34,
             Reason::PathOverride => 35,
+            Reason::LengthRequired => 36,
         }
     }
 
@@ -528,7 +546,7 @@ mod tests {
                 "{name} has no counter"
             );
             assert!(
-                [400, 401, 403, 408, 413, 502, 503].contains(&reason.status()),
+                [400, 401, 403, 408, 411, 413, 502, 503].contains(&reason.status()),
                 "{name}"
             );
             let response = AuthError::new(reason, "why").to_response("r");

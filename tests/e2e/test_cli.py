@@ -331,3 +331,73 @@ def test_a_closed_pipe_stops_the_tool_quietly_with_141(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.stdout == f"configuration {big} is valid\n", result.stdout
     assert result.stderr.strip() == "status 141", result.stderr
+
+
+# Issue 18 follow-up (M7): `check` warns where the `body_rules` mode cannot get the bodies its rules
+# need, from what the file shows of the filter around brickgate (docs/LIFECYCLE.md).
+BODY_PLUGIN = {
+    "providers": {"okta": {"issuer": "https://okta.test", "allow_any_audience": True,
+                           "jwks": {"remote": {"cluster": "idp", "uri": "https://okta.test/keys"}}}},
+    "rules": [{"name": "serving", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"]}],
+}
+BUFFER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+
+
+def body_bootstrap(body_rules: str, flag: bool, after: list[dict]) -> dict:
+    """A bootstrap whose HCM chain is brickgate's Wasm filter, then `after`, then the router."""
+    wasm = {"name": "brickgate", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"root_id": "brickgate", "vm_config": {"runtime": "envoy.wasm.runtime.v8"},
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                     "value": json.dumps({**BODY_PLUGIN, "body_rules": body_rules})},
+                   **({"allow_on_headers_stop_iteration": True} if flag else {})}}}
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "http_filters": [wasm, *after, {"name": "envoy.filters.http.router"}]}
+    return {"static_resources": {"listeners": [{"name": "main", "filter_chains": [{"filters": [
+        {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}]}}
+
+
+BUFFER = {"name": "envoy.filters.http.buffer", "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 17825792}}
+RENAMED_BUFFER = {"name": "hold-bodies", "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 17825792}}
+
+
+@pytest.mark.parametrize("name, document, says", [
+    ("buffer-missing", body_bootstrap("buffer_filter", False, []),
+     ["the filter after it is envoy.filters.http.router, not envoy.filters.http.buffer"]),
+    ("buffer-present", body_bootstrap("buffer_filter", False, [BUFFER]), []),
+    ("buffer-by-type", body_bootstrap("buffer_filter", False, [RENAMED_BUFFER]), []),
+    ("no-flag", body_bootstrap("hold_headers", False, []), ["lacks allow_on_headers_stop_iteration: true"]),
+    ("flag", body_bootstrap("hold_headers", True, []), []),
+    ("wasmplugin", {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+                    "metadata": {"name": "bg", "namespace": "ns"},
+                    "spec": {"url": "oci://r/b:1", "pluginConfig": BODY_PLUGIN}},
+     ["which Istio's WasmPlugin cannot set"]),
+    ("extension-policy", {"apiVersion": "gateway.envoyproxy.io/v1alpha1", "kind": "EnvoyExtensionPolicy",
+                          "metadata": {"name": "bg"},
+                          "spec": {"wasm": [{"name": "brickgate", "config": BODY_PLUGIN}]}},
+     ["which Envoy Gateway's EnvoyExtensionPolicy cannot set"]),
+    ("anonymous-first", {**BODY_PLUGIN, "body_rules": "buffer_filter", "rules": [
+        {"name": "open", "match": {"serving_endpoint": "public"}, "allow_anonymous": True},
+        *BODY_PLUGIN["rules"]]},
+     ["rules[1] (serving) needs a token but comes after the anonymous serving-endpoint rule rules[0] (open)",
+      "503 internal_error"]),
+])
+def test_check_warns_where_the_body_mode_cannot_get_the_body(tmp_path, name, document, says):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(document))
+    checked = run("check", "--json", str(path))
+    assert checked.returncode == 0, checked.stderr
+    warnings = json.loads(checked.stdout)["warnings"]
+    assert len(warnings) == (1 if says else 0), warnings
+    for phrase in says:
+        assert phrase in warnings[0], warnings
+    human = run("check", str(path))
+    assert human.returncode == 0 and all(phrase in human.stdout for phrase in says), human.stdout
+
+
+def test_check_refuses_body_rules_off_with_a_serving_endpoint_rule_by_its_path(tmp_path):
+    path = tmp_path / "off.json"
+    path.write_text(json.dumps({**BODY_PLUGIN, "body_rules": "off"}))
+    refused = run("check", str(path))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "rules[0].match.serving_endpoint" in refused.stderr and "body_rules: off" in refused.stderr, refused.stderr

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use serde_json::Value;
 
-use super::{Candidate, Loaded, VmEnv, parse_documents, read_bounded};
+use super::{Candidate, Host, Loaded, NextFilter, VmEnv, parse_documents, read_bounded};
 
 const WASM_FILTER: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -40,8 +40,11 @@ fn walk(value: &Value, path: &str, name: &str, found: &mut Vec<Candidate>) {
                 });
                 return;
             }
-            for child in object.values() {
-                walk(child, path, name, found);
+            for (key, child) in object {
+                match (key.as_str(), child) {
+                    ("http_filters", Value::Array(chain)) => walk_chain(chain, path, name, found),
+                    _ => walk(child, path, name, found),
+                }
             }
         }
         Value::Array(items) => {
@@ -50,6 +53,41 @@ fn walk(value: &Value, path: &str, name: &str, found: &mut Vec<Candidate>) {
             }
         }
         _ => {}
+    }
+}
+
+/// An HTTP connection manager's `http_filters`: each brickgate filter learns the one after it.
+fn walk_chain(chain: &[Value], path: &str, name: &str, found: &mut Vec<Candidate>) {
+    for (index, filter) in chain.iter().enumerate() {
+        let before = found.len();
+        walk(filter, path, name, found);
+        let next = next_filter(chain.get(index + 1));
+        for candidate in found.iter_mut().skip(before) {
+            if let Ok(Loaded {
+                host: Host::Envoy { next: slot, .. },
+                ..
+            }) = &mut candidate.found
+            {
+                *slot = Some(next.clone());
+            }
+        }
+    }
+}
+
+fn next_filter(item: Option<&Value>) -> NextFilter {
+    match item {
+        Some(item) => NextFilter::Filter {
+            name: item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("(unnamed)")
+                .to_string(),
+            type_url: item
+                .pointer("/typed_config/@type")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        },
+        None => NextFilter::None,
     }
 }
 
@@ -160,6 +198,11 @@ fn from_wasm_filter(wasm: &Value, name: &str) -> Result<Loaded, String> {
         plugin_config,
         origin: format!("Envoy Wasm filter {name}"),
         env: VmEnv::Declared { values, host_keys },
+        host: Host::Envoy {
+            stops_at_headers: plugin.get("allow_on_headers_stop_iteration")
+                == Some(&Value::Bool(true)),
+            next: None,
+        },
     })
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::envoy::strings;
-use super::{Candidate, Loaded, VmEnv};
+use super::{Candidate, Host, Loaded, VmEnv};
 
 /// An Istio `WasmPlugin`: `spec.pluginConfig` rendered as JSON; the filter is named
 /// `<namespace>.<name>`.
@@ -46,6 +46,7 @@ pub(super) fn istio(document: &Value) -> Vec<Candidate> {
                 plugin_config: Value::Object(config.clone()).to_string().into_bytes(),
                 origin: format!("Istio WasmPlugin {name}"),
                 env: VmEnv::Declared { values, host_keys },
+                host: Host::ControlPlane("Istio's WasmPlugin"),
             })
         }
         Some(Value::Object(_)) | None => Err(
@@ -78,6 +79,7 @@ pub(super) fn envoy_gateway(document: &Value) -> Vec<Candidate> {
                         values: BTreeMap::new(),
                         host_keys: strings(wasm.pointer("/env/hostKeys")),
                     },
+                    host: Host::ControlPlane("Envoy Gateway's EnvoyExtensionPolicy"),
                 }),
                 _ => Err(
                     "config is missing: Envoy Gateway then gives the plugin an empty string"

@@ -202,3 +202,61 @@ fn the_shipped_files_load() {
         assert!(config.get("providers").is_some(), "{path}: {config}");
     }
 }
+
+/// What `check` learns of the filter around brickgate: its flag, and in a bootstrap the HTTP
+/// filter after it (an xDS resources list is no chain).
+#[test]
+fn the_host_is_read_from_the_filter_and_its_chain() {
+    let flagged = wasm_filter_yaml("brickgate", "").replace(
+        "      root_id: brickgate\n",
+        "      root_id: brickgate\n      allow_on_headers_stop_iteration: true\n",
+    );
+    let buffer = "\n- name: buffer\n  typed_config:\n    \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n    max_request_bytes: 17825792\n";
+    let chain = |filters: &str| {
+        let filters: String = filters
+            .lines()
+            .map(|l| format!("                  {l}\n"))
+            .collect();
+        bootstrap(&[]).replace(
+            "                  - name: envoy.filters.http.router",
+            &format!("{filters}                  - name: envoy.filters.http.router"),
+        )
+    };
+    let router = || NextFilter::Filter {
+        name: "envoy.filters.http.router".to_string(),
+        type_url: None,
+    };
+    let wasm_plugin = "kind: WasmPlugin\nmetadata: {name: bg}\nspec:\n  pluginConfig: {realm: r}\n";
+    let ecds = "resources:\n  - \"@type\": type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig\n    name: brickgate\n    typed_config:\n      \"@type\": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n      config:\n        configuration: {\"@type\": type.googleapis.com/google.protobuf.StringValue, value: '{}'}\n  - name: other\n    typed_config: {\"@type\": x}\n".to_string();
+    #[rustfmt::skip]
+    let cases: Vec<(&str, String, Host)> = vec![
+        ("flag-router.yaml", chain(&flagged),
+         Host::Envoy { stops_at_headers: true, next: Some(router()) }),
+        ("buffer.yaml", chain(&format!("{}{buffer}", wasm_filter_yaml("brickgate", ""))),
+         Host::Envoy { stops_at_headers: false, next: Some(NextFilter::Filter {
+             name: "buffer".to_string(),
+             type_url: Some("type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer".to_string()),
+         }) }),
+        ("ecds-list.yaml", ecds, Host::Envoy { stops_at_headers: false, next: None }),
+        ("plugin.json", PLUGIN.to_string(), Host::Unknown),
+        ("istio.yaml", wasm_plugin.to_string(), Host::ControlPlane("Istio's WasmPlugin")),
+    ];
+    for (name, text, host) in cases {
+        let loaded = load(&file(name, &text), None).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(loaded.host, host, "{name}");
+    }
+    // The shipped ECDS-backed bootstrap: the flag from the watched file, the router after it.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let shipped = load(&format!("{root}/envoy/envoy.yaml"), None).unwrap();
+    assert!(
+        matches!(
+            shipped.host,
+            Host::Envoy {
+                stops_at_headers: true,
+                next: Some(_)
+            }
+        ),
+        "{:?}",
+        shipped.host
+    );
+}

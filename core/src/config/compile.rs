@@ -97,6 +97,8 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
             &databricks.enabled_route_classes,
         ));
     }
+    let body_rules = compile_body_rules(raw.body_rules.as_deref())?;
+    super::body_mode::refuse_body_rules(body_rules, &rules)?;
     let dry_run = compile_dry_run(&raw)?;
     let reads_model_from_body = rules
         .iter()
@@ -155,7 +157,7 @@ pub fn compile(bytes: &[u8], env: EnvLookup<'_>) -> Result<Config> {
             // (docs/BENCHMARKS.md), and nothing is written unless an access log reads it.
             filter_state: raw.audit.filter_state.unwrap_or(true),
         },
-        body_rules: compile_body_rules(raw.body_rules.as_deref())?,
+        body_rules,
     })
 }
 
@@ -163,10 +165,11 @@ fn compile_body_rules(value: Option<&str>) -> Result<BodyRules> {
     match value {
         None | Some("hold_headers") => Ok(BodyRules::HoldHeaders),
         Some("buffer_filter") => Ok(BodyRules::BufferFilter),
+        Some("off") => Ok(BodyRules::Off),
         Some(other) => Err(ConfigError::new(
             "body_rules",
             format!(
-                "{:?} is not one of \"hold_headers\", \"buffer_filter\"",
+                "{:?} is not one of \"hold_headers\", \"buffer_filter\", \"off\"",
                 crate::error::echo_at_most(other, 32)
             ),
         )),

@@ -45,6 +45,7 @@ fn reportable(reason: Reason) -> bool {
             | Reason::BadBody
             | Reason::BodyTooLarge
             | Reason::BodyTimeout
+            | Reason::LengthRequired
             | Reason::MethodOverride
             | Reason::BadMethod
             | Reason::PathOverride

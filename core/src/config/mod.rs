@@ -1,6 +1,7 @@
 //! Configuration: parsed once, fully, when the plugin starts. Unknown fields are refused and
 //! every value is validated; errors name the field.
 
+mod body_mode;
 mod compile;
 mod dry_run;
 pub mod held_bodies;
@@ -15,6 +16,7 @@ pub use crate::jwks::{JwksLocation, JwksSource, RemoteJwks};
 use crate::jwks::{KeySources, ProviderKeys};
 use crate::policy::Rule;
 
+pub use body_mode::body_mode_warnings;
 pub use compile::{BUILT_IN_HEADER_SUFFIXES, EnvLookup};
 pub use dry_run::DryRun;
 
@@ -50,6 +52,10 @@ pub enum BodyRules {
     /// Needs `envoy.filters.http.buffer` right after brickgate, which holds the whole request
     /// from the upstream until brickgate's verdict.
     BufferFilter,
+    /// The host cannot give brickgate the body at all: rules that need it are refused at
+    /// config time (`body_mode::refuse_body_rules`), and a body whose size is undeclared is
+    /// refused at its headers (411).
+    Off,
 }
 
 /// Where each decision's audit record goes (docs/OPERATIONS.md).

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use super::passage::Admitting;
 use super::{Engine, ReadLimit, Request};
 use crate::cache::TokenCache;
+use crate::config::BodyRules;
 use crate::databricks::body_limits::{self, BodyCheck, ServingBodyLimits};
 use crate::databricks::serving;
 use crate::error::{AuthError, Reason};
@@ -80,6 +81,11 @@ impl Engine {
         match body_limits::check(limit, request.body, declared) {
             BodyCheck::Fits => Ok(None),
             BodyCheck::TooLarge(refusal) => Err(refusal),
+            // The host gives brickgate no body: the limit cannot be counted, so a size only
+            // the body would tell is refused at the headers rather than waited for.
+            BodyCheck::Read(limit) if self.config.body_rules == BodyRules::Off => {
+                Err(AuthError::length_required(limit.max_bytes))
+            }
             BodyCheck::Read(limit) => Ok(Some(ReadLimit {
                 max_bytes: limit.max_bytes,
                 too_large: limit.refusal(None),

@@ -7,6 +7,7 @@
 //! client gives its bytes back to the VM's budget.
 
 use super::{Env, Headers, HostAction, State, Step};
+use crate::config::BodyRules;
 use crate::config::held_bodies::{BODY_DEADLINE_MS, FIRST_BODY_WAIT_MS};
 use crate::engine::ReadLimit;
 use crate::error::{AuthError, Reason};
@@ -67,8 +68,15 @@ impl Deadlines {
             .map_or((FIRST_BODY_WAIT_MS, BODY_DEADLINE_MS), |d| {
                 (d.first_body_wait_ms, d.body_deadline_ms)
             });
+        // `buffer_filter` is for hosts that hold bodies back from paused headers: a stream still
+        // at its headers (waiting for keys or a token) sees no body by design there, and its
+        // wait has its own bound; once its headers go on, only the whole body's deadline counts.
+        let first_body_ms = match env.engine.config.body_rules {
+            BodyRules::BufferFilter => UnixMillis::MAX,
+            BodyRules::HoldHeaders | BodyRules::Off => env.now_ms.saturating_add(first),
+        };
         Deadlines {
-            first_body_ms: env.now_ms.saturating_add(first),
+            first_body_ms,
             whole_body_ms: env.now_ms.saturating_add(whole),
         }
     }

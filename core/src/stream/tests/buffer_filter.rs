@@ -15,9 +15,15 @@ fn buffered_world(setup: Setup, rules: Value) -> World {
         Setup::InlineKeys | Setup::RemoteKeys => json!({"mode": "pass_through"}),
     };
     let jwks: Value = serde_json::from_str(PUBLIC_JWKS).unwrap();
+    let keys = match setup {
+        Setup::RemoteKeys => {
+            json!({"remote": {"cluster": "idp", "uri": "https://okta.test/keys", "wait_for_keys_ms": 5000}})
+        }
+        Setup::InlineKeys | Setup::Exchange => json!({"inline": jwks}),
+    };
     let config = json!({
         "body_rules": "buffer_filter",
-        "providers": {"okta": {"issuer": ISSUER, "audiences": ["api"], "jwks": {"inline": jwks}, "upstream": upstream}},
+        "providers": {"okta": {"issuer": ISSUER, "audiences": ["api"], "jwks": keys, "upstream": upstream}},
         "rules": rules,
         "databricks": {"route_catalogue": false, "max_body_bytes": 1024, "serving_body_limits": [],
                        "first_body_wait_ms": 1000, "body_deadline_ms": 5000}
@@ -297,4 +303,43 @@ fn a_streamed_body_has_the_body_deadline_but_not_the_first_body_wait() {
     seen.take(world.step(&mut stream, Event::Wake));
     assert_eq!(seen.local_reply, Some(408));
     assert_eq!(seen.records[0].audit.reason, Some("body_timeout"));
+}
+
+/// Issue 18 follow-up: a host without the flag holds bodies back from paused headers by design
+/// in this mode, so a request whose headers wait for keys past `first_body_wait_ms` is not
+/// refused as if the host lacked the flag; it waits for its keys, then streams and decides.
+#[test]
+fn a_request_waiting_for_keys_at_its_headers_has_no_first_body_wait() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let mut world = buffered_world(Setup::RemoteKeys, endpoint_rules());
+    let mut stream = Stream::new();
+    let mut seen = Seen::default();
+    seen.take(world.step(
+        &mut stream,
+        Event::RequestHeaders {
+            headers: headers("POST", CHAT, &member),
+            end_of_stream: false,
+        },
+    ));
+    assert_eq!(stream.phase(), "waiting_for_keys");
+    // Past the first-body wait (1000 ms), within `wait_for_keys_ms` (5000 ms): no body came,
+    // as none can on this host, and nothing is due.
+    world.now_ms += 1500;
+    assert!(!stream.wants_wake(&world.store, world.now_ms));
+    assert_eq!(seen.local_reply, None);
+    world.keys_arrive();
+    assert!(stream.wants_wake(&world.store, world.now_ms));
+    seen.take(world.step(&mut stream, Event::Wake));
+    assert!(seen.resumed, "the headers go on to the buffer filter");
+    assert_eq!(stream.phase(), "streaming_body");
+    seen.take(world.step(
+        &mut stream,
+        Event::RequestBody {
+            bytes: chat("churn").as_bytes(),
+            end_of_stream: true,
+        },
+    ));
+    assert_eq!(seen.local_reply, None);
+    assert_eq!(seen.records.len(), 1);
+    assert!(seen.records[0].is_allowed(), "{:?}", seen.records);
 }
