@@ -45,6 +45,13 @@ def plugin_config(idp) -> dict:
     }
 
 
+def mixed_config(config: dict) -> dict:
+    """An anonymous endpoint rule before the per-endpoint one: at the headers the anonymous rule
+    admits any request (its passage sends no identity), and the body may pick the other."""
+    public = {"name": "public", "match": {"serving_endpoint": "public"}, "allow_anonymous": True}
+    return {**config, "rules": [public, *config["rules"]]}
+
+
 def buffer_filter(max_bytes: int, disabled: bool = False) -> dict:
     return {"name": "envoy.filters.http.buffer", "disabled": disabled,
             "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": max_bytes}}
@@ -79,6 +86,7 @@ def mesh(start_envoy, wasm_path):
             without_flag_then(routed_listener("small", wasm_path, config, "echo"), buffer_filter(32 * 1024)),
             split_routes(without_flag_then(routed_listener("split", wasm_path, config, "echo"),
                                            buffer_filter(17 << 20, disabled=True))),
+            without_flag_then(routed_listener("mixed", wasm_path, mixed_config(config), "echo"), buffer_filter(17 << 20)),
         ]
         for listener in listeners:
             listener["per_connection_buffer_limit_bytes"] = 17 << 20
@@ -88,7 +96,9 @@ def mesh(start_envoy, wasm_path):
             ports = envoy.listener_ports()
             tokens = TokenFactory(idp.issuer)
             probe = tokens.idp(subject="probe", scope="serving:churn")
-            for port in ports.values():
+            for name, port in ports.items():
+                if name == "mixed":
+                    continue  # the member's request is refused there: the rules disagree on its headers
                 wait_until_decided(port, lambda p: send_body(p, "POST", CHAT, probe, body("churn")))
             yield ports, tokens.idp(subject="member", scope="serving:churn"), echo, envoy
         finally:
@@ -325,3 +335,20 @@ def test_a_path_alias_refused_by_the_body_never_reaches_the_upstream_past_an_unb
         reply = send_body(ports["split"], "POST", path, token, parts, chunk_delay_s=0.05)
     assert reply.status != 200, (reply.status, reply.body[:300])
     assert upstream_total(echo) == before, (path, reply.status, echo.snapshot_counts())
+
+
+@pytest.mark.parametrize("http2", [False, True])
+def test_a_body_that_picks_a_rule_with_other_header_changes_than_the_admitting_one_reaches_nothing(mesh, http2):
+    """At the headers the anonymous rule admitted the request (no identity headers); the body picks
+    the per-endpoint rule, which would have sent the caller's identity: the headers already went on
+    to the buffer filter, so brickgate refuses (503) and the upstream receives nothing."""
+    ports, token, echo, _ = mesh
+    before = upstream_total(echo)
+    for model, status, reason in (("public", 200, None), ("churn", 503, "internal_error")):
+        document = body(model)
+        if http2:
+            reply = h2_request(ports["mixed"], "POST", CHAT, [("authorization", f"Bearer {token}")], [document[:9], document[9:]])
+        else:
+            reply = send_body(ports["mixed"], "POST", CHAT, token, [document[:9], document[9:]])
+        assert (reply.status, reply.header("x-brickgate-reason")) == (status, reason), (model, reply.status, reply.body[:300])
+    assert upstream_total(echo) == before + 1
