@@ -250,10 +250,15 @@ impl Engine {
         // A path-named endpoint without `Content-Length`: rule and credential are decided at
         // the headers; only the body's size waits for the body.
         match (size_unknown, verdict) {
-            (Some(limit), Ok(Verdict::Allowed(mutations, upstream))) => Ok(Verdict::NeedBody(
-                limit,
-                self.passage_of(mutations, upstream),
-            )),
+            (Some(limit), Ok(Verdict::Allowed(mutations, upstream))) => {
+                match self.routed_as_read(&path) {
+                    Ok(()) => Ok(Verdict::NeedBody(
+                        limit,
+                        self.passage_of(mutations, upstream),
+                    )),
+                    Err(error) => self.refuse_or_read(error, request, audit, limit),
+                }
+            }
             (Some(limit), Err(error)) => self.refuse_or_read(error, request, audit, limit),
             (_, verdict) => verdict,
         }

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import RUNNING_ENVOYS
-from databricks_support import make_body_echo, send_json, wait_until_decided
+from databricks_support import make_body_echo, send_body, send_json, wait_until_decided
 from devstack.httpbase import running
 from devstack.workspace import SERVICE_PRINCIPALS, dev_policy, make_workspace
 from envoy_harness import EnvoyProcess, http_get
@@ -34,8 +34,15 @@ PLATFORMS = {
     "envoy-gateway": (render_envoy_gateway, lambda: only(documents(*EG_FILES), "EnvoyExtensionPolicy")["spec"]["wasm"][0]["config"]),
 }
 # The paths whose body brickgate reads (docs/DATABRICKS.md): each must reach a route the buffer holds.
-BODY_PATHS = ["/serving-endpoints/chat/completions", "/serving-endpoints/embeddings", "/serving-endpoints/e/invocations",
-              "/ai-gateway/v1/chat"]
+BODY_PATHS = ["/serving-endpoints/chat/completions", "/serving-endpoints/chat/completions/", "/serving-endpoints/completions",
+              "/serving-endpoints/embeddings", "/serving-endpoints/responses", "/serving-endpoints/e/invocations",
+              "/serving-endpoints/e/served-models/m/invocations", "/ai-gateway/v1/chat", "/ai-gateway/mlflow/v1/chat/completions"]
+# Paths brickgate reads as a body-form serving path but a route may match as something else (Envoy routes on
+# the path as sent): brickgate refuses them at their headers in body_rules: buffer_filter, so none may reach
+# the upstream, whichever route they took.
+BODY_PATH_ALIASES = ["//serving-endpoints/chat/completions", "/x/../serving-endpoints/chat/completions",
+                     "/%73erving-endpoints/chat/completions", "/./ai-gateway/mlflow/v1/chat/completions",
+                     "//ai-gateway/mlflow/v1/chat/completions"]
 
 
 def keys(node) -> set[str]:
@@ -294,10 +301,27 @@ def test_rendered_gateway_decides_serving_catalogue_and_refusals(platform, start
             reply = serving_request(port, tokens.idp(subject=USER, scope="serving:other-model"), http2)
             assert reply.status == 403 and reply.header("x-brickgate-reason") == "insufficient_scope", (reply.status, reply.headers)
         assert echo.snapshot_counts().get("/serving-endpoints/chat/completions", 0) == before
+        reaches_nothing_through_a_path_alias(port, tokens.idp(subject=USER, scope="serving:other-model"), echo)
         goes_upstream_as_the_service_principal(port, plugin_config, idp, workspace)
         _, config_dump = http_get(f"{envoy.admin_url}/config_dump")
         has_labelled_metrics_and_audit_records(envoy, rendered)
     assert SP.secret not in config_dump + envoy.log_text(), "the secret stays out of /config_dump and the log"
+
+
+def reaches_nothing_through_a_path_alias(port: int, token: str, echo) -> None:
+    """A body-form serving request on a path the gateway's routes read otherwise than brickgate (so it
+    may take a route without the buffer filter) is refused before its headers go on: the upstream
+    receives nothing, over HTTP/1.1 and HTTP/2."""
+    document = json.dumps({"model": "other-model", "messages": []}).encode()
+    before = sum(echo.snapshot_counts().values())
+    for path in BODY_PATH_ALIASES:
+        for http2 in (False, True):
+            if http2:
+                reply = h2_request(port, "POST", path, [("authorization", f"Bearer {token}")], [document[:10], document[10:]])
+            else:
+                reply = send_body(port, "POST", path, token, [document[:10], document[10:]], chunk_delay_s=0.05)
+            assert (reply.status, reply.header("x-brickgate-reason")) == (400, "bad_path"), (path, http2, reply.status, reply.body[:300])
+    assert sum(echo.snapshot_counts().values()) == before, echo.snapshot_counts()
 
 
 def enforcing_check_passes(port: int, tokens) -> None:

@@ -8,7 +8,7 @@
 
 use super::{Engine, Mutations, Request, UpstreamAction, Verdict};
 use crate::config::BodyRules;
-use crate::error::AuthError;
+use crate::error::{AuthError, Reason};
 use crate::identity::AuditRecord;
 use crate::policy::{Bindings, NormalizedPath};
 
@@ -51,6 +51,23 @@ impl Engine {
         self.config.body_rules == BodyRules::BufferFilter
     }
 
+    /// Envoy chose the request's route, and with it whether its buffer filter holds the
+    /// request, on the path as sent; brickgate reads and forwards the canonical path. Where the
+    /// two differ (`//serving-endpoints/...`, `/x/../ai-gateway/...`, escaped letters), the
+    /// route may be one the buffer filter is off on, and the headers and body would reach the
+    /// upstream before the verdict. So a request whose body this mode reads must come with the
+    /// canonical path, which every route that reaches the serving paths then matches as
+    /// brickgate reads it.
+    pub(super) fn routed_as_read(&self, path: &NormalizedPath) -> Result<(), AuthError> {
+        if !self.streams_bodies() || path.rewritten.is_none() {
+            return Ok(());
+        }
+        Err(AuthError::new(
+            Reason::BadPath,
+            "the request's body decides it, and its path is not in canonical form (repeated slashes, dot segments or escaped letters): with body_rules: buffer_filter Envoy picked its route, and so whether the buffer filter holds it, on the path as sent; send the path as brickgate reads it",
+        ))
+    }
+
     /// The passage of a request decided at its headers whose body is still to be read (its
     /// size, for a path-named endpoint without `Content-Length`): the same header changes.
     pub(super) fn passage_of(
@@ -87,6 +104,7 @@ impl Engine {
         if !self.streams_bodies() {
             return Ok(None);
         }
+        self.routed_as_read(path)?;
         let Some(rule) = self.config.rules.get(admitting.index) else {
             return Err(AuthError::internal(
                 "the admitting rule vanished from the configuration",

@@ -343,3 +343,49 @@ fn a_request_waiting_for_keys_at_its_headers_has_no_first_body_wait() {
     assert_eq!(seen.records.len(), 1);
     assert!(seen.records[0].is_allowed(), "{:?}", seen.records);
 }
+
+/// Envoy picked the route, and so whether its buffer filter holds the request, on the path as
+/// sent; brickgate reads (and forwards) the canonical path. A request whose body brickgate
+/// reads on a path it would rewrite may have been routed past the buffer (`//serving-endpoints/`
+/// on a route table that buffers `/serving-endpoints` only): it is refused at its headers,
+/// before anything goes on. The canonical path streams as before; a path-named endpoint whose
+/// size waits for the body is held to the same.
+#[test]
+fn a_body_read_on_a_path_brickgate_would_rewrite_is_refused_before_anything_goes_on() {
+    let member = format!("Bearer {}", token(json!({"scope": "serving:churn"})));
+    let aliases = [
+        ("//serving-endpoints/chat/completions", 400),
+        ("/x/../serving-endpoints/chat/completions", 400),
+        ("/%73erving-endpoints/chat/completions", 400),
+        ("/serving-endpoints//chat/completions", 400),
+        ("//ai-gateway/mlflow/v1/chat/completions", 400),
+        ("/serving-endpoints//churn/invocations", 400),
+        (CHAT, 0),
+        ("/serving-endpoints/chat/completions/", 0),
+        ("/serving-endpoints/churn/invocations", 0),
+    ];
+    for (path, status) in aliases {
+        let mut world = buffered_world(Setup::InlineKeys, endpoint_rules());
+        let mut stream = Stream::new();
+        let mut seen = Seen::default();
+        seen.take(world.step(
+            &mut stream,
+            Event::RequestHeaders {
+                headers: headers("POST", path, &member),
+                end_of_stream: false,
+            },
+        ));
+        if status == 0 {
+            assert_eq!(seen.replies, [Reply::Continue], "{path}");
+            assert_eq!(stream.phase(), "streaming_body", "{path}");
+            continue;
+        }
+        assert_eq!(seen.replies, [Reply::Pause], "{path}");
+        assert_eq!(seen.local_reply, Some(status), "{path}");
+        assert!(seen.headers_set.is_none(), "{path}");
+        assert_eq!(seen.records.len(), 1, "{path}");
+        assert_eq!(seen.records[0].audit.reason, Some("bad_path"), "{path}");
+        let detail = seen.records[0].audit.detail.clone().unwrap_or_default();
+        assert!(detail.contains("body_rules: buffer_filter"), "{detail}");
+    }
+}
