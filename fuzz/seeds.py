@@ -162,7 +162,7 @@ def header_map():
 
 def regressions():
     """Findings of the lifecycle fuzzer, as inputs that replay them (the unit tests beside the
-    fixes in core/src/stream/tests.rs pin the same behaviour)."""
+    fixes in core/src/stream/tests/host_failures.rs pin the same behaviour)."""
     # jwks: an inline symmetric key too short for any HMAC algorithm was kept.
     (CORPUS / "jwks" / "regression-short-secret").write_bytes(b'{"keys": [{"kty": "oct", "k": "c2hvcnQ", "kid": "s"}]}')
     # token_response: a service-principal refusal quoted brickgate's own secret, as a 401.

@@ -1,6 +1,6 @@
 """Where brickgate's catalogue and the fake workspace disagree (issue 9 point 7).
 
-The fake workspace's route → scope table (devstack/workspace.py) is written from Databricks'
+The fake workspace's route → scope table (devstack/workspace_rest.py) is written from Databricks'
 documentation, independently of core/src/databricks/catalogue.rs. Here the same workspace-issued
 token is sent to each route twice: through brickgate (pass-through, catalogue on, upstream = the
 fake) and to the fake directly. Each (route, scope) where one allows and the other refuses is a

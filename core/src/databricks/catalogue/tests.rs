@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use super::RouteClass::{
+    CloudCredentials, CodeExecution, DatabaseCredentials, OauthSecretsAndFederation,
+    PersonalAccessTokens, SecretValues, SharingTokens,
+};
 use super::*;
 use crate::policy::match_rule;
 
