@@ -3,13 +3,15 @@
 
 Envoy picks a request's route from `:path` as the client sent it, before brickgate runs. brickgate
 forwards the canonical path (repeated slashes merged, dot segments resolved, escaped unreserved
-letters decoded). Since Envoy 1.33 a Wasm filter's header changes no longer clear Envoy's route
-cache (envoyproxy/envoy#36671), so brickgate asks for it explicitly (the `clear_route_cache`
-foreign function) after rewriting the path. Here two routes split the traffic: prefix `/api/` to
-upstream A, everything else to upstream B, each route with its own per-route config for a filter
-after brickgate (`header_mutation`) and its own router header. A request must reach the upstream,
-the later filter's per-route config and the router header of the route its canonical path selects,
-over HTTP/1.1 and HTTP/2.
+letters decoded). Since Envoy 1.33 a Wasm filter's header changes clear Envoy's route cache only
+for modules of ABI 0.2.1 or older (envoyproxy/envoy#36671), so brickgate asks for it explicitly
+(the `clear_route_cache` foreign function) after rewriting the request's headers; had Envoy
+refused that call, each request here would be a 503.
+
+Here two routes split the traffic: prefix `/api/` to upstream A, everything else to upstream B,
+each route with its own per-route config for a filter after brickgate (`header_mutation`) and its
+own router header. A request must reach the upstream, the later filter's per-route config and the
+router header of the route its canonical path selects, over HTTP/1.1 and HTTP/2.
 """
 
 from dataclasses import dataclass
