@@ -6,6 +6,7 @@ mod host_maps;
 mod host_verify;
 mod http;
 mod root;
+mod route_cache;
 mod stream;
 mod upstream;
 

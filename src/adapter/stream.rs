@@ -85,7 +85,13 @@ fn carry_out(
     action: HostAction,
 ) -> Result<(), String> {
     match action {
-        HostAction::SetRequestHeaders(rewrite) => rewrite_headers(&rewrite),
+        HostAction::SetRequestHeaders(rewrite) => {
+            rewrite_headers(&rewrite)?;
+            if rewrite.reselects_route() {
+                super::route_cache::clear()?;
+            }
+            Ok(())
+        }
         HostAction::SetRequestTrailers(trailers) => {
             hostcalls::set_map(MapType::HttpRequestTrailers, pairs(&trailers))
                 .map_err(|e| format!("cannot set the request trailers: {e:?}"))

@@ -137,6 +137,24 @@ impl HeaderRewrite {
         edits
     }
 
+    /// Whether the host must pick the request's route again once the edits are made. Envoy
+    /// chose the route (cluster, per-route filter configs) from the headers as the client sent
+    /// them, before brickgate ran; a route can match on `:path` and on any request header, so
+    /// any edit may select another route, and the request must take the route of what it
+    /// becomes upstream (docs/PATHS.md, "Envoy in front"). True exactly when
+    /// [`HeaderRewrite::edits`] is not empty.
+    pub fn reselects_route(&self) -> bool {
+        let m = &self.mutations;
+        m.set_path.is_some()
+            || m.headers_set().next().is_some()
+            || self.original.iter().any(|(name, _)| {
+                !name.starts_with(':')
+                    && m.remove_headers
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(name))
+            })
+    }
+
     /// What the upstream receives, owned (for tests and logs).
     pub fn to_headers(&self) -> Vec<(String, String)> {
         self.mutations.applied_to(&self.original)

@@ -70,7 +70,9 @@ pub enum Reply {
 /// Host calls to make, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostAction {
-    /// Replace the request's headers with these (one host call).
+    /// Change the request's headers to these; when that may select another route
+    /// ([`HeaderRewrite::reselects_route`]), the host picks the route again before the request
+    /// goes on. A failure of either is a [`Event::HostFailure`].
     SetRequestHeaders(Box<HeaderRewrite>),
     /// Replace the request's trailers with these.
     SetRequestTrailers(Headers),

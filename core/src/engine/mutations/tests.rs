@@ -85,7 +85,9 @@ fn the_edits_make_the_same_request_as_replacing_the_whole_map() {
                     set_path,
                 },
             };
-            let edited = apply(original, &rewrite.edits());
+            let edits = rewrite.edits();
+            prop_assert_eq!(rewrite.reselects_route(), !edits.is_empty());
+            let edited = apply(original, &edits);
             prop_assert_eq!(canonical(&edited), canonical(&rewrite.pairs()));
             Ok(())
         })
@@ -112,4 +114,68 @@ fn a_request_that_only_gains_headers_costs_one_edit_per_header() {
             HeaderEdit::Add("x-brickgate-subject", "s")
         ]
     );
+}
+
+/// A route can match on the path and on any request header: every rewrite that changes one
+/// makes the host pick the route again; one that changes nothing the host holds does not.
+#[test]
+fn a_rewrite_that_changes_the_request_reselects_its_route() {
+    let original = || {
+        vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "//api/2.0/clusters/list".to_string()),
+            ("x-forwarded-user".to_string(), "spoofed".to_string()),
+        ]
+    };
+    let set = |name: &str| vec![(name.to_string(), "v".to_string())];
+    let cases: [(&str, Mutations, bool); 6] = [
+        (
+            "canonical path",
+            Mutations {
+                set_path: Some("/api/2.0/clusters/list".to_string()),
+                ..Mutations::default()
+            },
+            true,
+        ),
+        (
+            "client header removed",
+            Mutations {
+                remove_headers: vec!["X-Forwarded-User".to_string()],
+                ..Mutations::default()
+            },
+            true,
+        ),
+        (
+            "header set",
+            Mutations {
+                set_headers: set("authorization"),
+                ..Mutations::default()
+            },
+            true,
+        ),
+        (
+            "verified identity added",
+            Mutations {
+                verified_headers: Rc::from(set("x-brickgate-subject")),
+                ..Mutations::default()
+            },
+            true,
+        ),
+        (
+            "removal of a header the request lacks",
+            Mutations {
+                remove_headers: vec!["x-original-url".to_string()],
+                ..Mutations::default()
+            },
+            false,
+        ),
+        ("nothing", Mutations::default(), false),
+    ];
+    for (case, mutations, reselects) in cases {
+        let rewrite = HeaderRewrite {
+            original: original(),
+            mutations,
+        };
+        assert_eq!(rewrite.reselects_route(), reselects, "{case}");
+    }
 }
