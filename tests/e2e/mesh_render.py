@@ -109,14 +109,19 @@ def istio_extension_config(plugin: dict, wasm_path: Path, plugin_config: dict) -
     pkg/wasm/convert.go `rewriteVMConfig`: the module fetched to a local file, and the
     ISTIO_META_* variables (pull secret, pull policy, resource version) stripped before Envoy."""
     spec, meta = plugin["spec"], plugin["metadata"]
+    # The plugin's name is `<namespace>.<name>` (`buildPluginConfig`, `resourceName`); the ECDS
+    # resource and the HTTP filter carry the WasmPlugin's ResourceName,
+    # `extensions.istio.io/wasmplugin/<namespace>.<name>` (extensions.go `WasmPluginResourceNamePrefix`,
+    # line 271 at 1.29.6; wasmplugin.go `InsertedExtensionConfigurations` and `toEnvoyHTTPFilter`).
     name = f"{meta['namespace']}.{meta['name']}"
+    resource_name = f"extensions.istio.io/wasmplugin/{name}"
     env = spec.get("vmConfig", {}).get("env", [])
     variables = {e["name"]: e["value"] for e in env if e.get("valueFrom", "INLINE") == "INLINE"}
     vm = {"runtime": V8, "code": {"local": {"filename": str(wasm_path)}},
           "environment_variables": {**({"key_values": variables} if variables else {}),
                                     "host_env_keys": [e["name"] for e in env if e.get("valueFrom") == "HOST"]}}
     policy = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}[spec["failStrategy"]]
-    return {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": name,
+    return {"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", "name": resource_name,
             "typed_config": wasm_filter_config(name, spec["pluginName"], plugin_config, vm, failure_policy=policy)}
 
 

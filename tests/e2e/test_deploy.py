@@ -132,7 +132,8 @@ def test_istio_plugin_is_rendered_fail_closed_with_its_own_name_and_the_host_sec
     rendered = render_istio(plugin["pluginConfig"], wasm_path, tmp_path, {c: 1 for c in callout_clusters(plugin["pluginConfig"])}, 1)
     (extension,) = json.loads((tmp_path / "istio-ecds.json").read_text())["resources"]
     config = extension["typed_config"]["config"]
-    assert extension["name"] == config["name"] == rendered["filter_name"] == "databricks-gateway.brickgate"
+    assert extension["name"] == rendered["filter_name"] == "extensions.istio.io/wasmplugin/databricks-gateway.brickgate"
+    assert config["name"] == "databricks-gateway.brickgate"
     assert config["failure_policy"] == "FAIL_CLOSED" and config["root_id"] == "brickgate"
     assert "vm_id" not in config["vm_config"] and "allow_on_headers_stop_iteration" not in config
     assert config["vm_config"]["environment_variables"]["host_env_keys"] == [SECRET_VARIABLE]
