@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Result<Outcome, String> {
 /// the `body_rules` mode cannot carry out, and what the file shows of the filter around
 /// brickgate.
 pub fn warnings(config: &Config, host: &Host) -> Vec<String> {
-    let mut warnings = brickgate_core::databricks::token_scopes::configuration_warnings(config);
+    let mut warnings = brickgate_core::config::configuration_warnings(config);
     warnings.extend(brickgate_core::config::body_mode_warnings(config));
     warnings.extend(host::warnings(config, host));
     warnings

@@ -6,19 +6,23 @@ mod compile;
 mod dry_run;
 pub mod held_bodies;
 mod raw;
+mod warnings;
 
 use std::fmt;
 
 use crate::alg::Alg;
 use crate::databricks::DatabricksConfig;
 use crate::databricks::exchange::UpstreamMode;
+pub use crate::identity::IdpKind;
 pub use crate::jwks::{JwksLocation, JwksSource, RemoteJwks};
 use crate::jwks::{KeySources, ProviderKeys};
 use crate::policy::Rule;
+pub use crate::token::TokenSource;
 
 pub use body_mode::body_mode_warnings;
 pub use compile::{BUILT_IN_HEADER_SUFFIXES, EnvLookup};
 pub use dry_run::DryRun;
+pub use warnings::configuration_warnings;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,27 +117,6 @@ pub struct Provider {
     /// Scopes earned by groups, roles or IdP scopes (identity::grants).
     pub grants: Vec<crate::identity::grants::Grant>,
     pub upstream: UpstreamMode,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    /// A request header (lower-case name), with an optional case-insensitive prefix.
-    Header {
-        name: String,
-        prefix: Option<String>,
-    },
-    /// A query parameter: opt-in only, since URLs end up in access logs.
-    Query { param: String },
-}
-
-/// How the principal kind (human user or service principal) is read from the claims.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdpKind {
-    Generic,
-    Okta,
-    Entra,
-    Auth0,
-    Databricks,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,8 +21,6 @@
 use std::cell::OnceCell;
 
 use super::catalogue::{self, RouteClass, scopes::SCOPES};
-use super::exchange::UpstreamMode;
-use crate::config::Config;
 use crate::error::AuthError;
 use crate::policy::{Access, Rule, match_rule};
 
@@ -256,64 +254,9 @@ pub fn to_request(
         })
 }
 
-/// Where a configuration cannot keep a swapped token within its callers' scopes, or will
-/// refuse callers its rules admit: one line per provider and problem, for `brickgate check`.
-pub fn configuration_warnings(config: &Config) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (index, provider) in config.providers.iter().enumerate() {
-        let endpoint = match &provider.upstream {
-            UpstreamMode::PassThrough => continue,
-            UpstreamMode::Exchange { endpoint, .. } => endpoint,
-            UpstreamMode::ServicePrincipal(endpoint) => {
-                warnings.push(format!(
-                    "provider {}: service_principal asks Databricks for each caller's own scopes \
-                     (within upstream.scopes), so the OAuth secret must allow requesting a subset \
-                     of its scopes; a secret whose scopes are fixed refuses narrower requests \
-                     (upstream_credentials_rejected). Databricks sees one principal for every caller",
-                    provider.name
-                ));
-                endpoint
-            }
-        };
-        let ignored: Vec<&str> = endpoint
-            .scopes
-            .iter()
-            .filter(|s| Scope::parse(s).is_none())
-            .map(String::as_str)
-            .collect();
-        if !ignored.is_empty() {
-            warnings.push(format!(
-                "provider {}: upstream.scopes [{}] are not Databricks API scopes and are never \
-                 requested",
-                provider.name,
-                ignored.join(" ")
-            ));
-        }
-        let mut uncovered: Vec<String> = config
-            .rules
-            .iter()
-            .filter(|rule| {
-                matches!(&rule.access, Access::Token { providers, .. } if providers.contains(&index))
-            })
-            .flat_map(rule_alternatives)
-            .filter(|scope| {
-                Scope::parse(scope).is_some()
-                    && intersect(std::slice::from_ref(scope), &endpoint.scopes).is_empty()
-            })
-            .collect();
-        uncovered.sort();
-        uncovered.dedup();
-        if !uncovered.is_empty() {
-            warnings.push(format!(
-                "provider {}: rules admit callers by [{}], which upstream.scopes [{}] cannot \
-                 cover: callers holding only those are refused (insufficient_scope)",
-                provider.name,
-                uncovered.join(" "),
-                endpoint.scopes.join(" ")
-            ));
-        }
-    }
-    warnings
+/// Whether `scope` is one of Databricks' own API scopes (the only ones ever requested).
+pub fn is_databricks_scope(scope: &str) -> bool {
+    Scope::parse(scope).is_some()
 }
 
 #[cfg(test)]

@@ -8,5 +8,5 @@ mod verified;
 
 pub use audit::{AuditRecord, AuditValue, fingerprint};
 pub use headers::{header_value_safe, headers_to_strip, identity_headers};
-pub use principal::{PrincipalKind, client_id, principal_kind};
+pub use principal::{IdpKind, PrincipalKind, client_id, principal_kind};
 pub use verified::{FederatedSubject, Holder, Verified};

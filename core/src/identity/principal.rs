@@ -2,8 +2,17 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::IdpKind;
 use crate::verify::claims::string_claim;
+
+/// How the principal kind (human user or service principal) is read from the claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdpKind {
+    Generic,
+    Okta,
+    Entra,
+    Auth0,
+    Databricks,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {

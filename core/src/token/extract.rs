@@ -5,13 +5,24 @@
 
 use std::borrow::Cow;
 
-use crate::config::TokenSource;
 use crate::error::{AuthError, Reason};
 use crate::header_name::same_header_name;
 
 /// Headers that carry a credential whether or not a provider reads its tokens there: a value
 /// in them next to a bearer token is a second credential.
 const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "proxy-authorization"];
+
+/// Where a provider's tokens are read (configuration `token_sources`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// A request header (lower-case name), with an optional case-insensitive prefix.
+    Header {
+        name: String,
+        prefix: Option<String>,
+    },
+    /// A query parameter: opt-in only, since URLs end up in access logs.
+    Query { param: String },
+}
 
 /// The credential found, and every place it was found (removed upstream when not forwarded).
 /// Borrowed from the request and the configuration: extracting costs no copy of the token.

@@ -4,6 +4,6 @@ mod extract;
 mod jwt;
 mod strict_json;
 
-pub use extract::{Credential, extract_credential};
+pub use extract::{Credential, TokenSource, extract_credential};
 pub use jwt::{JoseHeader, UnverifiedJwt};
 pub use strict_json::parse_object_strict;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{Config, configuration_warnings};
 use crate::error::Reason;
 
 fn strings(items: &[&str]) -> Vec<String> {
