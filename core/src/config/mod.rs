@@ -18,6 +18,7 @@ pub use crate::jwks::{JwksLocation, JwksSource, RemoteJwks};
 use crate::jwks::{KeySources, ProviderKeys};
 use crate::policy::Rule;
 pub use crate::token::TokenSource;
+use crate::verify::ProviderChecks;
 
 pub use body_mode::body_mode_warnings;
 pub use compile::{BUILT_IN_HEADER_SUFFIXES, EnvLookup};
@@ -117,6 +118,19 @@ pub struct Provider {
     /// Scopes earned by groups, roles or IdP scopes (identity::grants).
     pub grants: Vec<crate::identity::grants::Grant>,
     pub upstream: UpstreamMode,
+}
+
+impl<'a> From<&'a Provider> for ProviderChecks<'a> {
+    fn from(provider: &'a Provider) -> Self {
+        ProviderChecks {
+            name: &provider.name,
+            require_typ: provider.require_typ,
+            algorithms: &provider.algorithms,
+            clock_skew_s: provider.clock_skew_s,
+            max_lifetime_s: provider.max_lifetime_s,
+            audiences: provider.audiences.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

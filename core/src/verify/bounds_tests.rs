@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, Provider};
 use crate::jwks::{KeyOrigin, VerificationKey, parse_jwks};
 
 const NOW: u64 = 1_800_000_000;

@@ -9,21 +9,34 @@ pub use signature::{InWasmVerifier, SignatureVerifier};
 
 use crate::UnixTime;
 use crate::alg::Alg;
-use crate::config::Provider;
 use crate::error::{AuthError, Reason, echo, echo_list};
 use crate::jwks::{KeySet, MAX_KEYS_WITHOUT_KID};
 use crate::token::UnverifiedJwt;
 
+/// What verification reads of a configured provider. Declared here, and filled by
+/// `config::Provider`, so that `verify` sits below `config` in the module graph.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderChecks<'a> {
+    pub name: &'a str,
+    pub require_typ: bool,
+    pub algorithms: &'a [Alg],
+    pub clock_skew_s: u64,
+    pub max_lifetime_s: u64,
+    /// `None` when the provider explicitly waives the audience check.
+    pub audiences: Option<&'a [String]>,
+}
+
 /// Checks everything about `jwt` that depends on `provider`. `keys` is the error to answer
 /// when the provider's keys cannot be used (not fetched yet, or expired beyond grace); it is
 /// only consulted once the cheap checks have passed.
-pub fn verify_for_provider(
-    provider: &Provider,
+pub fn verify_for_provider<'p>(
+    provider: impl Into<ProviderChecks<'p>>,
     jwt: &UnverifiedJwt<'_>,
     keys: Result<&KeySet, AuthError>,
     now: UnixTime,
     verifier: &dyn SignatureVerifier,
 ) -> Result<Alg, AuthError> {
+    let provider = provider.into();
     if provider.require_typ {
         let typ = jwt.header.typ.as_deref().unwrap_or("");
         let ok =
@@ -59,7 +72,7 @@ pub fn verify_for_provider(
         provider.clock_skew_s,
         provider.max_lifetime_s,
     )?;
-    if let Some(audiences) = &provider.audiences {
+    if let Some(audiences) = provider.audiences {
         claims::check_audience(&jwt.claims, audiences)?;
     }
     let keys = keys?;
