@@ -20,6 +20,8 @@ pub mod header_name;
 pub mod identity;
 pub mod jwks;
 pub mod metrics;
+#[cfg(test)]
+mod module_graph_tests;
 pub mod policy;
 pub mod request_hygiene;
 pub mod shared_data;
