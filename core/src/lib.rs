@@ -3,7 +3,19 @@
 //! This crate is the pure core: it takes headers, bytes, events and `now`, and returns
 //! decisions and host actions as data. It does not depend on `proxy-wasm`, so the compiler
 //! keeps host calls out of it on every target; the `brickgate` crate (the wasm module) is the
-//! thin adapter. Data flows config → token → jwks → verify → policy → identity → engine → stream.
+//! thin adapter.
+//!
+//! Production code of top-level modules imports only downwards (`module_graph_tests` fails
+//! on a cycle):
+//! - leaves, below everything: `error`, `metrics`, `alg`, `encoding`, `header_name`,
+//!   `shared_data`, then `policy` (rule matching) and `request_hygiene`;
+//! - the request path: `token` → `jwks` → `verify` → `identity` (and `access_log`, which
+//!   renders identity's audit record), with `databricks` beside them;
+//! - `config`, which parses the plugin JSON once and compiles it into the types of the modules
+//!   below it (so none of them imports `config`);
+//! - `cache` → `engine` → `stream`, and `header_map` for adapters on top.
+//!
+//! Each request flows token → jwks → verify → policy → identity → engine → stream.
 
 pub mod access_log;
 pub mod alg;
