@@ -2,6 +2,7 @@
 //! requirement → identity. Pure: the adapter supplies the request, the key store and `now`.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -100,19 +101,32 @@ enum Verdict {
     NeedBody(ReadLimit, Option<Box<Passage>>),
 }
 
+/// The compiled policy: immutable once built, so one instance can serve every worker thread
+/// of a native host (an Envoy dynamic module shares its filter config across workers).
+/// Per-worker mutable state (the verified-token cache, the key store) is not in here: the
+/// caller passes it to `decide` by reference.
+/// TODO(issue 19): name that split in types: `Arc<Engine>` as the shared policy beside a
+/// `Worker` owning the `Rc` token cache (`cache::TokenCache`) and the key store
+/// (`jwks::JwksStore`), which the adapters keep side by side today.
 pub struct Engine {
     /// Read-only once the engine is built: the indices below are derived from it.
     pub config: Config,
-    verifier: Box<dyn SignatureVerifier>,
+    verifier: Box<dyn SignatureVerifier + Send + Sync>,
     rule_index: RuleIndex,
     /// By rule index.
-    accepted: Vec<Rc<AcceptedProviders>>,
+    accepted: Vec<Arc<AcceptedProviders>>,
     /// The serving-endpoint rules, in order (the rules a body's `model` may select).
     endpoint_rules: Vec<usize>,
 }
 
+// The compiled policy must stay shareable across threads (see `Engine`).
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+};
+
 impl Engine {
-    pub fn new(config: Config, verifier: Box<dyn SignatureVerifier>) -> Self {
+    pub fn new(config: Config, verifier: Box<dyn SignatureVerifier + Send + Sync>) -> Self {
         let rule_index = RuleIndex::new(&config.rules);
         let accepted = accepted_by_rule(&config);
         let endpoint_rules = (config.rules.iter().enumerate())
@@ -243,7 +257,7 @@ impl Engine {
         let accepted = self
             .accepted
             .get(index)
-            .map_or_else(Default::default, Rc::clone);
+            .map_or_else(Default::default, Arc::clone);
         let verdict = self.apply_rule(
             request, &path, rule, &accepted, &bindings, keys, cache, now_ms, audit,
         );

@@ -197,8 +197,14 @@ fn top_level_modules_import_each_other_without_a_cycle() {
     let (roots, edges) = module_graph();
     // The reader must see the graph, or an empty one would pass: the engine drives policy,
     // and the stream drives the engine.
-    assert!(edges.contains_key(&("engine".into(), "policy".into())), "{edges:?}");
-    assert!(edges.contains_key(&("stream".into(), "engine".into())), "{edges:?}");
+    assert!(
+        edges.contains_key(&("engine".into(), "policy".into())),
+        "{edges:?}"
+    );
+    assert!(
+        edges.contains_key(&("stream".into(), "engine".into())),
+        "{edges:?}"
+    );
     let report: Vec<String> = cycles(&roots, &edges)
         .into_iter()
         .map(|(cycle, closing)| {
@@ -218,14 +224,20 @@ fn top_level_modules_import_each_other_without_a_cycle() {
 fn a_cycle_is_reported_with_the_edge_that_closes_it() {
     let roots: BTreeSet<String> = ["config", "stream", "token"].map(String::from).into();
     let mut edges = Edges::new();
-    for (from, to) in [("stream", "config"), ("config", "token"), ("token", "stream")] {
+    for (from, to) in [
+        ("stream", "config"),
+        ("config", "token"),
+        ("token", "stream"),
+    ] {
         edges.insert((from.into(), to.into()), vec!["here:1".into()]);
     }
     let found = cycles(&roots, &edges);
     assert_eq!(
         found,
         vec![(
-            ["config", "token", "stream", "config"].map(String::from).to_vec(),
+            ["config", "token", "stream", "config"]
+                .map(String::from)
+                .to_vec(),
             ("stream".to_string(), "config".to_string())
         )]
     );

@@ -36,7 +36,7 @@ pub struct Root {
     pending: HashMap<u32, usize>,
 }
 
-fn choose_verifier(host_signatures: bool) -> Box<dyn SignatureVerifier> {
+fn choose_verifier(host_signatures: bool) -> Box<dyn SignatureVerifier + Send + Sync> {
     if !host_signatures {
         log(
             LogLevel::Info,

@@ -3,7 +3,7 @@
 //! hundred (a linear search by issuer compared a URL per provider).
 
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::config::{Config, TokenSource};
 use crate::policy::{Access, Rule};
@@ -63,19 +63,19 @@ impl AcceptedProviders {
 }
 
 /// One entry per rule, in order; rules with the same providers share one.
-pub(super) fn accepted_by_rule(config: &Config) -> Vec<Rc<AcceptedProviders>> {
-    let mut shared: HashMap<&[usize], Rc<AcceptedProviders>> = HashMap::new();
-    let none = Rc::new(AcceptedProviders::default());
+pub(super) fn accepted_by_rule(config: &Config) -> Vec<Arc<AcceptedProviders>> {
+    let mut shared: HashMap<&[usize], Arc<AcceptedProviders>> = HashMap::new();
+    let none = Arc::new(AcceptedProviders::default());
     config
         .rules
         .iter()
         .map(|rule: &Rule| match &rule.access {
-            Access::Token { providers, .. } => Rc::clone(
+            Access::Token { providers, .. } => Arc::clone(
                 shared
                     .entry(providers.as_slice())
-                    .or_insert_with(|| Rc::new(AcceptedProviders::new(config, providers))),
+                    .or_insert_with(|| Arc::new(AcceptedProviders::new(config, providers))),
             ),
-            Access::Anonymous | Access::Refuse(_) => Rc::clone(&none),
+            Access::Anonymous | Access::Refuse(_) => Arc::clone(&none),
         })
         .collect()
 }
@@ -130,7 +130,7 @@ mod tests {
         assert_eq!(one.by_issuer("https://b.test"), None);
         assert_eq!(one.sources.len(), 1, "the same source twice is read once");
         assert!(
-            Rc::ptr_eq(one, &accepted[2]),
+            Arc::ptr_eq(one, &accepted[2]),
             "rules with the same providers share one"
         );
         assert!(accepted[1].providers.is_empty() && !accepted[1].accepts(a));

@@ -9,7 +9,7 @@
 //! the body is made in full again, and is the one that counts.
 
 use std::borrow::Cow;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::passage::Admitting;
 use super::{Engine, ReadLimit, Request};
@@ -217,7 +217,7 @@ impl Engine {
         let accepted = self
             .accepted
             .get(index)
-            .map_or_else(Default::default, Rc::clone);
+            .map_or_else(Default::default, Arc::clone);
         let credential = self.credential(request, path, rule, &accepted)?;
         let (_, verified) = self.authenticate(
             rule,

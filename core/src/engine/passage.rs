@@ -113,7 +113,7 @@ impl Engine {
         let accepted = self
             .accepted
             .get(admitting.index)
-            .map_or_else(Default::default, std::rc::Rc::clone);
+            .map_or_else(Default::default, std::sync::Arc::clone);
         // Its audit fields belong to the decision made with the body.
         let mut scratch = audit.clone();
         let verdict = self.apply_rule(
