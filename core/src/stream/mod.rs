@@ -155,6 +155,20 @@ impl Stream {
         Self::reads_body(&self.state, self.request_complete)
     }
 
+    /// A body chunk on a held stream: noted, and kept when the verdict reads the body (`body`),
+    /// within its limit and the VM's budget.
+    fn take_chunk(
+        &mut self,
+        env: &Env<'_>,
+        body: Option<&mut body::BodyRead>,
+        bytes: &[u8],
+        end_of_stream: bool,
+    ) -> Result<(), AuthError> {
+        self.body_seen = true;
+        self.request_complete |= end_of_stream;
+        body.map_or(Ok(()), |body| body.append(env, bytes))
+    }
+
     fn reads_body(state: &State, request_complete: bool) -> bool {
         match state {
             State::ReadingBody(_) | State::StreamingBody(_) => true,
@@ -309,11 +323,7 @@ impl Stream {
                     end_of_stream,
                 },
             ) => {
-                self.body_seen = true;
-                self.request_complete |= end_of_stream;
-                if let Some(body) = held.body.as_mut()
-                    && let Err(error) = body.append(env, bytes)
-                {
+                if let Err(error) = self.take_chunk(env, held.body.as_mut(), bytes, end_of_stream) {
                     return refuse(env, &held.headers, error);
                 }
                 if end_of_stream {
@@ -331,11 +341,8 @@ impl Stream {
                     end_of_stream,
                 },
             ) => {
-                self.body_seen = true;
-                self.request_complete |= end_of_stream;
-                if let Some(body) = parked.held.body.as_mut()
-                    && let Err(error) = body.append(env, bytes)
-                {
+                let body = parked.held.body.as_mut();
+                if let Err(error) = self.take_chunk(env, body, bytes, end_of_stream) {
                     return refuse(env, &parked.held.headers, error);
                 }
                 (State::WaitingForKeys(parked), Step::pause())
@@ -409,14 +416,11 @@ impl Stream {
                     end_of_stream,
                 },
             ) => {
-                self.body_seen = true;
-                self.request_complete |= end_of_stream;
-                if let Some(body) = wait
+                let body = wait
                     .then_stream
                     .as_mut()
-                    .and_then(|streaming| streaming.held.body.as_mut())
-                    && let Err(error) = body.append(env, bytes)
-                {
+                    .and_then(|streaming| streaming.held.body.as_mut());
+                if let Err(error) = self.take_chunk(env, body, bytes, end_of_stream) {
                     return refuse(env, &wait.headers, error);
                 }
                 (State::WaitingForToken(wait), Step::pause())

@@ -109,11 +109,8 @@ impl Stream {
         bytes: &[u8],
         end_of_stream: bool,
     ) -> (State, Step) {
-        self.body_seen = true;
-        self.request_complete |= end_of_stream;
-        if let Some(body) = streaming.held.body.as_mut()
-            && let Err(error) = body.append(env, bytes)
-        {
+        let body = streaming.held.body.as_mut();
+        if let Err(error) = self.take_chunk(env, body, bytes, end_of_stream) {
             return refuse(env, &streaming.held.headers, error);
         }
         if end_of_stream {
