@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::config::Config;
+use crate::databricks::body_limits::ServingBodyLimits;
 use crate::databricks::{catalogue, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
 use crate::identity::{AuditRecord, headers_to_strip};
@@ -117,6 +118,9 @@ pub struct Engine {
     accepted: Vec<Arc<AcceptedProviders>>,
     /// The serving-endpoint rules, in order (the rules a body's `model` may select).
     endpoint_rules: Vec<usize>,
+    /// Serving body limits when the configuration has no `databricks` section (with one, its
+    /// own): built once, not per request.
+    default_serving_limits: ServingBodyLimits,
 }
 
 // The compiled policy must stay shareable across threads (see `Engine`).
@@ -139,6 +143,7 @@ impl Engine {
             rule_index,
             accepted,
             endpoint_rules,
+            default_serving_limits: ServingBodyLimits::default(),
         }
     }
 

@@ -26,6 +26,8 @@
 //! §11.7.2); brickgate does not, and no upstream behind it should: removed. Next to a bearer
 //! token it is refused as a second credential by token extraction, before this matters.
 
+use std::borrow::Cow;
+
 use crate::error::{AuthError, Reason};
 use crate::header_name::same_header_name;
 use crate::policy::normalize_path;
@@ -114,14 +116,9 @@ pub fn headers_to_remove(
     Ok(remove)
 }
 
-/// Query parameters that some frameworks read as the method (Rails' and Laravel's `_method`,
-/// the override headers' names as parameters): compared as [`same_header_name`] compares.
-const METHOD_OVERRIDE_PARAMETERS: [&str; 4] = [
-    "_method",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+/// The query parameter Rails and Laravel read as the method; the override headers' names are
+/// read as parameters too (compared as [`same_header_name`] compares).
+const METHOD_PARAMETER: &str = "_method";
 
 /// Refuses (`method_override`) a query parameter that asks for another method than `method`.
 /// Parameters are split on `&` and `;` (both separate them in some servers) and their names
@@ -131,10 +128,8 @@ pub fn check_query_overrides(method: &str, query: Option<&str>) -> Result<(), Au
     for pair in pairs {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decoded(name);
-        if METHOD_OVERRIDE_PARAMETERS
-            .iter()
-            .any(|known| same_header_name(&name, known))
-        {
+        let overrides = std::iter::once(METHOD_PARAMETER).chain(METHOD_OVERRIDE_HEADERS);
+        if overrides.into_iter().any(|known| same_header_name(&name, known)) {
             let what = format!("query parameter {}", printable_name(&name));
             check_override(method, &what, &percent_decoded(value))?;
         }
@@ -142,17 +137,20 @@ pub fn check_query_overrides(method: &str, query: Option<&str>) -> Result<(), Au
     Ok(())
 }
 
-/// `%XX` decoded, `+` as a space (form encoding); undecodable bytes kept as sent.
-fn percent_decoded(text: &str) -> String {
+/// `%XX` decoded, `+` as a space (form encoding); undecodable bytes kept as sent. Borrowed
+/// when there is nothing to decode (most parameter names).
+fn percent_decoded(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while let Some(&byte) = bytes.get(index) {
         let escaped = (byte == b'%')
-            .then(|| bytes.get(index + 1..index + 3))
+            .then(|| bytes.get(index + 1..))
             .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+            .and_then(crate::encoding::hex_byte);
         match escaped {
             Some(value) => {
                 out.push(value);
@@ -164,7 +162,7 @@ fn percent_decoded(text: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// The header must name `path` itself, as a path or an absolute URL (query ignored), once

@@ -86,8 +86,8 @@ fn carry_out(
 ) -> Result<(), String> {
     match action {
         HostAction::SetRequestHeaders(rewrite) => {
-            rewrite_headers(&rewrite)?;
-            if rewrite.reselects_route() {
+            // Any edit may select another route (`HeaderRewrite::reselects_route`).
+            if rewrite_headers(&rewrite)? {
                 super::route_cache::clear()?;
             }
             Ok(())
@@ -127,10 +127,12 @@ fn carry_out(
     }
 }
 
-/// Makes the rewrite's edits, one host call each.
-fn rewrite_headers(rewrite: &HeaderRewrite) -> Result<(), String> {
+/// Makes the rewrite's edits, one host call each; whether there were any.
+fn rewrite_headers(rewrite: &HeaderRewrite) -> Result<bool, String> {
     const MAP: MapType = MapType::HttpRequestHeaders;
-    for edit in rewrite.edits() {
+    let edits = rewrite.edits();
+    let edited = !edits.is_empty();
+    for edit in edits {
         // Names only in the message: a value may be a credential.
         let (done, name) = match edit {
             HeaderEdit::Remove(name) => (hostcalls::set_map_value(MAP, name, None), name),
@@ -141,7 +143,7 @@ fn rewrite_headers(rewrite: &HeaderRewrite) -> Result<(), String> {
         };
         done.map_err(|e| format!("cannot set the request header {name}: {e:?}"))?;
     }
-    Ok(())
+    Ok(edited)
 }
 
 /// Header pairs as the SDK takes them.

@@ -8,7 +8,6 @@
 //! Only the choice between the rules that could admit it waits for the body; the decision with
 //! the body is made in full again, and is the one that counts.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::passage::Admitting;
@@ -53,10 +52,10 @@ impl Engine {
         self.config.reads_model_from_body && serving::endpoint_in_body(method, path)
     }
 
-    pub(super) fn serving_limits(&self) -> Cow<'_, ServingBodyLimits> {
+    pub(super) fn serving_limits(&self) -> &ServingBodyLimits {
         match self.config.databricks.as_ref() {
-            Some(databricks) => Cow::Borrowed(&databricks.serving_body_limits),
-            None => Cow::Owned(ServingBodyLimits::default()),
+            Some(databricks) => &databricks.serving_body_limits,
+            None => &self.default_serving_limits,
         }
     }
 

@@ -142,17 +142,9 @@ impl HeaderRewrite {
     /// them, before brickgate ran; a route can match on `:path` and on any request header, so
     /// any edit may select another route, and the request must take the route of what it
     /// becomes upstream (docs/PATHS.md, "Envoy in front"). True exactly when
-    /// [`HeaderRewrite::edits`] is not empty.
+    /// [`HeaderRewrite::edits`] is not empty (an adapter that made the edits knows already).
     pub fn reselects_route(&self) -> bool {
-        let m = &self.mutations;
-        m.set_path.is_some()
-            || m.headers_set().next().is_some()
-            || self.original.iter().any(|(name, _)| {
-                !name.starts_with(':')
-                    && m.remove_headers
-                        .iter()
-                        .any(|r| r.eq_ignore_ascii_case(name))
-            })
+        !self.edits().is_empty()
     }
 
     /// What the upstream receives, owned (for tests and logs).

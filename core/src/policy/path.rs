@@ -161,10 +161,8 @@ fn read_segment(raw: &str) -> Result<Segment, String> {
             let rest = bytes.get(index..).unwrap_or_default();
             let escape = rest.get(..3).unwrap_or(rest);
             let value = escape
-                .get(1..3)
-                .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .get(1..)
+                .and_then(crate::encoding::hex_byte)
                 .ok_or_else(|| format!("invalid percent-escape {}", echo(escape)))?;
             decode_escape(value, &mut segment)
                 .map_err(|problem| format!("{problem} in segment {}", echo(bytes)))?;
