@@ -77,11 +77,13 @@ struct Replayed<'a> {
 fn request_headers(given: &[String]) -> Result<Vec<(String, String)>, String> {
     given
         .iter()
-        .map(|header| {
+        .enumerate()
+        .map(|(index, header)| {
+            // The value is not echoed: a mistyped credential header would print its token.
             let (name, value) = header
                 .split_once(':')
                 .filter(|(name, _)| !name.trim().is_empty())
-                .ok_or_else(|| format!("--header {header:?} is not NAME:VALUE"))?;
+                .ok_or_else(|| format!("--header #{} is not NAME:VALUE", index + 1))?;
             Ok((name.trim().to_ascii_lowercase(), value.trim().to_string()))
         })
         .collect()

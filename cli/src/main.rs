@@ -79,8 +79,9 @@ pub const USAGE: &str = "\
 usage:
   brickgate check [--filter NAME] [--json] CONFIG
   brickgate explain --config CONFIG --token TOKEN|@FILE|- [--method M] [--body FILE]
-                    [--header NAME:VALUE]... [--jwks FILE] [--now UNIX_SECONDS] [--json] PATH
-  brickgate route [--config CONFIG] [--json] METHOD PATH
+                    [--header NAME:VALUE]... [--jwks FILE] [--now UNIX_SECONDS]
+                    [--filter NAME] [--json] PATH
+  brickgate route [--config CONFIG] [--filter NAME] [--body FILE] [--json] METHOD PATH
   brickgate help [COMMAND] | COMMAND --help | --version";
 
 /// The help text of `command`, or of the whole tool.

@@ -129,7 +129,10 @@ pub fn check_query_overrides(method: &str, query: Option<&str>) -> Result<(), Au
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = percent_decoded(name);
         let overrides = std::iter::once(METHOD_PARAMETER).chain(METHOD_OVERRIDE_HEADERS);
-        if overrides.into_iter().any(|known| same_header_name(&name, known)) {
+        if overrides
+            .into_iter()
+            .any(|known| same_header_name(&name, known))
+        {
             let what = format!("query parameter {}", printable_name(&name));
             check_override(method, &what, &percent_decoded(value))?;
         }

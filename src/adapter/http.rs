@@ -12,7 +12,6 @@ use super::host_maps::{self, ReadError};
 use super::stream::drive;
 use super::{SharedState, Slot, StreamCell, log};
 use brickgate_core::error::AuthError;
-use brickgate_core::stream::calls::Sender;
 use brickgate_core::stream::{Event, Reply};
 
 pub struct Filter {
@@ -50,7 +49,6 @@ impl Filter {
             }
             return Action::Pause;
         };
-        shared.callback_of = Sender::Stream(self.context_id);
         match drive(shared, self.context_id, &self.stream, event) {
             Reply::Continue => Action::Continue,
             Reply::Pause => Action::Pause,
@@ -94,7 +92,6 @@ impl Context for Filter {
         if let Ok(mut guard) = self.shared.try_borrow_mut()
             && let Some(shared) = guard.as_mut()
         {
-            shared.callback_of = Sender::Stream(self.context_id);
             super::upstream::on_call_response(shared, token, num_headers, body_size);
         }
     }

@@ -25,7 +25,6 @@ use brickgate_core::engine::Engine;
 use brickgate_core::jwks::{JwksStore, UnixMillis};
 use brickgate_core::metrics;
 use brickgate_core::shared_data::SharedData;
-use brickgate_core::stream::calls::Sender;
 use brickgate_core::stream::{BodyBudget, Stream, TokenCalls};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
@@ -79,9 +78,6 @@ pub struct Shared {
     pub filter_state: bool,
     /// The request bodies this VM's streams hold (`databricks.max_held_body_bytes`).
     pub body_budget: BodyBudget,
-    /// Whose callback runs now: the proxy-wasm SDK hands the answer to a call sent now to
-    /// that context (`upstream.rs`).
-    pub callback_of: Sender,
 }
 
 impl Shared {

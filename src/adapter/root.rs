@@ -21,7 +21,6 @@ use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
 use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
 use brickgate_core::metrics;
-use brickgate_core::stream::calls::Sender;
 use brickgate_core::stream::{BodyBudget, Event};
 use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
 
@@ -107,7 +106,6 @@ impl Root {
             held: HashMap::new(),
             info_logging: super::info_enabled(),
             root_context_id: self.context_id,
-            callback_of: Sender::Root,
             filter_state,
         };
         *self.shared.borrow_mut() = Some(shared);
@@ -272,7 +270,6 @@ impl Context for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
-        shared.callback_of = Sender::Root;
         let Some(provider) = self.pending.remove(&token) else {
             // Otherwise a Databricks token call the root's tick sent.
             upstream::on_call_response(shared, token, num_headers, body_size);
@@ -371,7 +368,6 @@ impl RootContext for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
-        shared.callback_of = Sender::Root;
         shared.info_logging = super::info_enabled();
         let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
         report(shared, &events);
