@@ -40,8 +40,8 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(STAMPS)/apt-npm $(OIDC_PROVIDER)/pac
 
 deps: $(STAMPS)/rust-target $(STAMPS)/apt-clang $(VENV)/.installed $(OIDC_PROVIDER)/node_modules/.installed
 
-# wasm-opt (Debian's binaryen) shrinks rustc's module by about a tenth (1,064,759 → 944,214 bytes
-# at the issue-16/18 build): Envoy keeps one copy per VM and per worker, and the OCI image carries it.
+# wasm-opt (Debian's binaryen) shrinks rustc's module by about a tenth (README, "Tests", gives the
+# sizes of the last measured build): Envoy keeps one copy per VM and per worker, and the OCI image carries it.
 # The features are the ones rustc's wasm32-wasip1 output uses; V8 has them all.
 WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 $(STAMPS)/apt-binaryen:

@@ -9,7 +9,7 @@ then for each of N distinct callers measures
 and reports the median and 90th percentile of  added = first - warm - token : what brickgate adds
 beyond the workspace's own exchange time. A figure, not a test: nothing here asserts a time.
 
-  make build && /work/main/.venv/bin/python bench/first_call.py [--callers 40] [--wasm dist/brickgate.wasm]
+  make build && .venv/bin/python bench/first_call.py [--callers 40] [--wasm dist/brickgate.wasm]
 """
 
 import argparse
