@@ -168,6 +168,7 @@ def test_http2_trailers_refused_by_the_body_send_nothing_upstream(mesh, trailer)
     allowed = h2_request(ports["buffered"], "POST", CHAT, headers, [body("churn")], trailers=[trailer])
     refused = h2_request(ports["buffered"], "POST", CHAT, headers, [body("fraud")], trailers=[trailer])
     assert (allowed.status, refused.status) == (200, 403), (allowed.body[:300], refused.body[:300])
+    assert refused.header("x-brickgate-reason"), refused.body[:300]
     assert upstream_total(echo) == before + 1
 
 
@@ -269,6 +270,7 @@ def test_a_body_slower_than_the_deadline_is_refused_with_nothing_upstream(mesh):
                f"Content-Length: {len(document)}\r\n\r\n").encode() + document[:10]
     answer = h1_raw(ports["buffered"], request, read_timeout_s=BODY_DEADLINE_MS / 1000 + 5)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"x-brickgate-reason: body_timeout" in answer.lower(), answer[:300]
     assert upstream_total(echo) == before
 
 
@@ -293,6 +295,8 @@ def test_hostile_json_bodies_are_decided_as_the_upstream_would_read_them(mesh, d
     else:
         reply = send_body(ports["buffered"], "POST", CHAT, token, [document[:7], document[7:]])
     assert reply.status == status, (reply.status, reply.body[:300])
+    # A refusal is brickgate's own, with its reason (not the codec's or the buffer filter's).
+    assert status == 200 or reply.header("x-brickgate-reason"), (reply.status, reply.body[:300])
     assert upstream_total(echo) == before + (status == 200)
 
 
@@ -333,7 +337,9 @@ def test_a_path_alias_refused_by_the_body_never_reaches_the_upstream_past_an_unb
         reply = h2_request(ports["split"], "POST", path, [("authorization", f"Bearer {token}")], parts)
     else:
         reply = send_body(ports["split"], "POST", path, token, parts, chunk_delay_s=0.05)
-    assert reply.status != 200, (reply.status, reply.body[:300])
+    # brickgate refuses: an alias at its headers (`bad_path`, docs/LIFECYCLE.md "Only canonical
+    # paths stream"), a canonical spelling at its body's end.
+    assert reply.status != 200 and reply.header("x-brickgate-reason"), (reply.status, reply.body[:300])
     assert upstream_total(echo) == before, (path, reply.status, echo.snapshot_counts())
 
 
