@@ -6,14 +6,14 @@
 //! assert it.
 #![allow(clippy::panic)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::envoy::{
-    log, log_enabled, BodyStatus, CalloutDone, ConfigHandle, ConfigScheduler, CounterId, Filter,
-    FilterConfig, FilterHandle, HeaderError, HeadersStatus, HistogramId, LogLevel, MetricsError,
-    TrailersStatus,
+    BodyStatus, CalloutDone, ConfigHandle, ConfigScheduler, CounterId, Filter, FilterConfig,
+    FilterHandle, HeaderError, HeadersStatus, HistogramId, LogLevel, MetricsError, TrailersStatus,
+    log_enabled,
 };
 
 const SCHEDULED_EVENT: u64 = 7;
@@ -39,14 +39,27 @@ struct ProbeConfig {
     main_thread: ThreadId,
     counters: Counters,
     scheduler: Option<Arc<ConfigScheduler>>,
+    /// The id Envoy gave the last config callout (main thread only; the lock is for `Sync`).
+    config_callout: Mutex<Option<u64>>,
 }
 
-pub(crate) fn new_config(name: &str, config: &[u8], handle: &ConfigHandle) -> Result<Arc<dyn FilterConfig>, String> {
-    let cluster = String::from_utf8(config.to_vec()).map_err(|_| "probe config is not UTF-8".to_string())?;
-    let define = |name: &str| handle.define_counter(name).map_err(|err| format!("define_counter {name}: {err:?}"));
+pub(crate) fn new_config(
+    name: &str,
+    config: &[u8],
+    handle: &ConfigHandle,
+) -> Result<Arc<dyn FilterConfig>, String> {
+    let cluster =
+        String::from_utf8(config.to_vec()).map_err(|_| "probe config is not UTF-8".to_string())?;
+    let define = |name: &str| {
+        handle
+            .define_counter(name)
+            .map_err(|err| format!("define_counter {name}: {err:?}"))
+    };
     let counters = Counters {
         requests: define("probe_requests")?,
-        body_bytes: handle.define_histogram("probe_body_bytes").map_err(|err| format!("{err:?}"))?,
+        body_bytes: handle
+            .define_histogram("probe_body_bytes")
+            .map_err(|err| format!("{err:?}"))?,
         config_on_main: define("probe_config_hook_on_main")?,
         config_off_main: define("probe_config_hook_off_main")?,
         stream_off_main: define("probe_stream_hook_off_main")?,
@@ -54,20 +67,28 @@ pub(crate) fn new_config(name: &str, config: &[u8], handle: &ConfigHandle) -> Re
         frozen_after_init: define("probe_frozen_after_init")?,
     };
     if log_enabled(LogLevel::Info) {
-        handle.log(LogLevel::Info, &format!("abi probe config {name} loaded (callout cluster {cluster})"));
+        handle.log(
+            LogLevel::Info,
+            &format!("abi probe config {name} loaded (callout cluster {cluster})"),
+        );
     }
     Ok(Arc::new(ProbeConfig {
         cluster,
         main_thread: std::thread::current().id(),
         counters,
         scheduler: handle.scheduler().map(Arc::new),
+        config_callout: Mutex::new(None),
     }))
 }
 
 impl ProbeConfig {
     fn count_thread(&self, config: &ConfigHandle) {
         let on_main = std::thread::current().id() == self.main_thread;
-        let counter = if on_main { self.counters.config_on_main } else { self.counters.config_off_main };
+        let counter = if on_main {
+            self.counters.config_on_main
+        } else {
+            self.counters.config_off_main
+        };
         config.increment_counter(counter, 1);
     }
 }
@@ -83,6 +104,7 @@ impl FilterConfig for ProbeConfig {
             config_scheduler: self.scheduler.clone(),
             mode: String::new(),
             worker: filter.worker_index(),
+            callout_id: None,
         })
     }
 
@@ -91,15 +113,28 @@ impl FilterConfig for ProbeConfig {
         if config.define_counter("probe_too_late") == Err(MetricsError::Frozen) {
             config.increment_counter(self.counters.frozen_after_init, 1);
         }
-        let headers = [(":method", "GET"), (":path", "/config-callout"), ("host", "upstream")];
-        if let Err(err) = config.http_callout(&self.cluster, &headers, b"", CALLOUT_TIMEOUT_MS) {
-            config.log(LogLevel::Error, &format!("probe config callout for event {event_id} refused: {err:?}"));
+        let headers = [
+            (":method", "GET"),
+            (":path", "/config-callout"),
+            ("host", "upstream"),
+        ];
+        match config.http_callout(&self.cluster, &headers, b"", CALLOUT_TIMEOUT_MS) {
+            Ok(id) => {
+                if let Ok(mut pending) = self.config_callout.lock() {
+                    *pending = Some(id);
+                }
+            }
+            Err(err) => config.log(
+                LogLevel::Error,
+                &format!("probe config callout for event {event_id} refused: {err:?}"),
+            ),
         }
     }
 
     fn on_callout_done(&self, config: &ConfigHandle, callout: CalloutDone<'_>) {
         self.count_thread(config);
-        if callout.status() == Some(200) {
+        let expected = self.config_callout.lock().ok().and_then(|pending| *pending);
+        if callout.status() == Some(200) && expected == Some(callout.callout_id) {
             config.increment_counter(self.counters.config_callout_ok, 1);
         }
     }
@@ -111,6 +146,8 @@ struct Probe {
     config_scheduler: Option<Arc<ConfigScheduler>>,
     mode: String,
     worker: u32,
+    /// The id Envoy gave the stream's callout, matched against the one its answer carries.
+    callout_id: Option<u64>,
 }
 
 fn reply(filter: &FilterHandle, status: u32, headers: &[(&str, &str)], body: &str) {
@@ -121,14 +158,24 @@ impl Probe {
     /// Answers the request with the names (and values) of its headers, one per line.
     fn echo(&self, filter: &FilterHandle) -> HeadersStatus {
         let echoed = filter.request_header_values("x-probe-in");
-        let echoed = echoed.first().map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default();
+        let echoed = echoed
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default();
         match filter.request_headers() {
             Ok(headers) => {
-                let lines: Vec<String> = headers.iter().map(|(name, value)| format!("{name}: {value}")).collect();
+                let lines: Vec<String> = headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {value}"))
+                    .collect();
                 reply(filter, 200, &[("x-echo", &echoed)], &lines.join("\n"));
             }
-            Err(HeaderError::NameNotUtf8 { index }) => reply(filter, 200, &[], &format!("name-not-utf8 {index}")),
-            Err(HeaderError::ValueNotUtf8 { name }) => reply(filter, 200, &[], &format!("value-not-utf8 {name}")),
+            Err(HeaderError::NameNotUtf8 { index }) => {
+                reply(filter, 200, &[], &format!("name-not-utf8 {index}"))
+            }
+            Err(HeaderError::ValueNotUtf8 { name }) => {
+                reply(filter, 200, &[], &format!("value-not-utf8 {name}"))
+            }
         }
         HeadersStatus::StopIteration
     }
@@ -142,10 +189,17 @@ impl Probe {
         HeadersStatus::Continue
     }
 
-    fn callout(&self, filter: &FilterHandle, cluster: &str) -> HeadersStatus {
-        let headers = [(":method", "GET"), (":path", "/callout"), ("host", "upstream")];
+    fn callout(&mut self, filter: &FilterHandle, cluster: &str) -> HeadersStatus {
+        let headers = [
+            (":method", "GET"),
+            (":path", "/callout"),
+            ("host", "upstream"),
+        ];
         match filter.http_callout(cluster, &headers, b"", CALLOUT_TIMEOUT_MS) {
-            Ok(_) => HeadersStatus::StopIteration,
+            Ok(id) => {
+                self.callout_id = Some(id);
+                HeadersStatus::StopIteration
+            }
             Err(err) => {
                 reply(filter, 503, &[], &format!("{err:?}"));
                 HeadersStatus::StopIteration
@@ -171,7 +225,10 @@ impl Probe {
         filter.set_dynamic_metadata_string("brickgate", "decision", "allow");
         filter.add_dynamic_metadata_list_string("brickgate", "scopes", "a");
         filter.add_dynamic_metadata_list_string("brickgate", "scopes", "b");
-        filter.set_request_header("x-filter-state-stored", if stored { "true" } else { "false" });
+        filter.set_request_header(
+            "x-filter-state-stored",
+            if stored { "true" } else { "false" },
+        );
         HeadersStatus::Continue
     }
 }
@@ -180,7 +237,10 @@ impl Filter for Probe {
     fn on_request_headers(&mut self, filter: &FilterHandle, end_of_stream: bool) -> HeadersStatus {
         filter.increment_counter(self.counters.requests, 1);
         let mode = filter.request_header_values("x-probe");
-        self.mode = mode.first().map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default();
+        self.mode = mode
+            .first()
+            .map(|value| String::from_utf8_lossy(value).into_owned())
+            .unwrap_or_default();
         match self.mode.as_str() {
             "echo" => self.echo(filter),
             "edit" => self.edit(filter),
@@ -189,7 +249,10 @@ impl Filter for Probe {
                 reply(filter, 200, &[], "no body");
                 HeadersStatus::StopIteration
             }
-            "callout" => self.callout(filter, &self.cluster.clone()),
+            "callout" => {
+                let cluster = self.cluster.clone();
+                self.callout(filter, &cluster)
+            }
             "callout-missing" => self.callout(filter, "no-such-cluster"),
             "schedule" | "panic-scheduled" => self.schedule(filter),
             "metadata" => self.metadata(filter),
@@ -206,8 +269,11 @@ impl Filter for Probe {
     }
 
     fn on_request_body(&mut self, filter: &FilterHandle, end_of_stream: bool) -> BodyStatus {
-        if self.mode != "body" {
-            return BodyStatus::Continue;
+        match self.mode.as_str() {
+            // Held for on_request_trailers, which reads its size.
+            "trailers" => return BodyStatus::StopAndBuffer,
+            "body" => {}
+            _ => return BodyStatus::Continue,
         }
         if !end_of_stream {
             return BodyStatus::StopAndBuffer;
@@ -232,12 +298,24 @@ impl Filter for Probe {
         }
         let set = filter.set_request_trailer("x-trailer-added", "added");
         let body = match filter.request_trailers() {
-            Some(Ok(trailers)) => trailers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>().join("\n"),
+            Some(Ok(trailers)) => trailers
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             Some(Err(err)) => format!("{err:?}"),
             None => "no trailers".to_string(),
         };
         let body_size = filter.request_body_size().to_string();
-        reply(filter, 200, &[("x-trailer-set", if set { "true" } else { "false" }), ("x-body-size", &body_size)], &body);
+        reply(
+            filter,
+            200,
+            &[
+                ("x-trailer-set", if set { "true" } else { "false" }),
+                ("x-body-size", &body_size),
+            ],
+            &body,
+        );
         TrailersStatus::StopIteration
     }
 
@@ -246,15 +324,31 @@ impl Filter for Probe {
             panic!("abi probe: deliberate panic in on_scheduled");
         }
         let same_worker = filter.worker_index() == self.worker;
-        filter.set_request_header("x-scheduled", &format!("{event_id} same-worker={same_worker}"));
+        filter.set_request_header(
+            "x-scheduled",
+            &format!("{event_id} same-worker={same_worker}"),
+        );
         filter.continue_decoding();
     }
 
     fn on_callout_done(&mut self, filter: &FilterHandle, callout: CalloutDone<'_>) {
-        let status = callout.status().map(|s| s.to_string()).unwrap_or_else(|| "none".to_string());
+        let status = callout
+            .status()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "none".to_string());
         let result = format!("{:?}", callout.result);
         let body = String::from_utf8_lossy(callout.body).into_owned();
-        reply(filter, 200, &[("x-callout-status", &status), ("x-callout-result", &result)], &body);
+        let id_matches = if self.callout_id == Some(callout.callout_id) {
+            "true"
+        } else {
+            "false"
+        };
+        let headers = [
+            ("x-callout-status", status.as_str()),
+            ("x-callout-result", &result),
+            ("x-callout-id-matches", id_matches),
+        ];
+        reply(filter, 200, &headers, &body);
     }
 
     fn on_stream_complete(&mut self, filter: &FilterHandle) {
@@ -262,10 +356,4 @@ impl Filter for Probe {
             filter.set_dynamic_metadata_string("brickgate", "completed", "yes");
         }
     }
-}
-
-// The echo of `log` keeps the free function exercised from a stream hook too.
-#[allow(dead_code)]
-fn log_from_stream(message: &str) {
-    log(LogLevel::Debug, message);
 }

@@ -153,8 +153,9 @@ unsafe extern "C" {
     ) -> bool;
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
-    pub fn envoy_dynamic_module_callback_http_filter_get_worker_index(filter: FilterEnvoyPtr)
-    -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_get_worker_index(
+        filter: FilterEnvoyPtr,
+    ) -> u32;
     pub fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: FilterEnvoyPtr,
         callout_id_out: *mut u64,

@@ -16,14 +16,14 @@
 //! called again.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::{c_char, CStr};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ffi::{CStr, c_char};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use super::host::{copy_buffer, copy_header, log, RawConfig, RawFilter};
+use super::host::{RawConfig, RawFilter, copy_buffer, copy_header, log};
 use super::types::{
-    log_level, status, CEnum, ConfigEnvoyPtr, ConfigModulePtr, EnvoyBuffer, EnvoyHeader,
-    FilterEnvoyPtr, FilterModulePtr,
+    CEnum, ConfigEnvoyPtr, ConfigModulePtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr,
+    FilterModulePtr, log_level, status,
 };
 use crate::envoy::{
     BodyStatus, CalloutDone, CalloutResult, ConfigHandle, Filter, FilterConfig, FilterHandle,
@@ -63,7 +63,13 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 fn log_panic(hook: &str, payload: &(dyn std::any::Any + Send)) {
-    log(log_level::ERROR, &format!("brickgate native: panic in {hook}: {}", panic_message(payload)));
+    log(
+        log_level::ERROR,
+        &format!(
+            "brickgate native: panic in {hook}: {}",
+            panic_message(payload)
+        ),
+    );
 }
 
 fn buffer_bytes(buffer: &EnvoyBuffer) -> Vec<u8> {
@@ -77,7 +83,10 @@ fn envoy_headers(ptr: *const EnvoyHeader, size: usize) -> Vec<(Vec<u8>, Vec<u8>)
     }
     // SAFETY: Envoy passes `size` headers at `ptr`, valid for the running hook (abi.h,
     // `on_http_filter_http_callout_done`); copied before the hook returns.
-    unsafe { std::slice::from_raw_parts(ptr, size) }.iter().map(copy_header).collect()
+    unsafe { std::slice::from_raw_parts(ptr, size) }
+        .iter()
+        .map(copy_header)
+        .collect()
 }
 
 /// Concatenates `size` Envoy body chunks at `ptr` (null or 0: empty).
@@ -86,7 +95,10 @@ fn envoy_chunks(ptr: *const EnvoyBuffer, size: usize) -> Vec<u8> {
         return Vec::new();
     }
     // SAFETY: as envoy_headers.
-    unsafe { std::slice::from_raw_parts(ptr, size) }.iter().flat_map(copy_buffer).collect()
+    unsafe { std::slice::from_raw_parts(ptr, size) }
+        .iter()
+        .flat_map(copy_buffer)
+        .collect()
 }
 
 /// Runs `hook` on the stream's filter behind the panic barrier.
@@ -182,14 +194,20 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: EnvoyBuffer,
 ) -> ConfigModulePtr {
     let outcome = catch_unwind(|| {
-        let name = String::from_utf8(buffer_bytes(&name)).map_err(|_| "filter_name is not UTF-8".to_string())?;
+        let name = String::from_utf8(buffer_bytes(&name))
+            .map_err(|_| "filter_name is not UTF-8".to_string())?;
         let handle = ConfigHandle::new(RawConfig::new(config_envoy));
         (crate::MODULE_FACTORY)(&name, &buffer_bytes(&config), &handle)
     });
     match outcome {
-        Ok(Ok(config)) => Box::into_raw(Box::new(ConfigBox { config })).cast_const().cast(),
+        Ok(Ok(config)) => Box::into_raw(Box::new(ConfigBox { config }))
+            .cast_const()
+            .cast(),
         Ok(Err(message)) => {
-            log(log_level::ERROR, &format!("brickgate native: configuration refused: {message}"));
+            log(
+                log_level::ERROR,
+                &format!("brickgate native: configuration refused: {message}"),
+            );
             std::ptr::null()
         }
         Err(payload) => {
@@ -200,7 +218,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 }
 
 #[unsafe(no_mangle)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module: ConfigModulePtr) {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
+    config_module: ConfigModulePtr,
+) {
     if config_module.is_null() {
         return;
     }
@@ -225,9 +245,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     config_module: ConfigModulePtr,
     event_id: u64,
 ) {
-    let Some(config) = config_of(config_module) else { return };
+    let Some(config) = config_of(config_module) else {
+        return;
+    };
     let handle = ConfigHandle::new(RawConfig::new(config_envoy));
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| config.config.on_scheduled(&handle, event_id))) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+        config.config.on_scheduled(&handle, event_id)
+    })) {
         log_panic("on_http_filter_config_scheduled", payload.as_ref());
     }
 }
@@ -243,12 +267,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     body_chunks: *const EnvoyBuffer,
     body_chunks_size: usize,
 ) {
-    let Some(config) = config_of(config_module) else { return };
+    let Some(config) = config_of(config_module) else {
+        return;
+    };
     let handle = ConfigHandle::new(RawConfig::new(config_envoy));
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let headers = envoy_headers(headers, headers_size);
         let body = envoy_chunks(body_chunks, body_chunks_size);
-        let done = CalloutDone { callout_id, result: CalloutResult::from_abi(result), headers: &headers, body: &body };
+        let done = CalloutDone {
+            callout_id,
+            result: CalloutResult::from_abi(result),
+            headers: &headers,
+            body: &body,
+        };
         config.config.on_callout_done(&handle, done);
     }));
     if let Err(payload) = outcome {
@@ -263,12 +294,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config_module: ConfigModulePtr,
     filter_envoy: FilterEnvoyPtr,
 ) -> FilterModulePtr {
-    let Some(config) = config_of(config_module) else { return std::ptr::null() };
+    let Some(config) = config_of(config_module) else {
+        return std::ptr::null();
+    };
     let handle = FilterHandle::new(RawFilter::new(filter_envoy));
     match catch_unwind(AssertUnwindSafe(|| config.config.new_filter(&handle))) {
         Ok(filter) => {
-            let filter_box =
-                FilterBox { filter: RefCell::new(filter), broken: Cell::new(false), complete_pending: Cell::new(false) };
+            let filter_box = FilterBox {
+                filter: RefCell::new(filter),
+                broken: Cell::new(false),
+                complete_pending: Cell::new(false),
+            };
             Box::into_raw(Box::new(filter_box)).cast_const().cast()
         }
         Err(payload) => {
@@ -406,9 +442,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
     filter_module: FilterModulePtr,
     event_id: u64,
 ) {
-    with_filter("on_scheduled", filter_envoy, filter_module, (), (), |filter, handle| {
-        filter.on_scheduled(handle, event_id)
-    });
+    with_filter(
+        "on_scheduled",
+        filter_envoy,
+        filter_module,
+        (),
+        (),
+        |filter, handle| filter.on_scheduled(handle, event_id),
+    );
 }
 
 #[unsafe(no_mangle)]
@@ -422,12 +463,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     body_chunks: *const EnvoyBuffer,
     body_chunks_size: usize,
 ) {
-    with_filter("on_callout_done", filter_envoy, filter_module, (), (), |filter, handle| {
-        let headers = envoy_headers(headers, headers_size);
-        let body = envoy_chunks(body_chunks, body_chunks_size);
-        let done = CalloutDone { callout_id, result: CalloutResult::from_abi(result), headers: &headers, body: &body };
-        filter.on_callout_done(handle, done);
-    });
+    with_filter(
+        "on_callout_done",
+        filter_envoy,
+        filter_module,
+        (),
+        (),
+        |filter, handle| {
+            let headers = envoy_headers(headers, headers_size);
+            let body = envoy_chunks(body_chunks, body_chunks_size);
+            let done = CalloutDone {
+                callout_id,
+                result: CalloutResult::from_abi(result),
+                headers: &headers,
+                body: &body,
+            };
+            filter.on_callout_done(handle, done);
+        },
+    );
 }
 
 // Required by the loader, unused by brickgate (no streamed callouts, no terminal filter): no-ops.

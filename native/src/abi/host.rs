@@ -14,8 +14,8 @@ use std::ptr::NonNull;
 
 use super::callbacks as c;
 use super::types::{
-    CEnum, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr, ModuleBuffer, ModuleHeader,
-    CALLOUT_INIT_SUCCESS, METRICS_SUCCESS,
+    CALLOUT_INIT_SUCCESS, CEnum, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHeader, FilterEnvoyPtr,
+    METRICS_SUCCESS, ModuleBuffer, ModuleHeader,
 };
 
 /// Copies `length` bytes at `ptr` (Envoy's); null or empty gives an empty vector.
@@ -43,7 +43,10 @@ pub(crate) fn copy_buffer(buffer: &EnvoyBuffer) -> Vec<u8> {
 
 /// Builds `envoy_dynamic_module_type_module_http_header`s borrowing `headers`.
 fn module_headers(headers: &[(&[u8], &[u8])]) -> Vec<ModuleHeader> {
-    headers.iter().map(|(name, value)| ModuleHeader::of(name, value)).collect()
+    headers
+        .iter()
+        .map(|(name, value)| ModuleHeader::of(name, value))
+        .collect()
 }
 
 pub(crate) fn log(level: CEnum, message: &str) {
@@ -67,12 +70,14 @@ impl RawFilter {
 
     pub(crate) fn headers(&self, header_type: CEnum) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         // SAFETY: self.0 is live for this hook (see the type's doc).
-        let size = unsafe { c::envoy_dynamic_module_callback_http_get_headers_size(self.0, header_type) };
+        let size =
+            unsafe { c::envoy_dynamic_module_callback_http_get_headers_size(self.0, header_type) };
         let mut raw = vec![EnvoyHeader::EMPTY; size];
         // SAFETY: `raw` has room for `size` entries, as the PRECONDITION in abi.h asks; nothing
         // changes the map between the two calls (same thread, no setter in between).
-        let available =
-            unsafe { c::envoy_dynamic_module_callback_http_get_headers(self.0, header_type, raw.as_mut_ptr()) };
+        let available = unsafe {
+            c::envoy_dynamic_module_callback_http_get_headers(self.0, header_type, raw.as_mut_ptr())
+        };
         available.then(|| raw.iter().map(copy_header).collect())
     }
 
@@ -107,7 +112,14 @@ impl RawFilter {
     pub(crate) fn set_header(&self, header_type: CEnum, name: &[u8], value: Option<&[u8]>) -> bool {
         let value = value.map_or(ModuleBuffer::NULL, ModuleBuffer::of);
         // SAFETY: both buffers borrow caller data alive for the call; Envoy copies them.
-        unsafe { c::envoy_dynamic_module_callback_http_set_header(self.0, header_type, ModuleBuffer::of(name), value) }
+        unsafe {
+            c::envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                header_type,
+                ModuleBuffer::of(name),
+                value,
+            )
+        }
     }
 
     pub(crate) fn add_header(&self, header_type: CEnum, name: &[u8], value: &[u8]) -> bool {
@@ -122,7 +134,13 @@ impl RawFilter {
         }
     }
 
-    pub(crate) fn send_response(&self, status: u32, headers: &[(&[u8], &[u8])], body: &[u8], details: &[u8]) {
+    pub(crate) fn send_response(
+        &self,
+        status: u32,
+        headers: &[(&[u8], &[u8])],
+        body: &[u8],
+        details: &[u8],
+    ) {
         let headers = module_headers(headers);
         // SAFETY: `headers` and the buffers borrow data alive for the call; Envoy copies them.
         unsafe {
@@ -144,11 +162,18 @@ impl RawFilter {
 
     pub(crate) fn body(&self, body_type: CEnum) -> Vec<u8> {
         // SAFETY: plain values; self.0 live.
-        let chunks = unsafe { c::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type) };
+        let chunks = unsafe {
+            c::envoy_dynamic_module_callback_http_get_body_chunks_size(self.0, body_type)
+        };
         let mut raw = vec![EnvoyBuffer::EMPTY; chunks];
         // SAFETY: `raw` has room for `chunks` buffers (abi.h PRECONDITION).
-        let available =
-            unsafe { c::envoy_dynamic_module_callback_http_get_body_chunks(self.0, body_type, raw.as_mut_ptr()) };
+        let available = unsafe {
+            c::envoy_dynamic_module_callback_http_get_body_chunks(
+                self.0,
+                body_type,
+                raw.as_mut_ptr(),
+            )
+        };
         if !available {
             return Vec::new();
         }
@@ -172,7 +197,12 @@ impl RawFilter {
         }
     }
 
-    pub(crate) fn add_dynamic_metadata_list_string(&self, ns: &[u8], key: &[u8], value: &[u8]) -> bool {
+    pub(crate) fn add_dynamic_metadata_list_string(
+        &self,
+        ns: &[u8],
+        key: &[u8],
+        value: &[u8],
+    ) -> bool {
         // SAFETY: as set_dynamic_metadata_string.
         unsafe {
             c::envoy_dynamic_module_callback_http_add_dynamic_metadata_list_string(
@@ -213,7 +243,13 @@ impl RawFilter {
     pub(crate) fn increment_counter(&self, id: usize, value: u64) -> bool {
         // SAFETY: no labels (null, 0), as abi.h allows; self.0 live.
         let result = unsafe {
-            c::envoy_dynamic_module_callback_http_filter_increment_counter(self.0, id, std::ptr::null(), 0, value)
+            c::envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.0,
+                id,
+                std::ptr::null(),
+                0,
+                value,
+            )
         };
         result == METRICS_SUCCESS
     }
@@ -221,7 +257,13 @@ impl RawFilter {
     pub(crate) fn record_histogram(&self, id: usize, value: u64) -> bool {
         // SAFETY: as increment_counter.
         let result = unsafe {
-            c::envoy_dynamic_module_callback_http_filter_record_histogram_value(self.0, id, std::ptr::null(), 0, value)
+            c::envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                self.0,
+                id,
+                std::ptr::null(),
+                0,
+                value,
+            )
         };
         result == METRICS_SUCCESS
     }
@@ -249,7 +291,11 @@ impl RawFilter {
                 timeout_ms,
             )
         };
-        if result == CALLOUT_INIT_SUCCESS { Ok(callout_id) } else { Err(result) }
+        if result == CALLOUT_INIT_SUCCESS {
+            Ok(callout_id)
+        } else {
+            Err(result)
+        }
     }
 
     pub(crate) fn scheduler(&self) -> Option<RawStreamScheduler> {
@@ -273,7 +319,9 @@ unsafe impl Sync for RawStreamScheduler {}
 impl RawStreamScheduler {
     pub(crate) fn commit(&self, event_id: u64) {
         // SAFETY: the pointer is ours and not yet deleted (deleted only in Drop).
-        unsafe { c::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0.as_ptr(), event_id) }
+        unsafe {
+            c::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0.as_ptr(), event_id)
+        }
     }
 }
 
@@ -305,7 +353,11 @@ impl RawConfig {
                 &mut id,
             )
         };
-        if result == METRICS_SUCCESS { Ok(id) } else { Err(result) }
+        if result == METRICS_SUCCESS {
+            Ok(id)
+        } else {
+            Err(result)
+        }
     }
 
     pub(crate) fn define_histogram(&self, name: &str) -> Result<usize, CEnum> {
@@ -320,13 +372,23 @@ impl RawConfig {
                 &mut id,
             )
         };
-        if result == METRICS_SUCCESS { Ok(id) } else { Err(result) }
+        if result == METRICS_SUCCESS {
+            Ok(id)
+        } else {
+            Err(result)
+        }
     }
 
     pub(crate) fn increment_counter(&self, id: usize, value: u64) -> bool {
         // SAFETY: no labels; self.0 live for this hook.
         let result = unsafe {
-            c::envoy_dynamic_module_callback_http_filter_config_increment_counter(self.0, id, std::ptr::null(), 0, value)
+            c::envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.0,
+                id,
+                std::ptr::null(),
+                0,
+                value,
+            )
         };
         result == METRICS_SUCCESS
     }
@@ -366,12 +428,17 @@ impl RawConfig {
                 timeout_ms,
             )
         };
-        if result == CALLOUT_INIT_SUCCESS { Ok(callout_id) } else { Err(result) }
+        if result == CALLOUT_INIT_SUCCESS {
+            Ok(callout_id)
+        } else {
+            Err(result)
+        }
     }
 
     pub(crate) fn scheduler(&self) -> Option<RawConfigScheduler> {
         // SAFETY: self.0 live; we own the returned pointer, freed in Drop.
-        let ptr = unsafe { c::envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0) };
+        let ptr =
+            unsafe { c::envoy_dynamic_module_callback_http_filter_config_scheduler_new(self.0) };
         NonNull::new(ptr).map(RawConfigScheduler)
     }
 }
@@ -389,13 +456,20 @@ unsafe impl Sync for RawConfigScheduler {}
 impl RawConfigScheduler {
     pub(crate) fn commit(&self, event_id: u64) {
         // SAFETY: the pointer is ours and not yet deleted.
-        unsafe { c::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0.as_ptr(), event_id) }
+        unsafe {
+            c::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                self.0.as_ptr(),
+                event_id,
+            )
+        }
     }
 }
 
 impl Drop for RawConfigScheduler {
     fn drop(&mut self) {
         // SAFETY: deleted exactly once, with no concurrent commit (we own `self`).
-        unsafe { c::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0.as_ptr()) }
+        unsafe {
+            c::envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0.as_ptr())
+        }
     }
 }

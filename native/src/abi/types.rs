@@ -35,7 +35,10 @@ pub struct EnvoyBuffer {
 }
 
 impl EnvoyBuffer {
-    pub const EMPTY: EnvoyBuffer = EnvoyBuffer { ptr: std::ptr::null(), length: 0 };
+    pub const EMPTY: EnvoyBuffer = EnvoyBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
 }
 
 /// `envoy_dynamic_module_type_module_buffer`: bytes we own, lent for one call.
@@ -48,10 +51,16 @@ pub struct ModuleBuffer {
 
 impl ModuleBuffer {
     pub fn of(bytes: &[u8]) -> ModuleBuffer {
-        ModuleBuffer { ptr: bytes.as_ptr().cast(), length: bytes.len() }
+        ModuleBuffer {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
     }
     /// The null buffer: `set_header` with it removes the header (abi.h, `..._http_set_header`).
-    pub const NULL: ModuleBuffer = ModuleBuffer { ptr: std::ptr::null(), length: 0 };
+    pub const NULL: ModuleBuffer = ModuleBuffer {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
 }
 
 /// `envoy_dynamic_module_type_module_http_header`.

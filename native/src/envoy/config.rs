@@ -2,7 +2,7 @@
 
 use crate::abi::host::{RawConfig, RawConfigScheduler};
 
-use super::{log, log_enabled, CalloutInitError, LogLevel};
+use super::{CalloutInitError, LogLevel, log, log_enabled};
 
 /// A counter defined on the config; usable from the config (main thread) and from every stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,12 +47,18 @@ impl ConfigHandle {
 
     /// A counter named `name` under the filter's metrics namespace. Only inside `new_config`.
     pub fn define_counter(&self, name: &str) -> Result<CounterId, MetricsError> {
-        self.raw.define_counter(name).map(CounterId).map_err(MetricsError::from_abi)
+        self.raw
+            .define_counter(name)
+            .map(CounterId)
+            .map_err(MetricsError::from_abi)
     }
 
     /// A histogram named `name`. Only inside `new_config`.
     pub fn define_histogram(&self, name: &str) -> Result<HistogramId, MetricsError> {
-        self.raw.define_histogram(name).map(HistogramId).map_err(MetricsError::from_abi)
+        self.raw
+            .define_histogram(name)
+            .map(HistogramId)
+            .map_err(MetricsError::from_abi)
     }
 
     /// Adds `by` to a counter from the main thread (false if Envoy refused).
@@ -80,7 +86,10 @@ impl ConfigHandle {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitError> {
-        let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
         self.raw
             .http_callout(cluster.as_bytes(), &headers, body, timeout_ms)
             .map_err(CalloutInitError::from_abi)

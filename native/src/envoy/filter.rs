@@ -3,7 +3,7 @@
 use crate::abi::host::{RawFilter, RawStreamScheduler};
 use crate::abi::types::{body_type, header_type};
 
-use super::{log, CalloutInitError, CounterId, HistogramId, LogLevel};
+use super::{CalloutInitError, CounterId, HistogramId, LogLevel, log};
 
 /// A request header or trailer whose bytes are not UTF-8 (Envoy passes them as they came).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,8 @@ fn utf8_pairs(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<Vec<(String, String)>, H
         .enumerate()
         .map(|(index, (name, value))| {
             let name = String::from_utf8(name).map_err(|_| HeaderError::NameNotUtf8 { index })?;
-            let value = String::from_utf8(value).map_err(|_| HeaderError::ValueNotUtf8 { name: name.clone() })?;
+            let value = String::from_utf8(value)
+                .map_err(|_| HeaderError::ValueNotUtf8 { name: name.clone() })?;
             Ok((name, value))
         })
         .collect()
@@ -41,7 +42,9 @@ impl FilterHandle {
 
     /// Every request header in order, pseudo-headers (`:path`, ...) included, as bytes.
     pub fn request_headers_bytes(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.raw.headers(header_type::REQUEST_HEADER).unwrap_or_default()
+        self.raw
+            .headers(header_type::REQUEST_HEADER)
+            .unwrap_or_default()
     }
 
     /// Every request header as text; the first non-UTF-8 name or value is an error.
@@ -51,32 +54,48 @@ impl FilterHandle {
 
     /// Every value of request header `name` (lower-case), as bytes.
     pub fn request_header_values(&self, name: &str) -> Vec<Vec<u8>> {
-        self.raw.header_values(header_type::REQUEST_HEADER, name.as_bytes())
+        self.raw
+            .header_values(header_type::REQUEST_HEADER, name.as_bytes())
     }
 
     /// Replaces every value of `name` by `value`.
     pub fn set_request_header(&self, name: &str, value: &str) -> bool {
-        self.raw.set_header(header_type::REQUEST_HEADER, name.as_bytes(), Some(value.as_bytes()))
+        self.raw.set_header(
+            header_type::REQUEST_HEADER,
+            name.as_bytes(),
+            Some(value.as_bytes()),
+        )
     }
 
     /// Adds one more value of `name`.
     pub fn add_request_header(&self, name: &str, value: &str) -> bool {
-        self.raw.add_header(header_type::REQUEST_HEADER, name.as_bytes(), value.as_bytes())
+        self.raw.add_header(
+            header_type::REQUEST_HEADER,
+            name.as_bytes(),
+            value.as_bytes(),
+        )
     }
 
     /// Removes every value of `name`.
     pub fn remove_request_header(&self, name: &str) -> bool {
-        self.raw.set_header(header_type::REQUEST_HEADER, name.as_bytes(), None)
+        self.raw
+            .set_header(header_type::REQUEST_HEADER, name.as_bytes(), None)
     }
 
     /// The request trailers, `None` before they arrived or when the request has none.
     pub fn request_trailers(&self) -> Option<Result<Vec<(String, String)>, HeaderError>> {
-        self.raw.headers(header_type::REQUEST_TRAILER).map(utf8_pairs)
+        self.raw
+            .headers(header_type::REQUEST_TRAILER)
+            .map(utf8_pairs)
     }
 
     /// Sets a request trailer (only in `on_request_trailers`, where the map exists).
     pub fn set_request_trailer(&self, name: &str, value: &str) -> bool {
-        self.raw.set_header(header_type::REQUEST_TRAILER, name.as_bytes(), Some(value.as_bytes()))
+        self.raw.set_header(
+            header_type::REQUEST_TRAILER,
+            name.as_bytes(),
+            Some(value.as_bytes()),
+        )
     }
 
     /// The chunk that the running `on_request_body` delivers (empty outside that hook).
@@ -120,8 +139,12 @@ impl FilterHandle {
     /// Sends a local reply (Envoy's `sendLocalReply`); `details` is the response code details
     /// (`%RESPONSE_CODE_DETAILS%`). The hook that calls it should stop iteration.
     pub fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
-        let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
-        self.raw.send_response(status, &headers, body, details.as_bytes());
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        self.raw
+            .send_response(status, &headers, body, details.as_bytes());
     }
 
     /// Resumes a request held by an earlier hook (a no-op if it is not held).
@@ -144,7 +167,10 @@ impl FilterHandle {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitError> {
-        let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect();
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
         self.raw
             .http_callout(cluster.as_bytes(), &headers, body, timeout_ms)
             .map_err(CalloutInitError::from_abi)
@@ -163,13 +189,26 @@ impl FilterHandle {
 
     /// Sets a string in the stream's dynamic metadata (`%DYNAMIC_METADATA(ns:key)%`).
     pub fn set_dynamic_metadata_string(&self, namespace: &str, key: &str, value: &str) {
-        self.raw.set_dynamic_metadata_string(namespace.as_bytes(), key.as_bytes(), value.as_bytes());
+        self.raw.set_dynamic_metadata_string(
+            namespace.as_bytes(),
+            key.as_bytes(),
+            value.as_bytes(),
+        );
     }
 
     /// Appends a string to a list in the dynamic metadata (created if absent; false if the key
     /// holds something else).
-    pub fn add_dynamic_metadata_list_string(&self, namespace: &str, key: &str, value: &str) -> bool {
-        self.raw.add_dynamic_metadata_list_string(namespace.as_bytes(), key.as_bytes(), value.as_bytes())
+    pub fn add_dynamic_metadata_list_string(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &str,
+    ) -> bool {
+        self.raw.add_dynamic_metadata_list_string(
+            namespace.as_bytes(),
+            key.as_bytes(),
+            value.as_bytes(),
+        )
     }
 
     pub fn increment_counter(&self, counter: CounterId, by: u64) -> bool {
@@ -200,5 +239,42 @@ pub struct StreamScheduler {
 impl StreamScheduler {
     pub fn commit(&self, event_id: u64) {
         self.raw.commit(event_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Header name and value bytes as a test writes them.
+    type RawHeaders = &'static [(&'static [u8], &'static [u8])];
+    type TextHeaders = Result<Vec<(String, String)>, HeaderError>;
+
+    fn pairs(list: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        list.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect()
+    }
+
+    #[test]
+    fn header_text_reports_which_part_is_not_utf8_and_never_the_value() {
+        let cases: [(RawHeaders, TextHeaders); 4] = [
+            (
+                &[(b"a", b"1"), (b"b", b"2")],
+                Ok(vec![("a".into(), "1".into()), ("b".into(), "2".into())]),
+            ),
+            (
+                &[(b"a", b"1"), (b"\xff", b"2")],
+                Err(HeaderError::NameNotUtf8 { index: 1 }),
+            ),
+            (
+                &[(b"authorization", b"Bearer \xe9")],
+                Err(HeaderError::ValueNotUtf8 {
+                    name: "authorization".into(),
+                }),
+            ),
+            (&[], Ok(vec![])),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(utf8_pairs(pairs(input)), expected, "{input:?}");
+        }
     }
 }

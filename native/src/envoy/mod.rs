@@ -23,18 +23,23 @@ use std::sync::Arc;
 pub use config::{ConfigHandle, ConfigScheduler, CounterId, HistogramId, MetricsError};
 pub use filter::{FilterHandle, HeaderError, StreamScheduler};
 
-use crate::abi::types::{callout_result, log_level, CEnum};
+use crate::abi::types::{CEnum, callout_result, log_level};
 
 /// Builds the module's config for one Envoy filter configuration (main thread).
 ///
 /// `name` is the filter config's `filter_name`, `config` its `filter_config` (a StringValue's or
 /// BytesValue's bytes as they are; a Struct as JSON). An `Err` refuses the configuration: Envoy
 /// then rejects it and logs "Failed to initialize dynamic module"; the message goes to Envoy's log.
-pub type NewConfigFn = fn(name: &str, config: &[u8], handle: &ConfigHandle) -> Result<Arc<dyn FilterConfig>, String>;
+pub type NewConfigFn =
+    fn(name: &str, config: &[u8], handle: &ConfigHandle) -> Result<Arc<dyn FilterConfig>, String>;
 
 /// The factory as a trait, for adapters that prefer one: `MODULE_FACTORY = <T as FilterConfigFactory>::new_config`.
 pub trait FilterConfigFactory {
-    fn new_config(name: &str, config: &[u8], handle: &ConfigHandle) -> Result<Arc<dyn FilterConfig>, String>;
+    fn new_config(
+        name: &str,
+        config: &[u8],
+        handle: &ConfigHandle,
+    ) -> Result<Arc<dyn FilterConfig>, String>;
 }
 
 /// One filter configuration, shared by every worker.
@@ -55,7 +60,11 @@ pub trait Filter {
     fn on_request_headers(&mut self, filter: &FilterHandle, end_of_stream: bool) -> HeadersStatus;
     fn on_request_body(&mut self, filter: &FilterHandle, end_of_stream: bool) -> BodyStatus;
     fn on_request_trailers(&mut self, filter: &FilterHandle) -> TrailersStatus;
-    fn on_response_headers(&mut self, _filter: &FilterHandle, _end_of_stream: bool) -> HeadersStatus {
+    fn on_response_headers(
+        &mut self,
+        _filter: &FilterHandle,
+        _end_of_stream: bool,
+    ) -> HeadersStatus {
         HeadersStatus::Continue
     }
     fn on_response_body(&mut self, _filter: &FilterHandle, _end_of_stream: bool) -> BodyStatus {
@@ -114,7 +123,9 @@ impl CalloutResult {
         match value {
             callout_result::SUCCESS => CalloutResult::Success,
             callout_result::RESET => CalloutResult::Reset,
-            callout_result::EXCEED_RESPONSE_BUFFER_LIMIT => CalloutResult::ExceedResponseBufferLimit,
+            callout_result::EXCEED_RESPONSE_BUFFER_LIMIT => {
+                CalloutResult::ExceedResponseBufferLimit
+            }
             other => CalloutResult::Other(other),
         }
     }
@@ -195,4 +206,69 @@ pub fn log(level: LogLevel, message: &str) {
 /// Whether `level` is on for `dynamic_modules`: check before formatting an expensive message.
 pub fn log_enabled(level: LogLevel) -> bool {
     crate::abi::host::log_enabled(level.to_abi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callout_results_follow_the_abi_enum_order_and_keep_unknown_values() {
+        // abi.h: Success, Reset, ExceedResponseBufferLimit.
+        let cases = [
+            (0, CalloutResult::Success),
+            (1, CalloutResult::Reset),
+            (2, CalloutResult::ExceedResponseBufferLimit),
+            (9, CalloutResult::Other(9)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(CalloutResult::from_abi(value), expected, "value {value}");
+        }
+    }
+
+    #[test]
+    fn callout_init_errors_follow_the_abi_enum_order() {
+        // abi.h: Success, MissingRequiredHeaders, ClusterNotFound, DuplicateCalloutId, CannotCreateRequest.
+        let cases = [
+            (1, CalloutInitError::MissingRequiredHeaders),
+            (2, CalloutInitError::ClusterNotFound),
+            (3, CalloutInitError::DuplicateCalloutId),
+            (4, CalloutInitError::CannotCreateRequest),
+            (5, CalloutInitError::Other(5)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(CalloutInitError::from_abi(value), expected, "value {value}");
+        }
+    }
+
+    /// Header name and value bytes as a test writes them.
+    type RawHeaders = &'static [(&'static [u8], &'static [u8])];
+
+    #[test]
+    fn a_callouts_status_is_its_numeric_status_pseudo_header() {
+        let cases: [(RawHeaders, Option<u16>); 4] = [
+            (&[(b":status", b"200"), (b"x", b"y")], Some(200)),
+            (&[(b"x", b"y")], None),
+            (&[(b":status", b"2x0")], None),
+            (&[(b":status", b"\xff")], None),
+        ];
+        for (headers, expected) in cases {
+            let headers: Vec<(Vec<u8>, Vec<u8>)> = headers
+                .iter()
+                .map(|(n, v)| (n.to_vec(), v.to_vec()))
+                .collect();
+            let done = CalloutDone {
+                callout_id: 1,
+                result: CalloutResult::Success,
+                headers: &headers,
+                body: b"",
+            };
+            assert_eq!(done.status(), expected, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn the_module_reports_the_abi_version_of_envoy_1_40() {
+        assert_eq!(crate::abi_version(), "v0.2.0");
+    }
 }
