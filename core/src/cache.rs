@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
@@ -30,7 +30,7 @@ pub struct CachedToken {
     pub kid: Option<String>,
     /// The audit record's token fingerprint, if records were kept when it was verified.
     pub fingerprint: Option<String>,
-    pub verified: Rc<Verified>,
+    pub verified: Arc<Verified>,
     pub exp: UnixTime,
     /// Approximate memory the entry holds, for the byte bound.
     pub bytes: usize,
@@ -38,7 +38,7 @@ pub struct CachedToken {
 
 #[derive(Debug)]
 struct Slot {
-    token: Rc<str>,
+    token: Arc<str>,
     /// The token's hash, kept: a 1 KB token costs a few hundred ns to hash inside wasm, and a
     /// table that grows or evicts would otherwise hash it again.
     hash: u64,
@@ -142,7 +142,7 @@ impl TokenCache {
         self.entries.insert_unique(
             hash,
             Slot {
-                token: Rc::from(token),
+                token: Arc::from(token),
                 hash,
                 number: self.inserted,
                 cached: entry,
@@ -209,7 +209,7 @@ mod tests {
             alg: Alg::RS256,
             kid: None,
             fingerprint: None,
-            verified: Rc::new(Verified {
+            verified: Arc::new(Verified {
                 times: TokenTimes {
                     exp,
                     nbf: None,

@@ -1,7 +1,6 @@
 //! The decision pipeline: path → rule → credential → token → provider → verification →
 //! requirement → identity. Pure: the adapter supplies the request, the key store and `now`.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -104,11 +103,8 @@ enum Verdict {
 
 /// The compiled policy: immutable once built, so one instance can serve every worker thread
 /// of a native host (an Envoy dynamic module shares its filter config across workers).
-/// Per-worker mutable state (the verified-token cache, the key store) is not in here: the
-/// caller passes it to `decide` by reference.
-/// TODO(issue 19): name that split in types: `Arc<Engine>` as the shared policy beside a
-/// `Worker` owning the `Rc` token cache (`cache::TokenCache`) and the key store
-/// (`jwks::JwksStore`), which the adapters keep side by side today.
+/// Per-worker mutable state (the verified-token cache, the key store) is not in here: it is
+/// `worker::Worker`'s, beside an `Arc<Engine>`, and the caller passes it to `decide` by reference.
 pub struct Engine {
     /// Read-only once the engine is built: the indices below are derived from it.
     pub config: Config,
@@ -388,7 +384,7 @@ impl Engine {
             &credential.token,
         )?;
         let identity = &config.identity;
-        mutations.verified_headers = Rc::clone(&verified.headers);
+        mutations.verified_headers = Arc::clone(&verified.headers);
         if let Some(name) = &identity.rule_header {
             mutations
                 .set_headers

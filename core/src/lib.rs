@@ -13,7 +13,8 @@
 //!   renders identity's audit record), with `databricks` beside them;
 //! - `config`, which parses the plugin JSON once and compiles it into the types of the modules
 //!   below it (so none of them imports `config`);
-//! - `cache` → `engine` → `stream`, and `header_map` for adapters on top.
+//! - `cache` → `engine` → `stream` → `worker` (the orchestration every adapter drives), and
+//!   `header_map` for adapters on top.
 //!
 //! Each request flows token → jwks → verify → policy → identity → engine → stream.
 
@@ -40,6 +41,7 @@ pub mod shared_data;
 pub mod stream;
 pub mod token;
 pub mod verify;
+pub mod worker;
 
 /// Version string reported in logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

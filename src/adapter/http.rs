@@ -108,7 +108,7 @@ impl Context for Filter {
             {
                 shared.held.remove(&self.context_id);
             }
-            shared.calls.forget(self.context_id);
+            shared.worker.calls.forget(self.context_id);
         }
         true
     }

@@ -10,22 +10,21 @@ mod route_cache;
 mod stream;
 mod upstream;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::{LogLevel, MetricType};
 
-use brickgate_core::cache::TokenCache;
-use brickgate_core::databricks::exchange::UpstreamTokens;
-use brickgate_core::engine::Engine;
-use brickgate_core::jwks::{JwksStore, UnixMillis};
+use brickgate_core::jwks::UnixMillis;
 use brickgate_core::metrics;
 use brickgate_core::shared_data::SharedData;
-use brickgate_core::stream::{BodyBudget, Stream, TokenCalls};
+use brickgate_core::worker::{Level, Slot, Telemetry, Worker};
 
 // The SDK's entry point exports `_initialize`, which needs `no_mangle`.
 #[allow(unsafe_code)]
@@ -46,25 +45,11 @@ fn new_root(context_id: u32) -> Box<dyn RootContext> {
 /// that wakes it.
 pub type StreamCell = Rc<RefCell<Slot>>;
 
-/// One stream's lifecycle and when its headers arrived (host nanoseconds, for the
-/// decision-time histogram): kept with the stream, so timing costs no map per request.
-#[derive(Default)]
-pub struct Slot {
-    pub stream: Stream,
-    pub started_ns: u64,
-    /// The stream went on (a `Continue` reply or a resume) since its last body callback: the
-    /// host passed on what it had buffered, and its next body callback reports only new bytes.
-    pub body_released: bool,
-}
-
 /// State one VM's root context shares with its HTTP contexts (single-threaded: `Rc<RefCell>`).
 pub struct Shared {
-    pub engine: Rc<Engine>,
-    pub store: JwksStore,
-    pub cache: TokenCache,
+    /// The policy, the key store, the caches and the token calls of this VM.
+    pub worker: Worker,
     pub counters: Counters,
-    pub upstream_tokens: UpstreamTokens,
-    pub calls: TokenCalls,
     /// Streams held until something outside their callbacks happens (keys, a token, a
     /// deadline), by context id.
     pub held: HashMap<u32, StreamCell>,
@@ -76,15 +61,19 @@ pub struct Shared {
     /// Each record goes to the `wasm.brickgate` filter state (`audit.filter_state`, and the
     /// host could declare it).
     pub filter_state: bool,
-    /// The request bodies this VM's streams hold (`databricks.max_held_body_bytes`).
-    pub body_budget: BodyBudget,
 }
 
 impl Shared {
     /// Whether decisions go to the application log too (`audit.log_line`, and the host keeps
     /// info lines).
     pub fn audit_log_line(&self) -> bool {
-        self.info_logging && self.engine.config.audit.log_line
+        self.info_logging && self.worker.engine.config.audit.log_line
+    }
+
+    /// Refreshes whether the host keeps info lines, and so whether records need fingerprints.
+    pub fn set_info_logging(&mut self, on: bool) {
+        self.info_logging = on;
+        self.worker.fingerprint = self.filter_state || self.audit_log_line();
     }
 }
 
@@ -94,12 +83,12 @@ thread_local! {
     /// The request-body bytes every stream of this VM holds, whatever root context (plugin
     /// configuration) it belongs to: one counter per VM, which every configuration's
     /// `BodyBudget` shares, a new one included while streams of the old one still hold bodies.
-    static HELD_BODY_BYTES: Rc<Cell<usize>> = Rc::new(Cell::new(0));
+    static HELD_BODY_BYTES: Arc<AtomicUsize> = Arc::new(AtomicUsize::new(0));
 }
 
 /// This VM's held-body counter (see `HELD_BODY_BYTES`).
-pub fn vm_held_body_bytes() -> Rc<Cell<usize>> {
-    HELD_BODY_BYTES.with(Rc::clone)
+pub fn vm_held_body_bytes() -> Arc<AtomicUsize> {
+    HELD_BODY_BYTES.with(Arc::clone)
 }
 
 /// The counters' maps' hasher (their keys are this configuration's counter and rule names).
@@ -123,15 +112,7 @@ pub struct Counters {
     slots: Vec<u32>,
     /// The decision-time histogram, if the host defines histograms.
     decision_time: Option<u32>,
-    /// Decisions made at once so far (for sampling them into the histogram).
-    at_once: Cell<u32>,
 }
-
-/// One in this many decisions made at once goes into the decision-time histogram (the first one
-/// included); every decision that waited (for a body, keys or a Databricks token) goes in. Its
-/// quantiles are the same, and a clock read and a histogram value per request cost the worker
-/// more than a decision made at once takes (docs/BENCHMARKS.md).
-pub const AT_ONCE_SAMPLE: u32 = 8;
 
 impl Counters {
     pub fn define(names: &[String]) -> Counters {
@@ -186,19 +167,6 @@ impl Counters {
         self.bump(slot, 1);
     }
 
-    /// Whether this decision goes into the decision-time histogram ([`AT_ONCE_SAMPLE`]).
-    pub fn times_decision(&self, at_once: bool) -> bool {
-        if self.decision_time.is_none() {
-            return false;
-        }
-        if !at_once {
-            return true;
-        }
-        let seen = self.at_once.get();
-        self.at_once.set(seen.wrapping_add(1));
-        seen.is_multiple_of(AT_ONCE_SAMPLE)
-    }
-
     pub fn record_decision_time(&self, micros: u64) {
         if let Some(id) = self.decision_time {
             let _ = hostcalls::record_metric(id, micros);
@@ -216,6 +184,24 @@ impl Counters {
         if let Some(id) = self.slots.get(slot) {
             let _ = hostcalls::increment_metric(*id, i64::try_from(amount).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// Counters and log lines outside a stream (the key store's events, token calls).
+impl Telemetry for Counters {
+    fn count(&mut self, name: &str, amount: u64) {
+        self.add(name, amount);
+    }
+
+    fn log(&mut self, level: Level, line: &str) {
+        log(
+            match level {
+                Level::Debug => LogLevel::Debug,
+                Level::Info => LogLevel::Info,
+                Level::Warn => LogLevel::Warn,
+            },
+            line,
+        );
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_wasm::hostcalls;
@@ -14,15 +15,14 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel, MapType};
 use super::host_verify::{HostVerifier, host_passes_self_test};
 use super::stream::drive;
 use super::{Counters, HostSharedData, Shared, SharedState, http::Filter, log, now_ms, upstream};
-use brickgate_core::cache::TokenCache;
 use brickgate_core::config::Config;
-use brickgate_core::databricks::exchange::UpstreamTokens;
 use brickgate_core::engine::Engine;
 use brickgate_core::jwks::schedule::max_age;
-use brickgate_core::jwks::{FetchOutcome, FetchRequest, JwksStore, StoreEvent};
+use brickgate_core::jwks::{FetchOutcome, FetchRequest};
 use brickgate_core::metrics;
 use brickgate_core::stream::{BodyBudget, Event};
 use brickgate_core::verify::{InWasmVerifier, SignatureVerifier};
+use brickgate_core::worker::{Worker, report_store_events};
 
 /// Short enough that every worker adopts new keys well within a second, and that paused
 /// requests resume promptly; a tick only reads a few small shared-data entries.
@@ -89,25 +89,19 @@ impl Root {
         let filter_state = config.audit.filter_state && super::access_log::declare();
         let body_budget =
             BodyBudget::sharing(BodyBudget::limit_of(&config), super::vm_held_body_bytes());
-        let shared = Shared {
-            body_budget,
-            store: JwksStore::new(&config, vm_id),
-            engine: Rc::new(Engine::new(
-                config,
-                choose_verifier(performance.host_signatures),
-            )),
-            cache: TokenCache::new(
-                performance.token_cache_entries,
-                performance.token_cache_bytes,
-            ),
+        let engine = Arc::new(Engine::new(
+            config,
+            choose_verifier(performance.host_signatures),
+        ));
+        let mut shared = Shared {
+            worker: Worker::new(engine, vm_id, body_budget),
             counters: Counters::define(&metrics::all_counters()),
-            upstream_tokens: UpstreamTokens::new(performance.upstream_token_slots),
-            calls: Default::default(),
             held: HashMap::new(),
-            info_logging: super::info_enabled(),
+            info_logging: false,
             root_context_id: self.context_id,
             filter_state,
         };
+        shared.set_info_logging(super::info_enabled());
         *self.shared.borrow_mut() = Some(shared);
         hostcalls::set_tick_period(TICK)
             .map_err(|e| format!("cannot set the tick period: {e:?}"))?;
@@ -144,93 +138,16 @@ impl Root {
                         fetch.cluster
                     );
                     let outcome = FetchOutcome::TransportFailure(why);
-                    let (more, events) = shared.store.on_fetch_outcome(
+                    let (more, events) = shared.worker.store.on_fetch_outcome(
                         &HostSharedData,
                         fetch.provider,
                         outcome,
                         now_ms(),
                     );
-                    report(shared, &events);
+                    report_store_events(&shared.worker, &events, &mut shared.counters);
                     // A failed dispatch never yields more fetches; avoid recursion regardless.
                     drop(more);
                 }
-            }
-        }
-    }
-}
-
-fn report(shared: &Shared, events: &[StoreEvent]) {
-    let name = |provider: usize| {
-        shared
-            .engine
-            .config
-            .providers
-            .get(provider)
-            .map_or("?", |p| p.name.as_str())
-            .to_string()
-    };
-    for event in events {
-        match event {
-            StoreEvent::KeysChanged {
-                provider,
-                added,
-                removed,
-                skipped,
-                fetched_here,
-            } => {
-                shared
-                    .counters
-                    .add(metrics::JWKS_KEYS_SKIPPED, skipped.len() as u64);
-                if let Some(why) = shared
-                    .store
-                    .keys(*provider)
-                    .and_then(|keys| keys.too_many_without_kid())
-                    && *fetched_here
-                {
-                    shared
-                        .counters
-                        .add(metrics::JWKS_KEYS_WITHOUT_KID_CAPPED, 1);
-                    log(
-                        LogLevel::Warn,
-                        &format!("brickgate: provider {}: {why}", name(*provider)),
-                    );
-                }
-                // One line per key-set change in the whole Envoy: the VM that fetched it.
-                let level = if *fetched_here {
-                    LogLevel::Info
-                } else {
-                    LogLevel::Debug
-                };
-                let skipped = if skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; skipped [{}]", skipped.join("; "))
-                };
-                log(
-                    level,
-                    &format!(
-                        "brickgate: provider {} key set changed: added [{}], removed [{}]{skipped}",
-                        name(*provider),
-                        added.join(", "),
-                        removed.join(", ")
-                    ),
-                );
-            }
-            StoreEvent::FetchSucceeded { .. } => {
-                shared.counters.add(metrics::JWKS_FETCH_SUCCESS, 1)
-            }
-            StoreEvent::KidMissRefetch { .. } => {
-                shared.counters.add(metrics::JWKS_KID_MISS_REFETCH, 1)
-            }
-            StoreEvent::FetchFailed { provider, why } => {
-                shared.counters.add(metrics::JWKS_FETCH_FAILED, 1);
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "brickgate: provider {} JWKS fetch failed: {why}",
-                        name(*provider)
-                    ),
-                );
             }
         }
     }
@@ -245,7 +162,7 @@ pub fn wake_streams(shared: &mut Shared) {
         .iter()
         .filter(|(_, cell)| {
             cell.try_borrow()
-                .is_ok_and(|slot| slot.stream.wants_wake(&shared.store, now))
+                .is_ok_and(|slot| slot.stream.wants_wake(&shared.worker.store, now))
         })
         .map(|(id, cell)| (*id, Rc::clone(cell)))
         .collect();
@@ -278,7 +195,7 @@ impl Context for Root {
         let outcome = match call_response(
             num_headers,
             body_size,
-            shared.store.body_read_limit(provider),
+            shared.worker.store.body_read_limit(provider),
         ) {
             None => FetchOutcome::TransportFailure(
                 "no response (connection failure or timeout)".to_string(),
@@ -296,9 +213,10 @@ impl Context for Root {
         };
         let (more, events) =
             shared
+                .worker
                 .store
                 .on_fetch_outcome(&HostSharedData, provider, outcome, now_ms());
-        report(shared, &events);
+        report_store_events(&shared.worker, &events, &mut shared.counters);
         self.dispatch(shared, more);
         wake_streams(shared);
     }
@@ -368,9 +286,9 @@ impl RootContext for Root {
         let shared_state = Rc::clone(&self.shared);
         let mut guard = shared_state.borrow_mut();
         let Some(shared) = guard.as_mut() else { return };
-        shared.info_logging = super::info_enabled();
-        let (fetches, events) = shared.store.tick(&HostSharedData, now_ms());
-        report(shared, &events);
+        shared.set_info_logging(super::info_enabled());
+        let (fetches, events) = shared.worker.store.tick(&HostSharedData, now_ms());
+        report_store_events(&shared.worker, &events, &mut shared.counters);
         self.dispatch(shared, fetches);
         upstream::send_queued(shared);
         wake_streams(shared);

@@ -23,52 +23,64 @@ use proxy_wasm::types::LogLevel;
 
 use super::root::call_response;
 use super::stream::drive;
-use super::{HostSharedData, Shared, log, now_ms};
+use super::{Counters, HostSharedData, Shared, log, now_ms};
 use brickgate_core::databricks::exchange::TokenRequest;
 use brickgate_core::error::AuthError;
 use brickgate_core::metrics;
 use brickgate_core::stream::Event;
-use brickgate_core::stream::calls::{Sender, Settled, settle};
+use brickgate_core::stream::calls::{Sender, Settled};
+use brickgate_core::worker::{Worker, unsent};
 
 /// How much of a token endpoint's answer is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The stream `context_id` waits for `request`'s token: it joins the call in flight for the
 /// same cache key, or sends a new one now. A call that cannot be sent now waits for the tick.
-pub fn fetch_for_stream(shared: &mut Shared, context_id: u32, request: TokenRequest) {
-    let Some(request) = shared.calls.wait_for(request, context_id) else {
+pub fn fetch_for_stream(
+    worker: &mut Worker,
+    counters: &mut Counters,
+    root_context_id: u32,
+    context_id: u32,
+    request: TokenRequest,
+) {
+    let Some(request) = worker.calls.wait_for(request, context_id) else {
         return;
     };
-    let _ = hostcalls::set_effective_context(shared.root_context_id);
+    let _ = hostcalls::set_effective_context(root_context_id);
     let sent = dispatch(&request);
     // The stream's own host calls (resume, local reply) follow in this step.
     let _ = hostcalls::set_effective_context(context_id);
     match sent {
         Ok(callout) => {
-            shared.counters.add(metrics::UPSTREAM_TOKEN_FETCH, 1);
+            counters.add(metrics::UPSTREAM_TOKEN_FETCH, 1);
             let sender = Sender::Stream(context_id);
-            shared
+            worker
                 .calls
                 .sent(callout, request, vec![context_id], sender);
         }
         Err(why) => {
             log(LogLevel::Debug, &format!("{why}; retried at the next tick"));
-            shared.calls.queue(request, vec![context_id]);
+            worker.calls.queue(request, vec![context_id]);
         }
     }
 }
 
 /// Sends the queued token calls; runs in the root context, so the answers come back to it.
 pub fn send_queued(shared: &mut Shared) {
-    for (request, waiting) in shared.calls.take_queued() {
+    for (request, waiting) in shared.worker.calls.take_queued() {
         // Another worker may have obtained the token meanwhile.
         if let Some(token) =
             shared
+                .worker
                 .upstream_tokens
                 .get(&HostSharedData, &request.cache_key, now_ms())
         {
             shared.counters.add(metrics::UPSTREAM_TOKEN_CACHE_HIT, 1);
-            deliver(shared, waiting, &Ok(token));
+            let settled = Settled {
+                streams: waiting,
+                result: Ok(token),
+            };
+            deliver(shared, settled);
             continue;
         }
         // Waking other streams may have switched the effective context.
@@ -79,20 +91,22 @@ pub fn send_queued(shared: &mut Shared) {
                 shared
                     .counters
                     .add(metrics::UPSTREAM_TOKEN_FETCH_DEFERRED, 1);
-                shared.calls.sent(callout, request, waiting, Sender::Root);
+                shared
+                    .worker
+                    .calls
+                    .sent(callout, request, waiting, Sender::Root);
             }
             Err(why) => {
                 log(LogLevel::Warn, &why);
-                let settled = settle(
+                let settled = unsent(
+                    &mut shared.worker,
                     &request,
                     waiting,
-                    0,
-                    &[],
-                    &mut shared.upstream_tokens,
                     &HostSharedData,
                     now_ms(),
                 );
-                finish(shared, settled);
+                shared.counters.add(metrics::UPSTREAM_TOKEN_FAILED, 1);
+                deliver(shared, settled);
             }
         }
     }
@@ -142,34 +156,29 @@ pub fn on_call_response(
     num_headers: usize,
     body_size: usize,
 ) -> bool {
-    if !shared.calls.owns(callout) {
+    if !shared.worker.calls.owns(callout) {
         return false;
     }
     let response = call_response(num_headers, body_size, MAX_ANSWER_BYTES);
     let (status, body) = response.map_or((0, Vec::new()), |r| (r.status, r.body));
-    let settled = shared.calls.settle(
+    let settled = shared.worker.token_answered(
         callout,
         status,
         &body,
-        &mut shared.upstream_tokens,
         &HostSharedData,
         now_ms(),
+        &mut shared.counters,
     );
     if let Some(settled) = settled {
-        finish(shared, settled);
+        deliver(shared, settled);
     }
     true
 }
 
-fn finish(shared: &mut Shared, settled: Settled) {
-    if settled.result.is_err() {
-        shared.counters.add(metrics::UPSTREAM_TOKEN_FAILED, 1);
-    }
-    deliver(shared, settled.streams, &settled.result);
-}
-
 /// Wakes each waiting stream, in its own context, with the token or the error.
-fn deliver(shared: &mut Shared, streams: Vec<u32>, result: &Result<String, AuthError>) {
+fn deliver(shared: &mut Shared, settled: Settled) {
+    let Settled { streams, result } = settled;
+    let result: &Result<String, AuthError> = &result;
     for context_id in streams {
         let Some(cell) = shared.held.get(&context_id).map(Rc::clone) else {
             continue; // the client went away

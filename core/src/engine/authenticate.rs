@@ -1,7 +1,7 @@
 //! Who holds the token: the verified-token cache, or parsing and verifying it in full against
 //! the keys of the provider its issuer names; what a verified token says about its holder.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -37,7 +37,7 @@ impl Engine {
         cache: &mut TokenCache,
         now_ms: UnixMillis,
         audit: &mut AuditRecord,
-    ) -> Result<(usize, Rc<Verified>), AuthError> {
+    ) -> Result<(usize, Arc<Verified>), AuthError> {
         let now: UnixTime = now_ms / 1000;
         if let Some(hit) = cache.get(token, now, |p| keys.generation(p)) {
             audit.cache = Some("hit");
@@ -94,7 +94,7 @@ impl Engine {
         let usable = usable_keys(keys, index, now_ms, audit);
         let generation = usable.as_ref().ok().map(|k| k.generation);
         let alg = verify_for_provider(provider, &jwt, usable, now, self.verifier.as_ref())?;
-        let verified = Rc::new(self.verified_identity(provider, &jwt.claims, holder)?);
+        let verified = Arc::new(self.verified_identity(provider, &jwt.claims, holder)?);
         fill_audit(audit, provider, &verified.holder, Trust::Verified);
         if let Some(generation) = generation {
             let entry = CachedToken {
@@ -105,7 +105,7 @@ impl Engine {
                 fingerprint: audit.token_fingerprint.clone(),
                 exp: verified.times.exp,
                 bytes: token.len() + verified.approximate_bytes(),
-                verified: Rc::clone(&verified),
+                verified: Arc::clone(&verified),
             };
             cache.insert(token, entry);
         }

@@ -1,7 +1,7 @@
 //! What an allowed request becomes upstream: header and path changes, the credential's removal,
 //! Databricks' header hygiene, and how it authenticates to the upstream.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::{Request, header};
 use crate::config::TokenSource;
@@ -28,7 +28,7 @@ pub struct Mutations {
     pub set_headers: Vec<(String, String)>,
     /// The verified token's identity headers, shared with the verified-token cache: set
     /// after `set_headers`, without a copy per request.
-    pub verified_headers: Rc<[(String, String)]>,
+    pub verified_headers: Arc<[(String, String)]>,
     pub set_path: Option<String>,
 }
 

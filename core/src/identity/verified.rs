@@ -1,7 +1,7 @@
 //! Everything a verified token says about its holder, worked out once per token: the warm
 //! path (a cached token) then only checks the time and the route's rules, and copies headers.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::identity::PrincipalKind;
 use crate::verify::claims::TokenTimes;
@@ -41,7 +41,7 @@ pub struct Verified {
     pub groups: Vec<String>,
     /// The identity headers, except the rule's, which depends on the request. Shared with
     /// every request the cached token allows (no copy per request).
-    pub headers: Rc<[(String, String)]>,
+    pub headers: Arc<[(String, String)]>,
 }
 
 impl Verified {

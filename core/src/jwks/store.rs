@@ -13,7 +13,7 @@ mod kid_miss;
 mod record;
 mod refresh;
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -112,7 +112,7 @@ struct RemoteState {
     issuer: String,
     config: RemoteJwks,
     record_key: String,
-    keys: Option<Rc<KeySet>>,
+    keys: Option<Arc<KeySet>>,
     generation: u64,
     fetched_at_ms: UnixMillis,
     ttl_ms: u64,
@@ -125,7 +125,7 @@ struct RemoteState {
 
 #[derive(Debug, Clone)]
 enum ProviderState {
-    Inline(Rc<KeySet>),
+    Inline(Arc<KeySet>),
     Remote(Box<RemoteState>),
 }
 
@@ -142,7 +142,7 @@ impl JwksStore {
             .key_sources()
             .into_iter()
             .map(|provider| match provider.source {
-                JwksSource::Inline(keys) => ProviderState::Inline(Rc::new(KeySet {
+                JwksSource::Inline(keys) => ProviderState::Inline(Arc::new(KeySet {
                     generation: 1,
                     ..keys.clone()
                 })),
@@ -181,7 +181,7 @@ impl JwksStore {
         }
     }
 
-    pub fn keys(&self, provider: usize) -> Option<&Rc<KeySet>> {
+    pub fn keys(&self, provider: usize) -> Option<&Arc<KeySet>> {
         match self.providers.get(provider)? {
             ProviderState::Inline(keys) => Some(keys),
             ProviderState::Remote(state) => state.keys.as_ref(),

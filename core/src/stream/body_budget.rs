@@ -12,15 +12,15 @@
 //! configuration while streams of the old one still hold bodies, share one counter
 //! ([`BodyBudget::sharing`]); each checks it against its own limit.
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A limit, and the counter of the bytes held by every stream of the VM (single-threaded:
-/// `Rc<Cell>`).
+/// A limit, and the counter of the bytes held by every stream of the VM (or, in the native
+/// form, of every worker of the process).
 #[derive(Debug, Clone)]
 pub struct BodyBudget {
     limit: usize,
-    held: Rc<Cell<usize>>,
+    held: Arc<AtomicUsize>,
 }
 
 impl BodyBudget {
@@ -36,11 +36,11 @@ impl BodyBudget {
 
     /// A budget with a counter of its own (one VM, one configuration: tests and fakes).
     pub fn new(limit: usize) -> Self {
-        BodyBudget::sharing(limit, Rc::new(Cell::new(0)))
+        BodyBudget::sharing(limit, Arc::new(AtomicUsize::new(0)))
     }
 
     /// A budget counting on `held`, the VM's counter, which other budgets may share.
-    pub fn sharing(limit: usize, held: Rc<Cell<usize>>) -> Self {
+    pub fn sharing(limit: usize, held: Arc<AtomicUsize>) -> Self {
         BodyBudget { limit, held }
     }
 
@@ -50,26 +50,33 @@ impl BodyBudget {
 
     /// Bytes held now, by all streams.
     pub fn held(&self) -> usize {
-        self.held.get()
+        self.held.load(Ordering::Relaxed)
     }
 
     fn reserve(&self, bytes: usize) -> bool {
-        match self.held.get().checked_add(bytes) {
-            Some(total) if total <= self.limit => {
-                self.held.set(total);
-                true
-            }
-            _ => false,
-        }
+        // A compare-and-swap loop: two workers never both take the last bytes.
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
     }
 
     /// Counts bytes already allocated, beyond the limit if need be.
     fn force(&self, bytes: usize) {
-        self.held.set(self.held.get().saturating_add(bytes));
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_add(bytes))
+            });
     }
 
     fn release(&self, bytes: usize) {
-        self.held.set(self.held.get().saturating_sub(bytes));
+        let _ = self
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(bytes))
+            });
     }
 }
 
@@ -213,9 +220,9 @@ mod tests {
 
     #[test]
     fn budgets_sharing_a_counter_see_each_other_s_bodies() {
-        let vm = Rc::new(Cell::new(0));
-        let old = BodyBudget::sharing(64, Rc::clone(&vm));
-        let new = BodyBudget::sharing(64, Rc::clone(&vm));
+        let vm = Arc::new(AtomicUsize::new(0));
+        let old = BodyBudget::sharing(64, Arc::clone(&vm));
+        let new = BodyBudget::sharing(64, Arc::clone(&vm));
         let mut held_by_old = HeldBody::new(&old);
         assert!(held_by_old.extend(&[0; 40]));
         assert!(
@@ -223,7 +230,7 @@ mod tests {
             "the VM holds 40 already"
         );
         drop(held_by_old);
-        assert_eq!(vm.get(), 0);
+        assert_eq!(vm.load(Ordering::Relaxed), 0);
         assert!(HeldBody::new(&new).extend(&[0; 40]));
     }
 }

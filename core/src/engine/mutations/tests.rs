@@ -1,4 +1,4 @@
-use std::rc::Rc;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 
@@ -81,7 +81,7 @@ fn the_edits_make_the_same_request_as_replacing_the_whole_map() {
                 mutations: Mutations {
                     remove_headers: remove,
                     set_headers: set,
-                    verified_headers: Rc::from(verified),
+                    verified_headers: Arc::from(verified),
                     set_path,
                 },
             };
@@ -103,7 +103,7 @@ fn a_request_that_only_gains_headers_costs_one_edit_per_header() {
         ],
         mutations: Mutations {
             set_headers: vec![("x-brickgate-rule".to_string(), "r".to_string())],
-            verified_headers: Rc::from(vec![("x-brickgate-subject".to_string(), "s".to_string())]),
+            verified_headers: Arc::from(vec![("x-brickgate-subject".to_string(), "s".to_string())]),
             ..Mutations::default()
         },
     };
@@ -156,7 +156,7 @@ fn a_rewrite_that_changes_the_request_reselects_its_route() {
         (
             "verified identity added",
             Mutations {
-                verified_headers: Rc::from(set("x-brickgate-subject")),
+                verified_headers: Arc::from(set("x-brickgate-subject")),
                 ..Mutations::default()
             },
             true,

@@ -2,7 +2,7 @@
 //! published to every VM, or the failure recorded with its backoff; either way the lease is
 //! released in the same conditional write.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::changes::{changed_event, parse_document, same_keys};
 use super::record::{Update, update};
@@ -176,7 +176,7 @@ impl RemoteState {
         keys.generation = record.generation;
         let changed = changed_event(attempt.provider, self.keys.as_deref(), &keys, true);
         if record.generation > self.generation || self.keys.is_none() {
-            self.keys = Some(Rc::new(keys));
+            self.keys = Some(Arc::new(keys));
         }
         self.generation = record.generation;
         self.fetched_at_ms = record.fetched_at_ms;

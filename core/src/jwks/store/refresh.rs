@@ -1,7 +1,7 @@
 //! Each tick: take over what the shared record says, then start the fetch that is due, if
 //! this VM wins its lease.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use super::changes::{changed_event, parse_document};
 use super::record::{Lease, Record, Stored};
@@ -64,7 +64,7 @@ impl RemoteState {
             keys.generation = record.generation;
             event = changed_event(index, self.keys.as_deref(), &keys, false);
             self.generation = record.generation;
-            self.keys = Some(Rc::new(keys));
+            self.keys = Some(Arc::new(keys));
             // Requests waiting on an unknown kid re-decide against these keys, and ask again.
             self.refetch_wanted = false;
         }
