@@ -9,7 +9,7 @@ WASM := dist/brickgate.wasm
 TARGET := wasm32-wasip1
 STAMPS := .stamps
 
-.PHONY: build cli test unit e2e route-coverage route-classes lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci oci-push oci-pin test-envoy-matrix test-envoy-matrix-ci fuzz fuzz-smoke soak
+.PHONY: build cli native native-probe test unit e2e route-coverage route-classes lint run token bench bench-workers bench-scale bench-profile bench-probes clean deps oci oci-push oci-pin test-envoy-matrix test-envoy-matrix-ci fuzz fuzz-smoke soak
 
 build: $(WASM)
 
@@ -86,9 +86,31 @@ oci-pin: oci-push
 unit:
 	cargo test --locked --workspace
 
+# The native Envoy module (native/, envoy.filters.http.dynamic_modules): dist/libbrickgate.so, which
+# Envoy loads by name (`dynamic_module_config: {name: brickgate}`) from ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+# Profile `native`: release with panic = "unwind", so every ABI hook can catch a panic.
+NATIVE := dist/libbrickgate.so
+NATIVE_SOURCES := Cargo.toml Cargo.lock native/Cargo.toml core/Cargo.toml $(shell find native/src core/src -name "*.rs")
+native: $(NATIVE)
+
+$(NATIVE): $(NATIVE_SOURCES)
+	cargo build --locked -p brickgate-native --profile native
+	@mkdir -p dist
+	cp target/native/libbrickgate_native.so $@
+
+# The ABI probe build of the same module (feature abi-probe, test code only, never shipped), for
+# tests/e2e/test_native_abi.py. Its own target directory, so the two builds never overwrite each other.
+NATIVE_PROBE := dist/native-probe/libbrickgate.so
+native-probe: $(NATIVE_PROBE)
+
+$(NATIVE_PROBE): $(NATIVE_SOURCES)
+	cargo build --locked -p brickgate-native --profile native --features abi-probe --target-dir target/native-probe
+	@mkdir -p $(dir $@)
+	cp target/native-probe/native/libbrickgate_native.so $@
+
 # The OCI test (tests/e2e/test_oci.py) pushes `make oci`'s image to Debian's docker-registry with skopeo.
-e2e: $(WASM) $(CLI) $(VENV)/.installed $(OIDC_PROVIDER)/node_modules/.installed $(STAMPS)/apt-skopeo $(STAMPS)/apt-docker-registry
-	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) $(PYTHON) -m pytest tests/e2e -q
+e2e: $(WASM) $(CLI) $(NATIVE_PROBE) $(VENV)/.installed $(OIDC_PROVIDER)/node_modules/.installed $(STAMPS)/apt-skopeo $(STAMPS)/apt-docker-registry
+	ENVOY_BIN=$(ENVOY) BRICKGATE_WASM=$(WASM) BRICKGATE_CLI=$(CLI) BRICKGATE_NATIVE_PROBE_DIR=$(dir $(NATIVE_PROBE)) $(PYTHON) -m pytest tests/e2e -q
 
 test: unit e2e
 
@@ -126,6 +148,7 @@ route-classes:
 lint: $(STAMPS)/rust-target $(STAMPS)/apt-clang
 	cargo fmt --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo clippy --locked -p brickgate-native --all-targets --features abi-probe -- -D warnings
 	cargo clippy --locked --release --target $(TARGET) -p brickgate -- -D warnings
 
 run: $(WASM) $(CLI) $(VENV)/.installed
