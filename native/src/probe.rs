@@ -29,6 +29,7 @@ struct Counters {
     config_off_main: CounterId,
     /// Stream hooks seen on another thread than the main one.
     stream_off_main: CounterId,
+    /// A config callout answered 200 with the id Envoy gave it (and a config histogram took a value).
     config_callout_ok: CounterId,
     /// define_counter outside new_config answered Frozen.
     frozen_after_init: CounterId,
@@ -134,7 +135,9 @@ impl FilterConfig for ProbeConfig {
     fn on_callout_done(&self, config: &ConfigHandle, callout: CalloutDone<'_>) {
         self.count_thread(config);
         let expected = self.config_callout.lock().ok().and_then(|pending| *pending);
-        if callout.status() == Some(200) && expected == Some(callout.callout_id) {
+        // record_histogram from the config must succeed too for the callout to count as seen.
+        let recorded = config.record_histogram(self.counters.body_bytes, callout.body.len() as u64);
+        if callout.status() == Some(200) && expected == Some(callout.callout_id) && recorded {
             config.increment_counter(self.counters.config_callout_ok, 1);
         }
     }

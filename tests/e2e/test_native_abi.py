@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT
-from envoy_harness import HCM, ROUTER, STDOUT_ACCESS_LOG, STRING_VALUE, bootstrap, loopback, static_cluster
+from envoy_harness import HCM, ROUTER, STDOUT_ACCESS_LOG, STRING_VALUE, bootstrap, http_get, loopback, static_cluster
 
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 # Filter state and dynamic metadata the probe sets (`x-probe: metadata`), as the access log sees them.
@@ -144,7 +144,7 @@ def test_request_header_edits_reach_the_upstream(probe):
     assert status == 200
     received = json.loads(body)["headers"]
     assert received["x-set"] == ["set-value"]
-    assert received["x-added"] == ["one", "two"] or received["x-added"] == ["one,two"] or received["x-added"] == ["one, two"]
+    assert received["x-added"] == ["one", "two"]
     assert "x-remove" not in received
     assert received["x-keep"] == ["kept"]
 
@@ -198,13 +198,8 @@ def test_counters_and_histograms_reach_envoys_stats(probe):
     assert request(probe.port, "body", method="POST", body=b"abc")[0] == 200
     # Counters are flushed to the admin view with the stats flush (5 s by default).
     wait_for(lambda: probe_stats(probe).get("probe_requests", 0) >= before + 4, "probe_requests to grow by 4")
-    _, histograms = http_get_histograms(probe)
-    assert "probe_body_bytes" in histograms
-
-
-def http_get_histograms(envoy) -> tuple[int, str]:
-    from envoy_harness import http_get
-    return http_get(f"{envoy.admin_url}/stats?filter=probe_body_bytes")
+    _, histograms = http_get(f"{probe.admin_url}/stats?filter=probe_body_bytes")
+    assert "dynamicmodulescustom.probe_body_bytes" in histograms
 
 
 def test_filter_state_and_dynamic_metadata_reach_the_access_log(probe):
