@@ -49,6 +49,20 @@ fn module_headers(headers: &[(&[u8], &[u8])]) -> Vec<ModuleHeader> {
         .collect()
 }
 
+/// Label names or values as module buffers borrowing `labels`.
+fn label_buffers(labels: &[&str]) -> Vec<ModuleBuffer> {
+    labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect()
+}
+
+/// The array abi.h takes for labels: null when there are none.
+fn labels_ptr(labels: &[ModuleBuffer]) -> *const ModuleBuffer {
+    if labels.is_empty() {
+        std::ptr::null()
+    } else {
+        labels.as_ptr()
+    }
+}
+
 pub(crate) fn log(level: CEnum, message: &str) {
     // SAFETY: the buffer borrows `message`, alive for the call; Envoy copies it into its logger.
     unsafe { c::envoy_dynamic_module_callback_log(level, ModuleBuffer::of(message.as_bytes())) }
@@ -240,14 +254,16 @@ impl RawFilter {
         unsafe { c::envoy_dynamic_module_callback_http_filter_get_worker_index(self.0) }
     }
 
-    pub(crate) fn increment_counter(&self, id: usize, value: u64) -> bool {
-        // SAFETY: no labels (null, 0), as abi.h allows; self.0 live.
+    pub(crate) fn increment_counter(&self, id: usize, labels: &[&str], value: u64) -> bool {
+        let labels = label_buffers(labels);
+        // SAFETY: the label buffers borrow `labels` for the call (null, 0 when there are none, as
+        // abi.h allows); self.0 live.
         let result = unsafe {
             c::envoy_dynamic_module_callback_http_filter_increment_counter(
                 self.0,
                 id,
-                std::ptr::null(),
-                0,
+                labels_ptr(&labels),
+                labels.len(),
                 value,
             )
         };
@@ -341,15 +357,17 @@ impl RawConfig {
         RawConfig(ptr)
     }
 
-    pub(crate) fn define_counter(&self, name: &str) -> Result<usize, CEnum> {
+    pub(crate) fn define_counter(&self, name: &str, labels: &[&str]) -> Result<usize, CEnum> {
         let mut id = 0usize;
-        // SAFETY: `name` borrowed for the call (Envoy copies it into a stat name); no labels.
+        let labels = label_buffers(labels);
+        // SAFETY: `name` and the label names borrowed for the call (Envoy copies them into stat
+        // names); null, 0 when there are no labels.
         let result = unsafe {
             c::envoy_dynamic_module_callback_http_filter_config_define_counter(
                 self.0,
                 ModuleBuffer::of(name.as_bytes()),
-                std::ptr::null(),
-                0,
+                labels_ptr(&labels),
+                labels.len(),
                 &mut id,
             )
         };

@@ -47,8 +47,18 @@ impl ConfigHandle {
 
     /// A counter named `name` under the filter's metrics namespace. Only inside `new_config`.
     pub fn define_counter(&self, name: &str) -> Result<CounterId, MetricsError> {
+        self.define_labelled_counter(name, &[])
+    }
+
+    /// A counter with labels (`label_names`): each increment names their values, in order.
+    /// Envoy renders it as `name.label.value…` in its stats. Only inside `new_config`.
+    pub fn define_labelled_counter(
+        &self,
+        name: &str,
+        label_names: &[&str],
+    ) -> Result<CounterId, MetricsError> {
         self.raw
-            .define_counter(name)
+            .define_counter(name, label_names)
             .map(CounterId)
             .map_err(MetricsError::from_abi)
     }

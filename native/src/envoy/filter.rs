@@ -212,7 +212,12 @@ impl FilterHandle {
     }
 
     pub fn increment_counter(&self, counter: CounterId, by: u64) -> bool {
-        self.raw.increment_counter(counter.0, by)
+        self.raw.increment_counter(counter.0, &[], by)
+    }
+
+    /// Adds `by` to a labelled counter, its label values in the order they were defined.
+    pub fn increment_labelled_counter(&self, counter: CounterId, labels: &[&str], by: u64) -> bool {
+        self.raw.increment_counter(counter.0, labels, by)
     }
 
     pub fn record_histogram(&self, histogram: HistogramId, value: u64) -> bool {
