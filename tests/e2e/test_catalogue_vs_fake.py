@@ -29,6 +29,7 @@ ROUTES = [
     ("POST", "/sql/protocolv1/o/1234/0123-abc"),
     ("POST", "/serving-endpoints/m1/invocations"),
     ("POST", "/serving-endpoints/m1/served-models/v1/invocations"),
+    ("POST", "/serving-endpoints/gemini/v1beta/models/m1:generateContent"),
     ("GET", "/ai-gateway/mlflow/v1/models"),
     ("GET", "/api/2.0/permissions/clusters/c1"),
     ("GET", "/api/2.0/alerts"),
