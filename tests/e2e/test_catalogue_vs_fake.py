@@ -61,6 +61,9 @@ KNOWN = {
                             ("POST", "/api/2.0/unity-catalog/temporary-table-credentials", ["all-apis", "unity-catalog"])]
        for s in scopes},
     ("GET", "/api/2.0/secrets/get", "all-apis:read"): (False, CREDENTIAL_MINTING + "; and a secret's value is never a read"),
+    ("POST", "/serving-endpoints/gemini/v1beta/models/m1:generateContent", "model-serving-inference"): (
+        True, "the Query API page names model-serving-inference for /invocations; no page states the Gemini shape's "
+              "scopes, and the catalogue holds every query shape of an endpoint to the same scopes"),
 }
 
 
