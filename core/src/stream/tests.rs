@@ -15,6 +15,7 @@ use crate::databricks::exchange::UpstreamTokens;
 use crate::engine::Engine;
 use crate::error::Reason;
 use crate::error::{AuthError, DenyResponse};
+use crate::identity::Principal;
 use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
@@ -105,6 +106,8 @@ struct FakeHost {
     upstream_trailers: Option<Headers>,
     local_reply: Option<DenyResponse>,
     records: Vec<Record>,
+    /// The principal published before the headers went on.
+    published: Option<Principal>,
     token_requests: usize,
     /// Set once the client has got an answer: the host stops delivering events.
     over: bool,
@@ -140,6 +143,13 @@ impl FakeHost {
                     self.pending_headers = Some(headers.to_headers());
                 }
                 HostAction::SetRequestTrailers(trailers) => self.pending_trailers = Some(trailers),
+                HostAction::Publish(principal) => {
+                    assert!(
+                        self.upstream_headers.is_none(),
+                        "principal published after release"
+                    );
+                    self.published = Some(*principal);
+                }
                 HostAction::SendResponse(response) => {
                     assert!(self.local_reply.is_none(), "two local replies");
                     assert!(self.upstream_headers.is_none(), "local reply after release");
