@@ -92,6 +92,7 @@ fn carry_out(
             }
             Ok(())
         }
+        HostAction::Publish(principal) => super::publish::publish(&principal),
         HostAction::SetRequestTrailers(trailers) => {
             hostcalls::set_map(MapType::HttpRequestTrailers, pairs(&trailers))
                 .map_err(|e| format!("cannot set the request trailers: {e:?}"))

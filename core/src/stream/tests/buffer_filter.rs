@@ -75,7 +75,10 @@ impl Seen {
                     self.headers_set = Some(rewrite.to_headers());
                 }
                 HostAction::Publish(principal) => {
-                    assert!(!self.resumed, "principal published after the headers went on");
+                    assert!(
+                        !self.resumed,
+                        "principal published after the headers went on"
+                    );
                     self.published = Some(*principal);
                 }
                 HostAction::Resume => self.resumed = true,
