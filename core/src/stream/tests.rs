@@ -60,7 +60,8 @@ fn engine(setup: Setup) -> Engine {
             {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"], "require": {"scopes_any": ["serving:{name}"]}},
             {"name": "jobs", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["okta"]}
         ],
-        "databricks": {"route_catalogue": false}
+        "databricks": {"route_catalogue": false},
+        "identity": {"publish": ["sub", "rule"]}
     });
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     Engine::new(config, Box::new(InWasmVerifier))
@@ -316,6 +317,43 @@ fn run(setup: Setup, request: Headers, events: &[HostEvent]) -> FakeHost {
 }
 
 /// All merges of `client` and `outside` that keep each list's own order.
+/// The principal is published before the request goes on (`FakeHost::apply` checks the order),
+/// whether decided at once or after the keys arrived; a refusal publishes nothing.
+#[test]
+fn only_an_allowed_request_publishes_its_principal_before_it_goes_on() {
+    let allowed = Principal {
+        subject: Some("alice@example.com".into()),
+        rule: Some("jobs".into()),
+        ..Principal::default()
+    };
+    let bearer = format!("Bearer {}", token(json!({})));
+    let cases = [
+        (
+            Setup::InlineKeys,
+            bearer.as_str(),
+            vec![],
+            Some(allowed.clone()),
+        ),
+        (
+            Setup::RemoteKeys,
+            bearer.as_str(),
+            vec![HostEvent::KeysArrive, HostEvent::Wake],
+            Some(allowed),
+        ),
+        (Setup::InlineKeys, "Bearer not-a-token", vec![], None),
+        (Setup::InlineKeys, "", vec![], None),
+    ];
+    for (setup, authorization, events, expected) in cases {
+        let host = run(
+            setup,
+            headers("GET", "/api/2.1/jobs/list", authorization),
+            &events,
+        );
+        assert_eq!(host.published, expected, "{setup:?} {authorization:.20}");
+        assert_eq!(host.upstream_headers.is_some(), expected.is_some());
+    }
+}
+
 fn interleavings(client: &[HostEvent], outside: &[HostEvent]) -> Vec<Vec<HostEvent>> {
     if client.is_empty() {
         return vec![outside.to_vec()];
