@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn only_the_chosen_fields_are_published_under_their_names() {
-        let cases: [(&[&str], &[(&str, &str)]); 4] = [
+        type Published<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(&[&str], Published); 4] = [
             (&[], &[]),
             (&["sub"], &[("sub", "alice")]),
             (
