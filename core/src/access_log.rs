@@ -38,9 +38,8 @@ pub fn principal_property(name: &str) -> String {
 
 /// `DeclarePropertyArguments` for a principal field: a read-only string living as long as the
 /// filter chain. A string (not bytes) so that CEL (RBAC `condition`, the rate limiter's `expr`
-/// descriptor) compares it with string literals; read-only so that a value set before
-/// brickgate's (by another Wasm filter) makes brickgate's write fail, and the request is
-/// refused, instead of letting the earlier value stand for the verified caller.
+/// descriptor) compares it with string literals; read-only so that no Wasm filter after
+/// brickgate can change what brickgate verified.
 pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
     let mut out = Vec::new();
     bytes_field(&mut out, 1, principal_property(name).as_bytes()); // name
