@@ -127,8 +127,12 @@ ROUTES = (
     _route("federation-policies", r"/api/2\.0/accounts/[^/]+/(?:servicePrincipals/[^/]+/)?federationPolicies(/.*)?",
            "authentication"),  # ACCOUNT_SCOPES
     _route("serving-endpoints-api", r"/api/2\.0/serving-endpoints(/.*)?", "model-serving"),
-    _route("serving-openai", r"/serving-endpoints/(chat/completions|completions|embeddings|responses)", "model-serving",
-           ("POST",), body_model=True),
+    # query-chat-models, query-openai-responses, query-open-responses-models, query-anthropic-messages
+    # (docs.databricks.com/aws/en/machine-learning/model-serving/<page>): the endpoint is the body's `model`
+    _route("serving-openai", r"/serving-endpoints/(chat/completions|completions|embeddings|responses|open-responses"
+           r"|anthropic/v1/messages)", "model-serving", ("POST",), body_model=True),
+    # query-gemini-api: `/serving-endpoints/gemini/v1beta/models/<endpoint>:generateContent`, endpoint in the path
+    _route("serving-gemini", r"/serving-endpoints/gemini/v1beta/models/[^/:]+:[^/]+", "model-serving", ("POST",)),
     _route("serving-invocations", r"/serving-endpoints/[^/]+/invocations", "model-serving", ("POST",),
            also_accepted=("model-serving-inference",)),  # API_REFERENCE
     _route("served-model-invocations", r"/serving-endpoints/[^/]+/served-models/[^/]+/invocations", "model-serving",

@@ -30,6 +30,24 @@ pub fn declare_property_arguments() -> Vec<u8> {
     out
 }
 
+/// The filter-state property under which the Wasm form publishes one field of the verified
+/// principal (`identity::Principal`): other filters read it as `wasm.brickgate.<name>`.
+pub fn principal_property(name: &str) -> String {
+    format!("{PROPERTY}.{name}")
+}
+
+/// `DeclarePropertyArguments` for a principal field: a read-only string living as long as the
+/// filter chain. A string (not bytes) so that CEL (RBAC `condition`, the rate limiter's `expr`
+/// descriptor) compares it with string literals; read-only so that no Wasm filter after
+/// brickgate can change what brickgate verified.
+pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    bytes_field(&mut out, 1, principal_property(name).as_bytes()); // name
+    varint_field(&mut out, 2, 1); // readonly
+    varint_field(&mut out, 3, 1); // type: String
+    out
+}
+
 /// The audit record as a serialized `google.protobuf.Struct`.
 pub fn filter_state_struct(record: &AuditRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);

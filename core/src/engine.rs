@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::databricks::body_limits::ServingBodyLimits;
 use crate::databricks::{catalogue, serving};
 use crate::error::{AuthError, DenyResponse, Reason};
-use crate::identity::{AuditRecord, headers_to_strip};
+use crate::identity::{AuditRecord, Principal, headers_to_strip};
 use crate::jwks::{JwksStore, UnixMillis};
 use crate::policy::{
     Access, Bindings, NormalizedPath, PathPattern, Rule, RuleIndex, normalize_path,
@@ -389,6 +389,14 @@ impl Engine {
             mutations
                 .set_headers
                 .push((name.clone(), rule.name.clone()));
+        }
+        if !identity.publish.is_empty() {
+            mutations.publish = Some(Box::new(Principal::chosen(
+                &identity.publish,
+                &verified,
+                &provider.issuer,
+                &rule.name,
+            )));
         }
         // With a Databricks token of brickgate's making, the client's credential is of no use
         // upstream: it goes wherever it was read from, whatever `forward_authorization` says.

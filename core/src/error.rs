@@ -79,6 +79,9 @@ pub enum Reason {
     BadMethod,
     /// A path-override header (`X-Original-URL`, …) naming another path than `:path`.
     PathOverride,
+    /// Databricks' own credential (a personal access token, or a Databricks-issued OAuth token)
+    /// where the route takes tokens from other issuers: the client sent the wrong kind.
+    DatabricksCredential,
 }
 
 /// The RFC 6750 §3.1 error code carried by the challenge, if any.
@@ -132,6 +135,7 @@ impl Reason {
         Reason::BadMethod,
         Reason::PathOverride,
         Reason::LengthRequired,
+        Reason::DatabricksCredential,
     ];
 
     /// The stable, snake_case name used in metrics, logs, the response header and the body.
@@ -174,6 +178,7 @@ impl Reason {
             Reason::Internal => "internal_error",
             Reason::BadMethod => "bad_method",
             Reason::PathOverride => "path_override",
+            Reason::DatabricksCredential => "databricks_credential",
         }
     }
 
@@ -524,6 +529,7 @@ mod tests {
             Reason::BadMethod => 34,
             Reason::PathOverride => 35,
             Reason::LengthRequired => 36,
+            Reason::DatabricksCredential => 37,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::cache::TokenCache;
 use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
 use crate::engine::{Engine, HeaderRewrite};
 use crate::error::DenyResponse;
+use crate::identity::Principal;
 use crate::jwks::{JwksStore, StoreEvent};
 use crate::metrics;
 use crate::shared_data::SharedData;
@@ -126,6 +127,10 @@ pub trait StreamHost {
     /// Makes the rewrite's edits; when [`HeaderRewrite::reselects_route`] may apply, the host
     /// picks the route again.
     fn rewrite_request_headers(&mut self, rewrite: &HeaderRewrite) -> Result<(), String>;
+    /// Publishes the verified principal for the filters after brickgate (`identity.publish`),
+    /// before the request goes on. A failure refuses the request: a policy downstream must not
+    /// see it without its principal.
+    fn publish(&mut self, principal: &Principal) -> Result<(), String>;
     fn set_request_trailers(&mut self, trailers: &[(String, String)]) -> Result<(), String>;
     /// Answers locally. Nothing to fall back on if the host refuses: it logs.
     fn send_response(&mut self, response: &DenyResponse);
@@ -226,6 +231,7 @@ fn carry_out(
 ) -> Result<(), String> {
     match action {
         HostAction::SetRequestHeaders(rewrite) => host.rewrite_request_headers(&rewrite),
+        HostAction::Publish(principal) => host.publish(&principal),
         HostAction::SetRequestTrailers(trailers) => host.set_request_trailers(&trailers),
         HostAction::SendResponse(response) => {
             host.send_response(&response);

@@ -5,6 +5,7 @@ mod access_log;
 mod host_maps;
 mod host_verify;
 mod http;
+mod publish;
 mod root;
 mod route_cache;
 mod stream;

@@ -87,6 +87,9 @@ impl Root {
         );
         let performance = config.performance;
         let filter_state = config.audit.filter_state && super::access_log::declare();
+        // Without its declaration a published field would be bytes, which CEL does not compare
+        // with strings: a host that cannot declare cannot publish, and the plugin does not start.
+        super::publish::declare(&config.identity.publish)?;
         let body_budget =
             BodyBudget::sharing(BodyBudget::limit_of(&config), super::vm_held_body_bytes());
         let engine = Arc::new(Engine::new(

@@ -11,6 +11,7 @@ use super::{Counters, HostSharedData, Shared, StreamCell, access_log, log, now_n
 use brickgate_core::databricks::exchange::TokenRequest;
 use brickgate_core::engine::{HeaderEdit, HeaderRewrite};
 use brickgate_core::error::DenyResponse;
+use brickgate_core::identity::Principal;
 use brickgate_core::stream::{Event, Record, Reply};
 use brickgate_core::worker::{StreamHost, Worker, drive as drive_stream};
 
@@ -71,6 +72,10 @@ impl StreamHost for WasmStream<'_> {
             super::route_cache::clear()?;
         }
         Ok(())
+    }
+
+    fn publish(&mut self, principal: &Principal) -> Result<(), String> {
+        super::publish::publish(principal)
     }
 
     fn set_request_trailers(&mut self, trailers: &[(String, String)]) -> Result<(), String> {

@@ -188,3 +188,14 @@ def test_a_huge_request_id_and_path_are_recorded_bounded_and_marked(audit_gatewa
         assert TRUNCATED.search(record["path"]).group(1) == str(len(path)), record["path"][-60:]
         assert TRUNCATED.search(record["request_id"]).group(1) == "5000", record["request_id"]
         assert path.startswith(TRUNCATED.sub("", record["path"]))
+
+
+def test_a_databricks_personal_access_token_is_recorded_as_what_it_is(audit_gateway):
+    pat = "dapi0123456789abcdef0123456789abcdef"
+    offset = audit_gateway.envoy.log_size()
+    reply = send(audit_gateway.port, "GET", "/api/2.1/jobs/list", pat)
+    assert (reply.status, reply.header("x-brickgate-reason")) == (401, "databricks_credential")
+    (record,) = wait_for_records(audit_gateway.envoy, offset, 1)
+    assert (record["decision"], record["reason"], record["status"]) == ("deny", "databricks_credential", 401)
+    assert record["detail"].startswith("this is a Databricks personal access token; rule "), record
+    assert pat not in json.dumps(record)

@@ -29,6 +29,7 @@ ROUTES = [
     ("POST", "/sql/protocolv1/o/1234/0123-abc"),
     ("POST", "/serving-endpoints/m1/invocations"),
     ("POST", "/serving-endpoints/m1/served-models/v1/invocations"),
+    ("POST", "/serving-endpoints/gemini/v1beta/models/m1:generateContent"),
     ("GET", "/ai-gateway/mlflow/v1/models"),
     ("GET", "/api/2.0/permissions/clusters/c1"),
     ("GET", "/api/2.0/alerts"),
@@ -60,6 +61,9 @@ KNOWN = {
                             ("POST", "/api/2.0/unity-catalog/temporary-table-credentials", ["all-apis", "unity-catalog"])]
        for s in scopes},
     ("GET", "/api/2.0/secrets/get", "all-apis:read"): (False, CREDENTIAL_MINTING + "; and a secret's value is never a read"),
+    ("POST", "/serving-endpoints/gemini/v1beta/models/m1:generateContent", "model-serving-inference"): (
+        True, "the Query API page names model-serving-inference for /invocations; no page states the Gemini shape's "
+              "scopes, and the catalogue holds every query shape of an endpoint to the same scopes"),
 }
 
 

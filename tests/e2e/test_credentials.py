@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway_client import MISSING_TOKEN, assert_refused, invalid_request, send
+from gateway_client import MISSING_TOKEN, assert_refused, invalid_request, invalid_token, parse_challenge, send
 
 IDP_ROUTE = "/api/2.0/clusters/list"  # provider idp: Authorization Bearer only
 LOCAL_ROUTE = "/local/reports"  # provider local: Authorization Bearer and ?access_token=
@@ -68,3 +68,24 @@ def test_oversized_token_is_refused_before_decoding(gateway, tokens):
     token = tokens.idp(scope=READ, padding="x" * 9000)  # well-formed and validly signed, but > 8192 bytes
     reply = send(gateway.main_port, "GET", IDP_ROUTE, token)
     assert_refused(reply, invalid_request("token_too_large", "8192"), token)
+
+
+# Databricks' own credentials where the route takes IdP tokens: named, with what to send instead.
+DATABRICKS_PAT = "dapi0123456789abcdef0123456789abcdef"
+DATABRICKS_ISSUER = "https://dbc-1234abcd-5678.cloud.databricks.com/oidc"
+DATABRICKS_CREDENTIALS = [
+    pytest.param(lambda t: DATABRICKS_PAT, "this is a Databricks personal access token", id="personal-access-token"),
+    pytest.param(lambda t: t.idp(scope=READ, iss=DATABRICKS_ISSUER),
+                 f'this is a Databricks-issued OAuth token (issuer "{DATABRICKS_ISSUER}")', id="databricks-oauth-token"),
+]
+
+
+@pytest.mark.parametrize(("make_token", "named"), DATABRICKS_CREDENTIALS)
+def test_databricks_own_credentials_are_named(gateway, tokens, make_token, named):
+    token = make_token(tokens)
+    reply = send(gateway.main_port, "GET", IDP_ROUTE, token)
+    what_to_do = "takes tokens issued by ["
+    assert_refused(reply, invalid_token("databricks_credential", named, what_to_do, tokens.idp_issuer), token)
+    _, challenge = parse_challenge(reply.header("www-authenticate"))
+    assert challenge["error_description"].startswith(named.replace('"', "'")), challenge
+    assert what_to_do in challenge["error_description"], challenge

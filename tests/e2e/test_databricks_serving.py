@@ -25,6 +25,14 @@ FRAUD = "fraud-detector"
 FRAUD_TEAM = "fraud-team"
 OPENAI_ROUTES = ["/serving-endpoints/chat/completions", "/serving-endpoints/completions",
                  "/serving-endpoints/embeddings", "/serving-endpoints/responses"]
+# The other body-`model` shapes Databricks documents (core/src/databricks/serving.rs cites each page):
+# Open Responses, Anthropic Messages, and the AI Gateway's Anthropic and MLflow routes.
+OTHER_BODY_ROUTES = ["/serving-endpoints/open-responses", "/serving-endpoints/anthropic/v1/messages",
+                     "/ai-gateway/anthropic/v1/messages", "/ai-gateway/mlflow/v1/chat/completions"]
+# Gemini-style shapes name the endpoint in the path; Google's body has `contents`, no `model`.
+GEMINI_PATHS = ["/serving-endpoints/gemini/v1beta/models/{}:generateContent",
+                "/ai-gateway/gemini/v1beta/models/{}:streamGenerateContent"]
+GEMINI_BODY = json.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).encode()
 # A body-form request that brickgate never answers is a failure, not a hang (brickgate decides in ms).
 BODY_TIMEOUT_S = 3.0
 
@@ -132,6 +140,27 @@ def test_every_openai_compatible_route_reads_the_model(serving_gateway, route):
     allowed = serving_gateway.tokens.idp(subject="serving-routes", scope="serving:embedder")
     check(by_body(serving_gateway, "embedder", allowed, route), ("allow", "endpoint"), allowed)
     check(by_body(serving_gateway, FRAUD, allowed, route), GROUP_NOT_ALLOWED, allowed)
+
+
+@pytest.mark.parametrize("route", OTHER_BODY_ROUTES)
+def test_every_other_documented_body_shape_reads_the_model(serving_gateway, route):
+    allowed = serving_gateway.tokens.idp(subject="serving-shapes", scope="serving:embedder ai-gateway")
+    check(by_body(serving_gateway, "embedder", allowed, route), ("allow", "endpoint"), allowed)
+    check(by_body(serving_gateway, FRAUD, allowed, route), GROUP_NOT_ALLOWED, allowed)
+
+
+@pytest.mark.parametrize("template", GEMINI_PATHS)
+def test_gemini_shapes_name_the_endpoint_in_the_path(serving_gateway, template):
+    """No body `model` needed: the per-endpoint rule decides, and the body passes untouched."""
+    token = serving_gateway.tokens.idp(subject="serving-gemini", scope="serving:gemini-bot ai-gateway")
+    reply = answered(send_body, serving_gateway.port, "POST", template.format("gemini-bot"), token, GEMINI_BODY,
+                     headers=[("Content-Type", "application/json")])
+    assert reply.status == 200, reply.body[:400]
+    assert reply.json()["headers"]["x-brickgate-rule"] == ["endpoint"]
+    assert reply.json()["body_sha256"] == hashlib.sha256(GEMINI_BODY).hexdigest()
+    refused = answered(send_body, serving_gateway.port, "POST", template.format(FRAUD), token, GEMINI_BODY,
+                       headers=[("Content-Type", "application/json")])
+    assert_refused(refused, GROUP_NOT_ALLOWED, token)
 
 
 BAD_BODIES = [

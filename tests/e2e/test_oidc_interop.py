@@ -316,9 +316,10 @@ def app_only(claims: dict, acr_claim: str) -> dict:
 def shapes_config() -> dict:
     inline = {"inline": {"keys": [TEST_KEYS["rsa-1"].public_jwk()]}}
     providers = {
-        # As README's Entra ID example: subject `upn`, grants from a group, an app role and a scope.
+        # As README's Entra ID example: subject `unique_name` (guests have no `upn`), grants from a
+        # group, an app role and a scope.
         "entra-v1": {"issuer": ENTRA_V1["iss"], "audiences": [ENTRA_V1["aud"]], "jwks": inline, "idp": "entra",
-                     "claims": {"subject": "upn"},
+                     "claims": {"subject": "unique_name"},
                      "grants": {f"group:{ENTRA_GROUP}": ["model-serving", "mlflow"],
                                 "role:Databricks.Reader": ["all-apis:read"],
                                 "scope:user_impersonation": ["sql:restricted-query"]}},
@@ -352,7 +353,7 @@ OKTA_OMITS = ("typ",)  # Okta's header is {alg, kid}
 # principal when idtyp is app (else no scp); okta → when sub equals cid.
 SHAPES = [
     pytest.param(ENTRA_V1, ENTRA_HEADER, (), {
-        "issuer": ENTRA_V1["iss"], "provider": "entra-v1", "client-id": ENTRA_V1["appid"],
+        "subject": ENTRA_V1["unique_name"], "issuer": ENTRA_V1["iss"], "provider": "entra-v1", "client-id": ENTRA_V1["appid"],
         "scopes": {"user_impersonation", "sql:restricted-query"}, "principal-kind": "user"}, id="entra-v1-guest-as-published"),
     pytest.param({**without(ENTRA_V1, ("idp",)), "upn": "abeli@microsoft.com", "groups": [ENTRA_GROUP]}, ENTRA_HEADER, (), {
         "subject": "abeli@microsoft.com", "issuer": ENTRA_V1["iss"], "provider": "entra-v1", "client-id": ENTRA_V1["appid"],

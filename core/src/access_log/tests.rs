@@ -103,3 +103,14 @@ fn the_declaration_names_a_struct_property() {
     );
     assert_eq!(FILTER_STATE_KEY, format!("wasm.{PROPERTY}"));
 }
+
+/// Field numbers and enum values of `DeclarePropertyArguments` as Envoy's
+/// source/extensions/common/wasm/ext/declare_property.proto defines them.
+#[test]
+fn a_principal_field_is_declared_a_read_only_string() {
+    let decoded = fields(&declare_principal_property_arguments("sub"));
+    assert_eq!(decoded[0], (1, 2, b"brickgate.sub".to_vec()));
+    assert_eq!((decoded[1].0, decoded[1].2[0]), (2, 1), "readonly");
+    assert_eq!((decoded[2].0, decoded[2].2[0]), (3, 1), "WasmType::String");
+    assert_eq!(decoded.len(), 3, "span FilterChain is the default");
+}

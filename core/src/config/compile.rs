@@ -4,6 +4,7 @@ use super::dry_run::{DryRun, parse_mode};
 use super::raw::{RawConfig, RawIdentity};
 use super::{AuditOutputs, BodyRules, Config, ConfigError, IdentityConfig, Performance, Provider};
 use crate::databricks::{catalogue, upstream_tokens};
+use crate::identity::PUBLISHED_FIELDS;
 use crate::policy::PathPattern;
 
 /// Identity headers brickgate always owns, after the prefix.
@@ -258,33 +259,11 @@ fn compile_identity(raw: &RawIdentity) -> Result<IdentityConfig> {
     }
     let built_in = match &raw.headers {
         None => BUILT_IN_HEADER_SUFFIXES.to_vec(),
-        Some(names) => {
-            let mut chosen: Vec<&'static str> = Vec::with_capacity(names.len());
-            for (index, name) in names.iter().enumerate() {
-                let field = format!("identity.headers[{index}]");
-                let known = BUILT_IN_HEADER_SUFFIXES
-                    .iter()
-                    .find(|suffix| **suffix == name.as_str())
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            field.clone(),
-                            format!(
-                                "{:?} is not one of {}",
-                                crate::error::echo(name),
-                                BUILT_IN_HEADER_SUFFIXES.join(", ")
-                            ),
-                        )
-                    })?;
-                if chosen.contains(known) {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("{known:?} is listed twice"),
-                    ));
-                }
-                chosen.push(known);
-            }
-            chosen
-        }
+        Some(names) => choose("identity.headers", names, &BUILT_IN_HEADER_SUFFIXES)?,
+    };
+    let publish = match &raw.publish {
+        None => Vec::new(),
+        Some(names) => choose("identity.publish", names, &PUBLISHED_FIELDS)?,
     };
     let rule_header = built_in.contains(&"rule").then(|| format!("{prefix}rule"));
     Ok(IdentityConfig {
@@ -293,7 +272,38 @@ fn compile_identity(raw: &RawIdentity) -> Result<IdentityConfig> {
         header_prefix: prefix,
         forward_authorization: raw.forward_authorization.unwrap_or(true),
         claim_headers,
+        publish,
     })
+}
+
+/// Names chosen from a fixed list, each at most once; an unknown or repeated one is named by
+/// its position (`identity.headers[2]`).
+fn choose(field: &str, names: &[String], known: &[&'static str]) -> Result<Vec<&'static str>> {
+    let mut chosen: Vec<&'static str> = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let field = format!("{field}[{index}]");
+        let found = known
+            .iter()
+            .find(|known| **known == name.as_str())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    field.clone(),
+                    format!(
+                        "{:?} is not one of {}",
+                        crate::error::echo(name),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        if chosen.contains(found) {
+            return Err(ConfigError::new(
+                field,
+                format!("{found:?} is listed twice"),
+            ));
+        }
+        chosen.push(found);
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]

@@ -146,6 +146,9 @@ pub struct IdentityConfig {
     pub forward_authorization: bool,
     /// (claim path, full header name).
     pub claim_headers: Vec<(String, String)>,
+    /// The principal's fields published to the filters after brickgate (`identity.publish`,
+    /// names from `identity::PUBLISHED_FIELDS`, in the order given); none by default.
+    pub publish: Vec<&'static str>,
 }
 
 /// A configuration problem, naming the field (`providers.okta.jwks.remote.uri`).

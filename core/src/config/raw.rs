@@ -191,4 +191,5 @@ pub struct RawIdentity {
     pub forward_authorization: Option<bool>,
     #[serde(default)]
     pub claim_headers: BTreeMap<String, String>,
+    pub publish: Option<Vec<String>>,
 }

@@ -143,6 +143,8 @@ pub fn rules(providers: &[usize], enabled: &[RouteClass]) -> Vec<Rule> {
 }
 
 #[cfg(test)]
+mod operations_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod walk_tests;

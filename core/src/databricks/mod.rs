@@ -5,6 +5,7 @@
 pub mod body_limits;
 pub mod catalogue;
 pub mod exchange;
+pub mod own_credentials;
 pub mod serving;
 pub mod token_scopes;
 pub mod upstream_tokens;

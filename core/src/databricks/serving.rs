@@ -1,39 +1,83 @@
-//! Model serving endpoints: named in the path (`/serving-endpoints/{name}/invocations`, and
-//! `/serving-endpoints/{name}/served-models/{model}/invocations` for one served model) or, on
-//! the OpenAI-compatible routes and every AI Gateway POST (`/ai-gateway/**`), in the JSON body's
-//! `model` field: otherwise a per-endpoint rule could be side-stepped through them. The body is read strictly:
-//! one top-level object whose keys are unique, so `{"model":"a","model":"b"}` cannot mean one
-//! endpoint to brickgate and another to the upstream. Names that differ from a configured one
-//! only in letter case are refused by the matcher (`policy::match_rule`).
+//! Model serving endpoints, for every API shape Databricks documents, so that a per-endpoint
+//! rule cannot be side-stepped by choosing another shape for the same endpoint:
+//!
+//! - named in the path: `/serving-endpoints/{name}/invocations` and, for one served model,
+//!   `/serving-endpoints/{name}/served-models/{model}/invocations` (Query API,
+//!   <https://docs.databricks.com/api/workspace/servingendpoints/query>); Gemini-style
+//!   `/serving-endpoints/gemini/v1beta/models/{name}:{method}`
+//!   (<https://docs.databricks.com/aws/en/machine-learning/model-serving/query-gemini-api>) and
+//!   `/ai-gateway/gemini/v1beta/models/{name}:{method}`
+//!   (<https://docs.databricks.com/aws/en/generative-ai/foundation-models/gemini-api>): these
+//!   never need a body `model`;
+//! - named in the JSON body's `model`: the OpenAI-compatible chat, completions, embeddings and
+//!   responses routes (<https://docs.databricks.com/aws/en/machine-learning/model-serving/query-chat-models>,
+//!   <https://docs.databricks.com/aws/en/machine-learning/model-serving/query-openai-responses>),
+//!   the open-responses route
+//!   (<https://docs.databricks.com/gcp/en/machine-learning/model-serving/query-open-responses-models>),
+//!   the Anthropic-compatible messages route
+//!   (<https://docs.databricks.com/aws/en/machine-learning/model-serving/query-anthropic-messages>),
+//!   and every other AI Gateway POST (`/ai-gateway/mlflow/v1/…`, `/ai-gateway/anthropic/v1/messages`,
+//!   <https://docs.databricks.com/gcp/en/generative-ai/foundation-models/anthropic-messages>).
+//!
+//! The body is read strictly: one top-level object whose keys are unique, so
+//! `{"model":"a","model":"b"}` cannot mean one endpoint to brickgate and another to the
+//! upstream. Names that differ from a configured one only in letter case are refused by the
+//! matcher (`policy::match_rule`).
 
 use serde_json::Value;
 
 use crate::error::{AuthError, Reason};
 use crate::token::parse_object_strict;
 
-/// The OpenAI-compatible routes whose endpoint is the body's `model`.
-pub const OPENAI_ROUTES: [&str; 4] = [
+/// The `/serving-endpoints/…` routes whose endpoint is the body's `model` (pages in the module
+/// documentation): OpenAI-compatible chat, completions, embeddings and responses; open-responses;
+/// Anthropic-compatible messages.
+pub const BODY_NAMED_ROUTES: [&str; 6] = [
     "/serving-endpoints/chat/completions",
     "/serving-endpoints/completions",
     "/serving-endpoints/embeddings",
     "/serving-endpoints/responses",
+    "/serving-endpoints/open-responses",
+    "/serving-endpoints/anthropic/v1/messages",
 ];
 
-/// The AI Gateway's routes; its POSTs name their endpoint in the body's `model`.
+/// The AI Gateway's routes; its POSTs name their endpoint in the body's `model`, except the
+/// Gemini-style ones, which name it in the path.
 pub const AI_GATEWAY_PREFIX: &str = "/ai-gateway/";
 
-/// Whether the request's serving endpoint is its body's `model`: the OpenAI-compatible routes
-/// and every AI Gateway POST. These are the only routes whose body brickgate reads.
+/// The Gemini-style routes: `<prefix>{name}:{method}` (`generateContent`, and whatever other
+/// method the Google AI SDK calls on the same model) names endpoint `{name}` in the path.
+pub const GEMINI_PREFIXES: [&str; 2] = [
+    "/serving-endpoints/gemini/v1beta/models/",
+    "/ai-gateway/gemini/v1beta/models/",
+];
+
+/// Whether the request's serving endpoint is its body's `model`: the body-named routes and
+/// every AI Gateway POST that does not name its endpoint in the path. These are the only routes
+/// whose body brickgate reads.
 pub fn endpoint_in_body(method: &str, path: &str) -> bool {
     method == "POST"
-        && (OPENAI_ROUTES.contains(&path.trim_end_matches('/'))
-            || path.starts_with(AI_GATEWAY_PREFIX))
+        && (BODY_NAMED_ROUTES.contains(&path.trim_end_matches('/'))
+            || (path.starts_with(AI_GATEWAY_PREFIX) && gemini_endpoint(path).is_none()))
+}
+
+/// `{name}` of a Gemini-style `…/v1beta/models/{name}:{method}` path.
+fn gemini_endpoint(path: &str) -> Option<&str> {
+    let rest = GEMINI_PREFIXES
+        .iter()
+        .find_map(|prefix| path.strip_prefix(prefix))?;
+    let (name, method) = rest.split_once(':')?;
+    let valid = !name.is_empty() && !name.contains('/') && !method.is_empty();
+    (valid && !method.contains('/')).then_some(name)
 }
 
 /// The serving endpoint a request addresses, if it addresses one.
 pub fn endpoint<'a>(method: &str, path: &'a str, model: Option<&'a str>) -> Option<&'a str> {
     if endpoint_in_body(method, path) {
         return model;
+    }
+    if let Some(name) = gemini_endpoint(path) {
+        return Some(name);
     }
     let rest = path
         .strip_prefix("/serving-endpoints/")?
@@ -171,6 +215,60 @@ mod tests {
             Some("fraud")
         );
         assert_eq!(endpoint("POST", "/ai-gateway/anything", None), None);
+        // every other documented shape names the same endpoint
+        for path in [
+            "/serving-endpoints/open-responses",
+            "/serving-endpoints/anthropic/v1/messages",
+            "/ai-gateway/anthropic/v1/messages",
+            "/ai-gateway/mlflow/v1/responses",
+        ] {
+            assert!(endpoint_in_body("POST", path), "{path}");
+            assert_eq!(
+                endpoint("POST", path, Some("fraud")),
+                Some("fraud"),
+                "{path}"
+            );
+        }
+        // Gemini-style routes name it in the path, and never read the body for it
+        for (path, name) in [
+            (
+                "/serving-endpoints/gemini/v1beta/models/databricks-gemini-2-5-pro:generateContent",
+                Some("databricks-gemini-2-5-pro"),
+            ),
+            (
+                "/serving-endpoints/gemini/v1beta/models/fraud:streamGenerateContent",
+                Some("fraud"),
+            ),
+            (
+                "/ai-gateway/gemini/v1beta/models/system.ai.gemini-2-5-pro:generateContent",
+                Some("system.ai.gemini-2-5-pro"),
+            ),
+            (
+                "/serving-endpoints/gemini/v1beta/models/:generateContent",
+                None,
+            ),
+            ("/serving-endpoints/gemini/v1beta/models/fraud:", None),
+            ("/serving-endpoints/gemini/v1beta/models/fraud", None),
+            (
+                "/serving-endpoints/gemini/v1beta/models/a/b:generateContent",
+                None,
+            ),
+        ] {
+            assert!(
+                !endpoint_in_body("POST", path) || !path.starts_with("/serving"),
+                "{path}"
+            );
+            assert_eq!(endpoint("POST", path, None), name, "{path}");
+        }
+        assert!(!endpoint_in_body(
+            "POST",
+            "/ai-gateway/gemini/v1beta/models/fraud:generateContent"
+        ));
+        // a malformed AI Gateway Gemini path is read as body-named, as every AI Gateway POST
+        assert!(endpoint_in_body(
+            "POST",
+            "/ai-gateway/gemini/v1beta/models/fraud"
+        ));
         assert!(endpoint_in_body("POST", "/ai-gateway/mlflow/v1/embeddings"));
         assert!(!endpoint_in_body("GET", "/ai-gateway/mlflow/v1/models"));
         assert!(!endpoint_in_body("POST", "/ai-gatewayx/v1"));

@@ -11,6 +11,7 @@ use crate::UnixTime;
 use crate::cache::{CachedToken, TokenCache};
 use crate::config::Provider;
 use crate::databricks::exchange::UpstreamMode;
+use crate::databricks::own_credentials;
 use crate::error::{AuthError, Reason, echo};
 use crate::identity::grants::effective_scopes;
 use crate::identity::{
@@ -79,6 +80,12 @@ impl Engine {
         audit.cache = Some("miss");
         if want_fingerprint {
             audit.token_fingerprint = Some(fingerprint(token));
+        }
+        if own_credentials::is_personal_access_token(token) {
+            let issuers = self.accepted_issuers(&accepted.providers);
+            return Err(own_credentials::personal_access_token_refused(
+                &rule.name, &issuers,
+            ));
         }
         let jwt = UnverifiedJwt::parse(token)?;
         audit.kid = jwt.header.kid.clone();
@@ -157,11 +164,18 @@ impl Engine {
         })
     }
 
-    fn issuer_not_accepted(&self, rule: &Rule, providers: &[usize], iss: &str) -> AuthError {
-        let issuers: Vec<&str> = providers
+    fn accepted_issuers(&self, providers: &[usize]) -> Vec<&str> {
+        providers
             .iter()
             .filter_map(|i| self.config.providers.get(*i).map(|p| p.issuer.as_str()))
-            .collect();
+            .collect()
+    }
+
+    fn issuer_not_accepted(&self, rule: &Rule, providers: &[usize], iss: &str) -> AuthError {
+        let issuers = self.accepted_issuers(providers);
+        if own_credentials::is_databricks_issuer(iss) {
+            return own_credentials::oauth_token_refused(iss, &rule.name, &issuers);
+        }
         AuthError::new(
             Reason::IssuerNotAccepted,
             format!(

@@ -7,6 +7,7 @@ use super::{Request, header};
 use crate::config::TokenSource;
 use crate::databricks::{self, exchange::TokenRequest};
 use crate::header_name::same_header_name;
+use crate::identity::Principal;
 use crate::policy::NormalizedPath;
 use crate::token::Credential;
 
@@ -30,6 +31,9 @@ pub struct Mutations {
     /// after `set_headers`, without a copy per request.
     pub verified_headers: Arc<[(String, String)]>,
     pub set_path: Option<String>,
+    /// The verified principal published to the filters after brickgate (`identity.publish`),
+    /// before the request goes on to them.
+    pub publish: Option<Box<Principal>>,
 }
 
 impl Mutations {
@@ -39,6 +43,7 @@ impl Mutations {
             && self.set_headers.is_empty()
             && self.verified_headers.is_empty()
             && self.set_path.is_none()
+            && self.publish.is_none()
     }
 
     /// Every header these changes set, in order.

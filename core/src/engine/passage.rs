@@ -22,8 +22,9 @@ pub struct Passage {
 
 impl Passage {
     /// Whether the decision made with the body allows exactly what was let through at the
-    /// headers. The rule-name header is left out: for a rule the body chooses, it cannot be
-    /// sent (its value is not known at the headers), and it is the only header that may differ.
+    /// headers. The rule-name header and the published principal's rule are left out: for a
+    /// rule the body chooses, neither can be sent (the rule is not known at the headers), and
+    /// they are all that may differ.
     pub fn covers(
         &self,
         mutations: &Mutations,
@@ -34,6 +35,9 @@ impl Passage {
             let mut m = m.clone();
             m.set_headers
                 .retain(|(name, _)| Some(name.as_str()) != rule_header);
+            if let Some(principal) = &mut m.publish {
+                principal.rule = None;
+            }
             m
         };
         self.upstream == *upstream && without_rule(&self.mutations) == without_rule(mutations)
@@ -136,6 +140,9 @@ impl Engine {
             mutations
                 .set_headers
                 .retain(|(name, _)| name != rule_header);
+        }
+        if let Some(principal) = &mut mutations.publish {
+            principal.rule = None;
         }
         Ok(self.passage_of(mutations, upstream))
     }

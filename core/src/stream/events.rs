@@ -5,6 +5,7 @@ use super::{BodyBudget, Headers, Record};
 use crate::databricks::exchange::{TokenRequest, UpstreamTokens};
 use crate::engine::{Engine, HeaderRewrite};
 use crate::error::{AuthError, DenyResponse};
+use crate::identity::Principal;
 use crate::jwks::{JwksStore, UnixMillis};
 use crate::shared_data::SharedData;
 
@@ -74,6 +75,11 @@ pub enum HostAction {
     /// ([`HeaderRewrite::reselects_route`]), the host picks the route again before the request
     /// goes on. A failure of either is a [`Event::HostFailure`].
     SetRequestHeaders(Box<HeaderRewrite>),
+    /// Publish the verified principal to the filters after brickgate (Envoy filter state or
+    /// dynamic metadata), before the request goes on to them. A failure is a
+    /// [`Event::HostFailure`]: a filter keyed on the principal must never see the request
+    /// without it.
+    Publish(Box<Principal>),
     /// Replace the request's trailers with these.
     SetRequestTrailers(Headers),
     /// Answer locally; the upstream never receives the request.

@@ -15,7 +15,7 @@ use super::body::{BodyRead, Held};
 use super::record::{self, Record};
 use super::verdict::{self, refuse, refuse_internal};
 use super::{Context, Env, HostAction, Reply, State, Step, Stream, TokenWait};
-use crate::engine::{Decision, HeaderRewrite, Passage, ReadLimit, UpstreamAction};
+use crate::engine::{Decision, Passage, ReadLimit, UpstreamAction};
 use crate::identity::AuditRecord;
 use crate::metrics::UPSTREAM_TOKEN_CACHE_HIT;
 
@@ -144,13 +144,8 @@ fn go_on(streaming: Streaming, token: Option<&str>, context: Context) -> (State,
             .set_headers
             .push(("authorization".to_string(), format!("Bearer {token}")));
     }
-    let mut actions = Vec::with_capacity(2);
-    if !mutations.is_empty() {
-        actions.push(HostAction::SetRequestHeaders(Box::new(HeaderRewrite {
-            original: streaming.held.headers.clone(),
-            mutations,
-        })));
-    }
+    let mut actions =
+        super::verdict::changes_before_going_on(streaming.held.headers.clone(), mutations);
     let reply = match context {
         Context::Callback => Reply::Continue,
         Context::Outside => {

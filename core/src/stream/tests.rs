@@ -15,6 +15,7 @@ use crate::databricks::exchange::UpstreamTokens;
 use crate::engine::Engine;
 use crate::error::Reason;
 use crate::error::{AuthError, DenyResponse};
+use crate::identity::Principal;
 use crate::jwks::{FetchOutcome, JwksStore};
 use crate::shared_data::InMemorySharedData;
 use crate::verify::InWasmVerifier;
@@ -59,7 +60,8 @@ fn engine(setup: Setup) -> Engine {
             {"name": "per-endpoint", "match": {"serving_endpoint": "{name}"}, "providers": ["okta"], "require": {"scopes_any": ["serving:{name}"]}},
             {"name": "jobs", "match": {"prefix": "/api/2.1/jobs/"}, "providers": ["okta"]}
         ],
-        "databricks": {"route_catalogue": false}
+        "databricks": {"route_catalogue": false},
+        "identity": {"publish": ["sub", "rule"]}
     });
     let config = Config::from_json(config.to_string().as_bytes()).unwrap();
     Engine::new(config, Box::new(InWasmVerifier))
@@ -105,6 +107,8 @@ struct FakeHost {
     upstream_trailers: Option<Headers>,
     local_reply: Option<DenyResponse>,
     records: Vec<Record>,
+    /// The principal published before the headers went on.
+    published: Option<Principal>,
     token_requests: usize,
     /// Set once the client has got an answer: the host stops delivering events.
     over: bool,
@@ -140,6 +144,13 @@ impl FakeHost {
                     self.pending_headers = Some(headers.to_headers());
                 }
                 HostAction::SetRequestTrailers(trailers) => self.pending_trailers = Some(trailers),
+                HostAction::Publish(principal) => {
+                    assert!(
+                        self.upstream_headers.is_none(),
+                        "principal published after release"
+                    );
+                    self.published = Some(*principal);
+                }
                 HostAction::SendResponse(response) => {
                     assert!(self.local_reply.is_none(), "two local replies");
                     assert!(self.upstream_headers.is_none(), "local reply after release");
@@ -306,6 +317,43 @@ fn run(setup: Setup, request: Headers, events: &[HostEvent]) -> FakeHost {
 }
 
 /// All merges of `client` and `outside` that keep each list's own order.
+/// The principal is published before the request goes on (`FakeHost::apply` checks the order),
+/// whether decided at once or after the keys arrived; a refusal publishes nothing.
+#[test]
+fn only_an_allowed_request_publishes_its_principal_before_it_goes_on() {
+    let allowed = Principal {
+        subject: Some("alice@example.com".into()),
+        rule: Some("jobs".into()),
+        ..Principal::default()
+    };
+    let bearer = format!("Bearer {}", token(json!({})));
+    let cases = [
+        (
+            Setup::InlineKeys,
+            bearer.as_str(),
+            vec![],
+            Some(allowed.clone()),
+        ),
+        (
+            Setup::RemoteKeys,
+            bearer.as_str(),
+            vec![HostEvent::KeysArrive, HostEvent::Wake],
+            Some(allowed),
+        ),
+        (Setup::InlineKeys, "Bearer not-a-token", vec![], None),
+        (Setup::InlineKeys, "", vec![], None),
+    ];
+    for (setup, authorization, events, expected) in cases {
+        let host = run(
+            setup,
+            headers("GET", "/api/2.1/jobs/list", authorization),
+            &events,
+        );
+        assert_eq!(host.published, expected, "{setup:?} {authorization:.20}");
+        assert_eq!(host.upstream_headers.is_some(), expected.is_some());
+    }
+}
+
 fn interleavings(client: &[HostEvent], outside: &[HostEvent]) -> Vec<Vec<HostEvent>> {
     if client.is_empty() {
         return vec![outside.to_vec()];

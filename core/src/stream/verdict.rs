@@ -180,13 +180,7 @@ pub(super) fn allow(
             .set_headers
             .push(("authorization".to_string(), format!("Bearer {token}")));
     }
-    let mut actions = Vec::with_capacity(3);
-    if !mutations.is_empty() {
-        actions.push(HostAction::SetRequestHeaders(Box::new(HeaderRewrite {
-            original: headers,
-            mutations,
-        })));
-    }
+    let mut actions = changes_before_going_on(headers, mutations);
     let reply = match context {
         Context::Callback => Reply::Continue,
         Context::Outside => {
@@ -199,6 +193,24 @@ pub(super) fn allow(
         audit, counters,
     ))));
     (State::Allowed, Step { reply, actions })
+}
+
+/// The host calls that make an allowed request what goes on to the next filter: its header
+/// changes, then the principal published to the filters after brickgate.
+pub(super) fn changes_before_going_on(
+    headers: Headers,
+    mut mutations: Mutations,
+) -> Vec<HostAction> {
+    let publish = mutations.publish.take();
+    let mut actions = Vec::with_capacity(4);
+    if !mutations.is_empty() {
+        actions.push(HostAction::SetRequestHeaders(Box::new(HeaderRewrite {
+            original: headers,
+            mutations,
+        })));
+    }
+    actions.extend(publish.map(HostAction::Publish));
+    actions
 }
 
 /// A refusal with its audit record.

@@ -60,6 +60,10 @@ impl StreamHost for FakeHost {
         }
         Ok(())
     }
+    fn publish(&mut self, _: &crate::identity::Principal) -> Result<(), String> {
+        self.calls.push("publish".into());
+        Ok(())
+    }
     fn set_request_trailers(&mut self, _: &[(String, String)]) -> Result<(), String> {
         self.calls.push("trailers".into());
         Ok(())

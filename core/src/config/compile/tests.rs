@@ -186,6 +186,18 @@ fn bad_configs_name_the_field() {
             "\"rule\" is listed twice",
         ),
         (
+            "unknown published field",
+            with(base(), "/identity", json!({"publish": ["sub", "subject"]})),
+            "identity.publish[1]",
+            "\"subject\" is not one of sub, iss, client_id, scope, groups, rule",
+        ),
+        (
+            "published field twice",
+            with(base(), "/identity", json!({"publish": ["sub", "sub"]})),
+            "identity.publish[1]",
+            "\"sub\" is listed twice",
+        ),
+        (
             "held bodies below one body",
             with(
                 base(),

@@ -663,6 +663,7 @@ fn route_coverage_of_the_go_sdk() {
         report.push_str(&format!("| `{}` | {} |\n", class.name(), class.what()));
     }
     report.push_str(&super::walk_tests::walk_summary());
+    report.push_str(&super::operations_tests::facts_summary());
     assert!(
         covered * 100 / total >= 60,
         "catalogue covers only {covered} of {total}"

@@ -363,3 +363,86 @@ fn serving_bodies_are_limited_per_endpoint_kind() {
         limit.too_large.detail
     );
 }
+
+/// Issue 17: every serving API shape Databricks documents (`databricks::serving`) reaches the
+/// endpoint's own rule and limit; a Gemini-style route names its endpoint in the path and is
+/// decided without reading a `model` from its body.
+#[test]
+fn every_documented_serving_shape_is_held_to_the_endpoints_rule_and_limit() {
+    let engine = engine(json!({"mode": "pass_through"}));
+    let outsider = format!(
+        "Bearer {}",
+        token(json!({"scope": "all-apis serving:other"}))
+    );
+    let auth = [("authorization", outsider.as_str())];
+    let fraud_body: &[u8] = br#"{"model": "fraud", "input": []}"#;
+    // (path, body): each addresses endpoint `fraud`.
+    let shapes: [(&str, Option<&[u8]>); 7] = [
+        ("/serving-endpoints/fraud/invocations", None),
+        ("/serving-endpoints/open-responses", Some(fraud_body)),
+        ("/serving-endpoints/responses", Some(fraud_body)),
+        ("/serving-endpoints/anthropic/v1/messages", Some(fraud_body)),
+        ("/ai-gateway/anthropic/v1/messages", Some(fraud_body)),
+        (
+            "/serving-endpoints/gemini/v1beta/models/fraud:generateContent",
+            None,
+        ),
+        (
+            "/ai-gateway/gemini/v1beta/models/fraud:streamGenerateContent",
+            None,
+        ),
+    ];
+    for (path, body) in shapes {
+        let decided = decide(&engine, "POST", path, &auth, body);
+        assert_eq!(decided.audit().reason, Some("group_not_allowed"), "{path}");
+        assert_eq!(
+            decided.audit().rule.as_deref(),
+            Some("fraud-team"),
+            "{path}"
+        );
+    }
+    // Gemini-style: a body without `model` (Google's own shape) is never a bad body.
+    let member = format!("Bearer {}", token(json!({"groups": ["fraud"]})));
+    let gemini_body: &[u8] = br#"{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}"#;
+    for path in [
+        "/serving-endpoints/gemini/v1beta/models/fraud:generateContent",
+        "/ai-gateway/gemini/v1beta/models/fraud:generateContent",
+    ] {
+        let length = gemini_body.len().to_string();
+        let headers = [
+            ("authorization", member.as_str()),
+            ("content-length", length.as_str()),
+        ];
+        let decided = decide(&engine, "POST", path, &headers, None);
+        assert!(
+            matches!(decided, Decision::Allow { .. }),
+            "{path}: {:?}",
+            decided.audit().detail
+        );
+        assert_eq!(
+            decided.audit().rule.as_deref(),
+            Some("fraud-team"),
+            "{path}"
+        );
+        let decided = decide(&engine, "POST", path, &headers, Some(gemini_body));
+        assert!(matches!(decided, Decision::Allow { .. }), "{path}");
+    }
+    // The foundation-model limit holds on the Gemini shape too (decided from Content-Length).
+    let scoped = format!(
+        "Bearer {}",
+        token(json!({"scope": "serving:databricks-gemini"}))
+    );
+    let over = ((4 << 20) + 1).to_string();
+    let headers = [
+        ("authorization", scoped.as_str()),
+        ("content-length", over.as_str()),
+    ];
+    let decided = decide(
+        &engine,
+        "POST",
+        "/serving-endpoints/gemini/v1beta/models/databricks-gemini:generateContent",
+        &headers,
+        None,
+    );
+    assert_eq!(decided.audit().reason, Some("body_too_large"));
+}

@@ -83,6 +83,7 @@ fn the_edits_make_the_same_request_as_replacing_the_whole_map() {
                     set_headers: set,
                     verified_headers: Arc::from(verified),
                     set_path,
+                    publish: None,
                 },
             };
             let edits = rewrite.edits();

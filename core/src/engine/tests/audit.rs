@@ -171,3 +171,52 @@ fn an_unknown_issuer_is_repeated_bounded() {
     assert!(detail.len() < 300, "{detail}");
     assert!(response.header("www-authenticate").unwrap().len() < 400);
 }
+
+/// A Databricks personal access token or Databricks-issued OAuth token sent where the route
+/// takes IdP tokens: refused as `databricks_credential`, naming what it is and the issuers the
+/// rule takes, in the body, the challenge and the audit, never repeating the token.
+#[test]
+fn databricks_own_credentials_are_named_not_parsed() {
+    let pat = "dapi0123456789abcdef0123456789abcdef".to_string();
+    let databricks_jwt =
+        rs(json!({ "iss": "https://dbc-1234abcd-5678.cloud.databricks.com/oidc" }));
+    let cases = [
+        (&pat, "this is a Databricks personal access token; rule "),
+        (
+            &databricks_jwt,
+            "this is a Databricks-issued OAuth token (issuer \"https://dbc-1234abcd-5678.cloud.databricks.com/oidc\"); rule ",
+        ),
+    ];
+    let h = engine_with(json!({}));
+    for (token, expected) in cases {
+        let auth = format!("Bearer {token}");
+        let decision = decide_with(
+            &h,
+            "GET",
+            "/api/2.0/clusters/list",
+            &[("authorization", &auth)],
+        );
+        let Decision::Deny { response, audit } = decision else {
+            panic!("allowed")
+        };
+        assert_eq!(response.status, 401);
+        assert_eq!(audit.reason, Some("databricks_credential"));
+        let detail = audit.detail.unwrap_or_default();
+        assert!(detail.starts_with(expected), "{detail}");
+        assert!(
+            detail.contains("takes tokens issued by [https://"),
+            "{detail}"
+        );
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        assert!(challenge.contains("this is a Databricks"), "{challenge}");
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(body.contains("this is a Databricks"), "{body}");
+        for text in [challenge, &body, &detail] {
+            assert!(
+                !text.contains(token.as_str()),
+                "the token is never repeated"
+            );
+        }
+    }
+}

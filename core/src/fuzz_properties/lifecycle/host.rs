@@ -67,6 +67,7 @@ impl World {
                 let host_call = matches!(
                     action,
                     HostAction::SetRequestHeaders(_)
+                        | HostAction::Publish(_)
                         | HostAction::SetRequestTrailers(_)
                         | HostAction::Resume
                 );
@@ -83,6 +84,10 @@ impl World {
                         );
                         client.pending_headers = Some(headers.to_headers());
                     }
+                    HostAction::Publish(_) => assert!(
+                        client.upstream_headers.is_none() && !client.headers_went_on,
+                        "principal published after the headers went on"
+                    ),
                     HostAction::SetRequestTrailers(trailers) => {
                         if client.pending_trailers.is_some() {
                             client.pending_trailers = Some(trailers);

@@ -57,6 +57,7 @@ struct Seen {
     records: Vec<Record>,
     local_reply: Option<u32>,
     trailers_set: Option<Headers>,
+    published: Option<Principal>,
 }
 
 impl Seen {
@@ -72,6 +73,13 @@ impl Seen {
                         "headers edited after they went on"
                     );
                     self.headers_set = Some(rewrite.to_headers());
+                }
+                HostAction::Publish(principal) => {
+                    assert!(
+                        !self.resumed,
+                        "principal published after the headers went on"
+                    );
+                    self.published = Some(*principal);
                 }
                 HostAction::Resume => self.resumed = true,
                 HostAction::FetchUpstreamToken(_) => self.token_calls += 1,

@@ -100,12 +100,13 @@ fn a_failed_resume_is_recorded_as_the_refusal_only() {
         .iter()
         .map(|action| match action {
             HostAction::SetRequestHeaders(_) => "set_headers",
+            HostAction::Publish(_) => "publish",
             HostAction::Resume => "resume",
             HostAction::Record(_) => "record",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, ["set_headers", "resume", "record"]);
+    assert_eq!(kinds, ["set_headers", "publish", "resume", "record"]);
     let step = world.step(&mut stream, Event::HostFailure("resume failed".into()));
     let records: Vec<&Record> = step
         .actions

@@ -187,10 +187,14 @@ fn an_allowed_cache_hit_writes_the_headers_once_and_moves_two_counters() {
     }
     let hit = steps.pop().unwrap();
     assert_eq!(hit.reply, Reply::Continue);
-    let [HostAction::SetRequestHeaders(_), HostAction::Record(record)] = hit.actions.as_slice()
+    let [
+        HostAction::SetRequestHeaders(_),
+        HostAction::Publish(_),
+        HostAction::Record(record),
+    ] = hit.actions.as_slice()
     else {
         panic!(
-            "expected one header write and one record: {:?}",
+            "expected one header write, the principal and one record: {:?}",
             hit.actions
         )
     };

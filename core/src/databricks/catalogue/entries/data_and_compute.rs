@@ -60,6 +60,21 @@ pub(super) const ENTRIES: &[Entry] = &[
     ("/serving-endpoints/completions", Post, SERVING, Full),
     ("/serving-endpoints/embeddings", Post, SERVING, Full),
     ("/serving-endpoints/responses", Post, SERVING, Full),
+    // Open Responses, Anthropic Messages and Gemini shapes of the same endpoints (pages in
+    // `databricks::serving`): the same scopes as the Query API.
+    ("/serving-endpoints/open-responses", Post, SERVING, Full),
+    (
+        "/serving-endpoints/anthropic/v1/messages",
+        Post,
+        SERVING,
+        Full,
+    ),
+    (
+        "/serving-endpoints/gemini/v1beta/models/{model_method}",
+        Post,
+        SERVING,
+        Full,
+    ),
     ("/ai-gateway/**", Methods::Read, "ai-gateway", Read),
     ("/ai-gateway/**", Write, "ai-gateway", Full),
     (
