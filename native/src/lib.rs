@@ -13,15 +13,15 @@
 mod abi;
 pub mod envoy;
 
+#[cfg(not(feature = "abi-probe"))]
+mod adapter;
 #[cfg(feature = "abi-probe")]
 mod probe;
-#[cfg(not(feature = "abi-probe"))]
-mod unbuilt;
 
-/// The one factory this module serves, for every filter config naming it. The brickgate adapter
-/// replaces `unbuilt::new_config` here; the `abi-probe` build serves the ABI probe instead.
+/// The one factory this module serves, for every filter config naming it: brickgate's adapter,
+/// or, in the `abi-probe` build, the ABI probe.
 #[cfg(not(feature = "abi-probe"))]
-pub const MODULE_FACTORY: envoy::NewConfigFn = unbuilt::new_config;
+pub const MODULE_FACTORY: envoy::NewConfigFn = adapter::new_config;
 #[cfg(feature = "abi-probe")]
 pub const MODULE_FACTORY: envoy::NewConfigFn = probe::new_config;
 

@@ -16,6 +16,21 @@ WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
 STDOUT_ACCESS_LOG = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
+DYNAMIC_MODULE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
+
+# Which form of brickgate the e2e suite runs against: `wasm` (dist/brickgate.wasm, the default) or
+# `native` (the dynamic module libbrickgate.so in BRICKGATE_NATIVE_DIR, default dist/). The tests
+# are the same; the harness renders the filter and reads the stats as each form needs.
+FORM = os.environ.get("BRICKGATE_FORM", "wasm")
+if FORM not in ("wasm", "native"):
+    raise SystemExit(f"BRICKGATE_FORM must be wasm or native, not {FORM!r}")
+NATIVE = FORM == "native"
+NATIVE_DIR = os.environ.get("BRICKGATE_NATIVE_DIR", str(Path(__file__).resolve().parents[2] / "dist"))
+# Each form's custom stats prefix: proxy-wasm metrics are `wasmcustom.`, a dynamic module's
+# `dynamicmodulescustom.`. `EnvoyProcess.stats` reports both under the Wasm name, so one
+# assertion serves both forms.
+WASM_STATS_PREFIX = "wasmcustom."
+NATIVE_STATS_PREFIX = "dynamicmodulescustom."
 # One line per request in the Envoy log (printed when a test fails); the query is left out, tokens can be in it.
 ACCESS_LOG_FORMAT = "[access] %REQ(:METHOD)% %PATH(NQ)% -> %RESPONSE_CODE% reason=%RESP(X-BRICKGATE-REASON)%\n"
 
@@ -51,6 +66,51 @@ REJECT_UNDERSCORES = {"headers_with_underscores_action": "REJECT_REQUEST"}
 ALLOW_UNDERSCORES = {"headers_with_underscores_action": "ALLOW"}
 
 
+def brickgate_filter(name: str, wasm_path: str, configuration: str, root_id: str = "brickgate",
+                     hold_body: bool = True) -> dict:
+    """brickgate as an HTTP filter in the form under test (`BRICKGATE_FORM`).
+
+    Native: the dynamic module `brickgate` with the same plugin JSON; Envoy holds a paused
+    request's body for it without a flag (the Wasm form's `allow_on_headers_stop_iteration`), so
+    `hold_body` has no native equivalent, and secrets come from Envoy's own environment.
+    """
+    if NATIVE:
+        return {
+            "name": "envoy.filters.http.dynamic_modules",
+            "typed_config": {
+                "@type": DYNAMIC_MODULE,
+                "dynamic_module_config": {"name": "brickgate"},
+                "filter_name": "brickgate",
+                "filter_config": {"@type": STRING_VALUE, "value": configuration},
+            },
+        }
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": WASM,
+            "config": {
+                "name": f"brickgate-{name}",
+                "root_id": root_id,
+                "failure_policy": "FAIL_CLOSED",
+                "allow_on_headers_stop_iteration": hold_body,
+                "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}},
+                              "environment_variables": VM_ENVIRONMENT},
+                "configuration": {"@type": STRING_VALUE, "value": configuration},
+            },
+        },
+    }
+
+
+def without_held_bodies(listener: dict) -> dict:
+    """The Wasm form without `allow_on_headers_stop_iteration` (Envoy then never delivers the body
+    of a request paused at its headers). The native form has no such switch: Envoy always
+    delivers a held request's body to a dynamic module, so its listener is left as it is."""
+    if not NATIVE:
+        http_filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        http_filters[0]["typed_config"]["config"]["allow_on_headers_stop_iteration"] = False
+    return listener
+
+
 def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, root_id: str = "brickgate",
                        underscores_in_headers: bool = False, hold_body: bool = True) -> dict:
     """A loopback listener on a free port (0): brickgate, then the router to cluster `upstream`.
@@ -67,21 +127,7 @@ def brickgate_listener(name: str, wasm_path: str, plugin_config: dict | str, roo
     it Envoy never delivers the body of a request paused at its headers.
     """
     configuration = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    wasm_filter = {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": WASM,
-            "config": {
-                "name": f"brickgate-{name}",
-                "root_id": root_id,
-                "failure_policy": "FAIL_CLOSED",
-                "allow_on_headers_stop_iteration": hold_body,
-                "vm_config": {"vm_id": "brickgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": wasm_path}},
-                              "environment_variables": VM_ENVIRONMENT},
-                "configuration": {"@type": STRING_VALUE, "value": configuration},
-            },
-        },
-    }
+    wasm_filter = brickgate_filter(name, wasm_path, configuration, root_id, hold_body)
     route_config = {
         "name": name,
         "virtual_hosts": [{"name": name, "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}}]}],
@@ -123,6 +169,8 @@ class EnvoyProcess:
     def __init__(self, envoy_bin: str, config: dict, work_dir: Path, concurrency: int = 2, env: dict | None = None):
         self.work_dir = work_dir
         self.env = {**os.environ, **(env or {})}
+        if NATIVE:
+            self.env["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = NATIVE_DIR
         self.config_path = work_dir / "envoy.json"
         self.admin_address_path = work_dir / "admin-address.txt"
         self.log_path = work_dir / "envoy.log"
@@ -132,7 +180,7 @@ class EnvoyProcess:
             "--base-id", str(next(_base_ids)),
             "--concurrency", str(concurrency),
             "--admin-address-path", str(self.admin_address_path),
-            "--log-level", "info", "--component-log-level", "wasm:debug",
+            "--log-level", "info", "--component-log-level", "wasm:debug,dynamic_modules:debug",
             # Access logs reach the log file within 0.2 s instead of Envoy's default 10 s.
             "--file-flush-interval-msec", "200",
         ]
@@ -180,12 +228,17 @@ class EnvoyProcess:
         return {entry["name"]: entry["local_address"]["socket_address"]["port_value"] for entry in json.loads(body)["listener_statuses"]}
 
     def stats(self, pattern: str = r"^wasmcustom\.") -> dict[str, int]:
-        """Counters and gauges whose name matches `pattern` (admin /stats, text format)."""
+        """Counters and gauges whose name matches `pattern` (admin /stats, text format); the
+        native form's custom stats are matched and named as the Wasm form's."""
+        if NATIVE:
+            pattern = pattern.replace("wasmcustom", "dynamicmodulescustom")
         status, body = http_get(f"{self.admin_url}/stats?filter={urllib.parse.quote(pattern)}")
         assert status == 200, body
         values = {}
         for line in body.splitlines():
             name, sep, value = line.partition(": ")
+            if name.startswith(NATIVE_STATS_PREFIX):
+                name = WASM_STATS_PREFIX + name.removeprefix(NATIVE_STATS_PREFIX)
             if sep and value.strip().lstrip("-").isdigit():
                 values[name] = int(value)
         return values

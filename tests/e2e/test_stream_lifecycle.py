@@ -24,6 +24,7 @@ from devstack import tokens as raw
 from devstack.httpbase import running
 from devstack.idp import make_idp
 from gateway_client import send
+from envoy_harness import NATIVE, without_held_bodies
 from h2_client import h2_request
 from jwks_support import idp_control, in_parallel
 from plugin_configs import AUDIENCE, REALM, idp_provider
@@ -76,10 +77,8 @@ def lifecycle(start_envoy, wasm_path):
         held = with_http1_trailers(routed_listener("lifecycle", wasm_path, lifecycle_config(idp), "echo"))
         # The same policy in a filter without allow_on_headers_stop_iteration: a host that never
         # delivers the body of a held request must be detected, and the request refused.
-        unheld = routed_listener("unheld", wasm_path,
-                                 lifecycle_config(idp, first_body_wait_ms=FIRST_BODY_WAIT_MS), "echo")
-        unheld["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"][
-            "allow_on_headers_stop_iteration"] = False
+        unheld = without_held_bodies(routed_listener("unheld", wasm_path,
+                                     lifecycle_config(idp, first_body_wait_ms=FIRST_BODY_WAIT_MS), "echo"))
         bounded = routed_listener("bounded", wasm_path,
                                   lifecycle_config(idp, max_held_body_bytes=BOUNDED_HELD_BYTES), "echo")
         envoy = start_envoy(bootstrap_with([held, unheld, bounded], {"echo": echo.port, "idp": idp.port}),
@@ -280,6 +279,7 @@ def test_body_decided_requests_signed_with_a_rotated_key_are_all_answered(lifecy
 # --- a host without allow_on_headers_stop_iteration fails closed --------------------------------------
 
 
+@pytest.mark.skipif(NATIVE, reason="Envoy always delivers a held request's body to a dynamic module")
 def test_a_host_that_never_delivers_the_body_is_detected_and_the_request_refused(lifecycle):
     token = lifecycle.tokens.idp(scope="serving:churn")
     before = upstream_hits(lifecycle.echo)

@@ -51,7 +51,10 @@ fn module_headers(headers: &[(&[u8], &[u8])]) -> Vec<ModuleHeader> {
 
 /// Label names or values as module buffers borrowing `labels`.
 fn label_buffers(labels: &[&str]) -> Vec<ModuleBuffer> {
-    labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect()
+    labels
+        .iter()
+        .map(|l| ModuleBuffer::of(l.as_bytes()))
+        .collect()
 }
 
 /// The array abi.h takes for labels: null when there are none.

@@ -62,6 +62,8 @@ pub struct Shared {
     metrics: Metrics,
     /// Each record goes to the `brickgate` filter state (`audit.filter_state`).
     filter_state: bool,
+    /// Each record goes to Envoy's log too, when it keeps info lines (`audit.log_line`).
+    log_line: bool,
     /// Stream ids (the core's token calls name waiting streams by a `u32`).
     next_stream: AtomicU32,
     /// Wakes the main thread at once (a stream queued a token call).
@@ -84,11 +86,13 @@ pub(crate) fn new_config(
         config.rules.len()
     );
     let filter_state = config.audit.filter_state;
+    let log_line = config.audit.log_line;
     let body_budget = BodyBudget::new(BodyBudget::limit_of(&config));
     // Signatures are verified natively (ring): no host function to probe for.
     let engine = Arc::new(Engine::new(config, Box::new(InWasmVerifier)));
     let instance = RandomState::new().hash_one(std::process::id());
-    let worker = Worker::new(engine, instance, body_budget);
+    let mut worker = Worker::new(engine, instance, body_budget);
+    worker.fingerprint = filter_state || log_line;
     let metrics = Metrics::define(handle)?;
     let scheduler = || {
         handle
@@ -99,6 +103,7 @@ pub(crate) fn new_config(
         state: Mutex::new(State::new(worker)),
         metrics,
         filter_state,
+        log_line,
         next_stream: AtomicU32::new(1),
         wake_main: scheduler()?,
     });

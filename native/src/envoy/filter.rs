@@ -89,6 +89,21 @@ impl FilterHandle {
             .map(utf8_pairs)
     }
 
+    /// Adds one more value of a request trailer (only in `on_request_trailers`).
+    pub fn add_request_trailer(&self, name: &str, value: &str) -> bool {
+        self.raw.add_header(
+            header_type::REQUEST_TRAILER,
+            name.as_bytes(),
+            value.as_bytes(),
+        )
+    }
+
+    /// Removes every value of a request trailer (only in `on_request_trailers`).
+    pub fn remove_request_trailer(&self, name: &str) -> bool {
+        self.raw
+            .set_header(header_type::REQUEST_TRAILER, name.as_bytes(), None)
+    }
+
     /// Sets a request trailer (only in `on_request_trailers`, where the map exists).
     pub fn set_request_trailer(&self, name: &str, value: &str) -> bool {
         self.raw.set_header(
