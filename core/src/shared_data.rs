@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +100,36 @@ impl HostSharedTable {
             self.next_cas = 1;
         }
         assigned
+    }
+}
+
+/// Shared data for a host of threads in one process (the native form): one table for every
+/// configuration's stores, as Envoy's proxy-wasm shared data is one table for every VM. Its
+/// callers hold no other lock of this table's while they use it.
+#[derive(Debug, Default)]
+pub struct ThreadSafeSharedData {
+    table: Mutex<HostSharedTable>,
+}
+
+impl ThreadSafeSharedData {
+    fn table(&self) -> std::sync::MutexGuard<'_, HostSharedTable> {
+        // Every write is one insert: a panic elsewhere cannot leave the table half-written.
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl SharedData for ThreadSafeSharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.table().get(key) {
+            Some((value, cas)) => (Some(value), Some(cas)),
+            None => (None, None),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.table().set(key, value, cas.unwrap_or(0)) == SetResult::Ok
     }
 }
 

@@ -102,6 +102,20 @@ def brickgate_filter(name: str, wasm_path: str, configuration: str, root_id: str
     }
 
 
+def edit_plugin_config(listener: dict, edit) -> dict:
+    """Changes the plugin JSON of the listener's brickgate filter (either form) with `edit(config)`."""
+    typed = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]
+    holder = typed["filter_config"] if NATIVE else typed["config"]["configuration"]
+    config = json.loads(holder["value"])
+    edit(config)
+    holder["value"] = json.dumps(config)
+    return listener
+
+
+# How Envoy says it refused brickgate's configuration (after brickgate's own log line).
+CONFIG_REFUSED = "Failed to initialize dynamic module" if NATIVE else "Unable to create Wasm plugin"
+
+
 def without_held_bodies(listener: dict) -> dict:
     """The Wasm form without `allow_on_headers_stop_iteration` (Envoy then never delivers the body
     of a request paused at its headers). The native form has no such switch: Envoy always
@@ -260,7 +274,9 @@ class EnvoyProcess:
 
 
 def run_validate(envoy_bin: str, config_path: Path, cwd: Path, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": NATIVE_DIR} if NATIVE else None
     return subprocess.run(
-        [envoy_bin, "--mode", "validate", "-c", str(config_path), "--log-level", "info", "--component-log-level", "wasm:debug"],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+        [envoy_bin, "--mode", "validate", "-c", str(config_path), "--log-level", "info",
+         "--component-log-level", "wasm:debug,dynamic_modules:debug"],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout_s, env=env,
     )

@@ -33,6 +33,10 @@ from h2_client import h2_request
 from plugin_configs import AUDIENCE, REALM, idp_provider
 from token_factory import TokenFactory
 
+from envoy_harness import NATIVE as _NATIVE_FORM
+
+pytestmark = pytest.mark.skipif(_NATIVE_FORM, reason="the mesh renderings (Istio WasmPlugin, Envoy Gateway Wasm) are of the Wasm form")
+
 CHAT = "/serving-endpoints/chat/completions"
 BODY_LIMIT = 64 * 1024
 # Envoy's buffer filter must hold the largest body brickgate allows (16 MiB for serving) and more.

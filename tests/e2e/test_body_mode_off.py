@@ -14,6 +14,7 @@ will not deliver to paused headers:
 import hashlib
 import json
 
+from envoy_harness import without_held_bodies
 import pytest
 
 from databricks_support import bootstrap_with, make_body_echo, routed_listener, send_body, wait_until_decided
@@ -38,16 +39,10 @@ def off_config(idp) -> dict:
     }
 
 
-def without_the_flag(listener: dict) -> dict:
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-    del hcm["http_filters"][0]["typed_config"]["config"]["allow_on_headers_stop_iteration"]
-    return listener
-
-
 @pytest.fixture(scope="module")
 def gateway(start_envoy, wasm_path):
     with running(make_idp(0, audience=AUDIENCE)) as idp, running(make_body_echo()) as echo:
-        listener = without_the_flag(routed_listener("off", wasm_path, off_config(idp), "echo"))
+        listener = without_held_bodies(routed_listener("off", wasm_path, off_config(idp), "echo"))
         envoy = start_envoy(bootstrap_with([listener], {"echo": echo.port, "idp": idp.port}), "body-mode-off")
         try:
             envoy.wait_ready()

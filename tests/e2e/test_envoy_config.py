@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from envoy_harness import bootstrap, brickgate_listener, run_validate
+from envoy_harness import CONFIG_REFUSED, bootstrap, brickgate_listener, run_validate
 from plugin_configs import main_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ def test_invalid_plugin_config_stops_envoy(start_envoy, wasm_path, idp, upstream
     problems = re.findall(r"brickgate: invalid configuration: (.*)", log)
     assert problems, "no `brickgate: invalid configuration:` line in the log"
     assert any(re.match(expected_detail, problem) for problem in problems), problems
-    assert "Unable to create Wasm plugin brickgate-bad" in log
+    assert CONFIG_REFUSED in log
 
 
 def test_config_that_is_not_json_stops_envoy(start_envoy, wasm_path, idp, upstream):

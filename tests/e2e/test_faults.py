@@ -18,7 +18,7 @@ from devstack import tokens as raw
 from devstack.httpbase import running
 from devstack.idp import make_idp
 from devstack.workspace import dev_policy, make_workspace
-from envoy_harness import brickgate_listener
+from envoy_harness import NATIVE, brickgate_listener, edit_plugin_config
 from gateway_client import NO_CHALLENGE, Refusal, Reply, assert_refused, invalid_token, send
 from jwks_support import Background, idp_control, in_parallel, remote_provider, single_provider_config
 from plugin_configs import AUDIENCE, REALM
@@ -126,13 +126,12 @@ def test_an_idp_failing_at_cold_start_gets_503_for_everyone_and_admits_nobody(st
 
 def rename_cluster(listener: dict, cluster: str) -> None:
     """Points the listener's provider at `cluster` for its keys (instead of "idp")."""
-    import json
 
-    wasm = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["config"]
-    config = json.loads(wasm["configuration"]["value"])
-    for provider in config["providers"].values():
-        provider["jwks"]["remote"]["cluster"] = cluster
-    wasm["configuration"]["value"] = json.dumps(config)
+    def point_at(config: dict) -> None:
+        for provider in config["providers"].values():
+            provider["jwks"]["remote"]["cluster"] = cluster
+
+    edit_plugin_config(listener, point_at)
 
 
 def test_an_idp_flapping_under_load_never_blames_or_admits(start_envoy, wasm_path, upstream):
@@ -289,6 +288,8 @@ def send_headers(port: int, token: str, headers, timeout_s: float = 10) -> Reply
         connection.close()
 
 
+@pytest.mark.skipif(NATIVE, reason="a native module has no VM to trap: it runs in Envoy's process, where "
+                    "a panic is caught at the ABI and the stream refused (test_native_abi.py)")
 @pytest.mark.parametrize("policy", ["FAIL_CLOSED", "FAIL_RELOAD"])
 def test_a_worker_vm_killed_mid_stream_admits_nothing(start_envoy, wasm_path, upstream, tmp_path, policy):
     """The only worker's VM traps (a real wasm trap, tests/e2e/wasm_crash.py) while requests are

@@ -18,6 +18,10 @@ import pytest
 from conftest import REPO_ROOT
 from envoy_harness import HCM, ROUTER, STDOUT_ACCESS_LOG, STRING_VALUE, bootstrap, http_get, loopback, static_cluster
 
+from envoy_harness import NATIVE as _NATIVE_FORM
+
+pytestmark = pytest.mark.skipif(_NATIVE_FORM, reason="the ABI probe is form-independent: it runs once, in the Wasm pass")
+
 DYNAMIC_MODULE_FILTER = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 # Filter state and dynamic metadata the probe sets (`x-probe: metadata`), as the access log sees them.
 ACCESS_LOG_FORMAT = (

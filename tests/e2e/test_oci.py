@@ -25,6 +25,10 @@ from envoy_harness import bootstrap, brickgate_listener
 from gateway_client import send
 from plugin_configs import main_config
 
+from envoy_harness import NATIVE as _NATIVE_FORM
+
+pytestmark = pytest.mark.skipif(_NATIVE_FORM, reason="the OCI image carries the Wasm module")
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD = REPO_ROOT / "deploy" / "oci" / "build.py"
 PUSH = REPO_ROOT / "deploy" / "oci" / "push.py"

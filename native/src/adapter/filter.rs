@@ -113,7 +113,7 @@ fn step(
         id,
         wake_main: false,
     };
-    let driven = drive(worker, table, slot, &mut host, event);
+    let driven = drive(worker, *table, slot, &mut host, event);
     if host.wake_main {
         shared.wake_main.commit(config_event::SEND_TOKEN_CALLS);
     }

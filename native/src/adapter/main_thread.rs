@@ -48,7 +48,7 @@ pub fn on_scheduled(shared: &Shared, config: &ConfigHandle, event_id: u64) {
     let now = now_ms();
     if event_id == config_event::TICK {
         let State { worker, table, .. } = &mut *state;
-        let (fetches, events) = worker.store.tick(table, now);
+        let (fetches, events) = worker.store.tick(*table, now);
         report_store_events(worker, &events, &mut telemetry);
         dispatch_fetches(&mut state, &mut telemetry, fetches);
     }
@@ -65,7 +65,9 @@ pub fn on_callout_done(shared: &Shared, config: &ConfigHandle, callout: CalloutD
     if let Some(provider) = state.fetches.remove(&callout.callout_id) {
         let outcome = fetch_outcome(&callout, state.worker.store.body_read_limit(provider));
         let State { worker, table, .. } = &mut *state;
-        let (more, events) = worker.store.on_fetch_outcome(table, provider, outcome, now);
+        let (more, events) = worker
+            .store
+            .on_fetch_outcome(*table, provider, outcome, now);
         report_store_events(worker, &events, &mut telemetry);
         dispatch_fetches(&mut state, &mut telemetry, more);
         wake_held(&state, now);
@@ -78,7 +80,8 @@ pub fn on_callout_done(shared: &Shared, config: &ConfigHandle, callout: CalloutD
         };
         let body = body.get(..MAX_ANSWER_BYTES).unwrap_or(body);
         let State { worker, table, .. } = &mut *state;
-        if let Some(settled) = worker.token_answered(call, status, body, table, now, &mut telemetry)
+        if let Some(settled) =
+            worker.token_answered(call, status, body, *table, now, &mut telemetry)
         {
             deliver(&mut state, settled);
         }
@@ -145,7 +148,7 @@ fn dispatch_fetches(
                 let (_, events) =
                     worker
                         .store
-                        .on_fetch_outcome(table, fetch.provider, outcome, now_ms());
+                        .on_fetch_outcome(*table, fetch.provider, outcome, now_ms());
                 report_store_events(worker, &events, telemetry);
             }
         }
@@ -159,7 +162,7 @@ fn send_token_calls(state: &mut State, telemetry: &mut MainTelemetry<'_>) {
         let now = now_ms();
         let State { worker, table, .. } = &mut *state;
         // Another stream's call may have obtained the token meanwhile.
-        if let Some(token) = worker.upstream_tokens.get(table, &request.cache_key, now) {
+        if let Some(token) = worker.upstream_tokens.get(*table, &request.cache_key, now) {
             telemetry.count(metrics::UPSTREAM_TOKEN_CACHE_HIT, 1);
             let settled = Settled {
                 streams: waiting,
@@ -207,7 +210,7 @@ fn send_token_calls(state: &mut State, telemetry: &mut MainTelemetry<'_>) {
                     ),
                 );
                 let State { worker, table, .. } = &mut *state;
-                let settled = unsent(worker, &request, waiting, table, now);
+                let settled = unsent(worker, &request, waiting, *table, now);
                 telemetry.count(metrics::UPSTREAM_TOKEN_FAILED, 1);
                 deliver(state, settled);
             }

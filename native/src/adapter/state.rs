@@ -6,19 +6,22 @@
 //! stream stepping on its worker holds both).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use brickgate_core::error::AuthError;
-use brickgate_core::shared_data::InMemorySharedData;
+use brickgate_core::shared_data::ThreadSafeSharedData;
 use brickgate_core::worker::{Slot, Worker};
 
 use crate::envoy::StreamScheduler;
 
+static PROCESS_TABLE: LazyLock<ThreadSafeSharedData> = LazyLock::new(ThreadSafeSharedData::default);
+
 pub struct State {
     pub worker: Worker,
-    /// One table for the one worker: the core's stores use it as the Wasm form uses Envoy's
-    /// shared data, here without another VM to share with.
-    pub table: InMemorySharedData,
+    /// The process's table, which every configuration's key store and token cache use as the
+    /// Wasm form uses Envoy's shared data: two listeners with the same provider fetch its keys
+    /// once, and a reloaded configuration adopts the keys of the one it replaces.
+    pub table: &'static ThreadSafeSharedData,
     /// Streams held until something outside their callbacks happens, by stream id.
     pub held: HashMap<u32, HeldStream>,
     /// Key fetches in flight: callout id → provider.
@@ -41,7 +44,7 @@ impl State {
     pub fn new(worker: Worker) -> State {
         State {
             worker,
-            table: InMemorySharedData::default(),
+            table: &PROCESS_TABLE,
             held: HashMap::new(),
             fetches: HashMap::new(),
             token_calls: HashMap::new(),
