@@ -175,6 +175,16 @@ CEL_RULES = [
             lambda k: present(k, "envoyDeployment", "envoyDaemonSet") <= 1),
     CelRule("EnvoyProxy", "spec.provider.kubernetes.envoyDeployment.container", "Either image or imageRepository can be set.",
             lambda c: present(c, "image", "imageRepository") <= 1),
+    CelRule("EnvoyProxy", "spec.provider.kubernetes.envoyDeployment.container.image",
+            "Image must include a tag and allowed characters only (e.g., 'repo:tag').",
+            lambda image: re.fullmatch(r"[a-zA-Z0-9._-]+(:[0-9]+)?(/[a-zA-Z0-9._/-]+)?(:[a-zA-Z0-9._-]+)?(@sha256:[a-z0-9]+)?", image) is not None),
+    # A dynamic module's source; `type` defaults to Local.
+    *(CelRule("EnvoyProxy", "spec.dynamicModules[].source", message, holds) for message, holds in (
+        ("If type is Remote, remote field needs to be set.",
+         lambda s: ("remote" in s) if s.get("type", "Local") == "Remote" else "remote" not in s),
+        ("If type is Local, local field needs to be set.", lambda s: s.get("type", "Local") != "Local" or "local" in s),
+        ("If type is Remote, local field must not be set.", lambda s: s.get("type", "Local") != "Remote" or "local" not in s),
+    )),
     *(CelRule("EnvoyProxy", "spec.telemetry.accessLog.settings[].format", message, holds) for message, holds in (
         ("If AccessLogFormat type is JSON, json field needs to be set.", lambda f: f.get("type") != "JSON" or "json" in f),
         ("If AccessLogFormat type is JSON, text field must not be set.", lambda f: f.get("type") != "JSON" or "text" not in f),

@@ -25,7 +25,7 @@ FORM = os.environ.get("BRICKGATE_FORM", "wasm")
 if FORM not in ("wasm", "native"):
     raise SystemExit(f"BRICKGATE_FORM must be wasm or native, not {FORM!r}")
 NATIVE = FORM == "native"
-# Absolute: Envoy runs in each test's own directory.
+# Absolute: Envoy runs in each test's own directory, and reads a relative search path from there.
 NATIVE_DIR = str(Path(os.environ.get("BRICKGATE_NATIVE_DIR", Path(__file__).resolve().parents[2] / "dist")).resolve())
 # Each form's custom stats prefix: proxy-wasm metrics are `wasmcustom.`, a dynamic module's
 # `dynamicmodulescustom.`. `EnvoyProcess.stats` reports both under the Wasm name, so one

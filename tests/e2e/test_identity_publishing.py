@@ -1,8 +1,14 @@
 """The verified principal for the filters after brickgate (`identity.publish`): Envoy's own RBAC
 filter and its local rate limiter, placed after brickgate, keyed on the brickgate subject, over
-HTTP/1.1 and HTTP/2. The Wasm form publishes each field as the read-only string filter state
-`wasm.brickgate.<name>` (docs/OPERATIONS.md, "Keying RBAC and rate limits on the brickgate
-principal"); the filter configs below are the ones that document shows."""
+HTTP/1.1 and HTTP/2, in the form under test (docs/OPERATIONS.md, "Keying RBAC and rate limits on
+the brickgate principal"; the filter configs below are the ones that document shows):
+
+- Wasm: each field is the read-only string filter state `wasm.brickgate.<name>`, read by RBAC's
+  `filter_state` matcher and by CEL's `filter_state[...]` (RBAC's condition, the `expr` rate-limit
+  descriptor).
+- native: each field is a string in the dynamic metadata namespace `brickgate`, read by RBAC's
+  `metadata` matcher, by CEL's `metadata.filter_metadata['brickgate'][...]` and by the rate
+  limiter's `metadata` action (`source: DYNAMIC`)."""
 
 import copy
 import uuid
@@ -10,7 +16,7 @@ import uuid
 import pytest
 
 from databricks_support import wait_until_decided
-from envoy_harness import ROUTER, bootstrap, brickgate_listener
+from envoy_harness import NATIVE, ROUTER, bootstrap, brickgate_listener
 from gateway_client import send
 from h2_client import h2_request
 from plugin_configs import main_config
@@ -19,25 +25,51 @@ CLUSTERS = "/api/2.0/clusters/list"
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 LOCAL_RATE_LIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 EXPR_DESCRIPTOR = "type.googleapis.com/envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor"
-SUBJECT_STATE = "wasm.brickgate.sub"
-RULE_STATE = "wasm.brickgate.rule"
+STATE_PREFIX = "wasm.brickgate."  # the Wasm form's filter-state keys
+METADATA_NAMESPACE = "brickgate"  # the native form's dynamic-metadata namespace
 # Each caller's bucket: three requests an hour. Every test uses its own subjects for the requests
 # that pass RBAC, fewer of them than this, except where it means to empty a bucket.
 BUCKET = 3
 
 
+def published_is(field: str, string_match: dict) -> dict:
+    """An RBAC principal: the published `field` (`sub`, `rule`, ...) matches `string_match`."""
+    if NATIVE:
+        return {"metadata": {"filter": METADATA_NAMESPACE, "path": [{"key": field}], "value": {"string_match": string_match}}}
+    return {"filter_state": {"key": STATE_PREFIX + field, "string_match": string_match}}
+
+
 def subject_is(subject: str) -> dict:
-    """An RBAC principal: the subject brickgate verified (a string filter-state object)."""
-    return {"filter_state": {"key": SUBJECT_STATE, "string_match": {"exact": subject}}}
+    return published_is("sub", {"exact": subject})
+
+
+def cel_published(field: str) -> dict:
+    """The CEL expression for the published `field`, parsed (google.api.expr.v1alpha1.Expr):
+    `filter_state['wasm.brickgate.sub']` (Wasm) or `metadata.filter_metadata['brickgate']['sub']`
+    (native)."""
+    def index(operand, key):
+        return {"call_expr": {"function": "_[_]", "args": [operand, {"const_expr": {"string_value": key}}]}}
+    if NATIVE:
+        filter_metadata = {"select_expr": {"operand": {"ident_expr": {"name": "metadata"}}, "field": "filter_metadata"}}
+        return index(index(filter_metadata, METADATA_NAMESPACE), field)
+    return index({"ident_expr": {"name": "filter_state"}}, STATE_PREFIX + field)
 
 
 def cel_subject_is(subject: str) -> dict:
-    """The CEL `filter_state['wasm.brickgate.sub'] == subject` as the RBAC `condition` takes it (a
-    parsed expression: google.api.expr.v1alpha1.Expr)."""
-    def const(text):
-        return {"const_expr": {"string_value": text}}
-    index = {"call_expr": {"function": "_[_]", "args": [{"ident_expr": {"name": "filter_state"}}, const(SUBJECT_STATE)]}}
-    return {"call_expr": {"function": "_==_", "args": [index, const(subject)]}}
+    """The CEL `<published sub> == subject` as the RBAC `condition` takes it."""
+    return {"call_expr": {"function": "_==_", "args": [cel_published("sub"), {"const_expr": {"string_value": subject}}]}}
+
+
+def subject_descriptor(descriptor_key: str) -> dict:
+    """The rate-limit action whose descriptor value is the published subject (no subject: no
+    descriptor). Native: the `metadata` action on the dynamic metadata. Wasm: the `expr` descriptor
+    on the filter state (a Wasm filter cannot write dynamic metadata)."""
+    if NATIVE:
+        return {"metadata": {"descriptor_key": descriptor_key, "source": "DYNAMIC",
+                             "metadata_key": {"key": METADATA_NAMESPACE, "path": [{"key": "sub"}]}}}
+    return {"extension": {"name": "envoy.rate_limit_descriptors.expr",
+                          "typed_config": {"@type": EXPR_DESCRIPTOR, "descriptor_key": descriptor_key,
+                                           "text": f"filter_state['{STATE_PREFIX}sub']"}}}
 
 
 # RBAC after brickgate: ALLOW lists who may pass, so a request with no published subject (an
@@ -49,25 +81,23 @@ RBAC_FILTER = {
         "rules": {
             "action": "ALLOW",
             "policies": {
-                # The filter-state matcher: no CEL needed.
+                # The filter-state (Wasm) or metadata (native) matcher: no CEL needed.
                 "alice-reads": {
                     "permissions": [{"any": True}],
-                    "principals": [{"and_ids": {"ids": [subject_is("alice"), {"filter_state": {
-                        "key": RULE_STATE, "string_match": {"exact": "clusters-read"}}}]}}],
+                    "principals": [{"and_ids": {"ids": [subject_is("alice"), published_is("rule", {"exact": "clusters-read"})]}}],
                 },
                 # The same kind of match as a CEL condition.
                 "carol-by-cel": {"permissions": [{"any": True}], "principals": [{"any": True}],
                                  "condition": cel_subject_is("carol")},
                 # Rate-limit callers (below) all start with `rl-`.
-                "rate-limited-callers": {"permissions": [{"any": True}], "principals": [{"filter_state": {
-                    "key": SUBJECT_STATE, "string_match": {"prefix": "rl-"}}}]},
+                "rate-limited-callers": {"permissions": [{"any": True}], "principals": [published_is("sub", {"prefix": "rl-"})]},
             },
         },
     },
 }
 
 # The local rate limiter after brickgate: one bucket per subject (an entry with an empty value
-# is a bucket per distinct value), the descriptor read by CEL from the filter state.
+# is a bucket per distinct value), the descriptor read from the published subject.
 LOCAL_RATE_LIMIT_FILTER = {
     "name": "envoy.filters.http.local_ratelimit",
     "typed_config": {
@@ -79,10 +109,7 @@ LOCAL_RATE_LIMIT_FILTER = {
         "descriptors": [{"entries": [{"key": "brickgate_sub", "value": ""}],
                          "token_bucket": {"max_tokens": BUCKET, "tokens_per_fill": BUCKET, "fill_interval": "3600s"}}],
         "max_dynamic_descriptors": 1000,
-        "rate_limits": [{"actions": [{"extension": {
-            "name": "envoy.rate_limit_descriptors.expr",
-            "typed_config": {"@type": EXPR_DESCRIPTOR, "descriptor_key": "brickgate_sub", "text": f"filter_state['{SUBJECT_STATE}']"},
-        }}]}],
+        "rate_limits": [{"actions": [subject_descriptor("brickgate_sub")]}],
     },
 }
 
@@ -158,17 +185,18 @@ def test_a_rule_other_than_the_one_named_does_not_pass_rbac(port_and_envoy, toke
     assert rbac_denied(request(port, protocol, token, path="/api/2.0/jobs/list"))
 
 
-# A client cannot write filter state; what it can send is headers and claims. None of them is
-# taken for the published subject.
+# A client cannot write filter state or dynamic metadata; what it can send is headers and claims.
+# None of them is taken for the published subject, in either form.
 FORGERIES = [
     [("wasm.brickgate.sub", "alice")],
     [("x-brickgate-subject", "alice")],
     [("brickgate-sub", "alice"), ("x-envoy-original-path", CLUSTERS)],
+    [("brickgate", "sub=alice"), ("sub", "alice"), ("x-envoy-dynamic-metadata", "brickgate.sub=alice")],
 ]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("forged", FORGERIES, ids=["state-key", "identity-header", "look-alikes"])
+@pytest.mark.parametrize("forged", FORGERIES, ids=["state-key", "identity-header", "look-alikes", "metadata-names"])
 def test_a_forged_subject_is_not_honoured(port_and_envoy, tokens, protocol, forged):
     port, _ = port_and_envoy
     # A verified caller RBAC does not name, claiming to be alice.
@@ -211,6 +239,7 @@ def test_a_forged_subject_does_not_spend_another_callers_bucket(port_and_envoy, 
     victim = f"rl-victim-{run}"
     attacker = tokens.idp(scope="clusters:read", subject=f"rl-attacker-{run}")
     for _ in range(BUCKET + 1):
-        request(port, protocol, attacker, [("wasm.brickgate.sub", victim), ("x-brickgate-subject", victim)])
+        request(port, protocol, attacker, [("wasm.brickgate.sub", victim), ("x-brickgate-subject", victim),
+                                            ("brickgate", f"sub={victim}"), ("sub", victim)])
     reply = request(port, protocol, tokens.idp(scope="clusters:read", subject=victim))
     assert reply.status == 200, "the victim's bucket was spent by someone claiming its subject"
