@@ -110,7 +110,7 @@ impl Worker {
 
 /// One stream's lifecycle, and when its headers arrived (host nanoseconds, for the
 /// decision-time histogram): kept with the stream, so timing costs no map per request.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Slot {
     pub stream: Stream,
     pub started_ns: u64,

@@ -28,6 +28,7 @@
 //! refusal, and nothing reaches the upstream without exactly one allow record.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
@@ -39,11 +40,10 @@ use crate::databricks::exchange::UpstreamTokens;
 use crate::engine::Engine;
 use crate::error::DenyResponse;
 use crate::jwks::shared::InMemorySharedData;
-use crate::jwks::{FetchOutcome, FetchRequest, JwksStore};
-use crate::stream::{
-    BodyBudget, Env, Event, Headers, HostAction, Record, Reply, Stream, TokenCalls,
-};
+use crate::jwks::{FetchOutcome, FetchRequest};
+use crate::stream::{BodyBudget, Event, Headers, Record, Reply};
 use crate::verify::InWasmVerifier;
+use crate::worker::{self, Slot, Worker};
 
 mod events;
 mod host;
@@ -141,7 +141,8 @@ struct Client {
     /// `UnreadableHeaders` / `UnreadableTrailers`).
     garbled_headers: bool,
     garbled_trailers: bool,
-    stream: Stream,
+    /// Its lifecycle, as the adapters keep it for `worker::drive`.
+    slot: Slot,
 }
 
 impl Client {
@@ -155,27 +156,23 @@ impl Client {
     fn answered(&self) -> bool {
         self.local_reply.is_some()
             || self.upstream_headers.is_some()
-            || (self.in_buffer.0.is_some() && self.stream.phase() == "allowed")
+            || (self.in_buffer.0.is_some() && self.slot.stream.phase() == "allowed")
     }
 }
 
-struct Worker {
-    store: JwksStore,
-    cache: TokenCache,
-    tokens: UpstreamTokens,
-    calls: TokenCalls,
+/// One VM: the production `Worker` (key store, caches, token calls, held bodies), and the
+/// calls the fake host has in flight for it.
+struct Vm {
+    worker: Worker,
     fetch: Option<FetchRequest>,
     in_flight: Vec<u32>,
-    /// The VM's held bodies: small, so that streams run into it.
-    budget: BodyBudget,
 }
 
 struct World {
     setup: Setup,
     host: Host,
-    engine: Engine,
     shared: InMemorySharedData,
-    workers: Vec<Worker>,
+    workers: Vec<Vm>,
     clients: Vec<Client>,
     now_ms: u64,
     /// Key sets the IdP publishes in turn; `published` indexes the current one.
