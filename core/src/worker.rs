@@ -7,8 +7,11 @@
 //! one `Worker` per VM (per Envoy worker thread); the native form keeps one for the process,
 //! behind a lock, so its key store and caches serve every worker thread.
 
+mod body_cursor;
 #[cfg(test)]
 mod tests;
+
+pub use body_cursor::{BodyCursor, BodyHook, HeldBody, NewBytes};
 
 use std::sync::Arc;
 
