@@ -103,11 +103,8 @@ impl World {
                 && client.ending == Ending::EndOfStream
                 && client.queued_trailers.is_none();
             client.end_delivered |= end_of_stream;
-            let bytes = if client.slot.stream.wants_body_bytes() {
-                bytes
-            } else {
-                Vec::new()
-            };
+            let buffered = client.pending_body.len() - bytes.len();
+            let bytes = self.body_event_bytes(id, buffered, &bytes, end_of_stream);
             let event = Event::RequestBody {
                 bytes: &bytes,
                 end_of_stream,

@@ -16,6 +16,9 @@
 //!   are known (`reading_body`);
 //! - every stream has at most one audit record at any time, and exactly one once answered,
 //!   whose decision is the answer (a host failure in a later callback included).
+//! - the body bytes a body callback hands the core are picked out of Envoy's buffers by the
+//!   native adapter's translation (`worker::BodyCursor`, modelled in `envoy_body`): the core
+//!   sees every body byte exactly once and in order.
 //!
 //! Every input runs twice: once as above, and once with `body_rules: buffer_filter` against a
 //! host modelled as Istio and Envoy Gateway render the filter (no
@@ -43,8 +46,9 @@ use crate::jwks::shared::InMemorySharedData;
 use crate::jwks::{FetchOutcome, FetchRequest};
 use crate::stream::{BodyBudget, Event, Headers, Record, Reply};
 use crate::verify::InWasmVerifier;
-use crate::worker::{self, Slot, Worker};
+use crate::worker::{self, BodyCursor, Slot, Worker};
 
+mod envoy_body;
 mod events;
 mod host;
 mod model;
@@ -143,6 +147,13 @@ struct Client {
     garbled_trailers: bool,
     /// Its lifecycle, as the adapters keep it for `worker::drive`.
     slot: Slot,
+    /// The native adapter's place in Envoy's body buffer, and the body bytes the core was
+    /// handed so far (`envoy_body`).
+    body_cursor: BodyCursor,
+    core_body: Vec<u8>,
+    /// At its end with a buffer, Envoy hands over the buffer as the received chunk, rather
+    /// than an empty chunk (`envoy_body`).
+    received_is_buffer: bool,
 }
 
 impl Client {
