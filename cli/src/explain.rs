@@ -18,7 +18,9 @@ use brickgate_core::token::UnverifiedJwt;
 use brickgate_core::verify::claims::{
     check_audience, check_lifetime, format_time, name_list, scope_list, string_claim, token_times,
 };
-use brickgate_core::verify::{InWasmVerifier, verify_for_provider};
+use brickgate_core::verify::{
+    InWasmVerifier, accepted_alg, is_access_token_typ, verify_for_provider,
+};
 
 use crate::args::{Args, load_config, read_file};
 use crate::transcript::Transcript;
@@ -327,7 +329,7 @@ fn token_checks(
     if provider.require_typ {
         let typ = jwt.header.typ.as_deref().unwrap_or("");
         let line = format!("typ {typ:?}; at+jwt required (RFC 9068)");
-        if typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt") {
+        if is_access_token_typ(typ) {
             out.pass("typ", line);
         } else {
             ok = false;
@@ -335,7 +337,7 @@ fn token_checks(
         }
     }
     let algorithms: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
-    let alg_ok = algorithms.contains(&jwt.header.alg.as_str());
+    let alg_ok = accepted_alg(&provider.algorithms, &jwt.header.alg).is_some();
     let alg_line = format!("alg {} among [{}]", jwt.header.alg, algorithms.join(", "));
     ok &= alg_ok;
     if alg_ok {

@@ -7,8 +7,11 @@
 //! one `Worker` per VM (per Envoy worker thread); the native form keeps one for the process,
 //! behind a lock, so its key store and caches serve every worker thread.
 
+mod body_cursor;
 #[cfg(test)]
 mod tests;
+
+pub use body_cursor::{BodyCursor, BodyHook, HeldBody, NewBytes};
 
 use std::sync::Arc;
 
@@ -110,7 +113,7 @@ impl Worker {
 
 /// One stream's lifecycle, and when its headers arrived (host nanoseconds, for the
 /// decision-time histogram): kept with the stream, so timing costs no map per request.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Slot {
     pub stream: Stream,
     pub started_ns: u64,

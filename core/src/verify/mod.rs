@@ -26,6 +26,17 @@ pub struct ProviderChecks<'a> {
     pub audiences: Option<&'a [String]>,
 }
 
+/// Whether a JOSE `typ` names an RFC 9068 access token (`require_typ`), either way it may be
+/// spelled (RFC 9068 §2.1; case-insensitive, RFC 7515 §4.1.9).
+pub fn is_access_token_typ(typ: &str) -> bool {
+    typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
+}
+
+/// The token's `alg`, when it is one the provider accepts.
+pub fn accepted_alg(algorithms: &[Alg], alg: &str) -> Option<Alg> {
+    Alg::parse(alg).filter(|alg| algorithms.contains(alg))
+}
+
 /// Checks everything about `jwt` that depends on `provider`. `keys` is the error to answer
 /// when the provider's keys cannot be used (not fetched yet, or expired beyond grace); it is
 /// only consulted once the cheap checks have passed.
@@ -39,9 +50,7 @@ pub fn verify_for_provider<'p>(
     let provider = provider.into();
     if provider.require_typ {
         let typ = jwt.header.typ.as_deref().unwrap_or("");
-        let ok =
-            typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt");
-        if !ok {
+        if !is_access_token_typ(typ) {
             return Err(AuthError::new(
                 Reason::TypMismatch,
                 format!(
@@ -52,20 +61,18 @@ pub fn verify_for_provider<'p>(
             ));
         }
     }
-    let alg = Alg::parse(&jwt.header.alg)
-        .filter(|alg| provider.algorithms.contains(alg))
-        .ok_or_else(|| {
-            let allowed: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
-            AuthError::new(
-                Reason::AlgNotAllowed,
-                format!(
-                    "alg {:?} is not accepted for provider {} (accepted: [{}])",
-                    echo(&jwt.header.alg),
-                    provider.name,
-                    allowed.join(", ")
-                ),
-            )
-        })?;
+    let alg = accepted_alg(provider.algorithms, &jwt.header.alg).ok_or_else(|| {
+        let allowed: Vec<&str> = provider.algorithms.iter().map(|a| a.name()).collect();
+        AuthError::new(
+            Reason::AlgNotAllowed,
+            format!(
+                "alg {:?} is not accepted for provider {} (accepted: [{}])",
+                echo(&jwt.header.alg),
+                provider.name,
+                allowed.join(", ")
+            ),
+        )
+    })?;
     claims::check_lifetime(
         &jwt.claims,
         now,

@@ -2,7 +2,7 @@
 //! this stream's host calls ([`NativeStream`]). What a request hook returns is the core's
 //! reply: a stream not yet allowed is held or refused, never released.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use brickgate_core::databricks::exchange::TokenRequest;
@@ -10,7 +10,7 @@ use brickgate_core::engine::{HeaderEdit, HeaderRewrite};
 use brickgate_core::error::DenyResponse;
 use brickgate_core::identity::Principal;
 use brickgate_core::stream::{Event, Record, Reply};
-use brickgate_core::worker::{Slot, StreamHost, Worker, drive};
+use brickgate_core::worker::{BodyCursor, BodyHook, HeldBody, Slot, StreamHost, Worker, drive};
 
 use super::state::{HeldStream, State};
 use super::{Shared, config_event, stream_event};
@@ -28,9 +28,9 @@ pub struct NativeFilter {
     shared: Arc<Shared>,
     id: u32,
     slot: Arc<Mutex<Slot>>,
-    /// Body bytes handed to the core since the stream last went on (Envoy's buffer for this
-    /// filter holds them; after the stream went on, Envoy passed it on and starts a new one).
-    body_seen: usize,
+    /// How much of Envoy's buffer for this filter the core has seen (after the stream went
+    /// on, Envoy passed it on and starts a new one).
+    body: BodyCursor,
 }
 
 impl NativeFilter {
@@ -39,12 +39,8 @@ impl NativeFilter {
             shared,
             id,
             slot: Arc::new(Mutex::new(Slot::default())),
-            body_seen: 0,
+            body: BodyCursor::default(),
         }
-    }
-
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Steps the stream with `event` and carries out its actions; keeps the held-stream table.
@@ -61,33 +57,26 @@ impl NativeFilter {
             event,
         )
     }
+}
 
-    /// The request body bytes Envoy delivered since the last body event.
-    fn new_body_bytes(&mut self, filter: &FilterHandle) -> Vec<u8> {
-        if std::mem::take(&mut self.slot().body_released) {
-            self.body_seen = 0;
+/// Envoy's body buffers in the running body hook, read only when they hold new bytes.
+struct EnvoyBody<'a>(&'a FilterHandle);
+
+impl HeldBody for EnvoyBody<'_> {
+    fn hook(&self) -> BodyHook {
+        BodyHook {
+            buffered: self.0.buffered_request_body_size(),
+            received: self.0.received_request_body_size(),
+            received_is_buffered: self.0.received_is_buffered_request_body(),
         }
-        let total = filter.request_body_size();
-        if total <= self.body_seen {
-            return Vec::new();
-        }
-        // Usually the chunk this hook delivers is all that is new; otherwise (the last chunk
-        // already moved into the buffer, or an earlier filter resumed with its buffer) the tail
-        // of the whole body is.
-        let received = filter.received_request_body();
-        let bytes = if !filter.received_is_buffered_request_body()
-            && total - received.len() == self.body_seen
-        {
-            received
-        } else {
-            filter
-                .request_body()
-                .get(self.body_seen..)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default()
-        };
-        self.body_seen = total;
-        bytes
+    }
+
+    fn received(&self) -> Vec<u8> {
+        self.0.received_request_body()
+    }
+
+    fn whole(&self) -> Vec<u8> {
+        self.0.request_body()
     }
 }
 
@@ -157,11 +146,9 @@ impl Filter for NativeFilter {
     }
 
     fn on_request_body(&mut self, filter: &FilterHandle, end_of_stream: bool) -> BodyStatus {
-        let wants = self.slot().stream.wants_body_bytes();
-        let bytes = if wants {
-            self.new_body_bytes(filter)
-        } else {
-            Vec::new()
+        let bytes = {
+            let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            self.body.bytes_for(&mut slot, &EnvoyBody(filter))
         };
         let event = Event::RequestBody {
             bytes: &bytes,

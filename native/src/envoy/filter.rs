@@ -143,12 +143,22 @@ impl FilterHandle {
 
     /// The size of [`Self::request_body`], without copying it (check limits before reading).
     pub fn request_body_size(&self) -> usize {
-        let buffered = self.raw.body_size(body_type::BUFFERED_REQUEST_BODY);
+        let buffered = self.buffered_request_body_size();
         if self.received_is_buffered_request_body() {
             buffered
         } else {
-            buffered.saturating_add(self.raw.body_size(body_type::RECEIVED_REQUEST_BODY))
+            buffered.saturating_add(self.received_request_body_size())
         }
+    }
+
+    /// The size of [`Self::buffered_request_body`], without copying it.
+    pub fn buffered_request_body_size(&self) -> usize {
+        self.raw.body_size(body_type::BUFFERED_REQUEST_BODY)
+    }
+
+    /// The size of [`Self::received_request_body`], without copying it.
+    pub fn received_request_body_size(&self) -> usize {
+        self.raw.body_size(body_type::RECEIVED_REQUEST_BODY)
     }
 
     /// Sends a local reply (Envoy's `sendLocalReply`); `details` is the response code details

@@ -2,19 +2,30 @@
 //! buffer filter after brickgate), and the adapter's `drive`.
 
 use super::*;
+use crate::databricks::exchange::TokenRequest;
+use crate::engine::HeaderRewrite;
+use crate::identity::Principal;
+use crate::worker::{Level, StreamHost, Telemetry};
 
 impl World {
     pub(super) fn new(setup: Setup, host: Host) -> World {
         let config = config(setup, host);
+        let engine = Arc::new(Engine::new(config, Box::new(InWasmVerifier)));
         let workers = (0..2)
-            .map(|vm| Worker {
-                store: JwksStore::new(&config, vm + 1),
-                cache: TokenCache::new(16, 1 << 16),
-                tokens: UpstreamTokens::default(),
-                calls: TokenCalls::default(),
-                fetch: None,
-                in_flight: Vec::new(),
-                budget: BodyBudget::new(MAX_HELD_BODY_BYTES),
+            .map(|vm| {
+                let mut worker = Worker::new(
+                    Arc::clone(&engine),
+                    vm + 1,
+                    BodyBudget::new(MAX_HELD_BODY_BYTES),
+                );
+                // Small, so that streams run into them.
+                worker.cache = TokenCache::new(16, 1 << 16);
+                worker.upstream_tokens = UpstreamTokens::default();
+                Vm {
+                    worker,
+                    fetch: None,
+                    in_flight: Vec::new(),
+                }
             })
             .collect();
         let mut ever_published = BTreeSet::new();
@@ -26,7 +37,6 @@ impl World {
         World {
             setup,
             host,
-            engine: Engine::new(config, Box::new(InWasmVerifier)),
             shared: InMemorySharedData::default(),
             workers,
             clients: Vec::new(),
@@ -40,106 +50,37 @@ impl World {
         }
     }
 
-    /// The adapter's `drive`: step, carry out the actions in order; a host call that fails
-    /// stops them and is fed back as [`Event::HostFailure`]. `in_callback`: the event is the
-    /// stream's own callback, whose reply the host acts on.
+    /// The production loop (`worker::drive`) through the fake host ([`FakeStream`]): a host
+    /// call that fails stops the actions and is fed back as [`Event::HostFailure`].
+    /// `in_callback`: the event is the stream's own callback, whose reply the host acts on.
     pub(super) fn drive(&mut self, id: usize, event: Event<'_>, in_callback: bool) {
-        let mut event = Some(event);
-        let mut reply = Reply::Pause;
-        let mut released = false;
-        for _ in 0..2 {
-            let Some(current) = event.take() else { break };
-            let client = &mut self.clients[id];
-            let worker = &mut self.workers[client.worker];
-            let mut env = Env {
-                engine: &self.engine,
-                store: &mut worker.store,
-                cache: &mut worker.cache,
-                upstream_tokens: &mut worker.tokens,
-                shared: &self.shared,
-                now_ms: self.now_ms,
-                fingerprint: true,
-                body_budget: &worker.budget,
-            };
-            let step = client.stream.step(&mut env, current);
-            reply = step.reply;
-            for action in step.actions {
-                let host_call = matches!(
-                    action,
-                    HostAction::SetRequestHeaders(_)
-                        | HostAction::Publish(_)
-                        | HostAction::SetRequestTrailers(_)
-                        | HostAction::Resume
-                );
-                if host_call && std::mem::take(&mut self.fail_next_call) {
-                    client.host_failed = true;
-                    event = Some(Event::HostFailure("fuzzed host call failure".into()));
-                    break;
-                }
-                match action {
-                    HostAction::SetRequestHeaders(headers) => {
-                        assert!(
-                            client.upstream_headers.is_none() && !client.headers_went_on,
-                            "headers changed after release"
-                        );
-                        client.pending_headers = Some(headers.to_headers());
-                    }
-                    HostAction::Publish(_) => assert!(
-                        client.upstream_headers.is_none() && !client.headers_went_on,
-                        "principal published after the headers went on"
-                    ),
-                    HostAction::SetRequestTrailers(trailers) => {
-                        if client.pending_trailers.is_some() {
-                            client.pending_trailers = Some(trailers);
-                        }
-                    }
-                    HostAction::SendResponse(response) => {
-                        assert!(client.local_reply.is_none(), "two local replies");
-                        if client.upstream_headers.is_some() || released {
-                            // Only an allowed stream whose verdict could not be carried out is
-                            // cut after release (Envoy resets the upstream request).
-                            assert!(
-                                client.records.iter().any(Record::is_allowed),
-                                "local reply after release"
-                            );
-                            assert!(
-                                response.status >= 500
-                                    || (client.garbled_trailers && response.status == 400),
-                                "a cut stream blames the client"
-                            );
-                            client.cut = true;
-                        } else if client.headers_went_on
-                            && client.records.iter().any(Record::is_allowed)
-                        {
-                            // Allowed, its headers in the buffer filter: the reply drops them.
-                            client.cut = true;
-                        }
-                        client.local_reply = Some(response);
-                    }
-                    HostAction::Resume => {
-                        assert!(!in_callback, "resume from inside a callback");
-                        released |= release(client, self.host);
-                    }
-                    HostAction::FetchUpstreamToken(request) => {
-                        // A new call is sent at once from the stream's context.
-                        if let Some(request) = worker.calls.wait_for(request, id as u32) {
-                            let callout = self.next_callout;
-                            self.next_callout += 1;
-                            let sender = crate::stream::calls::Sender::Stream(id as u32);
-                            worker.calls.sent(callout, request, vec![id as u32], sender);
-                            worker.in_flight.push(callout);
-                        }
-                    }
-                    HostAction::Record(record) => client.records.push(*record),
-                    HostAction::Warn(_) => {}
-                }
-            }
-        }
         let client = &mut self.clients[id];
-        if in_callback && reply == Reply::Continue && client.local_reply.is_none() {
+        let vm = &mut self.workers[client.worker];
+        let mut slot = std::mem::take(&mut client.slot);
+        let mut host = FakeStream {
+            client,
+            id,
+            host: self.host,
+            now_ms: self.now_ms,
+            in_callback,
+            released: false,
+            fail_next_call: &mut self.fail_next_call,
+            next_callout: &mut self.next_callout,
+            in_flight: &mut vm.in_flight,
+        };
+        let driven = worker::drive(&mut vm.worker, &self.shared, &mut slot, &mut host, event);
+        let mut released = host.released;
+        let client = &mut self.clients[id];
+        client.slot = slot;
+        assert_eq!(
+            driven.is_held,
+            client.slot.stream.is_held(),
+            "drive reports another held state than the stream's"
+        );
+        if in_callback && driven.reply == Reply::Continue && client.local_reply.is_none() {
             released |= release(client, self.host);
         }
-        if client.stream.phase() == "waiting_for_keys" && client.keys_wait_since.is_none() {
+        if client.slot.stream.phase() == "waiting_for_keys" && client.keys_wait_since.is_none() {
             client.keys_wait_since = Some(self.now_ms);
         }
         if released {
@@ -162,11 +103,8 @@ impl World {
                 && client.ending == Ending::EndOfStream
                 && client.queued_trailers.is_none();
             client.end_delivered |= end_of_stream;
-            let bytes = if client.stream.wants_body_bytes() {
-                bytes
-            } else {
-                Vec::new()
-            };
+            let buffered = client.pending_body.len() - bytes.len();
+            let bytes = self.body_event_bytes(id, buffered, &bytes, end_of_stream);
             let event = Event::RequestBody {
                 bytes: &bytes,
                 end_of_stream,
@@ -250,4 +188,121 @@ pub(super) fn release(client: &mut Client, host: Host) -> bool {
         *trailers = Some(sent);
     }
     true
+}
+
+/// One stream's host calls as Envoy would carry them out, checked as they come: no header edit
+/// or publication after the headers went on, one local reply, and a reply after release only
+/// to cut an allowed stream whose verdict could not be carried out.
+struct FakeStream<'a> {
+    client: &'a mut Client,
+    id: usize,
+    host: Host,
+    now_ms: u64,
+    in_callback: bool,
+    /// The upstream received something during this drive.
+    released: bool,
+    /// The next host call that carries out a verdict fails (fuzzed).
+    fail_next_call: &'a mut bool,
+    next_callout: &'a mut u32,
+    in_flight: &'a mut Vec<u32>,
+}
+
+impl FakeStream<'_> {
+    /// A fuzzed failure of the host call about to be made.
+    fn fuzzed_failure(&mut self) -> Result<(), String> {
+        if std::mem::take(self.fail_next_call) {
+            self.client.host_failed = true;
+            return Err("fuzzed host call failure".into());
+        }
+        Ok(())
+    }
+}
+
+impl StreamHost for FakeStream<'_> {
+    fn now_ns(&mut self) -> u64 {
+        self.now_ms * 1_000_000
+    }
+
+    fn rewrite_request_headers(&mut self, rewrite: &HeaderRewrite) -> Result<(), String> {
+        self.fuzzed_failure()?;
+        let client = &mut *self.client;
+        assert!(
+            client.upstream_headers.is_none() && !client.headers_went_on,
+            "headers changed after release"
+        );
+        client.pending_headers = Some(rewrite.to_headers());
+        Ok(())
+    }
+
+    fn publish(&mut self, _: &Principal) -> Result<(), String> {
+        self.fuzzed_failure()?;
+        assert!(
+            self.client.upstream_headers.is_none() && !self.client.headers_went_on,
+            "principal published after the headers went on"
+        );
+        Ok(())
+    }
+
+    fn set_request_trailers(&mut self, trailers: &[(String, String)]) -> Result<(), String> {
+        self.fuzzed_failure()?;
+        if self.client.pending_trailers.is_some() {
+            self.client.pending_trailers = Some(trailers.to_vec());
+        }
+        Ok(())
+    }
+
+    fn send_response(&mut self, response: &DenyResponse) {
+        let client = &mut *self.client;
+        assert!(client.local_reply.is_none(), "two local replies");
+        if client.upstream_headers.is_some() || self.released {
+            // Only an allowed stream whose verdict could not be carried out is cut after
+            // release (Envoy resets the upstream request).
+            assert!(
+                client.records.iter().any(Record::is_allowed),
+                "local reply after release"
+            );
+            assert!(
+                response.status >= 500 || (client.garbled_trailers && response.status == 400),
+                "a cut stream blames the client"
+            );
+            client.cut = true;
+        } else if client.headers_went_on && client.records.iter().any(Record::is_allowed) {
+            // Allowed, its headers in the buffer filter: the reply drops them.
+            client.cut = true;
+        }
+        client.local_reply = Some(response.clone());
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        self.fuzzed_failure()?;
+        assert!(!self.in_callback, "resume from inside a callback");
+        self.released |= release(self.client, self.host);
+        Ok(())
+    }
+
+    fn fetch_upstream_token(&mut self, worker: &mut Worker, request: TokenRequest) {
+        // A new call is sent at once from the stream's context.
+        let id = self.id as u32;
+        if let Some(request) = worker.calls.wait_for(request, id) {
+            let callout = *self.next_callout;
+            *self.next_callout += 1;
+            let sender = crate::stream::calls::Sender::Stream(id);
+            worker.calls.sent(callout, request, vec![id], sender);
+            self.in_flight.push(callout);
+        }
+    }
+
+    fn record(&mut self, record: &Record, _: Option<u64>) {
+        self.client.records.push(record.clone());
+    }
+
+    fn warn(&mut self, _: &str) {}
+}
+
+/// Telemetry outside a stream: counted and logged nowhere.
+pub(super) struct NoTelemetry;
+
+impl Telemetry for NoTelemetry {
+    fn count(&mut self, _: &str, _: u64) {}
+    fn log(&mut self, _: Level, _: &str) {}
 }

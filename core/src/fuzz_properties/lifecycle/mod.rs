@@ -16,6 +16,9 @@
 //!   are known (`reading_body`);
 //! - every stream has at most one audit record at any time, and exactly one once answered,
 //!   whose decision is the answer (a host failure in a later callback included).
+//! - the body bytes a body callback hands the core are picked out of Envoy's buffers by the
+//!   native adapter's translation (`worker::BodyCursor`, modelled in `envoy_body`): the core
+//!   sees every body byte exactly once and in order.
 //!
 //! Every input runs twice: once as above, and once with `body_rules: buffer_filter` against a
 //! host modelled as Istio and Envoy Gateway render the filter (no
@@ -28,6 +31,7 @@
 //! refusal, and nothing reaches the upstream without exactly one allow record.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
@@ -39,12 +43,12 @@ use crate::databricks::exchange::UpstreamTokens;
 use crate::engine::Engine;
 use crate::error::DenyResponse;
 use crate::jwks::shared::InMemorySharedData;
-use crate::jwks::{FetchOutcome, FetchRequest, JwksStore};
-use crate::stream::{
-    BodyBudget, Env, Event, Headers, HostAction, Record, Reply, Stream, TokenCalls,
-};
+use crate::jwks::{FetchOutcome, FetchRequest};
+use crate::stream::{BodyBudget, Event, Headers, Record, Reply};
 use crate::verify::InWasmVerifier;
+use crate::worker::{self, BodyCursor, Slot, Worker};
 
+mod envoy_body;
 mod events;
 mod host;
 mod model;
@@ -141,7 +145,15 @@ struct Client {
     /// `UnreadableHeaders` / `UnreadableTrailers`).
     garbled_headers: bool,
     garbled_trailers: bool,
-    stream: Stream,
+    /// Its lifecycle, as the adapters keep it for `worker::drive`.
+    slot: Slot,
+    /// The native adapter's place in Envoy's body buffer, and the body bytes the core was
+    /// handed so far (`envoy_body`).
+    body_cursor: BodyCursor,
+    core_body: Vec<u8>,
+    /// At its end with a buffer, Envoy hands over the buffer as the received chunk, rather
+    /// than an empty chunk (`envoy_body`).
+    received_is_buffer: bool,
 }
 
 impl Client {
@@ -155,27 +167,23 @@ impl Client {
     fn answered(&self) -> bool {
         self.local_reply.is_some()
             || self.upstream_headers.is_some()
-            || (self.in_buffer.0.is_some() && self.stream.phase() == "allowed")
+            || (self.in_buffer.0.is_some() && self.slot.stream.phase() == "allowed")
     }
 }
 
-struct Worker {
-    store: JwksStore,
-    cache: TokenCache,
-    tokens: UpstreamTokens,
-    calls: TokenCalls,
+/// One VM: the production `Worker` (key store, caches, token calls, held bodies), and the
+/// calls the fake host has in flight for it.
+struct Vm {
+    worker: Worker,
     fetch: Option<FetchRequest>,
     in_flight: Vec<u32>,
-    /// The VM's held bodies: small, so that streams run into it.
-    budget: BodyBudget,
 }
 
 struct World {
     setup: Setup,
     host: Host,
-    engine: Engine,
     shared: InMemorySharedData,
-    workers: Vec<Worker>,
+    workers: Vec<Vm>,
     clients: Vec<Client>,
     now_ms: u64,
     /// Key sets the IdP publishes in turn; `published` indexes the current one.

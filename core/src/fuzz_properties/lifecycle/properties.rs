@@ -7,10 +7,10 @@ impl World {
     /// a JWT) a stream is answered at its headers; in `reading_body` its token has verified.
     pub(super) fn check_credentials_first(&self, id: usize) {
         let client = &self.clients[id];
-        let phase = client.stream.phase();
+        let phase = client.slot.stream.phase();
         if matches!(client.kind, Kind::Anonymous | Kind::Garbage) {
             assert!(
-                !client.stream.is_held(),
+                !client.slot.stream.is_held(),
                 "{:?} held in {phase}",
                 client.kind
             );
