@@ -5,7 +5,8 @@
 //! object is rendered by `%FILTER_STATE(wasm.brickgate)%` as a JSON object (nested in a
 //! `json_format` access log, an AnyValue map in the OpenTelemetry one) — so the whole record
 //! costs one host call per request. This module writes the two protobuf messages involved;
-//! the adapter only hands them to the host.
+//! the adapter only hands them to the host. The native form (a dynamic module) can store bytes
+//! only: [`filter_state_json`] is the same object as JSON text.
 
 use crate::identity::{AuditRecord, AuditValue};
 
@@ -46,6 +47,26 @@ pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
     varint_field(&mut out, 2, 1); // readonly
     varint_field(&mut out, 3, 1); // type: String
     out
+}
+
+/// The native form's filter-state object: the same fields as [`filter_state_struct`], as the
+/// JSON text of one object. A dynamic module stores bytes only (Envoy's
+/// `envoy_dynamic_module_callback_http_set_filter_state_bytes` keeps a `StringAccessorImpl`),
+/// which `%FILTER_STATE(brickgate:PLAIN)%` renders as a JSON string in a `json_format` log.
+pub fn filter_state_json(record: &AuditRecord) -> String {
+    let mut object = serde_json::Map::new();
+    record.for_each_field(|name, field| {
+        if ENVOY_OWN_FIELDS.contains(&name) {
+            return;
+        }
+        let value = match field {
+            AuditValue::Text(text) => serde_json::Value::from(text),
+            AuditValue::Flag(flag) => serde_json::Value::from(flag),
+            AuditValue::Number(number) => serde_json::Value::from(number),
+        };
+        object.insert(name.to_owned(), value);
+    });
+    serde_json::Value::Object(object).to_string()
 }
 
 /// The audit record as a serialized `google.protobuf.Struct`.
