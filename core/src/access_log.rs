@@ -54,19 +54,27 @@ pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
 /// `envoy_dynamic_module_callback_http_set_filter_state_bytes` keeps a `StringAccessorImpl`),
 /// which `%FILTER_STATE(brickgate:PLAIN)%` renders as a JSON string in a `json_format` log.
 pub fn filter_state_json(record: &AuditRecord) -> String {
-    let mut object = serde_json::Map::new();
+    // Written field by field, in the record's order (`decision` first, as in the log line).
+    let mut out = String::with_capacity(512);
     record.for_each_field(|name, field| {
         if ENVOY_OWN_FIELDS.contains(&name) {
             return;
         }
+        out.push(if out.is_empty() { '{' } else { ',' });
         let value = match field {
             AuditValue::Text(text) => serde_json::Value::from(text),
             AuditValue::Flag(flag) => serde_json::Value::from(flag),
             AuditValue::Number(number) => serde_json::Value::from(number),
         };
-        object.insert(name.to_owned(), value);
+        out.push_str(&serde_json::Value::from(name).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
     });
-    serde_json::Value::Object(object).to_string()
+    if out.is_empty() {
+        out.push('{');
+    }
+    out.push('}');
+    out
 }
 
 /// The audit record as a serialized `google.protobuf.Struct`.
