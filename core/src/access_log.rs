@@ -51,7 +51,8 @@ pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
 
 /// The native form's filter-state object: the same fields as [`filter_state_struct`], as the
 /// JSON text of one object. A dynamic module stores bytes only (Envoy's
-/// `envoy_dynamic_module_callback_http_set_filter_state_bytes` keeps a `StringAccessorImpl`),
+/// `envoy_dynamic_module_callback_http_set_filter_state_bytes` keeps a `Router::StringAccessorImpl`:
+/// envoyproxy/envoy source/extensions/filters/http/dynamic_modules/abi_impl.cc),
 /// which `%FILTER_STATE(brickgate:PLAIN)%` renders as a JSON string in a `json_format` log.
 pub fn filter_state_json(record: &AuditRecord) -> String {
     // Written field by field, in the record's order (`decision` first, as in the log line).
