@@ -16,14 +16,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVOY_DIR = REPO_ROOT / "envoy"
 WASM_CONFIG = ENVOY_DIR / "envoy.yaml"
 NATIVE_CONFIG = ENVOY_DIR / "native.yaml"
-SHIPPED = NATIVE_CONFIG if NATIVE else WASM_CONFIG
 OTEL_ACCESS_LOG = ENVOY_DIR / ("otel-access-log-native.yaml" if NATIVE else "otel-access-log.yaml")
 # The native form's scrape job: renames its Prometheus names to the Wasm form's.
 PROMETHEUS_NATIVE = ENVOY_DIR / "prometheus-native.yaml"
 
 
-def shipped(path: Path = SHIPPED) -> dict:
-    return yaml.safe_load(path.read_text())
+def shipped(path: Path | None = None, native: bool = NATIVE) -> dict:
+    """A shipped YAML file; by default the dev config of the form (`native`, default: the form under test)."""
+    return yaml.safe_load((path or (NATIVE_CONFIG if native else WASM_CONFIG)).read_text())
 
 
 def shipped_hcm(config: dict | None = None) -> dict:
@@ -32,10 +32,11 @@ def shipped_hcm(config: dict | None = None) -> dict:
     return listener["filter_chains"][0]["filters"][0]["typed_config"]
 
 
-def with_shipped_observability(bootstrap: dict) -> dict:
+def with_shipped_observability(bootstrap: dict, native: bool = NATIVE) -> dict:
     """`bootstrap` with the shipped stats tags (the Wasm form's; the native form needs none: its
-    request counter carries its labels), and the shipped access log on each listener."""
-    config = shipped()
+    request counter carries its labels), and the shipped access log on each listener, of the form
+    whose filter `bootstrap` runs (`native`, default: the form under test)."""
+    config = shipped(native=native)
     if "stats_config" in config:
         bootstrap["stats_config"] = config["stats_config"]
     for listener in bootstrap["static_resources"]["listeners"]:
@@ -44,11 +45,11 @@ def with_shipped_observability(bootstrap: dict) -> dict:
     return bootstrap
 
 
-def audit_record(logged: str | dict | None) -> dict:
+def audit_record(logged: str | dict | None, native: bool = NATIVE) -> dict:
     """The audit record in a shipped json_format access-log line's `brickgate` field: in the Wasm
     form the `google.protobuf.Struct` object Envoy renders inside its `Any` wrapper; in the native
     form the string `%FILTER_STATE(brickgate:PLAIN)%` gives, the record's JSON text."""
-    if NATIVE:
+    if native:
         assert isinstance(logged, str), logged
         return json.loads(logged)
     assert logged["@type"] == "type.googleapis.com/google.protobuf.Struct", logged
