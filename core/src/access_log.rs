@@ -5,7 +5,8 @@
 //! object is rendered by `%FILTER_STATE(wasm.brickgate)%` as a JSON object (nested in a
 //! `json_format` access log, an AnyValue map in the OpenTelemetry one) — so the whole record
 //! costs one host call per request. This module writes the two protobuf messages involved;
-//! the adapter only hands them to the host.
+//! the adapter only hands them to the host. The native form (a dynamic module) can store bytes
+//! only: [`filter_state_json`] is the same object as JSON text.
 
 use crate::identity::{AuditRecord, AuditValue};
 
@@ -45,6 +46,35 @@ pub fn declare_principal_property_arguments(name: &str) -> Vec<u8> {
     bytes_field(&mut out, 1, principal_property(name).as_bytes()); // name
     varint_field(&mut out, 2, 1); // readonly
     varint_field(&mut out, 3, 1); // type: String
+    out
+}
+
+/// The native form's filter-state object: the same fields as [`filter_state_struct`], as the
+/// JSON text of one object. A dynamic module stores bytes only (Envoy's
+/// `envoy_dynamic_module_callback_http_set_filter_state_bytes` keeps a `Router::StringAccessorImpl`:
+/// envoyproxy/envoy source/extensions/filters/http/dynamic_modules/abi_impl.cc),
+/// which `%FILTER_STATE(brickgate:PLAIN)%` renders as a JSON string in a `json_format` log.
+pub fn filter_state_json(record: &AuditRecord) -> String {
+    // Written field by field, in the record's order (`decision` first, as in the log line).
+    let mut out = String::with_capacity(512);
+    record.for_each_field(|name, field| {
+        if ENVOY_OWN_FIELDS.contains(&name) {
+            return;
+        }
+        out.push(if out.is_empty() { '{' } else { ',' });
+        let value = match field {
+            AuditValue::Text(text) => serde_json::Value::from(text),
+            AuditValue::Flag(flag) => serde_json::Value::from(flag),
+            AuditValue::Number(number) => serde_json::Value::from(number),
+        };
+        out.push_str(&serde_json::Value::from(name).to_string());
+        out.push(':');
+        out.push_str(&value.to_string());
+    });
+    if out.is_empty() {
+        out.push('{');
+    }
+    out.push('}');
     out
 }
 

@@ -1,5 +1,6 @@
-"""Each decision in Envoy's access log (filter state `wasm.brickgate`) and in labelled metrics,
-with the shipped config's access-log format and stats tags."""
+"""Each decision in Envoy's access log (filter state `wasm.brickgate`; native form: `brickgate`) and
+in labelled metrics, with the shipped config of the form under test: its access-log format, stats
+tags, OpenTelemetry log and (native form) Prometheus scrape rule."""
 
 import json
 import re
@@ -9,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from envoy_harness import bootstrap, brickgate_listener, http_get
+from envoy_harness import NATIVE, bootstrap, brickgate_listener, http_get
 from gateway_client import send
 from h2_client import h2_request
 from plugin_configs import AUDIENCE, main_config
-from shipped_config import with_shipped_observability
+from shipped_config import OTEL_ACCESS_LOG, audit_record, scraped, with_shipped_observability
 
 CLUSTERS = "/api/2.0/clusters/list"
 
@@ -53,10 +54,8 @@ def logged(envoy, path: str) -> dict:
 
 
 def brickgate_fields(line: dict) -> dict:
-    """The filter-state object as Envoy renders a `google.protobuf.Struct` inside `Any`."""
-    state = line["brickgate"]
-    assert state["@type"] == "type.googleapis.com/google.protobuf.Struct", state
-    return state["value"]
+    """The audit record in the line's `brickgate` field, as the form's shipped format renders it."""
+    return audit_record(line["brickgate"])
 
 
 def test_allowed_request_logs_the_verified_caller(observed, tokens):
@@ -107,9 +106,11 @@ def test_anonymous_and_unparsed_requests_are_logged_too(observed):
 
 
 def prometheus(envoy) -> str:
+    """/stats/prometheus as the form's shipped scrape config stores it (Wasm: as is; native: renamed
+    to the Wasm form's names by envoy/prometheus-native.yaml)."""
     status, body = http_get(f"{envoy.admin_url}/stats/prometheus")
     assert status == 200
-    return body
+    return scraped(body)
 
 
 def sample(body: str, name: str, **labels) -> float:
@@ -200,14 +201,15 @@ def test_every_dashboard_and_doc_query_names_exposed_metrics(observed, tokens):
 
 
 def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, idp, upstream, tokens):
-    """envoy/otel-access-log.yaml as shipped, its collector cluster pointed at a fake collector."""
+    """envoy/otel-access-log.yaml (native form: otel-access-log-native.yaml) as shipped, its
+    collector cluster pointed at a fake collector."""
     import yaml
 
     from otlp_collector import OtlpCollector
 
     collector = OtlpCollector()
     try:
-        otel = yaml.safe_load((Path(__file__).resolve().parents[2] / "envoy" / "otel-access-log.yaml").read_text())
+        otel = yaml.safe_load(OTEL_ACCESS_LOG.read_text())
         cluster = otel["clusters"][0]
         cluster["type"] = "STATIC"
         cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] = collector.port
@@ -226,8 +228,10 @@ def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, i
             time.sleep(0.2)
         received = collector.received()
         assert path.encode() in received, "no OpenTelemetry log record for the request"
-        # The attribute `brickgate` is the record's JSON text (the Struct in its Any wrapper).
-        assert b'{"@type":"type.googleapis.com/google.protobuf.Struct","value":{' in received
+        # The attribute `brickgate` is the record's JSON text: Wasm, the Struct in its Any wrapper;
+        # native, the filter state's bytes as brickgate wrote them.
+        record_start = b'{"decision":"deny"' if NATIVE else b'{"@type":"type.googleapis.com/google.protobuf.Struct","value":{'
+        assert record_start in received
         for expected in (b"brickgate", b"audience_mismatch", b"otel-mallory", b"clusters-read", b"401"):
             assert expected in received, expected
         assert token.encode() not in received
@@ -238,7 +242,8 @@ def test_opentelemetry_access_log_carries_the_decision(start_envoy, wasm_path, i
 @pytest.mark.parametrize("protocol", ["h2", "http1.1"])
 def test_a_default_configuration_leaves_one_record_per_decision(observed, tokens, protocol):
     """No `audit` section at all (the README snippet has none): each decision, allowed or refused,
-    is one record in the filter state, which `%FILTER_STATE(wasm.brickgate)%` reads."""
+    is one record in the filter state, which `%FILTER_STATE(wasm.brickgate)%` (native form:
+    `%FILTER_STATE(brickgate:PLAIN)%`) reads."""
     assert "audit" not in main_config("https://idp.example", 1), "the observed listener uses the defaults"
     envoy, port = observed
     token = tokens.idp(scope="clusters:read", subject="default-alice")

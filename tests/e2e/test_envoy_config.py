@@ -1,4 +1,5 @@
-"""The dev config validates; an invalid plugin configuration stops Envoy with a precise log line."""
+"""The dev configs (Wasm: envoy/envoy.yaml; native: envoy/native.yaml) validate; an invalid plugin
+configuration stops Envoy with a precise log line."""
 
 import json
 import re
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from envoy_harness import CONFIG_REFUSED, bootstrap, brickgate_listener, run_validate
+from envoy_harness import CONFIG_REFUSED, NATIVE, bootstrap, brickgate_listener, run_validate
 from plugin_configs import main_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -138,17 +139,24 @@ def _with_wasm(text: str, wasm_path: Path) -> str:
 
 def test_otel_access_log_validates(envoy_bin, wasm_path, tmp_path):
     """The OpenTelemetry access log of envoy/otel-access-log.yaml, spliced into envoy/envoy.yaml."""
+    result = _validate_spliced_with_otel(envoy_bin, _with_wasm((REPO_ROOT / "envoy" / "envoy.yaml").read_text(), wasm_path),
+                                         "otel-access-log.yaml", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _validate_spliced_with_otel(envoy_bin: str, config_text: str, otel_name: str, tmp_path: Path):
+    """`envoy --mode validate` on a dev config whose access log and clusters take the OpenTelemetry
+    log and collector cluster of envoy/<otel_name>, as that file's header tells users to."""
     import yaml
     from shipped_config import shipped_hcm
 
-    config = yaml.safe_load(_with_wasm((REPO_ROOT / "envoy" / "envoy.yaml").read_text(), wasm_path))
-    otel = yaml.safe_load((REPO_ROOT / "envoy" / "otel-access-log.yaml").read_text())
+    config = yaml.safe_load(config_text)
+    otel = yaml.safe_load((REPO_ROOT / "envoy" / otel_name).read_text())
     shipped_hcm(config)["access_log"] = otel["access_log"]
     config["static_resources"]["clusters"] += otel["clusters"]
     path = tmp_path / "envoy-otel.json"
     path.write_text(json.dumps(config))
-    result = run_validate(envoy_bin, path, cwd=REPO_ROOT)
-    assert result.returncode == 0, result.stdout + result.stderr
+    return run_validate(envoy_bin, path, cwd=REPO_ROOT)
 
 
 def test_every_shipped_config_sets_the_same_stats_tags():
@@ -186,4 +194,81 @@ def test_make_run_with_another_port_or_wasm_watches_its_rendered_filter(envoy_bi
     assert rendered["vm_config"]["code"]["local"]["filename"] == str(wasm_path)
     assert devstack_run.plugin_config_text(filter_path.read_text()) == devstack_run.plugin_config_text(devstack_run.DEV_FILTER.read_text())
     result = run_validate(envoy_bin, config_path, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# The native config loads dist/libbrickgate.so (BRICKGATE_NATIVE_DIR), which `make e2e-native` builds
+# and `make e2e` does not: Envoy runs it only in the native pass. The static checks run in both.
+NEEDS_NATIVE_MODULE = pytest.mark.skipif(not NATIVE, reason="loads libbrickgate.so, built for the native pass (make e2e-native)")
+
+
+def _without_form(config: dict) -> dict:
+    """A dev config without what its form decides: brickgate's filter, the record's access-log field
+    and the stats tags (the Wasm form's counter names carry the labels, the native counter has them)."""
+    config = json.loads(json.dumps(config))
+    config.pop("stats_config", None)
+    hcm = _hcm(config)
+    del hcm["http_filters"][0]
+    for entry in hcm["access_log"]:
+        del entry["typed_config"]["log_format"]["json_format"]["brickgate"]
+    return config
+
+
+def _hcm(config: dict) -> dict:
+    from shipped_config import shipped_hcm
+    return shipped_hcm(config)
+
+
+def test_native_dev_config_is_the_wasm_one_in_the_native_form():
+    """envoy/native.yaml is envoy/envoy.yaml (listener, routes, clusters, access log) with brickgate
+    as the dynamic module, the plugin JSON of envoy/ecds/brickgate.yaml, the record read from the
+    filter state `brickgate` and no stats tags."""
+    import yaml
+    from devstack.run import plugin_config_text
+
+    wasm = yaml.safe_load((REPO_ROOT / "envoy" / "envoy.yaml").read_text())
+    native = yaml.safe_load((REPO_ROOT / "envoy" / "native.yaml").read_text())
+    assert _without_form(native) == _without_form(wasm)
+    assert "stats_config" not in native
+    (log,) = _hcm(native)["access_log"]
+    assert log["typed_config"]["log_format"]["json_format"]["brickgate"] == "%FILTER_STATE(brickgate:PLAIN)%"
+    module = _hcm(native)["http_filters"][0]
+    assert module["name"] == "envoy.filters.http.dynamic_modules"
+    typed = module["typed_config"]
+    assert (typed["dynamic_module_config"]["name"], typed["filter_name"]) == ("brickgate", "brickgate")
+    ecds_plugin = plugin_config_text((REPO_ROOT / "envoy" / "ecds" / "brickgate.yaml").read_text())
+    assert json.loads(typed["filter_config"]["value"]) == json.loads(ecds_plugin)
+
+
+def test_native_otel_access_log_differs_only_in_the_record_attribute():
+    import yaml
+
+    wasm = yaml.safe_load((REPO_ROOT / "envoy" / "otel-access-log.yaml").read_text())
+    native = yaml.safe_load((REPO_ROOT / "envoy" / "otel-access-log-native.yaml").read_text())
+
+    def record_attribute(otel: dict) -> dict:
+        (attribute,) = [entry for entry in otel["access_log"][0]["typed_config"]["attributes"]["values"] if entry["key"] == "brickgate"]
+        return attribute["value"]
+
+    assert record_attribute(wasm) == {"string_value": "%FILTER_STATE(wasm.brickgate)%"}
+    assert record_attribute(native) == {"string_value": "%FILTER_STATE(brickgate:PLAIN)%"}
+    record_attribute(native)["string_value"] = record_attribute(wasm)["string_value"]
+    assert native == wasm
+
+
+@NEEDS_NATIVE_MODULE
+def test_native_dev_config_validates(envoy_bin):
+    """envoy/native.yaml as shipped validates, which loads the module and runs its configuration
+    check on the shipped plugin JSON."""
+    result = run_validate(envoy_bin, REPO_ROOT / "envoy" / "native.yaml", cwd=REPO_ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "OK" in output and "configured (native)" in output, output
+
+
+@NEEDS_NATIVE_MODULE
+def test_native_otel_access_log_validates(envoy_bin, tmp_path):
+    """envoy/otel-access-log-native.yaml, spliced into envoy/native.yaml."""
+    result = _validate_spliced_with_otel(envoy_bin, (REPO_ROOT / "envoy" / "native.yaml").read_text(),
+                                         "otel-access-log-native.yaml", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

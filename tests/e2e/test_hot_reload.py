@@ -14,8 +14,7 @@ import yaml
 from envoy_harness import ROUTER, STRING_VALUE, WASM, HCM, bootstrap, loopback
 from gateway_client import send
 from plugin_configs import idp_provider
-from shipped_config import REPO_ROOT, with_shipped_observability
-from test_access_log import brickgate_fields
+from shipped_config import REPO_ROOT, audit_record, with_shipped_observability
 
 PREFIX = "/api/2.0/clusters/"
 LOAD_THREADS = 4
@@ -74,7 +73,8 @@ def start_with_ecds(start_envoy, wasm_path, idp, upstream, tmp_path, name: str):
            "http_filters": [shipped_discovery(directory), {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}]}
     listener = {"name": "reload", "address": loopback(0),
                 "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}
-    config = with_shipped_observability(bootstrap([listener], upstream.port, idp.port))
+    # Its filter is the Wasm form's (the ECDS resource above) in either pass: so is its access log.
+    config = with_shipped_observability(bootstrap([listener], upstream.port, idp.port), native=False)
     config["node"] = {"id": "e2e", "cluster": "e2e"}
     envoy = start_envoy(config, name)
     envoy.wait_ready()
@@ -137,12 +137,12 @@ def test_policy_change_under_load(start_envoy, wasm_path, idp, upstream, tokens,
     logged = {line["path"]: line for line in access_lines_all(envoy)}
     mixed = []
     for scope, path, status in sent:
-        fields = brickgate_fields(logged[path])
+        fields = audit_record(logged[path]["brickgate"], native=False)
         version = fields["rule"].removeprefix("policy-")
         if (status == 200) != (version == scope):
             mixed.append((scope, status, fields))
     assert not mixed, f"{len(mixed)} of {len(sent)} requests decided by a mixture: {mixed[:3]}"
-    assert any(brickgate_fields(logged[p])["rule"] == "policy-b" for _, p, _ in sent)
+    assert any(audit_record(logged[p]["brickgate"], native=False)["rule"] == "policy-b" for _, p, _ in sent)
 
     assert fetches_before >= 1, idp.snapshot_counts()
     assert jwks_fetches(idp) == fetches_before, "the new configuration fetched keys again"

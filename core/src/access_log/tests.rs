@@ -61,7 +61,7 @@ fn decode_struct(bytes: &[u8]) -> serde_json::Map<String, Value> {
 }
 
 #[test]
-fn the_struct_carries_the_decision_but_not_what_envoy_logs_itself() {
+fn both_forms_carry_the_decision_but_not_what_envoy_logs_itself() {
     let record = AuditRecord {
         decision: "deny",
         reason: Some("audience_mismatch"),
@@ -78,6 +78,7 @@ fn the_struct_carries_the_decision_but_not_what_envoy_logs_itself() {
         ..AuditRecord::default()
     };
     let decoded = decode_struct(&filter_state_struct(&record));
+    let native: Value = serde_json::from_str(&filter_state_json(&record)).unwrap();
     let expected = serde_json::json!({
         "decision": "deny",
         "reason": "audience_mismatch",
@@ -89,6 +90,10 @@ fn the_struct_carries_the_decision_but_not_what_envoy_logs_itself() {
         "detail": "x".repeat(300),
     });
     assert_eq!(Value::Object(decoded), expected);
+    assert_eq!(
+        native, expected,
+        "the native form's JSON holds the same fields"
+    );
 }
 
 #[test]

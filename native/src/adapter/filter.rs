@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use brickgate_core::access_log;
 use brickgate_core::databricks::exchange::TokenRequest;
 use brickgate_core::engine::{HeaderEdit, HeaderRewrite};
 use brickgate_core::error::DenyResponse;
@@ -19,7 +20,8 @@ use crate::envoy::{
     log_enabled,
 };
 
-/// The filter-state key of each decision's audit record (`%FILTER_STATE(brickgate:PLAIN)%`).
+/// The filter-state key of each decision's audit record (`%FILTER_STATE(brickgate:PLAIN)%`:
+/// the JSON text of the fields the Wasm form's `wasm.brickgate` object holds).
 pub const AUDIT_FILTER_STATE: &str = "brickgate";
 /// The dynamic-metadata namespace of the published principal (`identity.publish`).
 pub const METADATA_NAMESPACE: &str = "brickgate";
@@ -364,18 +366,18 @@ impl StreamHost for NativeStream<'_> {
         if let Some(micros) = decision_us {
             metrics.record_decision_time(self.filter, micros);
         }
-        let line = (self.shared.filter_state
-            || (self.shared.log_line && log_enabled(LogLevel::Info)))
-        .then(|| record.audit.to_json());
-        if let Some(json) = &line {
-            if self.shared.filter_state {
-                // A failed write only loses the access-log fields.
-                self.filter
-                    .set_filter_state_bytes(AUDIT_FILTER_STATE, json.as_bytes());
-            }
-            if self.shared.log_line && log_enabled(LogLevel::Info) {
-                log(LogLevel::Info, &format!("brickgate audit {json}"));
-            }
+        if self.shared.filter_state {
+            // The Wasm form's fields (Envoy logs status, method, path and request id itself).
+            // A failed write only loses the access-log field.
+            let json = access_log::filter_state_json(&record.audit);
+            self.filter
+                .set_filter_state_bytes(AUDIT_FILTER_STATE, json.as_bytes());
+        }
+        if self.shared.log_line && log_enabled(LogLevel::Info) {
+            log(
+                LogLevel::Info,
+                &format!("brickgate audit {}", record.audit.to_json()),
+            );
         }
     }
 
