@@ -54,7 +54,7 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
 
 /// Whether every request-header edit already makes the host pick the route again, so the
 /// explicit `clear_route_cache` call would be a second clear (a foreign-function call per
-/// rewritten request, about 3 µs of worker CPU in `bench/ab.py`, docs/BENCHMARKS.md). Envoy clears
+/// rewritten request; docs/BENCHMARKS.md, issue 19, has what dropping it saved). Envoy clears
 /// the route cache on each header change of a module of ABI 0.2.1 or older (every version; since
 /// 1.33 only for those, envoyproxy/envoy#36671, `Context::onHeadersModified`), and the SDK
 /// (proxy-wasm 0.2) exports `proxy_abi_version_0_2_1`. An SDK with a newer ABI must set this to
