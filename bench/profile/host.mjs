@@ -320,6 +320,7 @@ export class ProxyWasmHost {
         let result;
         if (name === 'verify_signature') result = verifySignature(h.read(argPtr, argLen));
         else if (name === 'declare_property') result = new Uint8Array(); // Envoy ≥1.22 has it
+        else if (name === 'clear_route_cache') result = new Uint8Array(); // Envoy ≥1.33: answers nothing
         else { h.count('proxy_call_foreign_function', `${name} (unknown)`, nameLen + argLen, 0); return Status.NotFound; }
         h.count('proxy_call_foreign_function', name, nameLen + argLen, result.length);
         return h.give(result, dataPtr, sizePtr);

@@ -52,6 +52,15 @@ pub fn drive(shared: &mut Shared, context_id: u32, cell: &StreamCell, event: Eve
     driven.reply
 }
 
+/// Whether every request-header edit already makes the host pick the route again, so the
+/// explicit `clear_route_cache` call would be a second clear (a foreign-function call per
+/// rewritten request; docs/BENCHMARKS.md, issue 19, has what dropping it saved). Envoy clears
+/// the route cache on each header change of a module of ABI 0.2.1 or older (every version; since
+/// 1.33 only for those, envoyproxy/envoy#36671, `Context::onHeadersModified`), and the SDK
+/// (proxy-wasm 0.2) exports `proxy_abi_version_0_2_1`. An SDK with a newer ABI must set this to
+/// false: tests/e2e/test_route_after_rewrite.py fails otherwise (docs/PATHS.md).
+const HOST_REPICKS_ROUTE_ON_EDIT: bool = true;
+
 /// One stream's host calls (the stream is the effective context).
 struct WasmStream<'a> {
     context_id: u32,
@@ -67,8 +76,10 @@ impl StreamHost for WasmStream<'_> {
     }
 
     fn rewrite_request_headers(&mut self, rewrite: &HeaderRewrite) -> Result<(), String> {
-        // Any edit may select another route (`HeaderRewrite::reselects_route`).
-        if rewrite_headers(rewrite)? {
+        // Any edit may select another route (`HeaderRewrite::reselects_route`). Each of the
+        // edits already makes Envoy pick the route again for this module's ABI, so the
+        // explicit call is only needed for a newer one.
+        if rewrite_headers(rewrite)? && !HOST_REPICKS_ROUTE_ON_EDIT {
             super::route_cache::clear()?;
         }
         Ok(())
