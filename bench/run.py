@@ -435,22 +435,27 @@ def render(args, results, caches, notes, meta) -> str:
 def render_targets(results) -> list[str]:
     """The issue's targets, each with its per-round ratios, median and verdict."""
     lines = ["", "Targets (issue 19; medians of per-round ratios to jwt_authn+RBAC, same Envoy, same run):", "",
-             "| listener | workload | measure | target | per round | median | verdict |",
-             "|---|---|---|---|---|---:|---|"]
+             "| listener | workload | measure | target | per round | median | verdict | req per worker CPU-s, "
+             "median ratio (steadier on a shared machine) |",
+             "|---|---|---|---|---|---:|---|---:|"]
     for listener, workload, measure, op, bound in TARGETS:
         names = [w for (w, l) in results if l == listener and (workload in ("*", w))]
         if not names:
-            lines.append(f"| {listener} | {workload} | {measure} | {op} {bound:.2f}× | — | — | not run |")
+            lines.append(f"| {listener} | {workload} | {measure} | {op} {bound:.2f}× | — | — | not run | — |")
         for name in names:
             value = (lambda r: r.rps) if measure == "rps" else (lambda r: r.p99_ms)
-            ratios = per_round_ratios(results[(name, listener)], results.get((name, BASELINE)), value)
+            mine, base = results[(name, listener)], results.get((name, BASELINE))
+            ratios = per_round_ratios(mine, base, value)
             if not ratios:
                 continue
             mid = median(ratios)
             met = mid >= bound if op == ">=" else mid <= bound
             label = "req/s" if measure == "rps" else "p99 latency"
+            cpu = [b.cpu_us / a.cpu_us for a, b in zip(mine, base or []) if a.cpu_us and b.cpu_us]
+            cpu_text = f"{median(cpu):.2f}×" if cpu and measure == "rps" else "—"
             lines.append(f"| {listener} | {name} | {label} | {op} {bound:.2f}× | "
-                         f"{', '.join(f'{r:.2f}' for r in ratios)} | {mid:.2f}× | {'**pass**' if met else '**FAIL**'} |")
+                         f"{', '.join(f'{r:.2f}' for r in ratios)} | {mid:.2f}× | {'**pass**' if met else '**FAIL**'} "
+                         f"| {cpu_text} |")
     return lines
 
 
