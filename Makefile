@@ -166,13 +166,14 @@ $(NOOP_WASM): $(STAMPS)/rust-target bench/noop/Cargo.toml bench/noop/Cargo.lock 
 	@mkdir -p dist
 	cp target/bench-noop/$(TARGET)/release/brickgate_bench_noop.wasm $@
 
-# Throughput and latency against native jwt_authn and the no-op wasm floor on the same Envoy,
-# in interleaved rounds. DURATION=10 (seconds per measurement), ROUNDS=3,
+# Throughput and latency of both forms (Wasm and native) against jwt_authn+RBAC, the no-op wasm
+# floor and the native floor (the ABI-probe build) on the same Envoy, in interleaved rounds, with
+# issue 19's targets as pass/fail rows. DURATION=10 (seconds per measurement), ROUNDS=3,
 # WORKLOADS=warm,cold_rs256,... (default: all). Needs a quiet machine.
 DURATION ?= 10
 ROUNDS ?= 3
-bench: $(WASM) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
-	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --duration $(DURATION) --rounds $(ROUNDS) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
+bench: $(WASM) $(NATIVE) $(NATIVE_PROBE) $(NOOP_WASM) $(VENV)/.installed $(STAMPS)/apt-wrk
+	$(PYTHON) bench/run.py --envoy $(ENVOY) --wasm $(WASM) --noop $(NOOP_WASM) --native $(NATIVE) --native-noop $(NATIVE_PROBE) --duration $(DURATION) --rounds $(ROUNDS) $(if $(WORKLOADS),--workloads $(WORKLOADS)) $(if $(OUTPUT),--output $(OUTPUT))
 
 # Envoy workers (issue 11 point 4): the warm workload against brickgate, jwt_authn and the no-op
 # floor at --concurrency 1 and 2 (req/s, worker on-CPU µs per request), and VmRSS added per extra
@@ -215,7 +216,7 @@ dist/brickgate-names.wasm: $(STAMPS)/rust-target $(STAMPS)/apt-clang Cargo.toml 
 	@mkdir -p dist
 	cp target/names/$(TARGET)/release/brickgate.wasm $@
 PROFILE_REQUESTS ?= 20000
-# Also: cold_rs256, forged, denied (5,000 distinct tokens cycled through a 4,096-entry cache).
+# Also: cold_rs256, forged, denied (5,000 distinct tokens cycled through the default 1,024-entry cache).
 PROFILE_MODES ?= warm anonymous noop
 $(STAMPS)/node-tools:
 	@mkdir -p $(STAMPS)

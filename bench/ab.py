@@ -8,7 +8,13 @@ benchmark of record.
         --variant now=dist/brickgate.wasm --variant before=/tmp/old.wasm \\
         --variant no-fs=dist/brickgate.wasm:'{"audit": {"filter_state": false}}'
 
-A variant is NAME=WASM[:JSON], JSON merged into the benchmark's brickgate configuration.
+A variant is NAME=MODULE[:JSON], JSON merged into the benchmark's brickgate configuration; a
+MODULE ending in `.so` is the native form (a dynamic module, e.g. dist/libbrickgate.so), each
+distinct file loaded under its own name. `--native-noop dist/native-probe/libbrickgate.so` adds the
+native floor (`native_noop`), which native variants are also reported above.
+
+    .venv/bin/python bench/ab.py --noop dist/bench-noop.wasm --native-noop dist/native-probe/libbrickgate.so \
+        --variant native=dist/libbrickgate.so --variant native-no-fs=dist/libbrickgate.so:'{"audit": {"filter_state": false}}'
 """
 
 import argparse
@@ -39,6 +45,7 @@ def main() -> int:
     parser.add_argument("--envoy", default=".venv/bin/envoy")
     parser.add_argument("--wrk-bin", dest="wrk", default="wrk")
     parser.add_argument("--noop", required=True)
+    parser.add_argument("--native-noop", help="the ABI-probe build of the native module: the native floor")
     parser.add_argument("--variant", action="append", type=variant, required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=3)
@@ -49,13 +56,26 @@ def main() -> int:
 
     jwks = workloads.public_jwks()
     listeners = {"noop": envoy_bench.wasm_filter("noop", str(Path(args.noop).resolve()), {}, root_id="noop")}
-    for name, wasm, extra in args.variant:
+    modules: dict[str, str] = {}  # dynamic module name → file
+    if args.native_noop:
+        modules["brickgate_ab_noop"] = str(Path(args.native_noop).resolve())
+        listeners["native_noop"] = envoy_bench.native_filter("brickgate_ab_noop", "unused", filter_name="noop")
+    floors = {}
+    for name, path, extra in args.variant:
         config = envoy_bench.brickgate_plugin_config(workloads.ISSUER, workloads.AUDIENCE, jwks, None)
         config.update(extra)
-        listeners[name] = envoy_bench.wasm_filter(name, wasm, config)
+        if path.endswith(".so"):
+            module = next((m for m, p in modules.items() if p == path), f"brickgate_ab{len(modules)}")
+            modules[module] = path
+            listeners[name] = envoy_bench.native_filter(module, json.dumps(config))
+            floors[name] = "native_noop" if args.native_noop else "noop"
+        else:
+            listeners[name] = envoy_bench.wasm_filter(name, path, config)
     work_dir = Path(tempfile.mkdtemp(prefix="brickgate-ab-"))
+    search_path = envoy_bench.native_search_path(work_dir, modules)
     envoy = envoy_bench.Envoy(args.envoy, envoy_bench.bootstrap(
-        [envoy_bench.listener(name, filters) for name, filters in listeners.items()]), work_dir, "warning")
+        [envoy_bench.listener(name, filters) for name, filters in listeners.items()]), work_dir, "warning",
+        env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(search_path)})
     pool, _ = workloads.token_pool(workloads.WORKLOADS[args.workload], args.tokens, work_dir, 3600)
     cpu: dict[str, list[float]] = {name: [] for name in listeners}
     try:
@@ -75,10 +95,11 @@ def main() -> int:
     finally:
         envoy.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
-    print("\n| listener | worker CPU µs/req (median) | above noop (median of rounds) |\n|---|---:|---:|")
+    print("\n| listener | worker CPU µs/req (median) | floor | above the floor (median of rounds) |\n|---|---:|---|---:|")
     for name, values in cpu.items():
-        above = [v - n for v, n in zip(values, cpu["noop"])]
-        print(f"| {name} | {statistics.median(values):.1f} | {statistics.median(above):+.1f} |")
+        floor = floors.get(name, "noop")
+        above = [v - n for v, n in zip(values, cpu[floor])]
+        print(f"| {name} | {statistics.median(values):.1f} | {floor} | {statistics.median(above):+.1f} |")
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+DYNAMIC_MODULE = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"
 JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 STRING_VALUE = "type.googleapis.com/google.protobuf.StringValue"
@@ -111,6 +112,31 @@ def wasm_filter(name: str, wasm_path: str, plugin_config: dict, root_id: str = "
     return [{"name": "envoy.filters.http.wasm", "typed_config": {"@type": WASM, "config": config}}]
 
 
+def native_filter(module: str, filter_config: str, filter_name: str = "brickgate") -> list[dict]:
+    """A dynamic module filter (the native form): Envoy loads `lib<module>.so` from
+    ENVOY_DYNAMIC_MODULES_SEARCH_PATH ([`native_search_path`]), once per process, and hands it
+    `filter_config` as a StringValue, as tests/e2e/envoy_harness.py `brickgate_filter` does. One
+    filter config per listener, so each listener has its own key store and caches, as each Wasm
+    listener has its own VM."""
+    return [{"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+        "@type": DYNAMIC_MODULE,
+        "dynamic_module_config": {"name": module},
+        "filter_name": filter_name,
+        "filter_config": {"@type": STRING_VALUE, "value": filter_config},
+    }}]
+
+
+def native_search_path(work_dir: Path, modules: dict[str, str]) -> Path:
+    """A directory holding `lib<name>.so` → each module's file, for ENVOY_DYNAMIC_MODULES_SEARCH_PATH:
+    Envoy finds a module by name only, so two builds of libbrickgate.so (brickgate and the
+    ABI-probe floor) need two names in one directory."""
+    directory = work_dir / "dynamic-modules"
+    directory.mkdir(exist_ok=True)
+    for name, path in modules.items():
+        (directory / f"lib{name}.so").symlink_to(Path(path).resolve())
+    return directory
+
+
 def listener(name: str, auth_filters: list[dict]) -> dict:
     """Loopback, port chosen by the kernel (read back from the admin API). No access log."""
     hcm = {
@@ -145,8 +171,10 @@ class Envoy:
     """One Envoy process with `--concurrency 1` (or `concurrency` workers); config, admin address
     and log in `work_dir`."""
 
-    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, log_level: str, concurrency: int = 1):
+    def __init__(self, envoy_bin: str, config: dict, work_dir: Path, log_level: str, concurrency: int = 1,
+                 env: dict[str, str] | None = None):
         self.work_dir = work_dir
+        self.env = {**os.environ, **(env or {})}
         self.log_path = work_dir / "envoy.log"
         self.admin_address_path = work_dir / "admin-address.txt"
         config_path = work_dir / "envoy.json"
@@ -162,7 +190,7 @@ class Envoy:
         with self.log_path.open("wb") as log:
             # Own session: a Ctrl-C reaches us, and we stop Envoy ourselves (after reading its log).
             self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.work_dir, start_new_session=True)
+                                            cwd=self.work_dir, env=self.env, start_new_session=True)
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

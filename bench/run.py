@@ -2,7 +2,7 @@
 """brickgate vs Envoy's native jwt_authn, in one Envoy, under wrk. See bench/README.md.
 
     python bench/run.py --envoy .venv/bin/envoy --wasm dist/brickgate.wasm --noop dist/bench-noop.wasm
-        [--duration 10] [--rounds 3] [--workloads warm,cold_rs256] [--output docs/BENCHMARKS.md]
+        --native dist/libbrickgate.so [--native-noop dist/native-probe/libbrickgate.so] [--duration 10] [--rounds 3] [--workloads warm,cold_rs256] [--output docs/BENCHMARKS.md]
 """
 
 import argparse
@@ -32,8 +32,24 @@ CACHE_DIR = BENCH_DIR / ".cache" / "tokens"
 BASELINE = "jwt_authn"
 # The proxy-wasm floor: a filter that reads one header (bench/noop). Costs are reported above it.
 FLOOR = "wasm_noop"
-PERFORMANCE_HOST = {"host_signatures": True, "token_cache_entries": 4096}
-PERFORMANCE_WASM = {"host_signatures": False, "token_cache_entries": 4096}
+# The native floor: the ABI-probe build of the module (native/src/probe.rs), which without an
+# `x-probe` header reads that one header, counts the request and continues.
+NATIVE_FLOOR = "native_noop"
+# The native form's listeners: the same plugin configurations as `brickgate` and `brickgate_anonymous`.
+NATIVE_LISTENERS = ("native", "native_anonymous")
+# `brickgate` and `brickgate_anonymous` run the DEFAULT configuration (no `performance` object:
+# host signatures, 1024 cache entries, audit record in the filter state, every identity header);
+# this variant only moves signatures into wasm.
+PERFORMANCE_WASM = {"host_signatures": False}
+# The issue's targets (issue 19): (listener, workload, measure, comparison, bound). Measures are
+# medians of per-round ratios to jwt_authn+RBAC: `rps` (req/s) and `p99` (p99 latency).
+TARGETS = [
+    ("native", "warm", "rps", ">=", 1.10),
+    ("native", "cold_rs256", "rps", ">=", 1.0),
+    ("native", "*", "p99", "<=", 1.0),
+    ("brickgate", "warm", "rps", ">=", 0.90),
+    ("brickgate_anonymous", "warm", "rps", ">=", 0.97),
+]
 
 _running: dict = {"envoy": None}  # stopped by cleanup() on any exit
 
@@ -48,6 +64,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--wasm", default="dist/brickgate.wasm", help="the built filter")
     parser.add_argument("--noop", default="dist/bench-noop.wasm",
                         help="the no-op proxy-wasm filter (bench/noop, built by `make bench`): the floor")
+    parser.add_argument("--native", default="dist/libbrickgate.so",
+                        help="the native form (`make native`); empty: no native listeners")
+    parser.add_argument("--native-noop", default="dist/native-probe/libbrickgate.so",
+                        help="the ABI-probe build of the native module (`make native-probe`): the native floor; "
+                             "empty or missing: no native floor")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds: every (workload, listener) once per round (default 3)")
     parser.add_argument("--wrk", default="wrk", help="wrk binary")
@@ -58,7 +79,8 @@ def parse_args() -> argparse.Namespace:
                         help="distinct tokens per cold/forged/denied pool (default 20000)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per listener (0: none)")
     parser.add_argument("--performance", choices=["auto", "on", "off"], default="auto",
-                        help="send brickgate's `performance` config (auto: drop it if the plugin refuses it)")
+                        help="run brickgate_wasm_crypto (its `performance` config; auto: leave it out if the "
+                             "plugin refuses the field)")
     parser.add_argument("--log-level", default="warning", help="Envoy -l (default warning: no audit lines)")
     parser.add_argument("--output", type=Path, help="also write the markdown report to this file")
     parser.add_argument("--keep", action="store_true", help="keep the Envoy work directory")
@@ -82,31 +104,40 @@ def progress(message: str) -> None:
 # --- Envoy ---------------------------------------------------------------------------------
 
 
-def listeners_config(wasm: str, noop: str, performance: bool) -> dict[str, list[dict]]:
+def listeners_config(args, performance: bool) -> dict[str, list[dict]]:
     """Listener name → its auth filters (in front of the router)."""
     jwks = workloads.public_jwks()
     issuer, audience = workloads.ISSUER, workloads.AUDIENCE
     config = lambda perf: envoy_bench.brickgate_plugin_config(issuer, audience, jwks, perf)  # noqa: E731
     listeners = {
         "noauth": [],
-        FLOOR: envoy_bench.wasm_filter(FLOOR, noop, {}, root_id="noop"),
-        "jwt_authn": envoy_bench.jwt_authn_filters(issuer, audience, jwks),
-        "brickgate": envoy_bench.wasm_filter("brickgate", wasm, config(PERFORMANCE_HOST if performance else None)),
+        FLOOR: envoy_bench.wasm_filter(FLOOR, args.noop, {}, root_id="noop"),
     }
-    if performance:  # without the `performance` field both brickgate listeners would be identical
+    if args.native_noop:  # the probe's filter config names a callout cluster; this one calls nothing
+        listeners[NATIVE_FLOOR] = envoy_bench.native_filter("brickgate_noop", "unused", filter_name="noop")
+    listeners["jwt_authn"] = envoy_bench.jwt_authn_filters(issuer, audience, jwks)
+    listeners["brickgate"] = envoy_bench.wasm_filter("brickgate", args.wasm, config(None))
+    if performance:
         listeners["brickgate_wasm_crypto"] = envoy_bench.wasm_filter(
-            "brickgate_wasm_crypto", wasm, config(PERFORMANCE_WASM))
+            "brickgate_wasm_crypto", args.wasm, config(PERFORMANCE_WASM))
     # brickgate with an anonymous rule: the floor of the wasm filter itself (VM calls, headers,
     # path normalisation, rule match), without any token work. Warm workload only.
     listeners["brickgate_anonymous"] = envoy_bench.wasm_filter(
-        "brickgate_anonymous", wasm, envoy_bench.brickgate_anonymous_config())
+        "brickgate_anonymous", args.wasm, envoy_bench.brickgate_anonymous_config())
+    if args.native:  # the same plugin JSON as the two Wasm listeners above
+        listeners["native"] = envoy_bench.native_filter("brickgate", json.dumps(config(None)))
+        listeners["native_anonymous"] = envoy_bench.native_filter(
+            "brickgate", json.dumps(envoy_bench.brickgate_anonymous_config()))
     return listeners
 
 
 def start_envoy(args, work_dir: Path, performance: bool) -> tuple[Envoy, dict[str, list[dict]]]:
-    listeners = listeners_config(args.wasm, args.noop, performance)
+    listeners = listeners_config(args, performance)
     config = envoy_bench.bootstrap([envoy_bench.listener(name, f) for name, f in listeners.items()])
-    envoy = Envoy(args.envoy, config, work_dir, args.log_level)
+    modules = {"brickgate": args.native, "brickgate_noop": args.native_noop}
+    search_path = envoy_bench.native_search_path(work_dir, {k: v for k, v in modules.items() if v})
+    envoy = Envoy(args.envoy, config, work_dir, args.log_level,
+                  env={"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(search_path)})
     _running["envoy"] = envoy
     envoy.start()
     return envoy, listeners
@@ -116,11 +147,10 @@ def start_with_performance_fallback(args, work_dir: Path) -> tuple[Envoy, dict, 
     """Returns (envoy, listeners, note on the `performance` config)."""
     if args.performance == "off":
         envoy, listeners = start_envoy(args, work_dir, False)
-        return envoy, listeners, "not sent (`--performance off`)"
+        return envoy, listeners, "none (`--performance off`: brickgate_wasm_crypto left out)"
     try:
         envoy, listeners = start_envoy(args, work_dir, True)
-        return envoy, listeners, (f"`{json.dumps(PERFORMANCE_HOST)}` (brickgate), "
-                                  f"`{json.dumps(PERFORMANCE_WASM)}` (brickgate_wasm_crypto)")
+        return envoy, listeners, f"`{json.dumps(PERFORMANCE_WASM)}` (brickgate_wasm_crypto only)"
     except EnvoyError as err:
         envoy = _running["envoy"]
         refusal = [line for line in envoy.log_tail(200).splitlines() if "invalid configuration" in line]
@@ -131,12 +161,21 @@ def start_with_performance_fallback(args, work_dir: Path) -> tuple[Envoy, dict, 
     retry_dir = work_dir / "without-performance"
     retry_dir.mkdir()
     envoy, listeners = start_envoy(args, retry_dir, False)
-    return envoy, listeners, ("**refused by this build** (unknown field), so not sent: brickgate runs with its "
-                              "defaults and brickgate_wasm_crypto is left out")
+    return envoy, listeners, ("**refused by this build** (unknown field), so brickgate_wasm_crypto is left out")
 
 
 # Listeners that verify nothing: measured with the warm workload only, as references.
-BASELINES = ("noauth", FLOOR, "brickgate_anonymous")
+BASELINES = ("noauth", FLOOR, NATIVE_FLOOR, "brickgate_anonymous", "native_anonymous")
+
+
+def is_brickgate(listener: str) -> bool:
+    """brickgate itself, in either form (its refusal reasons and counters are checked)."""
+    return listener.startswith("brickgate") or listener in NATIVE_LISTENERS
+
+
+def floor_of(listener: str) -> str:
+    """The floor a listener's cost is reported above: the native one for the native form."""
+    return NATIVE_FLOOR if listener in NATIVE_LISTENERS else FLOOR
 
 
 def workloads_of(listener: str, selected: list[str]) -> list[str]:
@@ -170,7 +209,7 @@ def sanity_check(envoy: Envoy, ports: dict[str, int], listeners, selected, pools
             except OSError as err:
                 problems.append(f"{listener} / {name}: request failed: {err}")
                 continue
-            wrong_reason = listener.startswith("brickgate") and workload.reason and reason and reason != workload.reason
+            wrong_reason = is_brickgate(listener) and workload.reason and reason and reason != workload.reason
             if status != workload.expect or wrong_reason:
                 problems.append(f"{listener} / {name}: got {status} (reason {reason or '-'}: {body[:120]!r}), "
                                 f"expected {workload.expect}" + (f" ({workload.reason})" if workload.reason else ""))
@@ -187,8 +226,19 @@ def status_classes(envoy: Envoy, listener: str) -> dict[str, int]:
     return {name.rsplit("_", 1)[-1]: value for name, value in counters.items()}
 
 
-def brickgate_counters(envoy: Envoy) -> dict[str, int]:
-    return envoy.counters(r"^wasmcustom\.brickgate\.")
+# brickgate's counters by form: Envoy prefixes a Wasm module's metrics with `wasmcustom.` and a
+# dynamic module's with `dynamicmodulescustom.` (the prefix tests/e2e/envoy_harness.py reads).
+COUNTER_PREFIX = {"wasm": "wasmcustom.brickgate.", "native": "dynamicmodulescustom.brickgate."}
+
+
+def form_of(listener: str) -> str:
+    return "native" if listener in NATIVE_LISTENERS else "wasm"
+
+
+def brickgate_counters(envoy: Envoy, listener: str) -> dict[str, int]:
+    prefix = COUNTER_PREFIX[form_of(listener)]
+    return {name.removeprefix(prefix): value
+            for name, value in envoy.counters("^" + prefix.replace(".", "\\.")).items()}
 
 
 def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -205,7 +255,8 @@ def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, li
     plan = [(round_, name, listener) for round_ in range(1, args.rounds + 1) for name, listener in one_round]
     for index, (round_, name, listener) in enumerate(plan, 1):
         workload = workloads.WORKLOADS[name]
-        before_classes, before_bg = status_classes(envoy, listener), brickgate_counters(envoy)
+        before_classes = status_classes(envoy, listener)
+        before_bg = brickgate_counters(envoy, listener) if is_brickgate(listener) else {}
         url = f"http://127.0.0.1:{ports[listener]}"
         cpu_before = envoy.worker_cpu_ns()
         result = wrk_runner.run(args.wrk, url, pools[name], envoy_bench.PATH, args.duration)
@@ -223,10 +274,9 @@ def measure(args, envoy: Envoy, ports, listeners, pools) -> tuple[dict, dict, li
         if unexpected or result.socket_errors:
             notes.append(f"{name} / {listener}: responses by class {classes}, wrk socket errors "
                          f"{result.socket_errors} (every response should be {expected_class})")
-        if listener.startswith("brickgate"):
-            time.sleep(0.3)  # brickgate hands its counters to Envoy once per tick (100 ms)
-            counters = diff(brickgate_counters(envoy), before_bg)
-            suffixes = {key.removeprefix("wasmcustom.brickgate."): value for key, value in counters.items()}
+        if is_brickgate(listener):
+            time.sleep(0.3)  # let the last requests' counters land
+            suffixes = diff(brickgate_counters(envoy, listener), before_bg)
             reasons = {k.removeprefix("denied."): v for k, v in suffixes.items() if k.startswith("denied.")}
             if set(reasons) - {workload.reason}:
                 notes.append(f"{name} / {listener}: brickgate refusal reasons {reasons}, "
@@ -315,6 +365,11 @@ def render(args, results, caches, notes, meta) -> str:
         f"- Envoy: {meta['envoy_version']}, one process, `--concurrency 1`, `-l {args.log_level}` "
         "(brickgate's per-request audit line is at info, so it is dropped)",
         f"- brickgate: `{args.wasm_display}`, {meta['wasm_size']:,} bytes, sha256 `{meta['wasm_sha']}`",
+        f"- brickgate (native form): {meta['native']}",
+        "- brickgate configuration: the default for `brickgate`, `brickgate_anonymous`, `native` and "
+        "`native_anonymous` (no `performance` object: host signatures in the Wasm form, a 1,024-entry token cache, "
+        "audit record in the filter state, every identity header); `native*` get the same plugin JSON as "
+        "their Wasm twins",
         f"- brickgate `performance` config: {meta['performance']}",
         f"- load: `{wrk_runner.params(args.duration)}` on loopback, GET {envoy_bench.PATH} → "
         "`direct_response` 200; warm-up "
@@ -326,7 +381,8 @@ def render(args, results, caches, notes, meta) -> str:
         "medians of the per-round ratios",
         f"- floor: `{FLOOR}`, a proxy-wasm filter that reads `authorization` and continues "
         f"(`{meta['noop_display']}`, bench/noop); *µs above floor* is, per round, 1/req/s of the listener "
-        f"minus 1/req/s of `{FLOOR}` on the warm workload (the worker's time per request beyond the wasm floor)",
+        f"minus 1/req/s of `{FLOOR}` on the warm workload (the worker's time per request beyond the wasm floor); "
+        f"for `native*` listeners the floor is `{NATIVE_FLOOR}` when it runs: {meta['native_noop']}",
         "- *worker CPU*: the Envoy worker thread's on-CPU time (`/proc/<pid>/task/<tid>/schedstat`) during "
         "the run divided by the requests wrk completed; *req per CPU-s vs jwt_authn* is jwt_authn's worker CPU "
         "per request over the listener's (higher is cheaper, as the req/s ratio); *CPU above floor* is its per-round difference to "
@@ -343,8 +399,8 @@ def render(args, results, caches, notes, meta) -> str:
         "| µs above floor | worker CPU µs/req | req per CPU-s vs jwt_authn | CPU above floor |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    floor = results.get(("warm", FLOOR))
     for (name, listener), rounds in results.items():
+        floor = results.get(("warm", floor_of(listener))) or results.get(("warm", FLOOR))
         base = results.get((name, BASELINE))
         rps = [r.rps for r in rounds]
         rps_ratios = per_round_ratios(rounds, base, lambda r: r.rps)
@@ -363,15 +419,44 @@ def render(args, results, caches, notes, meta) -> str:
                      f"{median([r.cpu_us for r in rounds]):.1f} | "
                      f"{fmt_ratio(median(cpu_ratios) if cpu_ratios else None)} | "
                      f"{f'{median(cpu_above):+.1f}' if cpu_above else '—'} |")
+    lines += render_targets(results)
     columns = sorted({column for counters in caches.values() for column in counters})
     if columns:
-        lines += ["", "brickgate `token_cache` counters, summed over the rounds (`wasmcustom.brickgate.token_cache.*`):", "",
+        lines += ["", "brickgate `token_cache` counters, summed over the rounds (`wasmcustom.brickgate.token_cache.*`, "
+                  "native: `dynamicmodulescustom.brickgate.token_cache.*`):", "",
                   "| workload | listener | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
         lines += [f"| {name} | {listener} | " + " | ".join(f"{counters.get(c, 0):,}" for c in columns) + " |"
                   for (name, listener), counters in caches.items()]
     if notes:
         lines += ["", "Anomalies:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
+
+
+def render_targets(results) -> list[str]:
+    """The issue's targets, each with its per-round ratios, median and verdict."""
+    lines = ["", "Targets (issue 19; medians of per-round ratios to jwt_authn+RBAC, same Envoy, same run):", "",
+             "| listener | workload | measure | target | per round | median | verdict | req per worker CPU-s, "
+             "median ratio (steadier on a shared machine) |",
+             "|---|---|---|---|---|---:|---|---:|"]
+    for listener, workload, measure, op, bound in TARGETS:
+        names = [w for (w, l) in results if l == listener and (workload in ("*", w))]
+        if not names:
+            lines.append(f"| {listener} | {workload} | {measure} | {op} {bound:.2f}× | — | — | not run | — |")
+        for name in names:
+            value = (lambda r: r.rps) if measure == "rps" else (lambda r: r.p99_ms)
+            mine, base = results[(name, listener)], results.get((name, BASELINE))
+            ratios = per_round_ratios(mine, base, value)
+            if not ratios:
+                continue
+            mid = median(ratios)
+            met = mid >= bound if op == ">=" else mid <= bound
+            label = "req/s" if measure == "rps" else "p99 latency"
+            cpu = [b.cpu_us / a.cpu_us for a, b in zip(mine, base or []) if a.cpu_us and b.cpu_us]
+            cpu_text = f"{median(cpu):.2f}×" if cpu and measure == "rps" else "—"
+            lines.append(f"| {listener} | {name} | {label} | {op} {bound:.2f}× | "
+                         f"{', '.join(f'{r:.2f}' for r in ratios)} | {mid:.2f}× | {'**pass**' if met else '**FAIL**'} "
+                         f"| {cpu_text} |")
+    return lines
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -389,7 +474,8 @@ def on_signal(signum, _frame) -> None:
 
 
 def prepare_pools(args) -> tuple[dict[str, Path], Path | None]:
-    listeners = ["noauth", FLOOR, "jwt_authn", "brickgate", "brickgate_wasm_crypto", "brickgate_anonymous"]
+    listeners = ["noauth", FLOOR, NATIVE_FLOOR, "jwt_authn", "brickgate", "brickgate_wasm_crypto",
+                 "brickgate_anonymous", *NATIVE_LISTENERS]
     runs = args.rounds * sum(len(workloads_of(listener, args.workloads)) for listener in listeners)
     min_remaining_s = runs * (args.duration + 2) + 3 * args.warmup + 900
     workloads.prune_expired(CACHE_DIR)
@@ -408,6 +494,11 @@ def prepare_pools(args) -> tuple[dict[str, Path], Path | None]:
     return pools, warmup_pool
 
 
+def describe_file(path: str) -> str:
+    data = Path(path).read_bytes()
+    return f"{len(data):,} bytes, sha256 `{hashlib.sha256(data).hexdigest()[:12]}`"
+
+
 def main() -> int:
     args = parse_args()
     for tool, hint in [(args.envoy, "--envoy"), (args.wrk, "apt-get install -y wrk")]:
@@ -420,12 +511,25 @@ def main() -> int:
         raise BenchError(f"{args.noop} not found (make bench builds it from bench/noop)")
     args.wasm_display, args.wasm = args.wasm, str(wasm.resolve())
     noop_display, args.noop = args.noop, str(Path(args.noop).resolve())
+    if args.native and not Path(args.native).is_file():
+        raise BenchError(f"{args.native} not found (make native)")
+    native_display, native_noop_display = args.native, args.native_noop
+    args.native = str(Path(args.native).resolve()) if args.native else ""
+    if args.native_noop and not Path(args.native_noop).is_file():
+        progress(f"! {args.native_noop} not found (make native-probe): no native floor")
+        args.native_noop = ""
+    args.native_noop = str(Path(args.native_noop).resolve()) if args.native_noop and args.native else ""
     args.envoy = shutil.which(args.envoy)
     wasm_bytes = wasm.read_bytes()
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "envoy_version": envoy_bench.version(args.envoy), "wasm_size": len(wasm_bytes),
             "wasm_sha": hashlib.sha256(wasm_bytes).hexdigest()[:12], "load": os.getloadavg()[0],
-            "argv": sys.argv[1:], "noop_display": noop_display}
+            "argv": sys.argv[1:], "noop_display": noop_display,
+            "native": (f"`{native_display}`, {describe_file(args.native)}, `envoy.filters.http.dynamic_modules` "
+                       "from ENVOY_DYNAMIC_MODULES_SEARCH_PATH" if args.native else "not run (`--native ''`)"),
+            "native_noop": (f"`{NATIVE_FLOOR}`, the ABI-probe build `{native_noop_display}` (native/src/probe.rs: "
+                            f"reads `x-probe`, counts the request, continues), {describe_file(args.native_noop)}"
+                            if args.native_noop else f"no `{NATIVE_FLOOR}` in this run, so `{FLOOR}`")}
     if meta["load"] > 0.5:
         progress(f"! load average {meta['load']:.2f}: something else is using the CPUs, numbers will be noisy")
 

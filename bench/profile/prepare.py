@@ -15,7 +15,6 @@ BENCH = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BENCH))
 import envoy_bench  # noqa: E402
 import workloads  # noqa: E402
-from run import PERFORMANCE_HOST  # noqa: E402  (the `brickgate` listener's performance config)
 
 
 COLD_TOKENS = 5000
@@ -41,7 +40,7 @@ def main() -> None:
     warm = workloads.WORKLOADS["warm"]
     token = workloads.mint(warm, 1, "profile", int(time.time()))[0]
     plugin = envoy_bench.brickgate_plugin_config(
-        workloads.ISSUER, workloads.AUDIENCE, workloads.public_jwks(), PERFORMANCE_HOST)
+        workloads.ISSUER, workloads.AUDIENCE, workloads.public_jwks(), None)  # the `brickgate` listener's: the default
     data = {
         "path": envoy_bench.PATH,
         "prefix": envoy_bench.PREFIX,
@@ -56,7 +55,7 @@ def main() -> None:
             "noop": {"root_id": "noop", "config": {}, "headers": request_headers(token)},
         },
     }
-    # Cold modes: more distinct tokens than the cache holds (4096), cycled, so every request
+    # Cold modes: more distinct tokens than the cache holds (1024 by default), cycled, so every request
     # verifies its token (the cache evicts the oldest first).
     now = int(time.time())
     for name in ["cold_rs256", "forged", "denied"]:
