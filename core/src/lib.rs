@@ -46,6 +46,9 @@ pub mod worker;
 /// Version string reported in logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The user agent of brickgate's own requests (key fetches, Databricks token calls).
+pub const USER_AGENT: &str = concat!("brickgate/", env!("CARGO_PKG_VERSION"));
+
 /// Seconds since the Unix epoch. The core never reads a clock: callers pass `now` in.
 pub type UnixTime = u64;
 

@@ -120,16 +120,7 @@ impl Root {
 
     fn dispatch(&mut self, shared: &mut Shared, fetches: Vec<FetchRequest>) {
         for fetch in fetches {
-            let headers = vec![
-                (":method", "GET"),
-                (":path", fetch.path.as_str()),
-                (":authority", fetch.authority.as_str()),
-                ("accept", "application/json"),
-                (
-                    "user-agent",
-                    concat!("brickgate/", env!("CARGO_PKG_VERSION")),
-                ),
-            ];
+            let headers = fetch.headers(":authority");
             let timeout = Duration::from_millis(fetch.timeout_ms);
             match hostcalls::dispatch_http_call(&fetch.cluster, headers, None, vec![], timeout) {
                 Ok(token) => {

@@ -114,23 +114,7 @@ pub fn send_queued(shared: &mut Shared) {
 
 /// Starts the call; its callout id, or why it could not be sent.
 fn dispatch(request: &TokenRequest) -> Result<u32, String> {
-    let mut headers: Vec<(&str, &str)> = vec![
-        (":method", "POST"),
-        (":path", request.path.as_str()),
-        (":authority", request.authority.as_str()),
-        ("content-type", "application/x-www-form-urlencoded"),
-        ("accept", "application/json"),
-        (
-            "user-agent",
-            concat!("brickgate/", env!("CARGO_PKG_VERSION")),
-        ),
-    ];
-    headers.extend(
-        request
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str())),
-    );
+    let headers = request.call_headers(":authority");
     let timeout = Duration::from_millis(request.timeout_ms);
     hostcalls::dispatch_http_call(
         &request.cluster,

@@ -87,6 +87,23 @@ pub struct TokenRequest {
     subject_token: Option<String>,
 }
 
+impl TokenRequest {
+    /// The call's request headers, the request's own last. `authority` as
+    /// [`crate::jwks::FetchRequest::headers`] takes it.
+    pub fn call_headers(&self, authority: &'static str) -> Vec<(&str, &str)> {
+        let mut headers = vec![
+            (":method", "POST"),
+            (":path", self.path.as_str()),
+            (authority, self.authority.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/json"),
+            ("user-agent", crate::USER_AGENT),
+        ];
+        headers.extend(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        headers
+    }
+}
+
 impl fmt::Debug for TokenRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenRequest")

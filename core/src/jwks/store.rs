@@ -34,6 +34,20 @@ pub struct FetchRequest {
     pub timeout_ms: u64,
 }
 
+impl FetchRequest {
+    /// The fetch's request headers. `authority` is the name the host takes the authority under:
+    /// `:authority` for a proxy-wasm callout, `host` for an Envoy dynamic module's.
+    pub fn headers(&self, authority: &'static str) -> Vec<(&'static str, &str)> {
+        vec![
+            (":method", "GET"),
+            (":path", self.path.as_str()),
+            (authority, self.authority.as_str()),
+            ("accept", "application/json"),
+            ("user-agent", crate::USER_AGENT),
+        ]
+    }
+}
+
 /// What came back from a fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FetchOutcome {

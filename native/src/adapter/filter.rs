@@ -47,9 +47,21 @@ impl NativeFilter {
 
     /// Steps the stream with `event` and carries out its actions; keeps the held-stream table.
     fn handle(&mut self, filter: &FilterHandle, event: Event<'_>) -> Reply {
+        self.step_with(filter, |_, _| Some(event))
+            .unwrap_or(Reply::Pause)
+    }
+
+    /// Locks the state, then the slot, and steps the stream with the event `event` finds there
+    /// (none: nothing to do).
+    fn step_with<'e>(
+        &self,
+        filter: &FilterHandle,
+        event: impl FnOnce(&mut State, &Slot) -> Option<Event<'e>>,
+    ) -> Option<Reply> {
         let mut state = self.shared.lock();
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        step(
+        let event = event(&mut state, &slot)?;
+        let reply = step(
             &self.shared,
             &mut state,
             filter,
@@ -57,7 +69,8 @@ impl NativeFilter {
             &self.slot,
             &mut slot,
             event,
-        )
+        );
+        Some(reply)
     }
 }
 
@@ -178,32 +191,18 @@ impl Filter for NativeFilter {
 
     /// Woken on this worker by the main thread: keys or a deadline, or its token.
     fn on_scheduled(&mut self, filter: &FilterHandle, event_id: u64) {
-        let mut state = self.shared.lock();
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let event = match event_id {
-            stream_event::TOKEN => {
-                match state.held.get_mut(&self.id).and_then(|h| h.token.take()) {
-                    Some(token) => Event::UpstreamToken(token),
-                    None => return,
-                }
-            }
-            _ => {
-                let now = now_ms();
-                if !slot.stream.wants_wake(&state.worker.store, now) {
-                    return;
-                }
-                Event::Wake
-            }
-        };
-        step(
-            &self.shared,
-            &mut state,
-            filter,
-            self.id,
-            &self.slot,
-            &mut slot,
-            event,
-        );
+        let id = self.id;
+        self.step_with(filter, |state, slot| match event_id {
+            stream_event::TOKEN => state
+                .held
+                .get_mut(&id)
+                .and_then(|held| held.token.take())
+                .map(Event::UpstreamToken),
+            _ => slot
+                .stream
+                .wants_wake(&state.worker.store, now_ms())
+                .then_some(Event::Wake),
+        });
     }
 }
 

@@ -17,8 +17,6 @@ use crate::envoy::{CalloutDone, CalloutResult, ConfigHandle, LogLevel, log};
 /// How much of a token endpoint's answer is read.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-const USER_AGENT: &str = concat!("brickgate/", env!("CARGO_PKG_VERSION"));
-
 /// Counters and log lines from the main thread.
 struct MainTelemetry<'a> {
     config: &'a ConfigHandle,
@@ -124,13 +122,7 @@ fn dispatch_fetches(
     fetches: Vec<FetchRequest>,
 ) {
     for fetch in fetches {
-        let headers = [
-            (":method", "GET"),
-            (":path", fetch.path.as_str()),
-            ("host", fetch.authority.as_str()),
-            ("accept", "application/json"),
-            ("user-agent", USER_AGENT),
-        ];
+        let headers = fetch.headers("host");
         match telemetry
             .config
             .http_callout(&fetch.cluster, &headers, b"", fetch.timeout_ms)
@@ -171,20 +163,7 @@ fn send_token_calls(state: &mut State, telemetry: &mut MainTelemetry<'_>) {
             deliver(state, settled);
             continue;
         }
-        let mut headers: Vec<(&str, &str)> = vec![
-            (":method", "POST"),
-            (":path", request.path.as_str()),
-            ("host", request.authority.as_str()),
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("accept", "application/json"),
-            ("user-agent", USER_AGENT),
-        ];
-        headers.extend(
-            request
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_str())),
-        );
+        let headers = request.call_headers("host");
         let sent = telemetry.config.http_callout(
             &request.cluster,
             &headers,
