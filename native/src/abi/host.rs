@@ -49,6 +49,31 @@ fn module_headers(headers: &[(&[u8], &[u8])]) -> Vec<ModuleHeader> {
         .collect()
 }
 
+/// One callout, stream's or config's: `send` makes the call with an out-pointer for the id and
+/// buffers that borrow `cluster`, `headers` and `body` for the call only (Envoy copies the request
+/// into its own message), and answers the init result.
+fn callout(
+    cluster: &[u8],
+    headers: &[(&[u8], &[u8])],
+    body: &[u8],
+    send: impl FnOnce(*mut u64, ModuleBuffer, *const ModuleHeader, usize, ModuleBuffer) -> CEnum,
+) -> Result<u64, CEnum> {
+    let headers = module_headers(headers);
+    let mut callout_id = 0u64;
+    let result = send(
+        &mut callout_id,
+        ModuleBuffer::of(cluster),
+        headers.as_ptr(),
+        headers.len(),
+        ModuleBuffer::of(body),
+    );
+    if result == CALLOUT_INIT_SUCCESS {
+        Ok(callout_id)
+    } else {
+        Err(result)
+    }
+}
+
 /// Label names or values as module buffers borrowing `labels`.
 fn label_buffers(labels: &[&str]) -> Vec<ModuleBuffer> {
     labels
@@ -295,26 +320,19 @@ impl RawFilter {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CEnum> {
-        let headers = module_headers(headers);
-        let mut callout_id = 0u64;
-        // SAFETY: every buffer borrows data alive for the call (Envoy copies the request into its
-        // own message); `callout_id` is a valid out-pointer.
-        let result = unsafe {
-            c::envoy_dynamic_module_callback_http_filter_http_callout(
-                self.0,
-                &mut callout_id,
-                ModuleBuffer::of(cluster),
-                headers.as_ptr(),
-                headers.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        if result == CALLOUT_INIT_SUCCESS {
-            Ok(callout_id)
-        } else {
-            Err(result)
-        }
+        callout(
+            cluster,
+            headers,
+            body,
+            |id, cluster, headers, count, body| {
+                // SAFETY: see `callout`; self.0 live for this hook.
+                unsafe {
+                    c::envoy_dynamic_module_callback_http_filter_http_callout(
+                        self.0, id, cluster, headers, count, body, timeout_ms,
+                    )
+                }
+            },
+        )
     }
 
     pub(crate) fn scheduler(&self) -> Option<RawStreamScheduler> {
@@ -435,25 +453,19 @@ impl RawConfig {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CEnum> {
-        let headers = module_headers(headers);
-        let mut callout_id = 0u64;
-        // SAFETY: as RawFilter::http_callout.
-        let result = unsafe {
-            c::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.0,
-                &mut callout_id,
-                ModuleBuffer::of(cluster),
-                headers.as_ptr(),
-                headers.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        if result == CALLOUT_INIT_SUCCESS {
-            Ok(callout_id)
-        } else {
-            Err(result)
-        }
+        callout(
+            cluster,
+            headers,
+            body,
+            |id, cluster, headers, count, body| {
+                // SAFETY: see `callout`; self.0 live for this hook.
+                unsafe {
+                    c::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                        self.0, id, cluster, headers, count, body, timeout_ms,
+                    )
+                }
+            },
+        )
     }
 
     pub(crate) fn scheduler(&self) -> Option<RawConfigScheduler> {

@@ -96,12 +96,13 @@ impl ConfigHandle {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitError> {
-        let headers: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
         self.raw
-            .http_callout(cluster.as_bytes(), &headers, body, timeout_ms)
+            .http_callout(
+                cluster.as_bytes(),
+                &super::byte_pairs(headers),
+                body,
+                timeout_ms,
+            )
             .map_err(CalloutInitError::from_abi)
     }
 

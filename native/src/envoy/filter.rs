@@ -164,12 +164,12 @@ impl FilterHandle {
     /// Sends a local reply (Envoy's `sendLocalReply`); `details` is the response code details
     /// (`%RESPONSE_CODE_DETAILS%`). The hook that calls it should stop iteration.
     pub fn send_response(&self, status: u32, headers: &[(&str, &str)], body: &[u8], details: &str) {
-        let headers: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
-        self.raw
-            .send_response(status, &headers, body, details.as_bytes());
+        self.raw.send_response(
+            status,
+            &super::byte_pairs(headers),
+            body,
+            details.as_bytes(),
+        );
     }
 
     /// Resumes a request held by an earlier hook (a no-op if it is not held).
@@ -192,12 +192,13 @@ impl FilterHandle {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitError> {
-        let headers: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-            .collect();
         self.raw
-            .http_callout(cluster.as_bytes(), &headers, body, timeout_ms)
+            .http_callout(
+                cluster.as_bytes(),
+                &super::byte_pairs(headers),
+                body,
+                timeout_ms,
+            )
             .map_err(CalloutInitError::from_abi)
     }
 

@@ -174,6 +174,14 @@ impl CalloutInitError {
     }
 }
 
+/// Text header pairs as the bytes the ABI takes.
+fn byte_pairs<'a>(headers: &[(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+        .collect()
+}
+
 /// Envoy's log levels, for the `dynamic_modules` logger id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogLevel {
